@@ -1,0 +1,1 @@
+"""Corpora in NAB's layout: the embedded synthetic one, or NAB itself."""

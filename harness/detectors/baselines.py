@@ -1,0 +1,96 @@
+"""Baselines every leaderboard needs: a constant, a seeded coin, and a windowed Gaussian (rolling z-score)."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections import deque
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.corpus.layout import SeriesFile
+from harness.detectors.base import StreamingDetector
+
+
+class NullDetector(StreamingDetector):
+    """Constant 0.5: NAB's lower bound (it never detects at an optimized threshold)."""
+
+    def score_one(self, timestamp, value) -> float:
+        return 0.5
+
+    def score_file(self, series: SeriesFile) -> np.ndarray:
+        return np.full(series.n_rows, 0.5)
+
+
+class RandomParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seed: int = 0
+
+
+class RandomDetector(StreamingDetector):
+    """Uniform random scores, seeded per (seed, file) so runs and re-runs agree."""
+
+    Params = RandomParams
+
+    def reset(self, series: SeriesFile) -> None:
+        self._rng = np.random.default_rng([self.params.seed, zlib.crc32(series.name.encode())])
+
+    def score_one(self, timestamp, value) -> float:
+        return float(self._rng.random())
+
+    def score_file(self, series: SeriesFile) -> np.ndarray:
+        self.reset(series)
+        return self._rng.random(series.n_rows)
+
+
+class GaussianParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    window: int = Field(1000, ge=2, description="how many previous records the mean and deviation cover")
+    min_samples: int = Field(10, ge=2, description="records needed before scoring (earlier ones score 0)")
+
+
+class WindowedGaussian(StreamingDetector):
+    """Score = erf(|z| / sqrt 2), z from the mean and deviation of the previous `window` records.
+
+    That is the probability mass of a Gaussian closer to its mean than the record: 0 at the mean, towards 1
+    far from it. A zero deviation with a differing record scores 1.
+    """
+
+    Params = GaussianParams
+
+    def reset(self, series: SeriesFile) -> None:
+        self._recent: deque[float] = deque(maxlen=self.params.window)
+
+    def score_one(self, timestamp, value) -> float:
+        if len(self._recent) < self.params.min_samples:
+            return 0.0
+        recent = np.fromiter(self._recent, dtype=np.float64)
+        return float(_score(value, recent.mean(), recent.std()))
+
+    def learn_one(self, timestamp, value) -> None:
+        self._recent.append(value)
+
+    def score_file(self, series: SeriesFile) -> np.ndarray:
+        import pandas as pd
+
+        x = pd.Series(series.values)
+        rolling = x.rolling(self.params.window, min_periods=self.params.min_samples)
+        mean = rolling.mean().shift(1).to_numpy()
+        std = rolling.std(ddof=0).shift(1).to_numpy()
+        out = _score(series.values, mean, std)
+        return np.where(np.isnan(mean), 0.0, out)
+
+
+def _score(x, mean, std):
+    x, mean, std = np.asarray(x), np.asarray(mean), np.asarray(std)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.abs(x - mean) / std
+    z = np.where(std > 1e-12 * np.maximum(np.abs(mean), 1.0), z, np.where(np.abs(x - mean) > 1e-12, np.inf, 0.0))
+    return _erf(z / math.sqrt(2.0))
+
+
+def _erf(z: np.ndarray) -> np.ndarray:
+    from math import erf
+
+    return np.vectorize(erf, otypes=[np.float64])(z) if np.ndim(z) else np.float64(erf(float(z)))

@@ -1,0 +1,144 @@
+"""Render a run folder's results: table.csv / table.md, the leaderboard and the precision-recall plot.
+
+Everything is rebuilt from the per-cell `cells/<id>/result.json` files, so a resumed or partial run renders
+the same way as a complete one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from harness.atomic import write_bytes, write_text
+
+PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
+METRICS = [f"nab_{p}" for p in PROFILES] + [
+    "f1",
+    "precision",
+    "recall",
+    "latency_mean_s",
+    "fp_events",
+    "f1_best",
+    "threshold",
+    "seconds",
+]
+
+
+def cell_dir(out: Path, cell_id: str) -> Path:
+    return out / "cells" / cell_id
+
+
+def read_results(out: Path, cell_ids: list[str]) -> list[dict[str, Any]]:
+    """Each cell's result.json, or a `pending` placeholder for a cell that never finished."""
+    rows = []
+    for cid in cell_ids:
+        path = cell_dir(out, cid) / "result.json"
+        rows.append(json.loads(path.read_text()) if path.is_file() else {"cell": {"id": cid}, "status": "pending"})
+    return rows
+
+
+def table_row(result: dict[str, Any]) -> dict[str, Any]:
+    cell = result["cell"]
+    row: dict[str, Any] = {
+        "cell": cell["id"],
+        "detector": cell.get("detector", ""),
+        "params": " ".join(f"{k}={v}" for k, v in cell.get("params", {}).items()),
+        "status": result["status"],
+    }
+    report = result.get("report")
+    if report:
+        for p in PROFILES:
+            row[f"nab_{p}"] = report["profiles"][p]["score"]
+        at = report["detection"]["standard"]
+        row.update(
+            f1=at["f1"],
+            precision=at["precision"],
+            recall=at["recall"],
+            latency_mean_s=at["latency_mean_s"],
+            fp_events=at["fp_events"],
+            f1_best=report["detection"]["best_f1"]["f1"],
+            threshold=report["profiles"]["standard"]["threshold"],
+        )
+    row["seconds"] = result.get("seconds", {}).get("total")
+    row["error"] = result.get("error", "")
+    return row
+
+
+def build_table(results: list[dict[str, Any]]):
+    import pandas as pd
+
+    columns = ["cell", "detector", "params", "status", *METRICS, "error"]
+    return pd.DataFrame([table_row(r) for r in results]).reindex(columns=columns)
+
+
+def markdown(df) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return "" if math.isnan(v) else f"{v:.4f}" if abs(v) < 1e6 else f"{v:.4g}"
+        return "" if v is None else str(v)
+
+    shown = df.drop(columns=[c for c in ("error",) if c in df and not df[c].fillna("").astype(bool).any()])
+    header = "| " + " | ".join(shown.columns) + " |"
+    rule = "|" + "|".join("---" for _ in shown.columns) + "|"
+    body = ["| " + " | ".join(fmt(v).replace("|", "/") for v in row) + " |" for row in shown.itertuples(index=False)]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+def write_tables(out: Path, cell_ids: list[str]):
+    """table.csv and table.md; returns the table (a DataFrame)."""
+    df = build_table(read_results(out, cell_ids))
+    write_text(out / "table.csv", df.to_csv(index=False))
+    write_text(out / "table.md", markdown(df))
+    return df
+
+
+def write_leaderboard(out: Path, df, published_path: Path | None) -> str:
+    """The run's scored cells ranked together with NAB's published scoreboard (when the corpus has one)."""
+    import pandas as pd
+
+    ok = df[df["status"] == "ok"]
+    rows = [
+        {"detector": r.cell, "source": "this run", **{f"nab_{p}": getattr(r, f"nab_{p}") for p in PROFILES}}
+        for r in ok.itertuples(index=False)
+    ]
+    if published_path is not None and published_path.is_file():
+        for name, scores in json.loads(published_path.read_text()).items():
+            rows.append({"detector": name, "source": "NAB published", **{f"nab_{p}": scores.get(p) for p in PROFILES}})
+    board = pd.DataFrame(rows, columns=["detector", "source", *[f"nab_{p}" for p in PROFILES]])
+    board = board.sort_values("nab_standard", ascending=False, kind="stable").reset_index(drop=True)
+    board.insert(0, "rank", range(1, len(board) + 1))
+    write_text(out / "leaderboard.csv", board.to_csv(index=False))
+    md = markdown(board)
+    write_text(out / "leaderboard.md", md)
+    return md
+
+
+def write_pr_plot(out: Path, cell_ids: list[str]) -> Path | None:
+    """All cells' precision-recall curves in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    curves = [(cid, cell_dir(out, cid) / "pr_curve.csv") for cid in cell_ids]
+    curves = [(cid, p) for cid, p in curves if p.is_file()]
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for cid, path in curves:
+        c = pd.read_csv(path)
+        ax.step(c["recall"], c["precision"], where="post", label=cid)
+    ax.set(xlabel="recall (windows detected)", ylabel="precision (over alert events)", xlim=(0, 1.02), ylim=(0, 1.02))
+    ax.set_title("Precision-recall over all thresholds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="best")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    target = out / "pr_curves.png"
+    write_bytes(target, buf.getvalue())
+    return target

@@ -1,0 +1,204 @@
+"""Scenario files: YAML validated by a pydantic schema, expanded into cells.
+
+Every error becomes one `InputError` line naming the file, the field and what was expected.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.errors import InputError
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SyntheticCorpus(_Strict):
+    """The embedded synthetic corpus, generated from a seed: needs no download."""
+
+    seed: int = 7
+    rows: int = Field(4032, ge=500, le=200_000)
+
+
+class CorpusSpec(_Strict):
+    """Exactly one of: `synthetic` (embedded) or `path` (a folder in NAB's layout)."""
+
+    synthetic: SyntheticCorpus | None = None
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "CorpusSpec":
+        if (self.synthetic is None) == (self.path is None):
+            raise ValueError("give exactly one of 'synthetic' or 'path'")
+        return self
+
+
+class DetectorSpec(_Strict):
+    type: str
+    label: str | None = Field(None, pattern=NAME)
+    params: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _named(cls, v: Any) -> Any:
+        if v is None:  # YAML reads a bare `null` as nothing
+            raise ValueError('expected a detector name, got nothing (write "null" in quotes for the null detector)')
+        return v
+
+    @field_validator("type")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from harness.detectors import DETECTORS
+
+        if v not in DETECTORS:
+            raise ValueError(f"unknown detector {v!r} (expected one of {', '.join(sorted(DETECTORS))})")
+        return v
+
+    @field_validator("grid")
+    @classmethod
+    def _non_empty(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for k, values in v.items():
+            if not values:
+                raise ValueError(f"grid {k!r} needs at least one value")
+        return v
+
+    @property
+    def name(self) -> str:
+        return self.label or self.type
+
+
+class ScoringSpec(_Strict):
+    thresholds: str = Field("optimize", description="'optimize', or a thresholds file in NAB's format")
+    probation_percent: float = Field(0.15, ge=0.0, lt=1.0)
+
+
+class Scenario(_Strict):
+    name: str = Field(pattern=NAME)
+    description: str = ""
+    corpus: CorpusSpec = Field(default_factory=lambda: CorpusSpec(synthetic=SyntheticCorpus()))
+    detectors: list[DetectorSpec] = Field(min_length=1)
+    scoring: ScoringSpec = Field(default_factory=ScoringSpec)
+
+
+class Cell(BaseModel):
+    """One unit of work: a detector with concrete parameters (more axes join later)."""
+
+    id: str
+    detector: str  # the detector's label
+    type: str
+    params: dict[str, Any]
+    axes: dict[str, Any]  # the swept values that distinguish this cell
+
+
+def _cell_token(value: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", str(value)).strip("-") or "x"
+
+
+def expand(scenario: Scenario) -> list[Cell]:
+    """Cells: each detector crossed with the cartesian product of its grid."""
+    from harness.detectors import DETECTORS
+
+    cells: list[Cell] = []
+    for spec in scenario.detectors:
+        keys = list(spec.grid)
+        for combo in itertools.product(*(spec.grid[k] for k in keys)) if keys else [()]:
+            axes = dict(zip(keys, combo))
+            params = {**spec.params, **axes}
+            DETECTORS[spec.type].Params.model_validate(params)
+            cell_id = ".".join([spec.name] + [f"{_cell_token(k)}-{_cell_token(v)}" for k, v in axes.items()])
+            cells.append(Cell(id=cell_id, detector=spec.name, type=spec.type, params=params, axes=axes))
+    ids = [c.id for c in cells]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ValueError(f"cells would share the id {dupes[0]!r}: give detectors distinct labels")
+    return cells
+
+
+def read_yaml_mapping(path: str | Path) -> tuple[dict, str]:
+    """The file's text and its top-level mapping, or one clear InputError."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("file does not exist", path)
+    if not path.is_file():
+        raise InputError("expected a YAML file, got a folder", path)
+    raw = path.read_bytes()
+    if b"\0" in raw:
+        raise InputError("expected a YAML text file, got binary data", path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("expected a UTF-8 YAML text file, got binary data", path) from None
+    if not text.strip():
+        raise InputError("file is empty; expected a scenario mapping (name, corpus, detectors)", path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"invalid YAML{where}: {problem}", path) from None
+    if not isinstance(data, dict):
+        raise InputError(f"expected a mapping at the top level, got {_kind(data)}", path)
+    return data, text
+
+
+def _kind(value: Any) -> str:
+    return {list: "a list", str: "a string", type(None): "nothing"}.get(type(value), f"a {type(value).__name__}")
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _first_error(exc: ValidationError) -> tuple[str, str]:
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required field is missing"
+    elif "input" in err and err["type"].endswith("_type"):
+        msg = f"{msg}, got {_kind(err['input'])}"
+    return _loc(loc), msg
+
+
+def load_scenario(path: str | Path, corpus_override: str | Path | None = None) -> tuple[Scenario, list[Cell], str]:
+    """Parse, validate and expand a scenario file; `corpus_override` replaces its corpus with a NAB folder."""
+    path = Path(path)
+    data, text = read_yaml_mapping(path)
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        field, msg = _first_error(exc)
+        raise InputError(msg, path, field or None) from None
+    if corpus_override is not None:
+        scenario.corpus = CorpusSpec(path=str(corpus_override))
+    elif scenario.corpus.path is not None and not Path(scenario.corpus.path).is_absolute():
+        scenario.corpus.path = str((path.parent / scenario.corpus.path).resolve())
+    try:
+        cells = expand(scenario)
+    except ValidationError as exc:
+        field, msg = _first_error(exc)
+        raise InputError(msg, path, f"detectors.params.{field}" if field else "detectors") from None
+    except ValueError as exc:
+        raise InputError(str(exc), path, "detectors") from None
+    if scenario.scoring.thresholds != "optimize":
+        thresholds = Path(scenario.scoring.thresholds)
+        if not thresholds.is_absolute():
+            thresholds = (path.parent / thresholds).resolve()
+        scenario.scoring.thresholds = str(thresholds)
+    return scenario, cells, text

@@ -1,0 +1,326 @@
+"""NAB v1.1 scoring, exact and vectorised.
+
+The rules (NAB whitepaper, arXiv 1510.03336, and NAB's sweeper):
+- the first min(floor(0.15 n), 750) rows of a file are probationary and not scored;
+- a detection (score >= threshold) at row i inside a window of W rows ending at row r is worth
+  tpWeight * s(-(r-i+1)/W) / s(-1), only the earliest detection of a window counts, a missed window costs
+  -fnWeight; a detection outside windows costs fpWeight * s(|prevEnd-i| / (prevW-1)) after a window and
+  -fpWeight before the first one; s(x) = 2/(1+exp(5x)) - 1, and -1 for x > 3;
+- normalised score = 100 (raw - null) / (perfect - null), null = no detection, perfect = tpWeight x windows.
+
+Every threshold is evaluated at once: the post-probation rows of all files are sorted by score once, and each
+row's contribution to the total is placed at its rank, so the raw score at any threshold is a cumulative sum.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from harness.corpus.layout import SeriesFile
+from harness.scoring.profiles import NAB_PROFILES, Profile
+
+PROBATION_PERCENT = 0.15
+NO_DETECTION_THRESHOLD = 1.1  # NAB's sweep starts here: "above every score"
+
+
+def scaled_sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        val = 2.0 / (1.0 + np.exp(5.0 * np.asarray(x, dtype=np.float64))) - 1.0
+    return np.where(x > 3.0, -1.0, val)
+
+
+MAX_TP = float(scaled_sigmoid(np.array(-1.0)))
+
+
+def probation_rows(n_rows: int, percent: float = PROBATION_PERCENT) -> int:
+    return int(min(math.floor(percent * n_rows), percent * 5000))
+
+
+@dataclass
+class ProfileScore:
+    """One cost profile's result. tp/fn count windows; fp counts false-positive detections (rows)."""
+
+    score: float
+    raw: float
+    threshold: float
+    tp: int
+    fp: int
+    fn: int
+
+
+@dataclass
+class DetectionMetrics:
+    """Window-level detection quality at one threshold (definitions in docs/metrics.md)."""
+
+    threshold: float
+    recall: float
+    precision: float
+    f1: float
+    detected_windows: int
+    windows: int
+    fp_events: int
+    latency_mean_rows: float
+    latency_median_rows: float
+    latency_mean_s: float
+    latency_median_s: float
+
+
+@dataclass
+class PRCurve:
+    thresholds: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+
+
+@dataclass
+class NabReport:
+    detector: str
+    profiles: dict[str, ProfileScore]
+    detection: dict[str, DetectionMetrics]  # keyed by profile name, plus "best_f1"
+    pr_curve: PRCurve = field(repr=False)
+
+    def to_dict(self) -> dict:
+        return {
+            "detector": self.detector,
+            "profiles": {k: asdict(v) for k, v in self.profiles.items()},
+            "detection": {k: asdict(v) for k, v in self.detection.items()},
+        }
+
+
+class NabSweep:
+    """One detector's output over a corpus, prepared so that any threshold scores in O(1)."""
+
+    def __init__(
+        self,
+        files: Sequence[SeriesFile],
+        scores: Sequence[np.ndarray],
+        probation_percent: float = PROBATION_PERCENT,
+        label_windows: int | None = None,
+    ):
+        parts = [self._file_rows(f, np.asarray(s, dtype=np.float64), probation_percent) for f, s in zip(files, scores)]
+        win_base = np.cumsum([0] + [len(f.windows) for f in files])
+        self.files = list(files)
+        self.window_file = np.repeat(np.arange(len(files)), [len(f.windows) for f in files])
+        self.window_start = np.concatenate([f.windows[:, 0] for f in files]) if files else np.zeros(0, np.int64)
+        self.label_windows = int(win_base[-1]) if label_windows is None else label_windows
+
+        score = np.concatenate([p[0] for p in parts])
+        gid = np.concatenate([np.where(p[1] >= 0, p[1] + b, -1) for p, b in zip(parts, win_base)])
+        tp_u = np.concatenate([p[2] for p in parts])
+        fp_u = np.concatenate([p[3] for p in parts])
+        self.row = np.concatenate([p[4] for p in parts])
+        file_of = np.repeat(np.arange(len(files)), [len(p[0]) for p in parts])
+        self.score, self.gid = score, gid
+        counted = np.unique(gid[gid >= 0])
+        self.n_windows = len(counted)  # windows with at least one scored row
+
+        n = len(score)
+        order = np.argsort(-score)  # ties need no order: thresholds are only read at the end of a tie
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n)
+        self.sorted_scores = score[order]
+        outside = gid < 0
+        self.cum_fp_u = np.cumsum(np.where(outside, fp_u, 0.0)[order])
+        self.cum_fp_rows = np.cumsum(outside[order])
+
+        # Windows: a row changes its window's value only when it becomes the window's earliest detection, i.e.
+        # when its rank is below the ranks of all earlier rows of that window (a running minimum per window).
+        w = np.flatnonzero(~outside)
+        self._win_rows = w
+        g = gid[w]
+        big = n + 1
+        keyed = rank[w] - g * big  # later windows get smaller keys, so the running minimum restarts per window
+        run_min = np.minimum.accumulate(keyed) if len(w) else keyed
+        first_of_window = np.r_[True, g[1:] != g[:-1]] if len(w) else np.zeros(0, bool)
+        prev_min = np.r_[big, run_min[:-1]] if len(w) else run_min
+        record = first_of_window | (keyed < prev_min)
+        rec = w[record]
+        rec_g = g[record]
+        # Records of a window enter in reverse row order; each replaces the next record's (later) row.
+        nxt_same = np.r_[rec_g[1:] == rec_g[:-1], False] if len(rec) else np.zeros(0, bool)
+        nxt_tp = np.r_[tp_u[rec][1:], 0.0] if len(rec) else np.zeros(0)
+        delta_tp = tp_u[rec] - np.where(nxt_same, nxt_tp, 0.0)
+        tp_at = np.zeros(n)
+        tp_at[rank[rec]] = delta_tp
+        first_at = np.zeros(n, dtype=np.int64)
+        first_at[rank[rec[~nxt_same]]] = 1
+        self.cum_tp_u = np.cumsum(tp_at)
+        self.cum_detected = np.cumsum(first_at)
+
+        # False-positive events: a run of consecutive detections outside windows. Events at a threshold =
+        # detections outside windows - adjacent pairs of them, and a pair becomes detected at its larger rank.
+        adjacent = outside[1:] & outside[:-1] & (file_of[1:] == file_of[:-1]) & (np.diff(self.row) == 1)
+        pair_rank = np.maximum(rank[1:], rank[:-1])[adjacent]
+        self.cum_fp_pairs = np.cumsum(np.bincount(pair_rank, minlength=n)[:n]) if n else np.zeros(0, np.int64)
+
+        # Candidate thresholds: the last rank of each run of equal scores.
+        s = self.sorted_scores
+        self.candidates = np.flatnonzero(np.r_[s[1:] != s[:-1], True]) if n else np.zeros(0, np.int64)
+
+    @staticmethod
+    def _file_rows(f: SeriesFile, scores: np.ndarray, probation_percent: float):
+        n = f.n_rows
+        if len(scores) != n:
+            raise ValueError(f"{f.name}: {len(scores)} scores for {n} rows")
+        i = np.arange(n)
+        gid = np.full(n, -1, dtype=np.int64)
+        tp_u = np.zeros(n)
+        fp_u = np.full(n, -1.0)
+        for j, (start, end) in enumerate(f.windows):
+            width = float(end - start + 1)
+            inside = slice(start, end + 1)
+            gid[inside] = j
+            tp_u[inside] = scaled_sigmoid(-(end - i[inside] + 1) / width) / MAX_TP
+            nxt = f.windows[j + 1, 0] if j + 1 < len(f.windows) else n
+            after = slice(end + 1, nxt)
+            fp_u[after] = scaled_sigmoid(np.abs(end - i[after]) / max(width - 1.0, 1e-12))
+        keep = i >= probation_rows(n, probation_percent)
+        return scores[keep], gid[keep], tp_u[keep], fp_u[keep], i[keep]
+
+    # --- thresholds -------------------------------------------------------------------------------------
+    def rank_for(self, threshold: float) -> int:
+        """Index of the last sorted row with score >= threshold (-1: no detection)."""
+        return int(np.searchsorted(-self.sorted_scores, -threshold, side="right")) - 1
+
+    def threshold_at(self, k: int) -> float:
+        if k >= 0:
+            return float(self.sorted_scores[k])
+        top = float(self.sorted_scores[0]) if len(self.sorted_scores) else 0.0
+        return NO_DETECTION_THRESHOLD if top < NO_DETECTION_THRESHOLD else float(np.nextafter(top, np.inf))
+
+    def raw(self, profile: Profile, k: np.ndarray | int) -> np.ndarray:
+        k = np.asarray(k)
+        safe = np.maximum(k, 0)
+        on = k >= 0
+        detected = np.where(on, self.cum_detected[safe] if len(self.score) else 0, 0)
+        fp_u = np.where(on, self.cum_fp_u[safe] if len(self.score) else 0.0, 0.0)
+        tp_u = np.where(on, self.cum_tp_u[safe] if len(self.score) else 0.0, 0.0)
+        return (
+            -profile.fn_weight * self.n_windows
+            + profile.fn_weight * detected
+            + profile.tp_weight * tp_u
+            + profile.fp_weight * fp_u
+        )
+
+    def optimize(self, profile: Profile) -> int:
+        """The rank of the best threshold over every distinct score and "no detection"; ties go to the highest."""
+        ks = np.r_[-1, self.candidates]
+        return int(ks[int(np.argmax(self.raw(profile, ks)))])
+
+    def profile_score(self, profile: Profile, k: int, threshold: float | None = None) -> ProfileScore:
+        raw = float(self.raw(profile, k))
+        null = -profile.fn_weight * self.n_windows
+        perfect = profile.tp_weight * self.label_windows
+        score = 100.0 * (raw - null) / (perfect - null) if perfect != null else 0.0
+        detected = int(self.cum_detected[k]) if k >= 0 else 0
+        return ProfileScore(
+            score=score,
+            raw=raw,
+            threshold=self.threshold_at(k) if threshold is None else threshold,
+            tp=detected,
+            fp=int(self.cum_fp_rows[k]) if k >= 0 else 0,
+            fn=self.n_windows - detected,
+        )
+
+    # --- beyond NAB ---------------------------------------------------------------------------------------
+    def _counts(self, ks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        safe = np.maximum(ks, 0)
+        on = ks >= 0
+        if not len(self.score):
+            return np.zeros(len(ks), np.int64), np.zeros(len(ks), np.int64)
+        detected = np.where(on, self.cum_detected[safe], 0)
+        events = np.where(on, self.cum_fp_rows[safe] - self.cum_fp_pairs[safe], 0)
+        return detected, events
+
+    def _prf(self, ks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        detected, events = self._counts(ks)
+        alerts = detected + events
+        precision = np.divide(detected, alerts, out=np.zeros(len(ks)), where=alerts > 0)
+        recall = detected / self.n_windows if self.n_windows else np.zeros(len(ks))
+        denom = precision + recall
+        f1 = np.divide(2 * precision * recall, denom, out=np.zeros(len(ks)), where=denom > 0)
+        return precision, recall, f1
+
+    def pr_curve(self) -> PRCurve:
+        ks = self.candidates
+        precision, recall, _ = self._prf(ks)
+        return PRCurve(self.sorted_scores[ks] if len(ks) else np.zeros(0), precision, recall)
+
+    def best_f1_rank(self) -> int:
+        ks = np.r_[-1, self.candidates]
+        return int(ks[int(np.argmax(self._prf(ks)[2]))])
+
+    def detection(self, k: int) -> DetectionMetrics:
+        ks = np.array([k])
+        precision, recall, f1 = (float(a[0]) for a in self._prf(ks))
+        detected, events = (int(a[0]) for a in self._counts(ks))
+        rows, secs = self._latencies(k)
+        return DetectionMetrics(
+            threshold=self.threshold_at(k),
+            recall=recall,
+            precision=precision,
+            f1=f1,
+            detected_windows=detected,
+            windows=self.n_windows,
+            fp_events=events,
+            latency_mean_rows=_mean(rows),
+            latency_median_rows=_median(rows),
+            latency_mean_s=_mean(secs),
+            latency_median_s=_median(secs),
+        )
+
+    def _latencies(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and seconds from each detected window's first row to its first detection."""
+        if k < 0:
+            return np.zeros(0), np.zeros(0)
+        w = self._win_rows
+        hit = w[self.score[w] >= self.sorted_scores[k]]
+        g, first = np.unique(self.gid[hit], return_index=True)
+        rows = self.row[hit[first]]
+        starts = self.window_start[g]
+        lat_rows = (rows - starts).astype(np.float64)
+        secs = np.full(len(g), np.nan)
+        for j, (wg, r, s0) in enumerate(zip(g, rows, starts)):
+            ts = self.files[self.window_file[wg]].timestamps
+            if ts is not None:
+                secs[j] = (ts[r] - ts[s0]) / np.timedelta64(1, "s")
+        return lat_rows, secs
+
+
+def _mean(a: np.ndarray) -> float:
+    a = a[~np.isnan(a)]
+    return float(a.mean()) if len(a) else float("nan")
+
+
+def _median(a: np.ndarray) -> float:
+    a = a[~np.isnan(a)]
+    return float(np.median(a)) if len(a) else float("nan")
+
+
+def score_detector(
+    files: Sequence[SeriesFile],
+    scores: Sequence[np.ndarray],
+    detector: str = "detector",
+    thresholds: dict[str, float] | None = None,
+    profiles: Sequence[Profile] = NAB_PROFILES,
+    probation_percent: float = PROBATION_PERCENT,
+    label_windows: int | None = None,
+) -> NabReport:
+    """Score one detector's output: given thresholds per profile, or optimized ones when `thresholds` is None."""
+    sweep = NabSweep(files, scores, probation_percent, label_windows)
+    results: dict[str, ProfileScore] = {}
+    detection: dict[str, DetectionMetrics] = {}
+    for p in profiles:
+        if thresholds is None:
+            k = sweep.optimize(p)
+            results[p.name] = sweep.profile_score(p, k)
+        else:
+            k = sweep.rank_for(thresholds[p.name])
+            results[p.name] = sweep.profile_score(p, k, thresholds[p.name])
+        detection[p.name] = sweep.detection(k)
+    detection["best_f1"] = sweep.detection(sweep.best_f1_rank())
+    return NabReport(detector=detector, profiles=results, detection=detection, pr_curve=sweep.pr_curve())

@@ -1,0 +1,188 @@
+"""`fetch_nab` against a real HTTP server on 127.0.0.1 serving the read-only NAB copy (or a doctored copy of it)."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from harness.corpus import fetch
+from harness.corpus.fetch import fetch_nab, manifest, verify_tree
+from harness.corpus.layout import load_corpus
+from harness.errors import InputError
+
+NAB = Path(__file__).resolve().parents[2] / "shared" / "nab"
+pytestmark = pytest.mark.skipif(
+    not (NAB / "labels" / "combined_windows.json").is_file(),
+    reason=f"needs the read-only NAB v1.1 copy at {NAB} (checked out beside the repository as ../shared/nab)",
+)
+
+CORRUPT = "data/realKnownCause/nyc_taxi.csv"
+MISSING = "labels/combined_windows.json"
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # keep pytest output clean
+        pass
+
+
+class _Flaky(_Quiet):
+    """Answers 503 to the first request for each path, then serves it: the fetch must retry."""
+
+    seen: set[str] = set()
+    lock = threading.Lock()
+    requests: list[str] = []
+
+    def do_GET(self) -> None:
+        with self.lock:
+            self.requests.append(self.path)
+            first = self.path not in self.seen
+            self.seen.add(self.path)
+        if first:
+            self.send_error(503)
+            return
+        super().do_GET()
+
+
+@contextmanager
+def serve(root: Path, handler: type[http.server.SimpleHTTPRequestHandler] = _Quiet) -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def copy_manifest_files(dst: Path, skip: str | None = None) -> Path:
+    """Only the manifest's files (about 20 MB), never the data into the project."""
+    for rel in manifest()[1]:
+        if rel != skip:
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(NAB / rel, dst / rel)
+    return dst
+
+
+def test_manifest_matches_the_reference_copy() -> None:
+    commit, files = manifest()
+    assert commit == "ea702d75cc2258d9d7dd35ca8e5e2539d71f3140"
+    assert sum(rel.startswith("data/") for rel in files) == 58
+    assert len(files) == 63
+    assert verify_tree(NAB) == []
+
+
+def test_full_fetch(tmp_path: Path) -> None:
+    dest = tmp_path / "out" / "nab"
+    calls: list[tuple[int, int]] = []
+    with serve(NAB) as url:
+        got = fetch_nab(dest, base_url=url, progress=lambda done, total: calls.append((done, total)))
+    assert got == dest
+    files = manifest()[1]
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == sorted(files)
+    for rel in files:
+        assert (dest / rel).read_bytes() == (NAB / rel).read_bytes()
+    assert verify_tree(dest) == []
+    assert len(load_corpus(dest, series=False).files) == 58
+    assert calls[0] == (0, 63) and calls[-1] == (63, 63)
+    assert [p.name for p in dest.parent.iterdir()] == ["nab"]  # no temporary folder left beside it
+
+
+def test_base_url_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with serve(NAB) as url:
+        monkeypatch.setenv("HARNESS_NAB_BASE_URL", url.rstrip("/"))
+        assert fetch.resolve_base_url() == url
+        fetch_nab(tmp_path / "nab", jobs=3)
+    assert verify_tree(tmp_path / "nab") == []
+
+
+def test_default_base_url_is_the_pinned_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HARNESS_NAB_BASE_URL", raising=False)
+    assert fetch.resolve_base_url() == (
+        "https://raw.githubusercontent.com/numenta/NAB/ea702d75cc2258d9d7dd35ca8e5e2539d71f3140/"
+    )
+
+
+def test_corrupted_file_is_refused(tmp_path: Path) -> None:
+    served = copy_manifest_files(tmp_path / "served")
+    data = bytearray((served / CORRUPT).read_bytes())
+    data[100] ^= 0x01
+    (served / CORRUPT).write_bytes(bytes(data))
+    out = tmp_path / "out"
+    out.mkdir()
+    with serve(served) as url, pytest.raises(InputError) as err:
+        fetch_nab(out / "nab", base_url=url)
+    msg = str(err.value)
+    assert CORRUPT in msg and "SHA-256" in msg and manifest()[1][CORRUPT] in msg
+    assert "\n" not in msg
+    assert not (out / "nab").exists()
+    assert list(out.iterdir()) == []  # the temporary download folder is gone too
+    assert verify_tree(served) == [CORRUPT]
+
+
+def test_missing_file_is_a_404(tmp_path: Path) -> None:
+    served = copy_manifest_files(tmp_path / "served", skip=MISSING)
+    out = tmp_path / "out"
+    out.mkdir()
+    with serve(served) as url, pytest.raises(InputError) as err:
+        fetch_nab(out / "nab", base_url=url)
+    msg = str(err.value)
+    assert MISSING in msg and "HTTP 404" in msg and url in msg
+    assert list(out.iterdir()) == []
+    assert verify_tree(served) == [MISSING]
+
+
+def test_5xx_is_retried_but_404_is_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fetch, "BACKOFF_S", 0.0)
+    monkeypatch.setattr(_Flaky, "seen", set())
+    monkeypatch.setattr(_Flaky, "requests", [])
+    with serve(NAB, _Flaky) as url:
+        fetch_nab(tmp_path / "nab", base_url=url)
+    assert verify_tree(tmp_path / "nab") == []
+    assert len(_Flaky.requests) == 2 * 63
+
+    served = copy_manifest_files(tmp_path / "served", skip=MISSING)
+    monkeypatch.setattr(_Flaky, "seen", {"/" + MISSING})  # its 503 is spent: the next answer is a 404
+    monkeypatch.setattr(_Flaky, "requests", [])
+    with serve(served, _Flaky) as url, pytest.raises(InputError, match="HTTP 404"):
+        fetch_nab(tmp_path / "other", base_url=url, jobs=1)
+    assert _Flaky.requests.count("/" + MISSING) == 1
+
+
+def test_unreachable_server_gives_up_after_retries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fetch, "BACKOFF_S", 0.0)
+    with serve(NAB) as url:
+        pass  # the port is closed again: every connection is refused
+    with pytest.raises(InputError, match="after 4 attempts"):
+        fetch_nab(tmp_path / "nab", base_url=url, jobs=2, timeout=5.0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_non_empty_dest_is_refused(tmp_path: Path) -> None:
+    dest = tmp_path / "nab"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("mine")
+    with pytest.raises(InputError, match="already exists and is not empty; choose another folder"):
+        fetch_nab(dest, base_url="http://127.0.0.1:9/")
+    assert [p.name for p in dest.iterdir()] == ["keep.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["nab"]
+
+
+def test_empty_dest_is_filled(tmp_path: Path) -> None:
+    dest = tmp_path / "nab"
+    dest.mkdir()
+    with serve(NAB) as url:
+        fetch_nab(dest, base_url=url)
+    assert verify_tree(dest) == []
+
+
+def test_verify_tree_on_an_empty_folder_lists_everything(tmp_path: Path) -> None:
+    assert verify_tree(tmp_path) == list(manifest()[1])
