@@ -24,11 +24,11 @@ def execute_cell(
 
     A failure is data, not an exception: the run records it and goes on with the other cells.
     """
-    from harness.detectors import DETECTORS
+    from harness.detectors import resolve_detector
 
     started = time.perf_counter()
     try:
-        detector = DETECTORS[cell["type"]](**cell["params"])
+        detector = resolve_detector(cell["type"])(**cell["params"])
         scores = []
         for f in corpus.files:
             s = np.asarray(detector.score_file(f), dtype=np.float64)

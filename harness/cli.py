@@ -67,9 +67,12 @@ def cmd_validate(args) -> int:
 def cmd_run(args) -> int:
     from harness.run import execute
 
-    out = execute(args.scenario, args.out, args.address, args.corpus, args.resume)
+    out, failed = execute(args.scenario, args.out, args.address, args.corpus, args.resume)
     print((out / "table.md").read_text(), end="")
     print(f"\nresults: {out}")
+    if failed:
+        print(f"harness: {len(failed)} cell(s) did not finish ok: {', '.join(failed)} (see table.md)", file=sys.stderr)
+        return 1
     return 0
 
 

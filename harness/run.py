@@ -113,7 +113,8 @@ def execute(
     address: str | None = None,
     corpus_override: str | None = None,
     resume: bool = False,
-) -> Path:
+) -> tuple[Path, list[str]]:
+    """Run (or resume) a scenario; returns the run folder and the ids of cells that failed."""
     p = plan(scenario_path, corpus_override)
     out = Path(out) if out is not None else default_out(p.scenario)
     done = prepare_out(out, p, resume)
@@ -143,7 +144,10 @@ def execute(
     todo = [c for c in p.cells if c.id not in done]
     by_id = {c.id: c for c in p.cells}
     try:
-        with RayRunner(address) as runner:
+        from harness.detectors import user_code_path
+
+        code = [str(path) for c in todo if (path := user_code_path(c.type)) is not None]
+        with RayRunner(address, code) as runner:
             manifest["ray"] = runner.describe()
             write_json(out / "manifest.json", manifest)
             with tqdm(total=len(p.cells), initial=len(done), desc="cells", unit="cell", file=sys.stderr) as bar:
@@ -161,12 +165,13 @@ def execute(
     finally:
         manifest["finished_at"] = mf.now()
         write_json(out / "manifest.json", manifest)
-        render(out, [c.id for c in p.cells], p.corpus_root)
-    return out
+        table = render(out, [c.id for c in p.cells], p.corpus_root)
+    return out, table.loc[table["status"] != "ok", "cell"].tolist()
 
 
-def render(out: Path, cell_ids: list[str], corpus_root: Path) -> None:
-    """(Re)write table.csv/table.md, leaderboard and plot from the cells' result files."""
+def render(out: Path, cell_ids: list[str], corpus_root: Path):
+    """(Re)write table.csv/table.md, leaderboard and plot from the cells' result files; returns the table."""
     df = report.write_tables(out, cell_ids)
     report.write_leaderboard(out, df, corpus_root / "results" / "final_results.json")
     report.write_pr_plot(out, cell_ids)
+    return df

@@ -22,8 +22,10 @@ def ray_environment() -> None:
 
 
 class RayRunner:
-    def __init__(self, address: str | None = None):
+    def __init__(self, address: str | None = None, code: list[str] | None = None):
+        """`code`: folders of user detector packages, shipped to the workers (Ray `py_modules`)."""
         self.address = address
+        self.code = sorted(set(code or []))
         self._ray = None
 
     def __enter__(self) -> "RayRunner":
@@ -31,10 +33,13 @@ class RayRunner:
         import ray
 
         self._ray = ray
+        kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
+        if self.code and "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:  # a submitted job ships its own working_dir
+            kwargs["runtime_env"] = {"py_modules": self.code}
         if self.address is None:
-            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+            ray.init(address="local", include_dashboard=False, **kwargs)
         else:
-            ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=True)
+            ray.init(address=self.address, **kwargs)
         return self
 
     def __exit__(self, *exc) -> None:

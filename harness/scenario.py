@@ -58,10 +58,9 @@ class DetectorSpec(_Strict):
     @field_validator("type")
     @classmethod
     def _known(cls, v: str) -> str:
-        from harness.detectors import DETECTORS
+        from harness.detectors import resolve_detector
 
-        if v not in DETECTORS:
-            raise ValueError(f"unknown detector {v!r} (expected one of {', '.join(sorted(DETECTORS))})")
+        resolve_detector(v)
         return v
 
     @field_validator("grid")
@@ -74,7 +73,9 @@ class DetectorSpec(_Strict):
 
     @property
     def name(self) -> str:
-        return self.label or self.type
+        from harness.detectors import default_label
+
+        return self.label or default_label(self.type)
 
 
 class ScoringSpec(_Strict):
@@ -106,7 +107,7 @@ def _cell_token(value: Any) -> str:
 
 def expand(scenario: Scenario) -> list[Cell]:
     """Cells: each detector crossed with the cartesian product of its grid."""
-    from harness.detectors import DETECTORS
+    from harness.detectors import resolve_detector
 
     cells: list[Cell] = []
     for spec in scenario.detectors:
@@ -114,7 +115,7 @@ def expand(scenario: Scenario) -> list[Cell]:
         for combo in itertools.product(*(spec.grid[k] for k in keys)) if keys else [()]:
             axes = dict(zip(keys, combo))
             params = {**spec.params, **axes}
-            DETECTORS[spec.type].Params.model_validate(params)
+            resolve_detector(spec.type).Params.model_validate(params)
             cell_id = ".".join([spec.name] + [f"{_cell_token(k)}-{_cell_token(v)}" for k, v in axes.items()])
             cells.append(Cell(id=cell_id, detector=spec.name, type=spec.type, params=params, axes=axes))
     ids = [c.id for c in cells]

@@ -1,4 +1,10 @@
-"""Detector registry: scenario `type` -> class."""
+"""Detectors by scenario `type`: a built-in name, or `package.module:Class` for a user's own detector."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
 
 from harness.detectors.base import StreamingDetector
 from harness.detectors.baselines import NullDetector, RandomDetector, WindowedGaussian
@@ -9,4 +15,42 @@ DETECTORS: dict[str, type[StreamingDetector]] = {
     "windowedGaussian": WindowedGaussian,
 }
 
-__all__ = ["DETECTORS", "StreamingDetector"]
+
+def resolve_detector(kind: str) -> type[StreamingDetector]:
+    """The class for a scenario `type`; ValueError (with what was expected) when there is none."""
+    if kind in DETECTORS:
+        return DETECTORS[kind]
+    if ":" not in kind:
+        raise ValueError(
+            f"unknown detector {kind!r} (expected one of {', '.join(sorted(DETECTORS))}, or package.module:Class)"
+        )
+    module_name, _, attr = kind.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import detector {kind!r} ({type(exc).__name__}: {exc})") from None
+    if not (isinstance(cls, type) and issubclass(cls, StreamingDetector)):
+        raise ValueError(f"{kind!r} is not a subclass of harness.detectors.StreamingDetector")
+    return cls
+
+
+def user_code_path(kind: str) -> Path | None:
+    """The folder of a user's detector package, which the runner ships to Ray workers; None for built-ins
+    and for packages installed in site-packages (assumed present on every node)."""
+    if ":" not in kind:
+        return None
+    spec = importlib.util.find_spec(kind.partition(":")[0].split(".")[0])
+    if spec is None or not spec.submodule_search_locations:
+        return None  # a single-file module cannot be shipped: it must be installed on the nodes
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    if any(part in ("site-packages", "dist-packages") for part in folder.parts):
+        return None
+    return folder
+
+
+def default_label(kind: str) -> str:
+    """Cell label for a detector type: the name itself, or the class name of an import path."""
+    return kind.rpartition(":")[2]
+
+
+__all__ = ["DETECTORS", "StreamingDetector", "resolve_detector", "default_label", "user_code_path"]

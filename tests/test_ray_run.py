@@ -1,0 +1,150 @@
+"""`harness run` on real Ray: a private local Ray, a shared `ray start --head` cluster, and `ray job submit`."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, harness_cmd, needs_netns, private_net, ray_env
+
+pytestmark = needs_netns
+
+QUICKSTART_CELLS = ["null", "random", "windowedGaussian.window-288", "windowedGaussian.window-2016"]
+METRIC_COLUMNS = [
+    "nab_standard", "nab_reward_low_FP_rate", "nab_reward_low_FN_rate",
+    "f1", "precision", "recall", "latency_mean_s", "fp_events",
+]
+
+
+def read_table(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "table.csv", keep_default_na=False, na_values=[""])
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """The README's quickstart on a private local Ray (no --address)."""
+    out = tmp_path_factory.mktemp("quickstart") / "run"
+    proc = subprocess.run(
+        private_net(harness_cmd("run", "scenarios/quickstart.yaml", "--out", str(out))),
+        cwd=REPO, env=ray_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, out
+
+
+def test_quickstart_writes_table_manifest_and_prints_table(quickstart_run):
+    proc, out = quickstart_run
+    table = read_table(out)
+    assert table["cell"].tolist() == QUICKSTART_CELLS
+    assert all(re.fullmatch(r"[A-Za-z0-9.-]+", c) for c in table["cell"])
+    assert set(table["status"]) == {"ok"}
+    assert table[METRIC_COLUMNS].notna().drop(columns="latency_mean_s").all().all()
+    assert (table.loc[table["cell"] == "null", "nab_standard"] == 0).all()
+    assert (out / "table.md").read_text() in proc.stdout
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert manifest["cells"] == QUICKSTART_CELLS
+    assert manifest["ray"]["cluster_resources"]["CPU"] >= 1
+    assert manifest["ray"]["address"] == "local"
+    assert "name: quickstart" in manifest["scenario"]["given"]
+    assert manifest["scenario"]["resolved"]["detectors"][2]["grid"] == {"window": [288, 2016]}
+    for key in ("git_commit", "packages", "python", "cpu_model", "started_at", "finished_at"):
+        assert key in manifest
+    assert manifest["packages"]["ray"] == "2.60.0"
+
+
+def test_quickstart_outputs_rescore_to_the_table(quickstart_run, synthetic_root):
+    """Every NAB number in the table is reproduced from <out>/nab/<cell>/ by the standalone scorer."""
+    _, out = quickstart_run
+    table = read_table(out).set_index("cell")
+    labelled = json.loads((synthetic_root / "labels" / "combined_windows.json").read_text())
+    for cell in QUICKSTART_CELLS:
+        files = sorted(p.relative_to(out / "nab" / cell).as_posix() for p in (out / "nab" / cell).rglob("*.csv"))
+        assert files == sorted(f"{n.split('/')[0]}/{cell}_{n.split('/')[1]}" for n in labelled)
+        proc = subprocess.run(
+            harness_cmd("nab", "score", str(out / "nab" / cell), "--corpus", str(synthetic_root), "--optimize", "--json"),
+            capture_output=True, text=True, cwd=REPO, timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        scored = json.loads(proc.stdout)
+        assert scored["detector"] == cell
+        for profile in ("standard", "reward_low_FP_rate", "reward_low_FN_rate"):
+            assert scored["profiles"][profile]["score"] == pytest.approx(table.loc[cell, f"nab_{profile}"], abs=1e-9)
+
+
+def test_quickstart_leaderboard_and_plot(quickstart_run):
+    _, out = quickstart_run
+    board = pd.read_csv(out / "leaderboard.csv", keep_default_na=False)
+    assert board["rank"].tolist() == list(range(1, len(QUICKSTART_CELLS) + 1))
+    assert board["nab_standard"].is_monotonic_decreasing
+    assert set(board["detector"]) == set(QUICKSTART_CELLS)
+    assert (out / "pr_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    shown = subprocess.run(harness_cmd("leaderboard", str(out)), capture_output=True, text=True, cwd=REPO)
+    assert shown.returncode == 0 and "| rank |" in shown.stdout
+
+
+def write_scenario(path: Path, detectors: str) -> Path:
+    path.write_text(f"name: failing\ncorpus:\n  synthetic: {{seed: 3, rows: 1200}}\ndetectors:\n{detectors}")
+    return path
+
+
+def test_failed_cell_is_recorded_and_resume_finishes_the_run(ray_cluster, tmp_path):
+    scenario = write_scenario(
+        tmp_path / "s.yaml",
+        '  - type: "null"\n  - type: userdet:Exploding\n  - type: userdet:LastValueJump\n',
+    )
+    out = tmp_path / "run"
+    env = {"PYTHONPATH": str(REPO / "tests")}
+    cmd = harness_cmd("run", str(scenario), "--out", str(out), "--address", ray_cluster.gcs_address)
+    first = ray_cluster_run(ray_cluster, cmd, env)
+    assert first.returncode == 1, first.stderr[-3000:]
+    assert "Exploding" in first.stderr.splitlines()[-1]
+    table = read_table(out).set_index("cell")
+    assert table.loc["Exploding", "status"] == "failed"
+    assert "RuntimeError: boom on synth" in table.loc["Exploding", "error"]
+    assert table.loc["null", "status"] == "ok" and table.loc["LastValueJump", "status"] == "ok"
+    assert table.loc["LastValueJump", "nab_standard"] > 0
+    failed = json.loads((out / "cells" / "Exploding" / "result.json").read_text())
+    assert "Traceback" in failed["traceback"]
+    assert not (out / "nab" / "Exploding").exists()
+
+    # An interruption loses a cell: --resume reruns it (and the failed one) and leaves finished cells alone.
+    (out / "cells" / "LastValueJump" / "result.json").unlink()
+    kept = (out / "cells" / "null" / "result.json").stat().st_mtime_ns
+    before = table.loc["LastValueJump", "nab_standard"]
+    again = ray_cluster_run(ray_cluster, cmd + ["--resume"], env)
+    assert again.returncode == 1, again.stderr[-3000:]
+    assert (out / "cells" / "null" / "result.json").stat().st_mtime_ns == kept
+    table = read_table(out).set_index("cell")
+    assert table.loc["LastValueJump", "status"] == "ok"
+    assert table.loc["LastValueJump", "nab_standard"] == pytest.approx(before, abs=1e-12)
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+
+def ray_cluster_run(cluster, cmd, env):
+    return subprocess.run(cluster.cmd(cmd), capture_output=True, text=True, timeout=300, env=ray_env(**env), cwd=REPO)
+
+
+def test_ray_job_submit_runs_the_quickstart(ray_cluster, tmp_path):
+    out = tmp_path / "job-out"
+    proc = ray_cluster.run(
+        [
+            "ray", "job", "submit", "--address", ray_cluster.dashboard_url, "--working-dir", ".", "--",
+            "harness", "run", "scenarios/quickstart.yaml", "--address", "auto", "--out", str(out),
+        ],
+        timeout=400,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "succeeded" in proc.stdout
+    table = read_table(out)
+    assert table["cell"].tolist() == QUICKSTART_CELLS
+    assert set(table["status"]) == {"ok"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["ray"]["address"] == "auto"
+    assert manifest["ray"]["cluster_resources"]["CPU"] == 2
