@@ -91,59 +91,112 @@ class NabReport:
         }
 
 
+@dataclass
+class CorpusIndex:
+    """What scoring needs from a corpus, independent of any detector: built once, reused for every output.
+
+    Arrays cover the scored (post-probation) rows of all files, concatenated in file and row order.
+    """
+
+    files: list[SeriesFile]
+    keep: list[np.ndarray]  # per file: mask of scored rows
+    gid: np.ndarray  # global window id of each row, -1 outside windows
+    tp_u: np.ndarray  # TP value / tpWeight if the row were a window's earliest detection
+    fp_u: np.ndarray  # FP value / fpWeight of a detection outside windows (0 inside)
+    row: np.ndarray  # row position within its file
+    window_file: np.ndarray
+    window_start: np.ndarray
+    win_rows: np.ndarray  # indices of rows inside windows (window ids ascending)
+    first_of_window: np.ndarray  # over win_rows: first row of its window
+    adjacent: np.ndarray  # indices j where rows j and j+1 are consecutive rows outside windows of one file
+    n_windows: int  # windows with at least one scored row
+    label_windows: int  # windows in the label file (NAB's perfect score)
+
+    @classmethod
+    def build(
+        cls, files: Sequence[SeriesFile], probation_percent: float = PROBATION_PERCENT, label_windows: int | None = None
+    ) -> "CorpusIndex":
+        parts = [_file_rows(f, probation_percent) for f in files]
+        counts = [len(f.windows) for f in files]
+        win_base = np.cumsum([0] + counts)
+        gid = np.concatenate([np.where(p[1] >= 0, p[1] + b, -1) for p, b in zip(parts, win_base)] or [np.zeros(0, np.int64)])
+        row = np.concatenate([p[4] for p in parts] or [np.zeros(0, np.int64)])
+        file_of = np.repeat(np.arange(len(files)), [len(p[4]) for p in parts])
+        outside = gid < 0
+        win_rows = np.flatnonzero(~outside)
+        g = gid[win_rows]
+        return cls(
+            files=list(files),
+            keep=[p[0] for p in parts],
+            gid=gid,
+            tp_u=np.concatenate([p[2] for p in parts] or [np.zeros(0)]),
+            fp_u=np.concatenate([np.where(p[1] >= 0, 0.0, p[3]) for p in parts] or [np.zeros(0)]),
+            row=row,
+            window_file=np.repeat(np.arange(len(files)), counts),
+            window_start=np.concatenate([f.windows[:, 0] for f in files] or [np.zeros(0, np.int64)]),
+            win_rows=win_rows,
+            first_of_window=np.r_[True, g[1:] != g[:-1]] if len(g) else np.zeros(0, bool),
+            adjacent=np.flatnonzero(outside[1:] & outside[:-1] & (file_of[1:] == file_of[:-1]) & (np.diff(row) == 1)),
+            n_windows=len(np.unique(g)),
+            label_windows=int(win_base[-1]) if label_windows is None else label_windows,
+        )
+
+
+def _file_rows(f: SeriesFile, probation_percent: float):
+    n = f.n_rows
+    i = np.arange(n)
+    gid = np.full(n, -1, dtype=np.int64)
+    tp_u = np.zeros(n)
+    fp_u = np.full(n, -1.0)  # before the first window
+    for j, (start, end) in enumerate(f.windows):
+        width = float(end - start + 1)
+        inside = slice(start, end + 1)
+        gid[inside] = j
+        tp_u[inside] = scaled_sigmoid(-(end - i[inside] + 1) / width) / MAX_TP
+        nxt = f.windows[j + 1, 0] if j + 1 < len(f.windows) else n
+        after = slice(end + 1, nxt)
+        fp_u[after] = scaled_sigmoid(np.abs(end - i[after]) / max(width - 1.0, 1e-12))
+    keep = i >= probation_rows(n, probation_percent)
+    return keep, gid[keep], tp_u[keep], fp_u[keep], i[keep]
+
+
 class NabSweep:
     """One detector's output over a corpus, prepared so that any threshold scores in O(1)."""
 
-    def __init__(
-        self,
-        files: Sequence[SeriesFile],
-        scores: Sequence[np.ndarray],
-        probation_percent: float = PROBATION_PERCENT,
-        label_windows: int | None = None,
-    ):
-        parts = [self._file_rows(f, np.asarray(s, dtype=np.float64), probation_percent) for f, s in zip(files, scores)]
-        win_base = np.cumsum([0] + [len(f.windows) for f in files])
-        self.files = list(files)
-        self.window_file = np.repeat(np.arange(len(files)), [len(f.windows) for f in files])
-        self.window_start = np.concatenate([f.windows[:, 0] for f in files]) if files else np.zeros(0, np.int64)
-        self.label_windows = int(win_base[-1]) if label_windows is None else label_windows
-
-        score = np.concatenate([p[0] for p in parts])
-        gid = np.concatenate([np.where(p[1] >= 0, p[1] + b, -1) for p, b in zip(parts, win_base)])
-        tp_u = np.concatenate([p[2] for p in parts])
-        fp_u = np.concatenate([p[3] for p in parts])
-        self.row = np.concatenate([p[4] for p in parts])
-        file_of = np.repeat(np.arange(len(files)), [len(p[0]) for p in parts])
-        self.score, self.gid = score, gid
-        counted = np.unique(gid[gid >= 0])
-        self.n_windows = len(counted)  # windows with at least one scored row
-
+    def __init__(self, index: CorpusIndex, scores: Sequence[np.ndarray]):
+        for f, s in zip(index.files, scores):
+            if len(s) != f.n_rows:
+                raise ValueError(f"{f.name}: {len(s)} scores for {f.n_rows} rows")
+        self.index = index
+        self.n_windows = index.n_windows
+        score = np.concatenate([np.asarray(s, dtype=np.float64)[k] for s, k in zip(scores, index.keep)] or [np.zeros(0)])
+        self.score = score
         n = len(score)
-        order = np.argsort(-score)  # ties need no order: thresholds are only read at the end of a tie
+        # Descending. Ties need no order (thresholds are read at the end of a tie); "stable" is timsort, which
+        # exploits the runs that time-series scores are full of: 4x faster than quicksort on NAB outputs.
+        order = np.argsort(score, kind="stable")[::-1]
         rank = np.empty(n, dtype=np.int64)
         rank[order] = np.arange(n)
         self.sorted_scores = score[order]
-        outside = gid < 0
-        self.cum_fp_u = np.cumsum(np.where(outside, fp_u, 0.0)[order])
+        outside = index.gid < 0
+        self.cum_fp_u = np.cumsum(index.fp_u[order])
         self.cum_fp_rows = np.cumsum(outside[order])
 
         # Windows: a row changes its window's value only when it becomes the window's earliest detection, i.e.
         # when its rank is below the ranks of all earlier rows of that window (a running minimum per window).
-        w = np.flatnonzero(~outside)
-        self._win_rows = w
-        g = gid[w]
+        w = index.win_rows
+        g = index.gid[w]
         big = n + 1
         keyed = rank[w] - g * big  # later windows get smaller keys, so the running minimum restarts per window
         run_min = np.minimum.accumulate(keyed) if len(w) else keyed
-        first_of_window = np.r_[True, g[1:] != g[:-1]] if len(w) else np.zeros(0, bool)
         prev_min = np.r_[big, run_min[:-1]] if len(w) else run_min
-        record = first_of_window | (keyed < prev_min)
+        record = index.first_of_window | (keyed < prev_min)
         rec = w[record]
         rec_g = g[record]
         # Records of a window enter in reverse row order; each replaces the next record's (later) row.
         nxt_same = np.r_[rec_g[1:] == rec_g[:-1], False] if len(rec) else np.zeros(0, bool)
-        nxt_tp = np.r_[tp_u[rec][1:], 0.0] if len(rec) else np.zeros(0)
-        delta_tp = tp_u[rec] - np.where(nxt_same, nxt_tp, 0.0)
+        rec_tp = index.tp_u[rec]
+        delta_tp = rec_tp - np.where(nxt_same, np.r_[rec_tp[1:], 0.0], 0.0) if len(rec) else rec_tp
         tp_at = np.zeros(n)
         tp_at[rank[rec]] = delta_tp
         first_at = np.zeros(n, dtype=np.int64)
@@ -153,33 +206,13 @@ class NabSweep:
 
         # False-positive events: a run of consecutive detections outside windows. Events at a threshold =
         # detections outside windows - adjacent pairs of them, and a pair becomes detected at its larger rank.
-        adjacent = outside[1:] & outside[:-1] & (file_of[1:] == file_of[:-1]) & (np.diff(self.row) == 1)
-        pair_rank = np.maximum(rank[1:], rank[:-1])[adjacent]
+        adj = index.adjacent
+        pair_rank = np.maximum(rank[adj], rank[adj + 1])
         self.cum_fp_pairs = np.cumsum(np.bincount(pair_rank, minlength=n)[:n]) if n else np.zeros(0, np.int64)
 
         # Candidate thresholds: the last rank of each run of equal scores.
         s = self.sorted_scores
         self.candidates = np.flatnonzero(np.r_[s[1:] != s[:-1], True]) if n else np.zeros(0, np.int64)
-
-    @staticmethod
-    def _file_rows(f: SeriesFile, scores: np.ndarray, probation_percent: float):
-        n = f.n_rows
-        if len(scores) != n:
-            raise ValueError(f"{f.name}: {len(scores)} scores for {n} rows")
-        i = np.arange(n)
-        gid = np.full(n, -1, dtype=np.int64)
-        tp_u = np.zeros(n)
-        fp_u = np.full(n, -1.0)
-        for j, (start, end) in enumerate(f.windows):
-            width = float(end - start + 1)
-            inside = slice(start, end + 1)
-            gid[inside] = j
-            tp_u[inside] = scaled_sigmoid(-(end - i[inside] + 1) / width) / MAX_TP
-            nxt = f.windows[j + 1, 0] if j + 1 < len(f.windows) else n
-            after = slice(end + 1, nxt)
-            fp_u[after] = scaled_sigmoid(np.abs(end - i[after]) / max(width - 1.0, 1e-12))
-        keep = i >= probation_rows(n, probation_percent)
-        return scores[keep], gid[keep], tp_u[keep], fp_u[keep], i[keep]
 
     # --- thresholds -------------------------------------------------------------------------------------
     def rank_for(self, threshold: float) -> int:
@@ -214,7 +247,7 @@ class NabSweep:
     def profile_score(self, profile: Profile, k: int, threshold: float | None = None) -> ProfileScore:
         raw = float(self.raw(profile, k))
         null = -profile.fn_weight * self.n_windows
-        perfect = profile.tp_weight * self.label_windows
+        perfect = profile.tp_weight * self.index.label_windows
         score = 100.0 * (raw - null) / (perfect - null) if perfect != null else 0.0
         detected = int(self.cum_detected[k]) if k >= 0 else 0
         return ProfileScore(
@@ -277,15 +310,16 @@ class NabSweep:
         """Rows and seconds from each detected window's first row to its first detection."""
         if k < 0:
             return np.zeros(0), np.zeros(0)
-        w = self._win_rows
+        ix = self.index
+        w = ix.win_rows
         hit = w[self.score[w] >= self.sorted_scores[k]]
-        g, first = np.unique(self.gid[hit], return_index=True)
-        rows = self.row[hit[first]]
-        starts = self.window_start[g]
+        g, first = np.unique(ix.gid[hit], return_index=True)
+        rows = ix.row[hit[first]]
+        starts = ix.window_start[g]
         lat_rows = (rows - starts).astype(np.float64)
         secs = np.full(len(g), np.nan)
         for j, (wg, r, s0) in enumerate(zip(g, rows, starts)):
-            ts = self.files[self.window_file[wg]].timestamps
+            ts = ix.files[ix.window_file[wg]].timestamps
             if ts is not None:
                 secs[j] = (ts[r] - ts[s0]) / np.timedelta64(1, "s")
         return lat_rows, secs
@@ -302,7 +336,7 @@ def _median(a: np.ndarray) -> float:
 
 
 def score_detector(
-    files: Sequence[SeriesFile],
+    files: Sequence[SeriesFile] | CorpusIndex,
     scores: Sequence[np.ndarray],
     detector: str = "detector",
     thresholds: dict[str, float] | None = None,
@@ -310,8 +344,12 @@ def score_detector(
     probation_percent: float = PROBATION_PERCENT,
     label_windows: int | None = None,
 ) -> NabReport:
-    """Score one detector's output: given thresholds per profile, or optimized ones when `thresholds` is None."""
-    sweep = NabSweep(files, scores, probation_percent, label_windows)
+    """Score one detector's output: given thresholds per profile, or optimized ones when `thresholds` is None.
+
+    Pass a prebuilt CorpusIndex to score many outputs over one corpus without re-deriving its windows.
+    """
+    index = files if isinstance(files, CorpusIndex) else CorpusIndex.build(files, probation_percent, label_windows)
+    sweep = NabSweep(index, scores)
     results: dict[str, ProfileScore] = {}
     detection: dict[str, DetectionMetrics] = {}
     for p in profiles:
