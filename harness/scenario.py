@@ -102,7 +102,7 @@ class Cell(BaseModel):
 
 
 def _cell_token(value: Any) -> str:
-    return re.sub(r"[^A-Za-z0-9.-]+", "-", str(value)).strip("-") or "x"
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", str(value)) or "x"
 
 
 def expand(scenario: Scenario) -> list[Cell]:

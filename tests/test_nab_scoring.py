@@ -136,6 +136,22 @@ def test_optimized_thresholds_match_reference(corpus, profiles) -> None:
         check_against_reference(rep, p.name, want, files, scores)
 
 
+def test_fp_events_do_not_run_across_files() -> None:
+    """Row 19 (last of a 20-row file) and row 20 (first scored row of a 134-row file: probation 20) are
+    consecutive row numbers in different files: two FP events, not one."""
+    a, b = np.zeros(20), np.zeros(134)
+    a[19] = b[20] = 1.0
+    t0 = np.datetime64("2026-01-01T00:00:00", "s")
+    files = [
+        SeriesFile(f"c/{name}.csv", n, np.zeros((0, 2), np.int64), t0 + np.arange(n) * np.timedelta64(300, "s"), np.zeros(n))
+        for name, n in (("a", 20), ("b", 134))
+    ]
+    want = ref.evaluate(ref_files(files, [a, b]), 0.5, 1.0, 0.11, 1.0)
+    assert (want.fp, want.fp_events) == (2, 2)
+    rep = score_detector(files, [a, b], "d", {p.name: 0.5 for p in NAB_PROFILES})
+    check_against_reference(rep, "standard", want, files, [a, b])
+
+
 # --- hand-checked cases of the reference itself ----------------------------------------------------------
 
 
