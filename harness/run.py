@@ -57,16 +57,18 @@ def plan(scenario_path: str | Path, corpus_override: str | None = None, load_dat
             check_layout(scenario.corpus.path)
         except InputError as exc:
             raise InputError(exc.detail, scenario_path, f"corpus.path ({scenario.corpus.path})") from None
-    root = corpus_root(scenario) if load_data or scenario.corpus.path else Path()
-    corpus = load_corpus(root) if load_data else Corpus(files=[])
-    profiles = load_profiles(root / "config" / "profiles.json") if load_data else ()
+    given_root = Path(scenario.corpus.path) if scenario.corpus.path else None
+    profiles = load_profiles(given_root / "config" / "profiles.json" if given_root else None)
     thresholds = None
     if scenario.scoring.thresholds != "optimize":
-        thresholds = {
-            c.detector: load_thresholds(scenario.scoring.thresholds, c.detector, profiles or load_profiles(None))
-            for c in cells
-        }
-    return Plan(scenario_path, scenario, text, cells, root, corpus, profiles, thresholds)
+        try:
+            thresholds = {c.detector: load_thresholds(scenario.scoring.thresholds, c.detector, profiles) for c in cells}
+        except InputError as exc:
+            raise InputError(f"{exc.path}: {exc.detail}", scenario_path, "scoring.thresholds") from None
+    if not load_data:
+        return Plan(scenario_path, scenario, text, cells, given_root or Path(), Corpus(files=[]), profiles, thresholds)
+    root = corpus_root(scenario)
+    return Plan(scenario_path, scenario, text, cells, root, load_corpus(root), profiles, thresholds)
 
 
 def default_out(scenario: Scenario) -> Path:

@@ -91,6 +91,14 @@ class Scenario(_Strict):
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
 
 
+class ScenarioFieldError(ValueError):
+    """A problem with one field of an otherwise well-formed scenario."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 class Cell(BaseModel):
     """One unit of work: a detector with concrete parameters (more axes join later)."""
 
@@ -110,12 +118,17 @@ def expand(scenario: Scenario) -> list[Cell]:
     from harness.detectors import resolve_detector
 
     cells: list[Cell] = []
-    for spec in scenario.detectors:
+    for i, spec in enumerate(scenario.detectors):
         keys = list(spec.grid)
         for combo in itertools.product(*(spec.grid[k] for k in keys)) if keys else [()]:
             axes = dict(zip(keys, combo))
             params = {**spec.params, **axes}
-            resolve_detector(spec.type).Params.model_validate(params)
+            try:
+                resolve_detector(spec.type).Params.model_validate(params)
+            except ValidationError as exc:
+                field, msg = _first_error(exc)
+                where = "grid" if field.split(".")[0] in axes else "params"
+                raise ScenarioFieldError(f"detectors[{i}].{where}" + (f".{field}" if field else ""), msg) from None
             cell_id = ".".join([spec.name] + [f"{_cell_token(k)}-{_cell_token(v)}" for k, v in axes.items()])
             cells.append(Cell(id=cell_id, detector=spec.name, type=spec.type, params=params, axes=axes))
     ids = [c.id for c in cells]
@@ -154,7 +167,8 @@ def read_yaml_mapping(path: str | Path) -> tuple[dict, str]:
 
 
 def _kind(value: Any) -> str:
-    return {list: "a list", str: "a string", type(None): "nothing"}.get(type(value), f"a {type(value).__name__}")
+    names = {list: "a list", str: "a string", type(None): "nothing", int: "an integer", float: "a number", bool: "a boolean"}
+    return names.get(type(value), f"a {type(value).__name__}")
 
 
 def _loc(loc: tuple) -> str:
@@ -192,14 +206,15 @@ def load_scenario(path: str | Path, corpus_override: str | Path | None = None) -
         scenario.corpus.path = str((path.parent / scenario.corpus.path).resolve())
     try:
         cells = expand(scenario)
-    except ValidationError as exc:
-        field, msg = _first_error(exc)
-        raise InputError(msg, path, f"detectors.params.{field}" if field else "detectors") from None
+    except ScenarioFieldError as exc:
+        raise InputError(str(exc), path, exc.field) from None
     except ValueError as exc:
         raise InputError(str(exc), path, "detectors") from None
     if scenario.scoring.thresholds != "optimize":
         thresholds = Path(scenario.scoring.thresholds)
         if not thresholds.is_absolute():
             thresholds = (path.parent / thresholds).resolve()
+        if not thresholds.is_file():
+            raise InputError(f"thresholds file {thresholds} does not exist (or write 'optimize')", path, "scoring.thresholds")
         scenario.scoring.thresholds = str(thresholds)
     return scenario, cells, text

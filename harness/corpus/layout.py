@@ -107,8 +107,9 @@ def _load_file(root: Path, name: str, windows: list[list[str]], series: bool) ->
     if series:
         stamps = _parse_timestamps(column_bytes(raw, "timestamp", path), path)
         values = float_column(raw, "value", path)
-        if np.isnan(values).any():
-            raise InputError(f"row {int(np.flatnonzero(np.isnan(values))[0]) + 1}: value is NaN", path)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if len(bad):
+            raise InputError(f"row {int(bad[0]) + 1}: expected a finite value, got {values[bad[0]]}", path)
     else:
         values = None
     rows = [_window_rows(raw, path, w, stamps) for w in windows]

@@ -27,7 +27,7 @@ def resolve_detector(kind: str) -> type[StreamingDetector]:
     module_name, _, attr = kind.partition(":")
     try:
         cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any import failure is the scenario's error (bad path, broken module)
         raise ValueError(f"cannot import detector {kind!r} ({type(exc).__name__}: {exc})") from None
     if not (isinstance(cls, type) and issubclass(cls, StreamingDetector)):
         raise ValueError(f"{kind!r} is not a subclass of harness.detectors.StreamingDetector")

@@ -7,7 +7,7 @@ import zlib
 from collections import deque
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.corpus.layout import SeriesFile
 from harness.detectors.base import StreamingDetector
@@ -25,7 +25,7 @@ class NullDetector(StreamingDetector):
 
 class RandomParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 class RandomDetector(StreamingDetector):
@@ -48,6 +48,12 @@ class GaussianParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     window: int = Field(1000, ge=2, description="how many previous records the mean and deviation cover")
     min_samples: int = Field(10, ge=2, description="records needed before scoring (earlier ones score 0)")
+
+    @model_validator(mode="after")
+    def _reachable(self) -> "GaussianParams":
+        if self.min_samples > self.window:
+            raise ValueError(f"min_samples ({self.min_samples}) must not exceed window ({self.window})")
+        return self
 
 
 class WindowedGaussian(StreamingDetector):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from harness.detectors import StreamingDetector
 
@@ -14,8 +15,15 @@ class Exploding(StreamingDetector):
         raise RuntimeError(f"boom on {series.name}")
 
 
+class JumpParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    gain: float = 1.0  # any sign: only its magnitude matters
+
+
 class LastValueJump(StreamingDetector):
     """|x_i - x_{i-1}| squashed to [0, 1): causal, deterministic, and better than chance on spikes."""
+
+    Params = JumpParams
 
     def score_file(self, series):
         x = series.values
