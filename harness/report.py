@@ -62,16 +62,55 @@ def table_row(result: dict[str, Any]) -> dict[str, Any]:
             f1_best=report["detection"]["best_f1"]["f1"],
             threshold=report["profiles"]["standard"]["threshold"],
         )
+    backend = cell.get("backend")
+    if backend:
+        row.update(backend=backend["backend"], precision=backend["precision"])
+    timing = result.get("timing")
+    if timing:
+        one, big = timing["batch1"], timing["batchN"]
+        row.update(
+            latency_b1_p50_ms=one["p50_ms"],
+            latency_b1_p95_ms=one["p95_ms"],
+            batch=big["batch"],
+            latency_bN_p50_ms=big["p50_ms"],
+            latency_bN_p95_ms=big["p95_ms"],
+            throughput_eps=big["events_per_s"],
+            throughput_b1_eps=one["events_per_s"],
+            model_bytes=result.get("model_bytes"),
+        )
     row["seconds"] = result.get("seconds", {}).get("total")
     row["error"] = result.get("error", "")
     return row
 
 
+BACKEND_COLUMNS = [
+    "backend", "precision", "nab_standard_delta_pct", "latency_b1_p50_ms", "latency_b1_p95_ms", "batch",
+    "latency_bN_p50_ms", "latency_bN_p95_ms", "throughput_eps", "speedup_vs_fp32", "speedup_b1_vs_fp32",
+    "model_bytes", "gate",
+]
+GATE_MAX_LOSS_PCT = 5.0  # an INT8 build may lose less than 5% of the NAB standard score...
+GATE_MIN_SPEEDUP = 2.0  # ...and must be at least 2x faster than torch fp32 (same batch policy)
+
+
 def build_table(results: list[dict[str, Any]]):
+    """One row per cell; with backends, also the comparisons against each detector's torch fp32 row."""
     import pandas as pd
 
-    columns = ["cell", "detector", "params", "status", *METRICS, "error"]
-    return pd.DataFrame([table_row(r) for r in results]).reindex(columns=columns)
+    df = pd.DataFrame([table_row(r) for r in results])
+    if "backend" not in df:
+        return df.reindex(columns=["cell", "detector", "params", "status", *METRICS, "error"])
+    ref = df[(df["backend"] == "torch") & (df["precision"] == "fp32") & (df["status"] == "ok")].drop_duplicates("detector")
+    ref = ref.set_index("detector")
+    base_score = df["detector"].map(ref["nab_standard"]) if "nab_standard" in ref else float("nan")
+    df["nab_standard_delta_pct"] = 100.0 * (df.get("nab_standard") - base_score) / base_score.abs()
+    if "throughput_eps" in df:
+        df["speedup_vs_fp32"] = df["throughput_eps"] / df["detector"].map(ref["throughput_eps"])
+        df["speedup_b1_vs_fp32"] = df["throughput_b1_eps"] / df["detector"].map(ref["throughput_b1_eps"])
+    is_int8 = (df["precision"] == "int8") & (df["status"] == "ok")
+    passed = (df["nab_standard_delta_pct"] > -GATE_MAX_LOSS_PCT) & (df.get("speedup_vs_fp32") >= GATE_MIN_SPEEDUP)
+    df["gate"] = [("PASS" if ok else "FAIL") if int8 else "" for int8, ok in zip(is_int8, passed.fillna(False))]
+    columns = ["cell", "detector", "params", "status", *METRICS[:3], *BACKEND_COLUMNS[:3], *METRICS[3:], *BACKEND_COLUMNS[3:], "error"]
+    return df.reindex(columns=columns)
 
 
 def markdown(df) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -78,6 +78,36 @@ class DetectorSpec(_Strict):
         return self.label or default_label(self.type)
 
 
+class BackendEntry(_Strict):
+    """Where a learned detector's model runs: one cell per entry (the detector x backend x precision axes)."""
+
+    backend: Literal["torch", "onnxruntime", "openvino"]
+    precision: Literal["fp32", "int8"] = "fp32"
+    quantization: Literal["dynamic", "static"] | None = None
+    threads: int = Field(1, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _combination(self) -> "BackendEntry":
+        if self.backend == "torch" and self.precision == "int8":
+            raise ValueError("torch int8 is not offered (dynamic quantization is slower than fp32 on CPU); use onnxruntime or openvino")
+        if self.quantization is not None and not (self.backend == "onnxruntime" and self.precision == "int8"):
+            raise ValueError("quantization applies to onnxruntime int8 only")
+        return self
+
+    @property
+    def token(self) -> str:
+        return "-".join(p for p in (self.backend, self.precision, self.quantization) if p)
+
+
+class TimingSpec(_Strict):
+    """How backend latency is measured (docs/timing.md)."""
+
+    batch: int = Field(256, ge=2, description="the large batch; batch 1 is always timed too")
+    warmup: int = Field(20, ge=0)
+    min_iterations: int = Field(100, ge=1)
+    min_duration_s: float = Field(1.0, ge=0.0)
+
+
 class ScoringSpec(_Strict):
     thresholds: str = Field("optimize", description="'optimize', or a thresholds file in NAB's format")
     probation_percent: float = Field(0.15, ge=0.0, lt=1.0)
@@ -88,6 +118,8 @@ class Scenario(_Strict):
     description: str = ""
     corpus: CorpusSpec = Field(default_factory=lambda: CorpusSpec(synthetic=SyntheticCorpus()))
     detectors: list[DetectorSpec] = Field(min_length=1)
+    backends: list[BackendEntry] = Field(default_factory=list)
+    timing: TimingSpec = Field(default_factory=TimingSpec)
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
 
 
@@ -107,6 +139,7 @@ class Cell(BaseModel):
     type: str
     params: dict[str, Any]
     axes: dict[str, Any]  # the swept values that distinguish this cell
+    backend: BackendEntry | None = None  # None: the detector's own (torch) inference, or no model at all
 
 
 def _cell_token(value: Any) -> str:
@@ -114,7 +147,8 @@ def _cell_token(value: Any) -> str:
 
 
 def expand(scenario: Scenario) -> list[Cell]:
-    """Cells: each detector crossed with the cartesian product of its grid."""
+    """Cells: each detector crossed with the cartesian product of its grid, and learned detectors with the
+    scenario's backends."""
     from harness.detectors import resolve_detector
 
     cells: list[Cell] = []
@@ -123,14 +157,25 @@ def expand(scenario: Scenario) -> list[Cell]:
         for combo in itertools.product(*(spec.grid[k] for k in keys)) if keys else [()]:
             axes = dict(zip(keys, combo))
             params = {**spec.params, **axes}
+            cls = resolve_detector(spec.type)
             try:
-                resolve_detector(spec.type).Params.model_validate(params)
+                cls.Params.model_validate(params)
             except ValidationError as exc:
                 field, msg = _first_error(exc)
                 where = "grid" if field.split(".")[0] in axes else "params"
                 raise ScenarioFieldError(f"detectors[{i}].{where}" + (f".{field}" if field else ""), msg) from None
-            cell_id = ".".join([spec.name] + [f"{_cell_token(k)}-{_cell_token(v)}" for k, v in axes.items()])
-            cells.append(Cell(id=cell_id, detector=spec.name, type=spec.type, params=params, axes=axes))
+            base_id = ".".join([spec.name] + [f"{_cell_token(k)}-{_cell_token(v)}" for k, v in axes.items()])
+            for backend in (scenario.backends if cls.uses_backends and scenario.backends else [None]):
+                cells.append(
+                    Cell(
+                        id=f"{base_id}.{backend.token}" if backend else base_id,
+                        detector=spec.name,
+                        type=spec.type,
+                        params=params,
+                        axes={**axes, **({"backend": backend.backend, "precision": backend.precision} if backend else {})},
+                        backend=backend,
+                    )
+                )
     ids = [c.id for c in cells]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:

@@ -22,6 +22,7 @@ class NoParams(BaseModel):
 
 class StreamingDetector:
     Params: ClassVar[type[BaseModel]] = NoParams
+    uses_backends: ClassVar[bool] = False  # True: a model whose inference a scenario's `backends` can swap
 
     def __init__(self, **params):
         self.params = self.Params.model_validate(params)
