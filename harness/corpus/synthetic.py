@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.atomic import write_bytes
+from harness.cache import cache_root
 from harness.errors import InputError
 
 GENERATOR_VERSION = 1  # bump whenever the output changes, so cached corpora are rebuilt
@@ -148,8 +149,7 @@ def cached_corpus_root(seed: int = 7, n_rows: int = 4032) -> Path:
 
     Concurrent callers may both build it; the loser of the final rename discards its copy and uses the winner's.
     """
-    cache = Path(os.environ.get("HARNESS_CACHE") or Path.home() / ".cache" / "harness")
-    root = cache / f"synthetic-{seed}-{n_rows}-{generator_hash()}"
+    root = cache_root() / f"synthetic-{seed}-{n_rows}-{generator_hash()}"
     if _complete(root):
         return root
     try:

@@ -1,0 +1,212 @@
+"""ONNX Runtime on CPU: FP32, INT8 dynamic, INT8 static (QDQ).
+
+Settings chosen by measurement (benchmarks/bench_backends.py; AMD EPYC, AVX-512 VNNI, 1 thread, window 32,
+hidden 32):
+- dynamic: `quantize_dynamic` with QInt8 weights, per-tensor. QUInt8 weights are as accurate but ~15% slower at
+  batch 256; per-channel adds latency and no accuracy. No calibration: ranges come from each batch, so
+  out-of-range windows (anomalies) are not clipped.
+- static: QDQ, per-channel symmetric QInt8 weights, asymmetric QUInt8 activations (ReLU outputs are unsigned:
+  symmetric S8 activations lost half the range, trained autoencoder error 0.10 against 0.04), only the
+  inputs of Gemm/MatMul quantized: their outputs stay float (`OpTypesToExcludeOutputQuantization`; quantizing
+  the LSTM's gate pre-activations clipped them on spiky windows and made it 1.6x slower), no other op types
+  (Q/DQ pairs around every sigmoid/tanh/mul: 5x the prepare time, slower inference). MinMax calibration over
+  the calibration windows plus the windows x `calibration_headroom` (base.DEFAULT_CALIBRATION_HEADROOM), one
+  batch. The Gemm/MatMul layers reading the raw window stay FP32 unless `quantize_input_layers` (a calibrated
+  input range clips anomalies; for the LSTM they are K=1 layers whose quantization costs more than it saves).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from harness.backends.base import BackendSpec, Compiled, array_hash, sha256, static_calibration
+from harness.backends.onnx_export import OnnxModel, initializer_bytes, onnx_fp32, quantizable_input_layers
+
+if TYPE_CHECKING:
+    import torch
+
+PROVIDER = "CPUExecutionProvider"
+DYNAMIC = {"weight_type": "QInt8", "per_channel": False, "reduce_range": False}
+STATIC = {
+    "quant_format": "QDQ",
+    "activation_type": "QUInt8",
+    "weight_type": "QInt8",
+    "per_channel": True,
+    "reduce_range": False,
+    "calibrate_method": "MinMax",
+    "op_types_to_quantize": ["Gemm", "MatMul"],
+    "extra_options": {
+        "ActivationSymmetric": False,
+        "WeightSymmetric": True,
+        "OpTypesToExcludeOutputQuantization": ["Gemm", "MatMul"],
+    },
+}
+_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+class OrtCompiled(Compiled):
+    def __init__(self, session: Any, input_name: str, output_name: str, size_bytes: int, info: dict):
+        super().__init__(size_bytes, info)
+        self.session = session
+        self._input = input_name
+        self._outputs = [output_name]
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(self._outputs, {self._input: batch})[0]
+
+
+def session_options(spec: BackendSpec) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = spec.threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[spec.graph_optimization])
+    so.log_severity_level = 3
+    return so
+
+
+@contextlib.contextmanager
+def _quiet_quantizer():
+    """onnxruntime.quantization logs 'Please consider to run pre-processing' through the root logger on every
+    call (pre-processing changed nothing here); drop that one message."""
+
+    class _Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "pre-processing" not in record.getMessage()
+
+    f = _Drop()
+    root = logging.getLogger()
+    root.addFilter(f)
+    try:
+        yield
+    finally:
+        root.removeFilter(f)
+
+
+def _quantize_to(path: Path, build) -> None:
+    """Write a quantized model atomically: build into a temporary file beside `path`, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    try:
+        with _quiet_quantizer():
+            build(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _quantize_dynamic(src: OnnxModel, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    _quantize_to(dst, lambda out: quantize_dynamic(
+        src.path, out, weight_type=getattr(QuantType, DYNAMIC["weight_type"]),
+        per_channel=DYNAMIC["per_channel"], reduce_range=DYNAMIC["reduce_range"],
+    ))
+
+
+def _quantize_static(src: OnnxModel, dst: Path, calibration: np.ndarray, exclude: list[str]) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    class _Reader(CalibrationDataReader):
+        """The whole calibration set as one batch: MinMax over all samples in one pass."""
+
+        def __init__(self) -> None:
+            self._batches = iter([{src.input_name: calibration}])
+
+        def get_next(self):
+            return next(self._batches, None)
+
+    _quantize_to(dst, lambda out: quantize_static(
+        src.path, out, _Reader(),
+        quant_format=getattr(QuantFormat, STATIC["quant_format"]),
+        activation_type=getattr(QuantType, STATIC["activation_type"]),
+        weight_type=getattr(QuantType, STATIC["weight_type"]),
+        per_channel=STATIC["per_channel"],
+        reduce_range=STATIC["reduce_range"],
+        calibrate_method=getattr(CalibrationMethod, STATIC["calibrate_method"]),
+        op_types_to_quantize=STATIC["op_types_to_quantize"],
+        nodes_to_exclude=exclude or None,
+        extra_options=dict(STATIC["extra_options"]),
+    ))
+
+
+def _op_counts(proto: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in proto.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def prepare_onnxruntime(spec: BackendSpec, model: "torch.nn.Module", calibration: np.ndarray, cache_dir: Path) -> OrtCompiled:
+    import onnx
+    import onnxruntime as ort
+
+    from harness.backends.onnx_export import arch_key, model_tensors, weights_key
+
+    info: dict[str, Any] = {
+        "backend": "onnxruntime",
+        "precision": spec.precision,
+        "threads": spec.threads,
+        "quantization": spec.quantization,
+        "provider": PROVIDER,
+        "graph_optimization": spec.graph_optimization,
+    }
+    if spec.precision == "fp32":
+        src = onnx_fp32(model, calibration, cache_dir)
+        data, path, cache = src.data, src.path, "hit" if src.source == "cache" else "miss"
+        info["export"] = src.source
+    else:
+        # the INT8 artefact's key: weights + quantization settings (+ calibration for static)
+        tensors, _ = model_tensors(model)
+        akey, wkey = arch_key(model, calibration.shape[1], tensors), weights_key(tensors)
+        if spec.quantization == "dynamic":
+            settings: dict[str, Any] = dict(DYNAMIC)
+        else:
+            settings = {**STATIC, "quantize_input_layers": spec.quantize_input_layers,
+                        "calibration_headroom": spec.calibration_headroom,
+                        "calibration_sha": array_hash(calibration), "calibration_samples": len(calibration)}
+        skey = sha256(repr(sorted(settings.items())), ort.__version__)
+        path = cache_dir / f"ort-int8-{spec.quantization}" / f"{akey[:24]}-{wkey[:24]}-{skey[:16]}.onnx"
+        info["quantizer"] = settings
+        if path.is_file():
+            cache, info["export"] = "hit", "cache"
+        else:
+            cache = "miss"
+            src = onnx_fp32(model, calibration, cache_dir)
+            info["export"] = src.source
+            if spec.quantization == "dynamic":
+                _quantize_dynamic(src, path)
+            else:
+                exclude = [] if spec.quantize_input_layers else quantizable_input_layers(src.proto(), src.input_name)
+                info["fp32_layers"] = len(exclude)
+                _quantize_static(src, path, static_calibration(calibration, spec.calibration_headroom), exclude)
+        data = path.read_bytes()
+    proto = onnx.load_from_string(data)
+    if spec.precision == "int8":
+        info["quantized_ops"] = {k: v for k, v in _op_counts(proto).items() if k in (
+            "DynamicQuantizeLinear", "MatMulInteger", "QuantizeLinear", "DequantizeLinear", "QGemm", "QLinearMatMul")}
+    info["weights_bytes"] = initializer_bytes(proto)
+    session = ort.InferenceSession(data, session_options(spec), providers=[PROVIDER])
+    opts = session.get_session_options()
+    info.update(
+        cache=cache,
+        artefact=str(path),
+        threads_effective=opts.intra_op_num_threads,
+        inter_op_threads=opts.inter_op_num_threads,
+        providers=session.get_providers(),
+        graph_optimization_level=str(opts.graph_optimization_level).split(".")[-1],
+    )
+    inp, out = session.get_inputs()[0].name, session.get_outputs()[0].name
+    return OrtCompiled(session, inp, out, len(data), info)

@@ -1,0 +1,52 @@
+"""Torch FP32: the reference every other backend is compared with. No INT8 (torch.ao dynamic quantization is
+slower than FP32 for these small Linear models on this CPU)."""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from harness.backends.base import BackendSpec, Compiled
+
+if TYPE_CHECKING:
+    import torch
+
+
+class TorchCompiled(Compiled):
+    def __init__(self, model: "torch.nn.Module", threads: int, size_bytes: int, info: dict):
+        super().__init__(size_bytes, info)
+        self._model = model
+        self._threads = threads
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        if torch.get_num_threads() != self._threads:  # process-wide: another backend in this process may change it
+            torch.set_num_threads(self._threads)
+        with torch.inference_mode():
+            return self._model(torch.from_numpy(batch)).float().numpy()
+
+
+def prepare_torch(spec: BackendSpec, model: "torch.nn.Module", calibration: np.ndarray, cache_dir=None) -> TorchCompiled:
+    import torch
+
+    if spec.precision != "fp32":
+        raise ValueError("torch int8 is not offered: use backend 'onnxruntime' or 'openvino' for int8")
+    torch.set_num_threads(spec.threads)
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    info = {
+        "backend": "torch",
+        "precision": "fp32",
+        "threads": spec.threads,
+        "threads_effective": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "quantization": None,
+        "provider": "torch-eager-cpu",
+        "mode": "inference_mode",
+        "artefact": "torch state_dict",
+        "weights_bytes": sum(t.numel() * t.element_size() for t in model.state_dict().values()),
+    }
+    return TorchCompiled(model, spec.threads, len(buf.getvalue()), info)

@@ -1,0 +1,54 @@
+"""DenseAutoencoder: reconstructs the sliding window of the last `window` normalised records through a bottleneck;
+the error of record i is the reconstruction error of the window ending at i.
+
+Plain `nn.Linear` layers (ONNX-exportable, quantizable). By default the window goes in as it is, so a level never
+seen in training reads as an error; `centre=True` subtracts each window's mean inside the model (and adds it
+back), which makes it blind to levels (worse on NAB).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from pydantic import Field
+
+if TYPE_CHECKING:
+    from torch import nn
+
+from harness.detectors.learned import LearnedDetector, LearnedParams, sliding
+
+
+class AEParams(LearnedParams):
+    """Defaults: the best found on NAB v1.1 (benchmarks/bench_learned_nab.py)."""
+
+    hidden: int = Field(32, ge=1, le=4096, description="width of the encoder's and decoder's hidden layer")
+    bottleneck: int = Field(8, ge=1, le=1024, description="width of the code")
+    centre: bool = Field(False, description="centre each window on its mean inside the model (level-blind)")
+    error: Literal["newest", "mean", "max"] = Field("newest", description="which part of the reconstruction error")
+
+
+class DenseAutoencoder(LearnedDetector):
+    Params = AEParams
+
+    @property
+    def lag(self) -> int:
+        return self.params.window - 1
+
+    def build_model(self) -> "nn.Module":
+        from harness.detectors.torch_models import DenseAE
+
+        p = self.params
+        return DenseAE(p.window, p.hidden, p.bottleneck, p.centre)
+
+    def training_pairs(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = np.ascontiguousarray(sliding(z, self.params.window), dtype=np.float32)
+        return x, x
+
+    def errors(self, inputs: np.ndarray, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        d = np.abs(np.asarray(outputs, np.float64) - np.asarray(targets, np.float64))
+        if self.params.error == "newest":
+            return d[:, -1]
+        if self.params.error == "mean":
+            return d.mean(axis=1)
+        return d.max(axis=1)

@@ -1,0 +1,142 @@
+"""Anomaly likelihood: turns a model's raw per-record errors into scores that rank alike across files.
+
+A raw error means nothing on its own: 0.3 is huge for a clean sine and nothing for a noisy tweet count, and NAB
+uses one threshold for the whole corpus. As in Numenta's anomaly likelihood (Ahmad et al. 2017, "Unsupervised
+real-time anomaly detection for streaming data"), each record's recent error is compared with the same file's
+long history of errors, and the surprise of that comparison is the score. Everything is strictly causal (row i
+uses the errors of rows <= i only) and vectorised with pandas' rolling windows (which only ever add the newest
+and drop the oldest value, so later rows never touch earlier results).
+
+The formula, for the errors `e` of one file (NaN where a record has no error yet):
+
+    m_i   = mean(e[i-s+1 .. i])                      short moving average, s = `short_window` records
+    H_i   = m[i-L .. i-1]                             the history: the previous L = `long_window` averages,
+                                                      the current one excluded; rows whose history holds
+                                                      fewer than `min_history` values score 0
+
+  tail = "gauss" (Numenta's):
+    mu_i, sd_i = mean(H_i), std(H_i) (ddof 0);  sd_i = max(sd_i, `rel_floor` * mu_i, `abs_floor`)
+    z_i   = (m_i - mu_i) / sd_i
+    q_i   = Q(z_i) = erfc(z_i / sqrt 2) / 2            Gaussian upper tail; the likelihood is 1 - q_i
+    x_i   = -log10(q_i) / 10                          Numenta's log scale: likelihood 1 - 1e-10 -> 1
+
+  tail = "quantile" (heavy-tail friendly):
+    x_i   = m_i / max(quantile(H_i, `quantile`), `abs_floor`)      the error in units of a high quantile
+                                                      of the file's own past errors
+
+  then, for both:
+    r_i   = x_i / (1 + x_i)                           into [0, 1) without saturating: extreme records keep
+                                                      distinct scores (no ties at 1 for the threshold sweep)
+    score = r_i                   if r_i > max(r[i-k .. i-1])     (k = `suppress`; k = 0 disables)
+            `damping` * r_i       otherwise
+
+The last step is Numenta's "red zone" filter made threshold-free: a record that does not exceed every score of
+the previous k records is damped, so an alert fires once when an anomaly begins instead of on every record while
+it lasts (NAB charges every flagged record outside a window). With damping <= 0.5 a damped score stays below 0.5,
+under any threshold that matters. The learned detectors scale k with the file's length (`suppress_rows`), as
+NAB scales its windows.
+
+log10 Q is computed without underflow: by erfc for z < 30, and by the asymptotic series
+log Q(z) ~ -z^2/2 - log(z sqrt(2 pi)) + log(1 - 1/z^2 + 3/z^4) beyond. Rows before `start` score 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_LOG10 = math.log(10.0)
+TAILS = ("gauss", "quantile")
+
+
+def log10_gauss_tail(z: np.ndarray) -> np.ndarray:
+    """log10 Q(z) for the standard normal upper tail Q, accurate in the far tail (no underflow to -inf)."""
+    z = np.asarray(z, dtype=np.float64)
+    out = np.empty_like(z)
+    near = z < 30.0
+    if near.any():
+        erfc = np.vectorize(math.erfc, otypes=[np.float64])
+        out[near] = np.log10(0.5 * erfc(z[near] / math.sqrt(2.0)))
+    far = ~near
+    if far.any():
+        zf = z[far]
+        series = np.log1p(-1.0 / (zf * zf) + 3.0 / zf**4)
+        out[far] = (-0.5 * zf * zf - np.log(zf * math.sqrt(2.0 * math.pi)) + series) / _LOG10
+    return out
+
+
+def surprise(
+    errors: np.ndarray,
+    *,
+    short_window: int = 1,
+    long_window: int = 8640,
+    min_history: int = 100,
+    tail: str = "gauss",
+    quantile: float = 0.99,
+    rel_floor: float = 0.1,
+    abs_floor: float = 1e-3,
+) -> np.ndarray:
+    """x_i of the module docstring (>= 0; 0 where the history is too short or the error is NaN)."""
+    if tail not in TAILS:
+        raise ValueError(f"tail must be one of {TAILS}, got {tail!r}")
+    import pandas as pd  # here, not at import: a scenario naming a learned detector validates without pandas
+
+    e = pd.Series(np.asarray(errors, dtype=np.float64))
+    m = e.rolling(short_window, min_periods=1).mean()
+    hist = m.shift(1).rolling(long_window, min_periods=min_history)
+    mv = m.to_numpy()
+    x = np.zeros(len(mv))
+    if tail == "gauss":
+        mu = hist.mean().to_numpy()
+        sd = hist.std(ddof=0).to_numpy()
+        ok = np.isfinite(mv) & np.isfinite(mu) & np.isfinite(sd)
+        sd = np.maximum(np.maximum(sd[ok], rel_floor * np.abs(mu[ok])), abs_floor)
+        x[ok] = -log10_gauss_tail((mv[ok] - mu[ok]) / sd) / 10.0
+    else:
+        qv = hist.quantile(quantile).to_numpy()
+        ok = np.isfinite(mv) & np.isfinite(qv)
+        x[ok] = np.maximum(mv[ok], 0.0) / np.maximum(qv[ok], abs_floor)
+    return np.maximum(x, 0.0)
+
+
+def suppress_repeats(r: np.ndarray, window: int, damping: float) -> np.ndarray:
+    """Damp every score that does not exceed all of the previous `window` scores."""
+    if window <= 0:
+        return r
+    import pandas as pd
+
+    prev = pd.Series(r).shift(1).rolling(window, min_periods=1).max().fillna(-np.inf).to_numpy()
+    return np.where(r > prev, r, damping * r)
+
+
+def anomaly_likelihood(
+    errors: np.ndarray,
+    start: int = 0,
+    *,
+    short_window: int = 1,
+    long_window: int = 8640,
+    min_history: int = 100,
+    tail: str = "gauss",
+    quantile: float = 0.99,
+    rel_floor: float = 0.1,
+    abs_floor: float = 1e-3,
+    suppress: int = 300,
+    damping: float = 0.5,
+) -> np.ndarray:
+    """Scores in [0, 1) for one file's raw errors (see the module docstring for the formula)."""
+    x = surprise(
+        errors,
+        short_window=short_window,
+        long_window=long_window,
+        min_history=min_history,
+        tail=tail,
+        quantile=quantile,
+        rel_floor=rel_floor,
+        abs_floor=abs_floor,
+    )
+    x[: max(start, 0)] = 0.0
+    r = x / (1.0 + x)
+    r = suppress_repeats(r, suppress, damping)
+    r[: max(start, 0)] = 0.0
+    return r
