@@ -17,7 +17,7 @@ from harness.atomic import write_bytes, write_text
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 METRICS = [f"nab_{p}" for p in PROFILES] + [
     "f1",
-    "precision",
+    "alert_precision",
     "recall",
     "latency_mean_s",
     "fp_events",
@@ -55,7 +55,7 @@ def table_row(result: dict[str, Any]) -> dict[str, Any]:
         at = report["detection"]["standard"]
         row.update(
             f1=at["f1"],
-            precision=at["precision"],
+            alert_precision=at["precision"],
             recall=at["recall"],
             latency_mean_s=at["latency_mean_s"],
             fp_events=at["fp_events"],
@@ -76,6 +76,7 @@ def table_row(result: dict[str, Any]) -> dict[str, Any]:
             latency_bN_p95_ms=big["p95_ms"],
             throughput_eps=big["events_per_s"],
             throughput_b1_eps=one["events_per_s"],
+            throughput_spread_pct=big.get("spread_pct"),
             model_bytes=result.get("model_bytes"),
         )
     row["seconds"] = result.get("seconds", {}).get("total")
@@ -86,10 +87,22 @@ def table_row(result: dict[str, Any]) -> dict[str, Any]:
 BACKEND_COLUMNS = [
     "backend", "precision", "nab_standard_delta_pct", "latency_b1_p50_ms", "latency_b1_p95_ms", "batch",
     "latency_bN_p50_ms", "latency_bN_p95_ms", "throughput_eps", "speedup_vs_fp32", "speedup_b1_vs_fp32",
-    "model_bytes", "gate",
+    "speedup_vs_backend_fp32", "throughput_spread_pct", "model_bytes", "gate",
 ]
 GATE_MAX_LOSS_PCT = 5.0  # an INT8 build may lose less than 5% of the NAB standard score...
 GATE_MIN_SPEEDUP = 2.0  # ...and must be at least 2x faster than torch fp32 (same batch policy)
+
+
+def gate(delta_pct: float, speedup: float) -> str:
+    """PASS, or FAIL with the reasons: an INT8 row must lose less than 5% NAB standard and be at least 2x faster."""
+    if math.isnan(delta_pct) or math.isnan(speedup):
+        return "n/a: no torch fp32 row to compare with"
+    reasons = []
+    if not delta_pct > -GATE_MAX_LOSS_PCT:
+        reasons.append(f"loses {-delta_pct:.1f}% NAB (limit {GATE_MAX_LOSS_PCT:g}%)")
+    if not speedup >= GATE_MIN_SPEEDUP:
+        reasons.append(f"{speedup:.2f}x faster (needs {GATE_MIN_SPEEDUP:g}x)")
+    return "PASS" if not reasons else "FAIL: " + "; ".join(reasons)
 
 
 def build_table(results: list[dict[str, Any]]):
@@ -99,16 +112,28 @@ def build_table(results: list[dict[str, Any]]):
     df = pd.DataFrame([table_row(r) for r in results])
     if "backend" not in df:
         return df.reindex(columns=["cell", "detector", "params", "status", *METRICS, "error"])
-    ref = df[(df["backend"] == "torch") & (df["precision"] == "fp32") & (df["status"] == "ok")].drop_duplicates("detector")
-    ref = ref.set_index("detector")
-    base_score = df["detector"].map(ref["nab_standard"]) if "nab_standard" in ref else float("nan")
-    df["nab_standard_delta_pct"] = 100.0 * (df.get("nab_standard") - base_score) / base_score.abs()
-    if "throughput_eps" in df:
-        df["speedup_vs_fp32"] = df["throughput_eps"] / df["detector"].map(ref["throughput_eps"])
-        df["speedup_b1_vs_fp32"] = df["throughput_b1_eps"] / df["detector"].map(ref["throughput_b1_eps"])
-    is_int8 = (df["precision"] == "int8") & (df["status"] == "ok")
-    passed = (df["nab_standard_delta_pct"] > -GATE_MAX_LOSS_PCT) & (df.get("speedup_vs_fp32") >= GATE_MIN_SPEEDUP)
-    df["gate"] = [("PASS" if ok else "FAIL") if int8 else "" for int8, ok in zip(is_int8, passed.fillna(False))]
+    df = df.reindex(columns=list(dict.fromkeys([*df.columns, "nab_standard", "throughput_eps", "throughput_b1_eps"])))
+    # the reference of a row: the first torch fp32 row of the same model (detector label and parameters)
+    model = df["detector"].astype(str) + "\0" + df["params"].astype(str)
+    is_ref = (df["backend"] == "torch") & (df["precision"] == "fp32") & (df["status"] == "ok")
+    ref = df[is_ref].assign(model=model[is_ref]).drop_duplicates("model").set_index("model")
+
+    def vs_ref(column: str):
+        return model.map(ref[column]).astype(float)
+
+    df["nab_standard_delta_pct"] = 100.0 * (df["nab_standard"] - vs_ref("nab_standard")) / vs_ref("nab_standard").abs()
+    df["speedup_vs_fp32"] = df["throughput_eps"] / vs_ref("throughput_eps")
+    df["speedup_b1_vs_fp32"] = df["throughput_b1_eps"] / vs_ref("throughput_b1_eps")
+    # what INT8 itself buys: throughput vs the same model's first fp32 row on the same backend
+    runtime = model + "\0" + df["backend"].astype(str)
+    is_fp32 = (df["precision"] == "fp32") & (df["status"] == "ok")
+    same_backend = df[is_fp32].assign(runtime=runtime[is_fp32]).drop_duplicates("runtime").set_index("runtime")
+    df["speedup_vs_backend_fp32"] = df["throughput_eps"] / runtime.map(same_backend["throughput_eps"]).astype(float)
+    df["gate"] = [
+        gate(r.nab_standard_delta_pct, r.speedup_vs_fp32)
+        if r.precision == "int8" and r.status == "ok" else ""
+        for r in df.itertuples(index=False)
+    ]
     columns = ["cell", "detector", "params", "status", *METRICS[:3], *BACKEND_COLUMNS[:3], *METRICS[3:], *BACKEND_COLUMNS[3:], "error"]
     return df.reindex(columns=columns)
 

@@ -97,7 +97,7 @@ def write_cell(out: Path, cell: Cell, result: dict[str, Any], corpus: Corpus) ->
     """Per-row scores in NAB's results layout, the PR curve, then result.json (written last: it marks done)."""
     folder = report.cell_dir(out, cell.id)
     record = {"cell": cell.model_dump(), **{k: v for k, v in result.items() if k not in ("scores", "curve")}}
-    if result["status"] == "ok":
+    if result["status"] in ("ok", "scored") and "scores" in result:
         nab_dir = out / "nab" / cell.id
         for f, s in zip(corpus.files, result["scores"]):
             write_bytes(results_path(nab_dir, cell.id, f), results_csv(f, s))
@@ -154,9 +154,16 @@ def execute(
             write_json(out / "manifest.json", manifest)
             with tqdm(total=len(p.cells), initial=len(done), desc="cells", unit="cell", file=sys.stderr) as bar:
                 for cell, result in runner.run(
-                    [c.model_dump() for c in todo], p.corpus, p.profiles, p.thresholds, p.scenario.scoring.probation_percent
+                    [c.model_dump() for c in todo],
+                    p.corpus,
+                    p.profiles,
+                    p.thresholds,
+                    p.scenario.scoring.probation_percent,
+                    p.scenario.timing.model_dump(),
                 ):
                     write_cell(out, by_id[cell["id"]], result, p.corpus)
+                    if result["status"] == "scored":  # its timing comes later, alone on a node
+                        continue
                     bar.update(1)
                     if result["status"] != "ok":
                         bar.write(f"cell {cell['id']} failed: {result['error']}")

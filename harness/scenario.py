@@ -8,11 +8,12 @@ from __future__ import annotations
 import itertools
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from harness.backends.base import BackendSpec
 from harness.errors import InputError
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -78,34 +79,19 @@ class DetectorSpec(_Strict):
         return self.label or default_label(self.type)
 
 
-class BackendEntry(_Strict):
-    """Where a learned detector's model runs: one cell per entry (the detector x backend x precision axes)."""
-
-    backend: Literal["torch", "onnxruntime", "openvino"]
-    precision: Literal["fp32", "int8"] = "fp32"
-    quantization: Literal["dynamic", "static"] | None = None
-    threads: int = Field(1, ge=1, le=64)
-
-    @model_validator(mode="after")
-    def _combination(self) -> "BackendEntry":
-        if self.backend == "torch" and self.precision == "int8":
-            raise ValueError("torch int8 is not offered (dynamic quantization is slower than fp32 on CPU); use onnxruntime or openvino")
-        if self.quantization is not None and not (self.backend == "onnxruntime" and self.precision == "int8"):
-            raise ValueError("quantization applies to onnxruntime int8 only")
-        return self
-
-    @property
-    def token(self) -> str:
-        return "-".join(p for p in (self.backend, self.precision, self.quantization) if p)
-
-
 class TimingSpec(_Strict):
     """How backend latency is measured (docs/timing.md)."""
 
     batch: int = Field(256, ge=2, description="the large batch; batch 1 is always timed too")
     warmup: int = Field(20, ge=0)
     min_iterations: int = Field(100, ge=1)
-    min_duration_s: float = Field(1.0, ge=0.0)
+    min_duration_s: float = Field(1.0, ge=0.0, description="per round and batch size")
+    rounds: int = Field(3, ge=1, le=20, description="rounds of both batch sizes, alternating; samples pooled")
+    exclusive: bool = Field(
+        True,
+        description="time each backend cell alone on a node, after scoring (reserves all its CPUs); false: time "
+        "inside the cell, beside whatever else runs (faster, noisier)",
+    )
 
 
 class ScoringSpec(_Strict):
@@ -118,9 +104,18 @@ class Scenario(_Strict):
     description: str = ""
     corpus: CorpusSpec = Field(default_factory=lambda: CorpusSpec(synthetic=SyntheticCorpus()))
     detectors: list[DetectorSpec] = Field(min_length=1)
-    backends: list[BackendEntry] = Field(default_factory=list)
+    backends: list[BackendSpec] = Field(default_factory=list)
     timing: TimingSpec = Field(default_factory=TimingSpec)
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
+
+    @field_validator("backends")
+    @classmethod
+    def _distinct_backends(cls, v: list[BackendSpec]) -> list[BackendSpec]:
+        tokens = [b.token for b in v]
+        for i, t in enumerate(tokens):
+            if t in tokens[:i]:
+                raise ValueError(f"entries {tokens.index(t)} and {i} are the same backend ({t}); each entry must differ")
+        return v
 
 
 class ScenarioFieldError(ValueError):
@@ -139,7 +134,7 @@ class Cell(BaseModel):
     type: str
     params: dict[str, Any]
     axes: dict[str, Any]  # the swept values that distinguish this cell
-    backend: BackendEntry | None = None  # None: the detector's own (torch) inference, or no model at all
+    backend: BackendSpec | None = None  # None: the detector's own (torch) inference, or no model at all
 
 
 def _cell_token(value: Any) -> str:
@@ -176,6 +171,10 @@ def expand(scenario: Scenario) -> list[Cell]:
                         backend=backend,
                     )
                 )
+    if scenario.backends and not any(c.backend for c in cells):
+        raise ScenarioFieldError(
+            "backends", "no detector here runs a model (lstm, autoencoder, or a LearnedDetector subclass); remove 'backends'"
+        )
     ids = [c.id for c in cells]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:

@@ -1,10 +1,15 @@
 """Latency measurement for one inference function: warm-up, then at least `min_iterations` calls and at least
-`min_duration_s` seconds; percentiles from the raw per-call samples (see docs/timing.md)."""
+`min_duration_s` seconds; percentiles from the raw per-call samples (see docs/timing.md).
+
+`time_batches` repeats that in rounds, alternating batch 1 and the large batch, and pools the samples: a slow
+phase of the machine (this VM's speed drifts by up to 2x over seconds) then weighs on both batch sizes alike,
+and the spread of the rounds' medians says how far a single figure can be trusted.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -19,14 +24,38 @@ class Latency:
     p95_ms: float
     mean_ms: float
     min_ms: float
+    rounds_p50_ms: list[float] = field(default_factory=list)
+    samples_ms: np.ndarray | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_samples(cls, batch: int, samples_ms: np.ndarray, duration_s: float, rounds_p50_ms: list[float] | None = None) -> "Latency":
+        ms = np.asarray(samples_ms, dtype=np.float64)
+        return cls(
+            batch=batch,
+            iterations=len(ms),
+            duration_s=duration_s,
+            p50_ms=float(np.percentile(ms, 50)),
+            p95_ms=float(np.percentile(ms, 95)),
+            mean_ms=float(ms.mean()),
+            min_ms=float(ms.min()),
+            rounds_p50_ms=list(rounds_p50_ms or []),
+            samples_ms=ms,
+        )
 
     @property
     def events_per_s(self) -> float:
         """Events (windows scored) per second at this batch size, from the median call."""
         return self.batch / (self.p50_ms / 1000.0) if self.p50_ms > 0 else float("inf")
 
+    @property
+    def spread_pct(self) -> float:
+        """(max - min) / median of the rounds' medians, in percent: 0 with one round."""
+        r = self.rounds_p50_ms
+        return 100.0 * (max(r) - min(r)) / float(np.median(r)) if len(r) > 1 else 0.0
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "events_per_s": self.events_per_s}
+        out = {k: v for k, v in asdict(self).items() if k != "samples_ms"}
+        return {**out, "events_per_s": self.events_per_s, "spread_pct": self.spread_pct}
 
 
 def measure(
@@ -49,13 +78,39 @@ def measure(
         elapsed = time.perf_counter() - start
         if len(samples) >= min_iterations and (elapsed >= min_duration_s or elapsed >= max_duration_s):
             break
-    ms = np.asarray(samples, dtype=np.float64) / 1e6
-    return Latency(
-        batch=len(batch),
-        iterations=len(ms),
-        duration_s=elapsed,
-        p50_ms=float(np.percentile(ms, 50)),
-        p95_ms=float(np.percentile(ms, 95)),
-        mean_ms=float(ms.mean()),
-        min_ms=float(ms.min()),
-    )
+    return Latency.from_samples(len(batch), np.asarray(samples, dtype=np.float64) / 1e6, elapsed)
+
+
+def time_batches(
+    call: Callable[[np.ndarray], object],
+    windows: np.ndarray,
+    batch: int = 256,
+    warmup: int = 20,
+    min_iterations: int = 100,
+    min_duration_s: float = 1.0,
+    rounds: int = 3,
+) -> dict[str, dict]:
+    """`measure` at batch 1 and at `batch`, `rounds` times each, alternating; percentiles of the pooled samples.
+
+    Inputs are real windows: the first one, and the first `batch` (repeated when there are fewer). Returns
+    {"batch1": Latency.to_dict(), "batchN": ...}, each with its rounds' medians and their spread."""
+    windows = np.ascontiguousarray(windows, dtype=np.float32)
+    if windows.ndim != 2 or len(windows) == 0:
+        raise ValueError(f"timing needs windows shaped (n >= 1, window), got {windows.shape}")
+    inputs = {
+        "batch1": np.ascontiguousarray(windows[:1]),
+        "batchN": np.ascontiguousarray(np.resize(windows, (batch, windows.shape[1]))),  # np.resize repeats rows
+    }
+    per_round: dict[str, list[Latency]] = {k: [] for k in inputs}
+    for _ in range(max(1, rounds)):
+        for key, x in inputs.items():
+            per_round[key].append(measure(call, x, warmup, min_iterations, min_duration_s))
+    return {
+        key: Latency.from_samples(
+            len(inputs[key]),
+            np.concatenate([lat.samples_ms for lat in lats]),
+            sum(lat.duration_s for lat in lats),
+            [lat.p50_ms for lat in lats],
+        ).to_dict()
+        for key, lats in per_round.items()
+    }

@@ -169,6 +169,19 @@ def test_spec_combinations():
         BackendSpec(backend="openvino", precision="int8", quantization="static")
     with pytest.raises(ValueError):
         BackendSpec(backend="onnxruntime", threads=0)
+    with pytest.raises(ValueError, match="onnxruntime only"):
+        BackendSpec(backend="openvino", graph_optimization="basic")
+    with pytest.raises(ValueError, match="static int8 only"):
+        BackendSpec(backend="onnxruntime", precision="int8", calibration_headroom=3.0)
+    # a cell carries its spec as a dump of every field: it must validate again, unchanged
+    for spec in ({"backend": b} for b in BACKENDS):
+        for extra in ({}, {"precision": "int8"}, {"precision": "int8", "quantization": "static", "calibration_headroom": 1.5}):
+            try:
+                s = BackendSpec(**spec, **extra)
+            except ValueError:
+                continue
+            assert BackendSpec.model_validate(s.model_dump()) == s
+            assert BackendSpec.model_validate(s.model_dump(mode="json")).token == s.token
 
 
 def test_torch_int8_refused_by_prepare(models, calibration):

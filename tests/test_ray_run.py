@@ -17,7 +17,7 @@ pytestmark = needs_netns
 QUICKSTART_CELLS = ["null", "random", "windowedGaussian.window-288", "windowedGaussian.window-2016"]
 METRIC_COLUMNS = [
     "nab_standard", "nab_reward_low_FP_rate", "nab_reward_low_FN_rate",
-    "f1", "precision", "recall", "latency_mean_s", "fp_events",
+    "f1", "alert_precision", "recall", "latency_mean_s", "fp_events",
 ]
 
 

@@ -125,6 +125,36 @@ def test_quickstart_expands_in_process() -> None:
     assert next(c for c in cells if c.type == "random").params == {"seed": 1}
 
 
+def test_quantization_scenario_crosses_learned_detectors_with_backends() -> None:
+    scenario, cells, _ = load_scenario(REPO / "scenarios" / "quantization.yaml")
+    tokens = ["torch-fp32", "onnxruntime-fp32", "onnxruntime-int8-dynamic", "onnxruntime-int8-static",
+              "openvino-fp32", "openvino-int8"]
+    assert [c.id for c in cells] == [f"{d}.{t}" for d in ("lstm", "autoencoder") for t in tokens]
+    assert all(CELL_ID.match(c.id) for c in cells)
+    ort_static = cells[3]
+    assert ort_static.backend.model_dump()["quantization"] == "static"
+    assert ort_static.axes == {"backend": "onnxruntime", "precision": "int8"}
+    assert scenario.timing.batch == 256 and scenario.timing.min_iterations == 100
+
+
+def test_backends_skip_detectors_without_a_model_and_settings_name_the_cell(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.yaml"
+    path.write_text(
+        "name: mixed\ndetectors:\n  - type: random\n  - type: autoencoder\n    grid: {window: [8, 16]}\n"
+        "backends:\n  - {backend: onnxruntime}\n  - {backend: onnxruntime, graph_optimization: basic, threads: 2}\n"
+    )
+    _, cells, _ = load_scenario(path)
+    assert [c.id for c in cells] == [
+        "random",
+        "autoencoder.window-8.onnxruntime-fp32",
+        "autoencoder.window-8.onnxruntime-fp32.threads-2.graph-optimization-basic",
+        "autoencoder.window-16.onnxruntime-fp32",
+        "autoencoder.window-16.onnxruntime-fp32.threads-2.graph-optimization-basic",
+    ]
+    assert cells[0].backend is None
+    assert cells[2].backend.threads == 2 and cells[2].backend.graph_optimization == "basic"
+
+
 def test_expand_is_the_cartesian_product_of_a_grid(tmp_path: Path) -> None:
     path = tmp_path / "grid.yaml"
     path.write_text(
@@ -328,7 +358,7 @@ CASES = [
         cli=False,
     ),
     Case(
-        "relative-import detector path",  # HARNESS BUG: importlib raises TypeError, which escapes as a traceback
+        "relative-import detector path",  # importlib raises TypeError here, not ImportError
         _text("name: x\ndetectors:\n  - type: .relative:Detector\n"),
         ("detectors[0].type",),
         cli=False,
@@ -361,7 +391,58 @@ CASES = [
         cli=False,
     ),
     Case(
-        # HARNESS BUG: the line names only the thresholds file, neither the scenario nor `scoring.thresholds`
+        "unknown backend",
+        _text(f"name: x\n{GOOD_DETECTORS}backends:\n  - {{backend: tensorrt}}\n"),
+        ("backends[0].backend", "torch", "onnxruntime", "openvino"),
+    ),
+    Case(
+        "torch int8",
+        _text(f"name: x\n{GOOD_DETECTORS}backends:\n  - {{backend: torch}}\n  - {{backend: torch, precision: int8}}\n"),
+        ("backends[1]", "torch int8"),
+    ),
+    Case(
+        "quantization on openvino",
+        _text(f"name: x\n{GOOD_DETECTORS}backends:\n  - {{backend: openvino, precision: int8, quantization: static}}\n"),
+        ("backends[0]", "onnxruntime int8 only"),
+        cli=False,
+    ),
+    Case(
+        "graph_optimization on openvino",
+        _text(f"name: x\n{GOOD_DETECTORS}backends:\n  - {{backend: openvino, graph_optimization: basic}}\n"),
+        ("backends[0]", "graph_optimization", "onnxruntime only"),
+        cli=False,
+    ),
+    Case(
+        "calibration_headroom on dynamic int8",
+        _text(f"name: x\n{GOOD_DETECTORS}backends:\n  - {{backend: onnxruntime, precision: int8, calibration_headroom: 3}}\n"),
+        ("backends[0]", "static int8 only"),
+        cli=False,
+    ),
+    Case(
+        "backend threads 0",
+        _text(f"name: x\n{GOOD_DETECTORS}backends:\n  - {{backend: onnxruntime, threads: 0}}\n"),
+        ("backends[0].threads", "1"),
+        cli=False,
+    ),
+    Case(
+        "the same backend twice",
+        _text(f"name: x\n{GOOD_DETECTORS}backends:\n  - {{backend: onnxruntime, precision: int8}}\n"
+              "  - {backend: onnxruntime, precision: int8, quantization: dynamic}\n"),
+        ("backends", "onnxruntime-int8-dynamic", "same"),
+    ),
+    Case(
+        "backends but no model",
+        _text(f"name: x\n{GOOD_DETECTORS}backends:\n  - {{backend: onnxruntime}}\n"),
+        ("backends", "no detector", "model"),
+        cli=False,
+    ),
+    Case(
+        "timing.batch 1",
+        _text(f"name: x\n{GOOD_DETECTORS}timing: {{batch: 1}}\n"),
+        ("timing.batch", "2"),
+        cli=False,
+    ),
+    Case(
         "thresholds file does not exist",
         _missing_thresholds,
         ("scoring.thresholds",),
@@ -477,7 +558,11 @@ print("RC", rc, "HEAVY", ",".join(heavy), file=sys.stderr)
 """
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["validate", "scenarios/quickstart.yaml"]], ids=["help", "validate"])
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["validate", "scenarios/quickstart.yaml"], ["validate", "scenarios/quantization.yaml"]],
+    ids=["help", "validate", "validate-learned"],
+)
 def test_light_commands_do_not_import_heavy_modules(argv: list[str]) -> None:
     # The real environment (no stand-in ray), so a stray `import ray` would succeed and be seen.
     proc = subprocess.run(

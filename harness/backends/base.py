@@ -96,6 +96,14 @@ class BackendSpec(BaseModel):
             )
         if self.quantization is not None and not (self.backend == "onnxruntime" and self.precision == "int8"):
             raise ValueError("quantization ('dynamic' or 'static') applies to onnxruntime int8 only")
+        if self.graph_optimization != "all" and self.backend != "onnxruntime":
+            raise ValueError("graph_optimization applies to onnxruntime only")
+        calibrated = self.precision == "int8" and (self.backend == "openvino" or self.quantization == "static")
+        if not calibrated and (self.quantize_input_layers or self.calibration_headroom != DEFAULT_CALIBRATION_HEADROOM):
+            raise ValueError(
+                "quantize_input_layers and calibration_headroom apply to static int8 only "
+                "(onnxruntime with quantization 'static', or openvino int8)"
+            )
         return self
 
     @property

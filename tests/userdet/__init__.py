@@ -6,6 +6,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from harness.detectors import StreamingDetector
+from harness.detectors.learned import LearnedDetector, sliding
 
 
 class Exploding(StreamingDetector):
@@ -30,3 +31,24 @@ class LastValueJump(StreamingDetector):
         d = np.abs(np.diff(x, prepend=x[0]))
         scale = np.maximum.accumulate(d) + 1e-9
         return d / scale * 0.999
+
+
+class LinearForecaster(LearnedDetector):
+    """A user's own learned model: a linear next-value forecaster over the last `window` records. Only the four
+    members a LearnedDetector needs; training, backends, INT8 and the likelihood come from the harness."""
+
+    @property
+    def lag(self) -> int:
+        return self.params.window
+
+    def build_model(self):
+        from torch import nn
+
+        return nn.Sequential(nn.Linear(self.params.window, 8), nn.Tanh(), nn.Linear(8, 1))
+
+    def training_pairs(self, z):
+        w = self.params.window
+        return np.ascontiguousarray(sliding(z[:-1], w)), np.ascontiguousarray(z[w:, None])
+
+    def errors(self, inputs, outputs, targets):
+        return np.abs(np.asarray(outputs, np.float64) - targets).reshape(-1)
