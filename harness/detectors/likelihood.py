@@ -43,6 +43,7 @@ log Q(z) ~ -z^2/2 - log(z sqrt(2 pi)) + log(1 - 1/z^2 + 3/z^4) beyond. Rows befo
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -111,30 +112,11 @@ def suppress_repeats(r: np.ndarray, window: int, damping: float) -> np.ndarray:
 
 
 def anomaly_likelihood(
-    errors: np.ndarray,
-    start: int = 0,
-    *,
-    short_window: int = 1,
-    long_window: int = 8640,
-    min_history: int = 100,
-    tail: str = "gauss",
-    quantile: float = 0.99,
-    rel_floor: float = 0.1,
-    abs_floor: float = 1e-3,
-    suppress: int = 300,
-    damping: float = 0.5,
+    errors: np.ndarray, start: int = 0, *, suppress: int = 300, damping: float = 0.5, **surprise_params: Any
 ) -> np.ndarray:
-    """Scores in [0, 1) for one file's raw errors (see the module docstring for the formula)."""
-    x = surprise(
-        errors,
-        short_window=short_window,
-        long_window=long_window,
-        min_history=min_history,
-        tail=tail,
-        quantile=quantile,
-        rel_floor=rel_floor,
-        abs_floor=abs_floor,
-    )
+    """Scores in [0, 1) for one file's raw errors (see the module docstring for the formula); `surprise_params`
+    are `surprise`'s (short_window, long_window, min_history, tail, quantile, rel_floor, abs_floor)."""
+    x = surprise(errors, **surprise_params)
     x[: max(start, 0)] = 0.0
     r = x / (1.0 + x)
     r = suppress_repeats(r, suppress, damping)
