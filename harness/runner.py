@@ -105,11 +105,12 @@ class RayRunner:
             cell, job_ref, scored = pending.pop(done[0])
             try:
                 result = ray.get(done[0])
-                if scored is not None:  # a timing task finished; the scores were handed over with "scored"
-                    result = {k: v for k, v in with_timing(scored, result).items() if k not in ("scores", "curve")}
+                if scored is not None:  # a timing task finished
+                    result = with_timing(scored, result)
                 elif result["status"] == "ok" and cell.get("backend") and exclusive:
-                    pending[timer.options(num_cpus=biggest).remote(job_ref)] = (cell, None, result)
-                    yield cell, {**result, "status": "scored"}  # kept on disk while it waits for its timing
+                    yield cell, {**result, "status": "scored"}  # scores go to disk now; the timing comes later
+                    kept = {k: v for k, v in result.items() if k not in ("scores", "curve")}
+                    pending[timer.options(num_cpus=biggest).remote(job_ref)] = (cell, None, kept)
                     continue
             except Exception as exc:  # noqa: BLE001 - a dead worker fails its cell, not the run
                 result = {"status": "failed", "error": f"{type(exc).__name__}: {exc}".splitlines()[0], "seconds": {}}
