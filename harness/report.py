@@ -113,22 +113,22 @@ def build_table(results: list[dict[str, Any]]):
     if "backend" not in df:
         return df.reindex(columns=["cell", "detector", "params", "status", *METRICS, "error"])
     df = df.reindex(columns=list(dict.fromkeys([*df.columns, "nab_standard", "throughput_eps", "throughput_b1_eps"])))
+    def first_match(key, rows, column: str):
+        """Per row: `column` of the first of `rows` (a mask) with the same `key`."""
+        first = df[rows].assign(key=key[rows]).drop_duplicates("key").set_index("key")[column]
+        return key.map(first).astype(float)
+
+    ok_fp32 = (df["precision"] == "fp32") & (df["status"] == "ok")
     # the reference of a row: the first torch fp32 row of the same model (detector label and parameters)
     model = df["detector"].astype(str) + "\0" + df["params"].astype(str)
-    is_ref = (df["backend"] == "torch") & (df["precision"] == "fp32") & (df["status"] == "ok")
-    ref = df[is_ref].assign(model=model[is_ref]).drop_duplicates("model").set_index("model")
-
-    def vs_ref(column: str):
-        return model.map(ref[column]).astype(float)
-
-    df["nab_standard_delta_pct"] = 100.0 * (df["nab_standard"] - vs_ref("nab_standard")) / vs_ref("nab_standard").abs()
-    df["speedup_vs_fp32"] = df["throughput_eps"] / vs_ref("throughput_eps")
-    df["speedup_b1_vs_fp32"] = df["throughput_b1_eps"] / vs_ref("throughput_b1_eps")
+    torch_fp32 = ok_fp32 & (df["backend"] == "torch")
+    base_score = first_match(model, torch_fp32, "nab_standard")
+    df["nab_standard_delta_pct"] = 100.0 * (df["nab_standard"] - base_score) / base_score.abs()
+    df["speedup_vs_fp32"] = df["throughput_eps"] / first_match(model, torch_fp32, "throughput_eps")
+    df["speedup_b1_vs_fp32"] = df["throughput_b1_eps"] / first_match(model, torch_fp32, "throughput_b1_eps")
     # what INT8 itself buys: throughput vs the same model's first fp32 row on the same backend
     runtime = model + "\0" + df["backend"].astype(str)
-    is_fp32 = (df["precision"] == "fp32") & (df["status"] == "ok")
-    same_backend = df[is_fp32].assign(runtime=runtime[is_fp32]).drop_duplicates("runtime").set_index("runtime")
-    df["speedup_vs_backend_fp32"] = df["throughput_eps"] / runtime.map(same_backend["throughput_eps"]).astype(float)
+    df["speedup_vs_backend_fp32"] = df["throughput_eps"] / first_match(runtime, ok_fp32, "throughput_eps")
     df["gate"] = [
         gate(r.nab_standard_delta_pct, r.speedup_vs_fp32)
         if r.precision == "int8" and r.status == "ok" else ""

@@ -159,6 +159,16 @@ def static_calibration(calibration: np.ndarray, headroom: float) -> np.ndarray:
     return np.concatenate([calibration, calibration * np.float32(headroom)])
 
 
+def calibrated_settings(spec: BackendSpec, calibration: np.ndarray) -> dict[str, Any]:
+    """What a static INT8 artefact depends on besides the quantizer itself (part of its cache key and info)."""
+    return {
+        "quantize_input_layers": spec.quantize_input_layers,
+        "calibration_headroom": spec.calibration_headroom,
+        "calibration_sha": array_hash(calibration),
+        "calibration_samples": len(calibration),
+    }
+
+
 def as_calibration(calibration: np.ndarray) -> np.ndarray:
     x = np.require(calibration, np.float32, ["C", "W"])
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:

@@ -170,6 +170,16 @@ def arch_key(model: "torch.nn.Module", window: int, tensors: dict[str, np.ndarra
     return sha256(*parts)
 
 
+def artefact_path(model: "torch.nn.Module", window: int, cache_dir: Path, kind: str, settings: dict[str, Any],
+                  versions: tuple[str, ...], suffix: str) -> Path:
+    """Where a quantized artefact of `model`'s current weights is cached: `<cache_dir>/<kind>/` keyed by the
+    architecture, the weights, and the quantizer's settings and versions."""
+    tensors, _ = model_tensors(model)
+    akey, wkey = arch_key(model, window, tensors), weights_key(tensors)
+    skey = sha256(repr(sorted(settings.items())), *versions)
+    return cache_dir / kind / f"{akey[:24]}-{wkey[:24]}-{skey[:16]}{suffix}"
+
+
 # --------------------------------------------------------------------------------------------------- export
 
 

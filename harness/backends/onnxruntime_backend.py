@@ -21,13 +21,20 @@ import contextlib
 import logging
 import os
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness.backends.base import BackendSpec, Compiled, array_hash, sha256, static_calibration
-from harness.backends.onnx_export import OnnxModel, initializer_bytes, onnx_fp32, quantizable_input_layers
+from harness.backends.base import BackendSpec, Compiled, calibrated_settings, static_calibration
+from harness.backends.onnx_export import (
+    OnnxModel,
+    artefact_path,
+    initializer_bytes,
+    onnx_fp32,
+    quantizable_input_layers,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -142,18 +149,9 @@ def _quantize_static(src: OnnxModel, dst: Path, calibration: np.ndarray, exclude
     ))
 
 
-def _op_counts(proto: Any) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for node in proto.graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return counts
-
-
 def prepare_onnxruntime(spec: BackendSpec, model: "torch.nn.Module", calibration: np.ndarray, cache_dir: Path) -> OrtCompiled:
     import onnx
     import onnxruntime as ort
-
-    from harness.backends.onnx_export import arch_key, model_tensors, weights_key
 
     info: dict[str, Any] = {
         "backend": "onnxruntime",
@@ -169,16 +167,12 @@ def prepare_onnxruntime(spec: BackendSpec, model: "torch.nn.Module", calibration
         info["export"] = src.source
     else:
         # the INT8 artefact's key: weights + quantization settings (+ calibration for static)
-        tensors, _ = model_tensors(model)
-        akey, wkey = arch_key(model, calibration.shape[1], tensors), weights_key(tensors)
         if spec.quantization == "dynamic":
             settings: dict[str, Any] = dict(DYNAMIC)
         else:
-            settings = {**STATIC, "quantize_input_layers": spec.quantize_input_layers,
-                        "calibration_headroom": spec.calibration_headroom,
-                        "calibration_sha": array_hash(calibration), "calibration_samples": len(calibration)}
-        skey = sha256(repr(sorted(settings.items())), ort.__version__)
-        path = cache_dir / f"ort-int8-{spec.quantization}" / f"{akey[:24]}-{wkey[:24]}-{skey[:16]}.onnx"
+            settings = {**STATIC, **calibrated_settings(spec, calibration)}
+        path = artefact_path(model, calibration.shape[1], cache_dir, f"ort-int8-{spec.quantization}", settings,
+                             (ort.__version__,), ".onnx")
         info["quantizer"] = settings
         if path.is_file():
             cache, info["export"] = "hit", "cache"
@@ -195,7 +189,7 @@ def prepare_onnxruntime(spec: BackendSpec, model: "torch.nn.Module", calibration
         data = path.read_bytes()
     proto = onnx.load_from_string(data)
     if spec.precision == "int8":
-        info["quantized_ops"] = {k: v for k, v in _op_counts(proto).items() if k in (
+        info["quantized_ops"] = {k: v for k, v in Counter(n.op_type for n in proto.graph.node).items() if k in (
             "DynamicQuantizeLinear", "MatMulInteger", "QuantizeLinear", "DequantizeLinear", "QGemm", "QLinearMatMul")}
     info["weights_bytes"] = initializer_bytes(proto)
     session = ort.InferenceSession(data, session_options(spec), providers=[PROVIDER])

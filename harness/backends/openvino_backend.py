@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness.backends.base import BackendSpec, Compiled, array_hash, sha256, static_calibration
-from harness.backends.onnx_export import arch_key, initializer_bytes, model_tensors, onnx_fp32, weights_key
+from harness.backends.base import BackendSpec, Compiled, calibrated_settings, static_calibration
+from harness.backends.onnx_export import artefact_path, initializer_bytes, onnx_fp32
 
 if TYPE_CHECKING:
     import torch
@@ -68,7 +68,8 @@ def compile_config(threads: int) -> dict[str, Any]:
         "INFERENCE_NUM_THREADS": threads,
         "NUM_STREAMS": 1,
         "PERFORMANCE_HINT": "LATENCY",
-        # Two cells time concurrently, one per core: pinning would put both processes' threads on one core.
+        # Cells run side by side (and are timed so with `timing.exclusive: false`): pinning could put two
+        # processes' threads on one core.
         "ENABLE_CPU_PINNING": False,
     }
 
@@ -122,8 +123,7 @@ def _nncf_quantize(ov_model: Any, calibration: np.ndarray, quantize_input_layers
             fast_bias_correction=NNCF_SETTINGS["fast_bias_correction"],
             ignored_scope=ignored,
         )
-    fq = sum(1 for op in quantized.get_ops() if op.get_type_name() == "FakeQuantize")
-    return quantized, {"fp32_layers": len(names), "fake_quantize_nodes": fq, "nncf_version": nncf.__version__}
+    return quantized, {"fp32_layers": len(names), "nncf_version": nncf.__version__}
 
 
 def _save_ir(model: Any, xml: Path) -> None:
@@ -158,13 +158,9 @@ def prepare_openvino(spec: BackendSpec, model: "torch.nn.Module", calibration: n
         info.update(cache="hit" if src.source == "cache" else "miss", export=src.source, artefact_format="onnx",
                     weights_bytes=initializer_bytes(src.proto()))
     else:
-        tensors, _ = model_tensors(model)
-        akey, wkey = arch_key(model, calibration.shape[1], tensors), weights_key(tensors)
-        settings = {**NNCF_SETTINGS, "quantize_input_layers": spec.quantize_input_layers,
-                    "calibration_headroom": spec.calibration_headroom,
-                    "calibration_sha": array_hash(calibration), "calibration_samples": len(calibration)}
-        skey = sha256(repr(sorted(settings.items())), ov.__version__, importlib.metadata.version("nncf"))
-        artefact = cache_dir / "ov-int8" / f"{akey[:24]}-{wkey[:24]}-{skey[:16]}.xml"
+        settings = {**NNCF_SETTINGS, **calibrated_settings(spec, calibration)}
+        artefact = artefact_path(model, calibration.shape[1], cache_dir, "ov-int8", settings,
+                                 (ov.__version__, importlib.metadata.version("nncf")), ".xml")
         info["quantizer"] = settings
         if artefact.is_file() and artefact.with_suffix(".bin").is_file():
             ov_model = c.read_model(artefact)

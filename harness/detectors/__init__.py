@@ -4,47 +4,21 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from harness.detectors.autoencoder import DenseAutoencoder
 from harness.detectors.base import StreamingDetector
 from harness.detectors.baselines import NullDetector, RandomDetector, WindowedGaussian
+from harness.detectors.lstm import LSTMForecaster
 
-
-class _Registry(Mapping[str, "type[StreamingDetector]"]):
-    """Built-in detectors by name. A value is a class or a "module:Class" path imported on first access, so
-    that `import harness.detectors` stays light (the learned detectors import torch). Membership and
-    iteration never import anything."""
-
-    def __init__(self, entries: dict[str, "type[StreamingDetector] | str"]):
-        self._entries = dict(entries)
-
-    def __getitem__(self, kind: str) -> type[StreamingDetector]:
-        entry = self._entries[kind]
-        if isinstance(entry, str):
-            module_name, _, attr = entry.partition(":")
-            entry = self._entries[kind] = getattr(importlib.import_module(module_name), attr)
-        return entry
-
-    def __contains__(self, kind: object) -> bool:
-        return kind in self._entries
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-DETECTORS: Mapping[str, type[StreamingDetector]] = _Registry(
-    {
-        "null": NullDetector,
-        "random": RandomDetector,
-        "windowedGaussian": WindowedGaussian,
-        "lstm": "harness.detectors.lstm:LSTMForecaster",
-        "autoencoder": "harness.detectors.autoencoder:DenseAutoencoder",
-    }
-)
+# Importing the learned detectors is light: they import torch only when a model is built.
+DETECTORS: dict[str, type[StreamingDetector]] = {
+    "null": NullDetector,
+    "random": RandomDetector,
+    "windowedGaussian": WindowedGaussian,
+    "lstm": LSTMForecaster,
+    "autoencoder": DenseAutoencoder,
+}
 
 
 def resolve_detector(kind: str) -> type[StreamingDetector]:
