@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.manifest import cpu_model
+from harness.environment import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 

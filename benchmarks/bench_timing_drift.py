@@ -14,7 +14,7 @@ import tempfile
 
 import numpy as np
 
-from harness.manifest import cpu_model
+from harness.environment import cpu_model
 
 
 def main() -> None:

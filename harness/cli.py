@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-from pathlib import Path
 
 
 class _Parser(argparse.ArgumentParser):
@@ -18,16 +18,23 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="harness", description="Benchmark streaming anomaly detectors on NAB, on Ray.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    v = sub.add_parser("validate", help="check a scenario file and list its cells")
+    v = sub.add_parser("validate", help="check a scenario file (and its corpus) and list its cells")
     v.add_argument("scenario", help="scenario YAML file")
     v.add_argument("--corpus", help="NAB-layout folder that replaces the scenario's corpus")
+    v.add_argument("--only", action="append", type=_only, help="corpus categories or files (comma-separated; repeatable)")
 
     r = sub.add_parser("run", help="run a scenario on Ray and write a results folder")
     r.add_argument("scenario", help="scenario YAML file")
     r.add_argument("--out", help="results folder (default results/<timestamp>-<scenario name>)")
-    r.add_argument("--address", help="Ray cluster to join ('auto' under `ray job submit`); default: a local Ray")
+    r.add_argument(
+        "--address",
+        help="Ray cluster to join ('auto', or host:port); default: a private local Ray, or the job's cluster "
+        "under `ray job submit`",
+    )
     r.add_argument("--corpus", help="NAB-layout folder that replaces the scenario's corpus")
-    r.add_argument("--resume", action="store_true", help="finish an interrupted run in --out (skips cells done)")
+    r.add_argument("--only", action="append", type=_only, help="run on these corpus categories or files only "
+                   "(comma-separated; repeatable), e.g. realTraffic or realTweets/Twitter_volume_AAPL.csv")
+    r.add_argument("--resume", action="store_true", help="finish the interrupted run in --out (skips tasks done)")
 
     lb = sub.add_parser("leaderboard", help="print a run's leaderboard (run detectors + NAB's published scores)")
     lb.add_argument("run_dir", help="a results folder written by `harness run`")
@@ -52,23 +59,42 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def cmd_validate(args) -> int:
-    from harness.run import plan
+def _only(text: str) -> list[str]:
+    entries = [e.strip() for e in text.split(",") if e.strip()]
+    if not entries:
+        raise argparse.ArgumentTypeError("expected categories or files, comma-separated")
+    return entries
 
-    p = plan(args.scenario, args.corpus, load_data=False)
-    corpus = p.scenario.corpus
-    where = corpus.path if corpus.path else f"synthetic (seed {corpus.synthetic.seed}, {corpus.synthetic.rows} rows/file)"
-    print(f"{args.scenario}: ok, scenario {p.scenario.name!r}, corpus {where}, {len(p.cells)} cells:")
+
+def _flatten(only: list[list[str]] | None) -> list[str] | None:
+    return None if only is None else [e for group in only for e in group]
+
+
+def cmd_validate(args) -> int:
+    from harness.plan import plan
+
+    p = plan(args.scenario, args.corpus, _flatten(args.only))
+    print(f"{args.scenario}: ok, scenario {p.scenario.name!r}, corpus {p.describe_corpus()}, {len(p.cells)} cells:")
     for c in p.cells:
         print(f"  {c.id}")
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler stopping the job, `kill`): handled as Ctrl-C is."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 def cmd_run(args) -> int:
+    from harness.results.folder import RunFolder
     from harness.run import execute
 
-    out, failed = execute(args.scenario, args.out, args.address, args.corpus, args.resume)
-    print((out / "table.md").read_text(), end="")
+    signal.signal(signal.SIGTERM, _terminate)
+    out, failed = execute(args.scenario, args.out, args.address, args.corpus, args.resume, _flatten(args.only))
+    print(RunFolder(out).table_markdown(), end="")
     print(f"\nresults: {out}")
     if failed:
         print(f"harness: {len(failed)} cell(s) did not finish ok: {', '.join(failed)} (see table.md)", file=sys.stderr)
@@ -77,12 +103,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
-    from harness.errors import InputError
+    from harness.results.folder import RunFolder
 
-    path = Path(args.run_dir) / "leaderboard.md"
-    if not path.is_file():
-        raise InputError("no leaderboard.md: expected a results folder written by `harness run`", args.run_dir)
-    print(path.read_text(), end="")
+    print(RunFolder(args.run_dir).leaderboard_markdown(), end="")
     return 0
 
 
@@ -94,12 +117,11 @@ def cmd_corpus_synth(args) -> int:
 
 
 def cmd_nab_fetch(args) -> int:
-    from harness.corpus.fetch import fetch_nab
+    from harness.corpus.fetch import fetch_nab, manifest
+    from harness.progress import Progress
 
-    def progress(done: int, total: int) -> None:
-        print(f"\rfetched {done}/{total} files", end="" if done < total else "\n", file=sys.stderr, flush=True)
-
-    print(fetch_nab(args.dest, base_url=args.base_url, progress=progress))
+    with Progress(len(manifest()[1]), "files", "fetched") as bar:
+        print(fetch_nab(args.dest, base_url=args.base_url, progress=lambda done, total: bar.update(done)))
     return 0
 
 
@@ -109,17 +131,18 @@ def cmd_nab_score(args) -> int:
     from harness.scoring.profiles import load_profiles, load_thresholds
     from harness.scoring.results_layout import read_results_dir
 
-    corpus = load_corpus(args.corpus, series=False)
-    profiles = load_profiles(Path(args.corpus) / "config" / "profiles.json")
+    corpus = load_corpus(args.corpus, values=False)
+    profiles = load_profiles(corpus.root / "config" / "profiles.json")
     detector, scores = read_results_dir(args.results_dir, corpus)
     thresholds = None if args.optimize else load_thresholds(args.thresholds, detector, profiles)
     rep = score_detector(corpus.files, scores, detector, thresholds, profiles, label_windows=corpus.label_windows)
     if args.json:
-        print(json.dumps({"detector": detector, "profiles": rep.to_dict()["profiles"]}))
+        print(json.dumps(rep.to_dict()))  # detector, profiles, and the detection metrics at each threshold
         return 0
-    print(f"{'profile':<20} {'score':>10} {'raw':>10} {'threshold':>14} {'tp':>5} {'fp':>6} {'fn':>5}")
+    print(f"{'profile':<20} {'score':>10} {'raw':>10} {'threshold':>20} {'tp':>5} {'fp':>6} {'fn':>5} {'f1':>7} {'fp_events':>9}")
     for name, s in rep.profiles.items():
-        print(f"{name:<20} {s.score:>10.4f} {s.raw:>10.4f} {s.threshold:>14.10g} {s.tp:>5} {s.fp:>6} {s.fn:>5}")
+        d = rep.detection[name]
+        print(f"{name:<20} {s.score:>10.4f} {s.raw:>10.4f} {s.threshold!r:>20} {s.tp:>5} {s.fp:>6} {s.fn:>5} {d.f1:>7.4f} {d.fp_events:>9}")
     return 0
 
 
@@ -143,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("harness: interrupted; finished cells are kept (rerun with --resume)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"harness: {how}; finished tasks are kept (finish the run with --resume --out DIR)", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130

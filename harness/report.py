@@ -1,7 +1,7 @@
-"""Render a run folder's results: table.csv / table.md, the leaderboard and the precision-recall plot.
+"""The run's reports, rebuilt from its typed cell results: the table (its columns described in
+harness.results.columns), the INT8 gate, the leaderboard and the precision-recall plot.
 
-Everything is rebuilt from the per-cell `cells/<id>/result.json` files, so a resumed or partial run renders
-the same way as a complete one.
+Renders return text or bytes; the run folder (harness.results.folder) decides where they go.
 """
 
 from __future__ import annotations
@@ -9,192 +9,226 @@ from __future__ import annotations
 import io
 import json
 import math
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harness.atomic import write_bytes, write_text
+from harness.results.columns import BY_NAME, Column, columns
+from harness.results.schema import CellResult, Status
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from harness.plan import Plan
 
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
-METRICS = [f"nab_{p}" for p in PROFILES] + [
-    "f1",
-    "alert_precision",
-    "recall",
-    "latency_mean_s",
-    "fp_events",
-    "f1_best",
-    "threshold",
-    "seconds",
-]
+GATE_MAX_LOSS_PCT = 5.0  # an INT8 build may lose less than 5% of the quality column...
+GATE_MIN_SPEEDUP = 2.0  # ...and must reach at least 2x the speed column of its torch fp32 row
+GATE_QUALITY = BY_NAME["nab_standard"]
+GATE_SPEED = BY_NAME["throughput_eps"]
 
 
-def cell_dir(out: Path, cell_id: str) -> Path:
-    return out / "cells" / cell_id
+# --- the table -------------------------------------------------------------------------------------------------
+def build_table(results: list[CellResult]) -> "pd.DataFrame":
+    """One row per cell, in the columns' order; with backends, also the comparisons against each model's torch
+    fp32 row and the INT8 gate."""
+    import pandas as pd
+
+    with_backends = any(r.cell.backend is not None for r in results)
+    cols = columns(with_backends)
+    df = pd.DataFrame([{c.name: c.value(r) for c in cols if c.value is not None} for r in results], columns=[c.name for c in cols])
+    if with_backends:
+        _compare_with_references(df)
+    return df
 
 
-def read_results(out: Path, cell_ids: list[str]) -> list[dict[str, Any]]:
-    """Each cell's result.json, or a `pending` placeholder for a cell that never finished."""
-    rows = []
-    for cid in cell_ids:
-        path = cell_dir(out, cid) / "result.json"
-        rows.append(json.loads(path.read_text()) if path.is_file() else {"cell": {"id": cid}, "status": "pending"})
-    return rows
+def _reference(df: "pd.DataFrame", key: "pd.Series", rows: "pd.Series") -> "pd.Series":
+    """Per row: the index of the first of `rows` (a mask) with the same `key`, or NaN."""
+    first = df[rows].assign(_key=key[rows]).reset_index().drop_duplicates("_key").set_index("_key")["index"]
+    return key.map(first)
 
 
-def table_row(result: dict[str, Any]) -> dict[str, Any]:
-    cell = result["cell"]
-    row: dict[str, Any] = {
-        "cell": cell["id"],
-        "detector": cell.get("detector", ""),
-        "params": " ".join(f"{k}={v}" for k, v in cell.get("params", {}).items()),
-        "status": result["status"],
-    }
-    report = result.get("report")
-    if report:
-        for p in PROFILES:
-            row[f"nab_{p}"] = report["profiles"][p]["score"]
-        at = report["detection"]["standard"]
-        row.update(
-            f1=at["f1"],
-            alert_precision=at["precision"],
-            recall=at["recall"],
-            latency_mean_s=at["latency_mean_s"],
-            fp_events=at["fp_events"],
-            f1_best=report["detection"]["best_f1"]["f1"],
-            threshold=report["profiles"]["standard"]["threshold"],
-        )
-    backend = cell.get("backend")
-    if backend:
-        row.update(backend=backend["backend"], precision=backend["precision"])
-    timing = result.get("timing")
-    if timing:
-        one, big = timing["batch1"], timing["batchN"]
-        row.update(
-            latency_b1_p50_ms=one["p50_ms"],
-            latency_b1_p95_ms=one["p95_ms"],
-            batch=big["batch"],
-            latency_bN_p50_ms=big["p50_ms"],
-            latency_bN_p95_ms=big["p95_ms"],
-            throughput_eps=big["events_per_s"],
-            throughput_b1_eps=one["events_per_s"],
-            throughput_spread_pct=big.get("spread_pct"),
-            model_bytes=result.get("model_bytes"),
-        )
-    row["seconds"] = result.get("seconds", {}).get("total")
-    row["error"] = result.get("error", "")
-    return row
+def _compare_with_references(df: "pd.DataFrame") -> None:
+    model = df["detector"].astype(str) + "\0" + df["params"].astype(str)
+    fp32 = df["precision"] == "fp32"
+    torch_ref = _reference(df, model, fp32 & (df["backend"] == "torch"))  # includes rows that are not ok
+    ok_ref = torch_ref.where(torch_ref.map(lambda i: not _isnan(i) and df.at[int(i), "status"] == Status.OK.value))
+
+    def of(ref: "pd.Series", column: str) -> "pd.Series":
+        return ref.map(lambda i: math.nan if _isnan(i) else df.at[int(i), column]).astype(float)
+
+    base = of(ok_ref, GATE_QUALITY.name)
+    df["nab_standard_delta_pct"] = 100.0 * (df[GATE_QUALITY.name] - base) / base.abs().where(base != 0)
+    df["speedup_vs_fp32"] = df["throughput_eps"] / of(ok_ref, "throughput_eps")
+    df["speedup_b1_vs_fp32"] = df["throughput_b1_eps"] / of(ok_ref, "throughput_b1_eps")
+    runtime = model + "\0" + df["backend"].astype(str)
+    same_runtime = _reference(df, runtime, fp32 & (df["status"] == Status.OK.value))
+    df["speedup_vs_backend_fp32"] = df["throughput_eps"] / of(same_runtime, "throughput_eps")
+    df["gate"] = [
+        gate(row, None if _isnan(ref) else df.loc[int(ref)]) if row["precision"] == "int8" and row["status"] == Status.OK.value else ""
+        for (_, row), ref in zip(df.iterrows(), torch_ref)
+    ]
 
 
-BACKEND_COLUMNS = [
-    "backend", "precision", "nab_standard_delta_pct", "latency_b1_p50_ms", "latency_b1_p95_ms", "batch",
-    "latency_bN_p50_ms", "latency_bN_p95_ms", "throughput_eps", "speedup_vs_fp32", "speedup_b1_vs_fp32",
-    "speedup_vs_backend_fp32", "throughput_spread_pct", "model_bytes", "gate",
-]
-GATE_MAX_LOSS_PCT = 5.0  # an INT8 build may lose less than 5% of the NAB standard score...
-GATE_MIN_SPEEDUP = 2.0  # ...and must be at least 2x faster than torch fp32 (same batch policy)
+def _isnan(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def gate(delta_pct: float, speedup: float) -> str:
-    """PASS, or FAIL with the reasons: an INT8 row must lose less than 5% NAB standard and be at least 2x faster."""
-    if math.isnan(delta_pct) or math.isnan(speedup):
+def _change_pct(column: Column, value: float, reference: float) -> float:
+    """How much better `value` is than `reference`, in percent of |reference|, by the column's direction."""
+    sign = 1.0 if column.better == "higher" else -1.0
+    return sign * 100.0 * (value - reference) / abs(reference)
+
+
+def gate(row: "pd.Series", reference: "pd.Series | None") -> str:
+    """PASS, FAIL with the reasons, or n/a with why no verdict is possible: an INT8 row must lose less than 5% of
+    the quality column and reach 2x the speed column, both against its model's torch fp32 row."""
+    if reference is None:
         return "n/a: no torch fp32 row to compare with"
+    if reference["status"] != Status.OK.value:
+        return f"n/a: the torch fp32 row is {reference['status']}"
+    quality, speed = (float(reference[c.name]) for c in (GATE_QUALITY, GATE_SPEED))
+    if quality == 0:
+        return f"n/a: the torch fp32 row scores 0 {GATE_QUALITY.name}, so a relative loss is undefined"
+    if _isnan(quality) or _isnan(speed) or speed <= 0:
+        return "n/a: the torch fp32 row has no figures to compare with"
+    change = _change_pct(GATE_QUALITY, float(row[GATE_QUALITY.name]), quality)
+    speedup = float(row[GATE_SPEED.name]) / speed if GATE_SPEED.better == "higher" else speed / float(row[GATE_SPEED.name])
     reasons = []
-    if not delta_pct > -GATE_MAX_LOSS_PCT:
-        reasons.append(f"loses {-delta_pct:.1f}% NAB (limit {GATE_MAX_LOSS_PCT:g}%)")
+    if not change > -GATE_MAX_LOSS_PCT:
+        reasons.append(f"loses {-change:.1f}% {GATE_QUALITY.name} (limit {GATE_MAX_LOSS_PCT:g}%)")
     if not speedup >= GATE_MIN_SPEEDUP:
         reasons.append(f"{speedup:.2f}x faster (needs {GATE_MIN_SPEEDUP:g}x)")
     return "PASS" if not reasons else "FAIL: " + "; ".join(reasons)
 
 
-def build_table(results: list[dict[str, Any]]):
-    """One row per cell; with backends, also the comparisons against each detector's torch fp32 row."""
-    import pandas as pd
-
-    df = pd.DataFrame([table_row(r) for r in results])
-    if "backend" not in df:
-        return df.reindex(columns=["cell", "detector", "params", "status", *METRICS, "error"])
-    df = df.reindex(columns=list(dict.fromkeys([*df.columns, "nab_standard", "throughput_eps", "throughput_b1_eps"])))
-    def first_match(key, rows, column: str):
-        """Per row: `column` of the first of `rows` (a mask) with the same `key`."""
-        first = df[rows].assign(key=key[rows]).drop_duplicates("key").set_index("key")[column]
-        return key.map(first).astype(float)
-
-    ok_fp32 = (df["precision"] == "fp32") & (df["status"] == "ok")
-    # the reference of a row: the first torch fp32 row of the same model (detector label and parameters)
-    model = df["detector"].astype(str) + "\0" + df["params"].astype(str)
-    torch_fp32 = ok_fp32 & (df["backend"] == "torch")
-    base_score = first_match(model, torch_fp32, "nab_standard")
-    df["nab_standard_delta_pct"] = 100.0 * (df["nab_standard"] - base_score) / base_score.abs()
-    df["speedup_vs_fp32"] = df["throughput_eps"] / first_match(model, torch_fp32, "throughput_eps")
-    df["speedup_b1_vs_fp32"] = df["throughput_b1_eps"] / first_match(model, torch_fp32, "throughput_b1_eps")
-    # what INT8 itself buys: throughput vs the same model's first fp32 row on the same backend
-    runtime = model + "\0" + df["backend"].astype(str)
-    df["speedup_vs_backend_fp32"] = df["throughput_eps"] / first_match(runtime, ok_fp32, "throughput_eps")
-    df["gate"] = [
-        gate(r.nab_standard_delta_pct, r.speedup_vs_fp32)
-        if r.precision == "int8" and r.status == "ok" else ""
-        for r in df.itertuples(index=False)
-    ]
-    columns = ["cell", "detector", "params", "status", *METRICS[:3], *BACKEND_COLUMNS[:3], *METRICS[3:], *BACKEND_COLUMNS[3:], "error"]
-    return df.reindex(columns=columns)
-
-
-def markdown(df) -> str:
-    def fmt(v: Any) -> str:
+def markdown(df: "pd.DataFrame") -> str:
+    """The table as Markdown: 4 decimals (exact columns with every digit), empty columns of errors dropped."""
+    def fmt(name: str, v: Any) -> str:
         if isinstance(v, float):
-            return "" if math.isnan(v) else f"{v:.4f}" if abs(v) < 1e6 else f"{v:.4g}"
+            if math.isnan(v):
+                return ""
+            column = BY_NAME.get(name)
+            if column is not None and column.exact:
+                return repr(v)
+            return f"{v:.4f}" if abs(v) < 1e6 else f"{v:.4g}"
         return "" if v is None else str(v)
 
     shown = df.drop(columns=[c for c in ("error",) if c in df and not df[c].fillna("").astype(bool).any()])
     header = "| " + " | ".join(shown.columns) + " |"
     rule = "|" + "|".join("---" for _ in shown.columns) + "|"
-    body = ["| " + " | ".join(fmt(v).replace("|", "/") for v in row) + " |" for row in shown.itertuples(index=False)]
+    body = [
+        "| " + " | ".join(fmt(name, v).replace("|", "/") for name, v in zip(shown.columns, row)) + " |"
+        for row in shown.itertuples(index=False)
+    ]
     return "\n".join([header, rule, *body]) + "\n"
 
 
-def write_tables(out: Path, cell_ids: list[str]):
-    """table.csv and table.md; returns the table (a DataFrame)."""
-    df = build_table(read_results(out, cell_ids))
-    write_text(out / "table.csv", df.to_csv(index=False))
-    write_text(out / "table.md", markdown(df))
-    return df
+# --- the leaderboard ---------------------------------------------------------------------------------------------
+BOARD_METRICS = ["nab_standard", "nab_reward_low_FP_rate", "nab_reward_low_FN_rate", "f1", "alert_precision", "recall",
+                 "range_f1", "latency_mean_s", "fp_events"]
 
 
-def write_leaderboard(out: Path, df, published_path: Path | None) -> str:
-    """The run's scored cells ranked together with NAB's published scoreboard (when the corpus has one)."""
+def leaderboard(table: "pd.DataFrame", p: "Plan") -> tuple[str, str]:
+    """The run's ok cells ranked with NAB's published detectors (CSV, Markdown).
+
+    Every detector whose raw outputs sit in the corpus's `results/<name>/` is re-scored here, on the same files
+    (a subset too), with the same profiles, probation and threshold policy as the run's cells, so its F1,
+    precision, recall, latency and FP events stand beside ours. NAB's published scoreboard
+    (`results/final_results.json`) covers the whole corpus only: it is merged (column `published_standard`, and
+    rows for detectors without raw outputs) only when the run used the whole corpus."""
     import pandas as pd
 
-    ok = df[df["status"] == "ok"]
-    rows = [
-        {"detector": r.cell, "source": "this run", **{f"nab_{p}": getattr(r, f"nab_{p}") for p in PROFILES}}
-        for r in ok.itertuples(index=False)
-    ]
-    if published_path is not None and published_path.is_file():
-        for name, scores in json.loads(published_path.read_text()).items():
-            rows.append({"detector": name, "source": "NAB published", **{f"nab_{p}": scores.get(p) for p in PROFILES}})
-    board = pd.DataFrame(rows, columns=["detector", "source", *[f"nab_{p}" for p in PROFILES]])
-    board = board.sort_values("nab_standard", ascending=False, kind="stable").reset_index(drop=True)
+    ok = table[table["status"] == Status.OK.value]
+    rows = [{"detector": r["cell"], "source": "this run", **{m: r[m] for m in BOARD_METRICS}} for _, r in ok.iterrows()]
+    rescored, notes = _rescore_published(p)
+    rows += rescored
+    published = _published_scoreboard(p)
+    if published is not None and not p.corpus.only:
+        have = {r["detector"] for r in rows if r["source"] != "this run"}
+        for r in rows:
+            if r["source"] != "this run" and r["detector"] in published:
+                r["published_standard"] = published[r["detector"]].get("standard")
+        for name, scores in published.items():
+            if name not in have:
+                rows.append({"detector": name, "source": "NAB published", **{f"nab_{k}": scores.get(k) for k in PROFILES},
+                             "published_standard": scores.get("standard")})
+        notes.append("NAB published: NAB's scoreboard (results/final_results.json), which covers the whole corpus; "
+                     "`published_standard` is its standard score beside the re-scored one.")
+    elif published is not None:
+        notes.append(f"NAB's published scoreboard covers the whole corpus only, so it is not merged for this subset "
+                     f"({', '.join(p.corpus.only)}); the published detectors' raw outputs are re-scored on the subset instead.")
+    columns = ["detector", "source", *BOARD_METRICS] + (["published_standard"] if any("published_standard" in r for r in rows) else [])
+    board = pd.DataFrame(rows, columns=columns)
+    board = board.sort_values("nab_standard", ascending=False, kind="stable", na_position="last").reset_index(drop=True)
     board.insert(0, "rank", range(1, len(board) + 1))
-    write_text(out / "leaderboard.csv", board.to_csv(index=False))
-    md = markdown(board)
-    write_text(out / "leaderboard.md", md)
-    return md
+    md = markdown(board) + ("".join(f"\n- {n}" for n in notes) + "\n" if notes else "")
+    return board.to_csv(index=False), md
 
 
-def write_pr_plot(out: Path, cell_ids: list[str]) -> Path | None:
-    """All cells' precision-recall curves in one PNG."""
+def _published_scoreboard(p: "Plan") -> dict[str, dict[str, float]] | None:
+    path = p.corpus_root / "results" / "final_results.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _rescore_published(p: "Plan") -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows for every detector with raw outputs in the corpus's results/ folder, scored like the run's cells."""
+    from harness.errors import InputError
+    from harness.scoring.nab import CorpusIndex, score_detector
+    from harness.scoring.profiles import load_thresholds
+    from harness.scoring.results_layout import read_results_dir
+
+    results = p.corpus_root / "results"
+    if not results.is_dir():
+        return [], []
+    rows, notes = [], []
+    index = None
+    for folder in sorted(d for d in results.iterdir() if d.is_dir()):
+        try:
+            name, scores = read_results_dir(folder, p.corpus)
+        except InputError as exc:
+            notes.append(f"{folder.name}: not re-scored ({exc})")
+            continue
+        thresholds = None
+        if p.thresholds is not None:
+            try:
+                thresholds = load_thresholds(p.scenario.scoring.thresholds, name, p.profiles)
+            except InputError:
+                notes.append(f"{name}: the scenario's thresholds file has no entry for it; its thresholds are optimised")
+        index = index or CorpusIndex.build(p.corpus.files, p.scenario.scoring.probation_percent, p.corpus.label_windows)
+        rep = score_detector(index, scores, name, thresholds, p.profiles)
+        at = rep.detection["standard"]
+        rows.append({
+            "detector": name,
+            "source": "NAB raw outputs, re-scored",
+            **{f"nab_{k}": rep.profiles[k].score for k in PROFILES if k in rep.profiles},
+            "f1": at.f1, "alert_precision": at.precision, "recall": at.recall, "range_f1": at.range_f1,
+            "latency_mean_s": at.latency_mean_s, "fp_events": at.fp_events,
+        })
+    if rows:
+        policy = "optimised per profile" if p.thresholds is None else "from the scenario's thresholds file"
+        notes.append(f"NAB raw outputs, re-scored: each detector in {results} scored here, thresholds {policy}, "
+                     "on the same files and probation as this run.")
+    return rows, notes
+
+
+# --- the plot ---------------------------------------------------------------------------------------------------
+def pr_plot(curves: dict[str, dict[str, Any] | None]) -> bytes | None:
+    """Every given cell's precision-recall curve in one PNG; None when there is none."""
+    curves = {cid: c for cid, c in curves.items() if c is not None}
+    if not curves:
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import pandas as pd
 
-    curves = [(cid, cell_dir(out, cid) / "pr_curve.csv") for cid in cell_ids]
-    curves = [(cid, p) for cid, p in curves if p.is_file()]
-    if not curves:
-        return None
     fig, ax = plt.subplots(figsize=(7, 5))
-    for cid, path in curves:
-        c = pd.read_csv(path)
+    for cid, c in curves.items():
         ax.step(c["recall"], c["precision"], where="post", label=cid)
     ax.set(xlabel="recall (windows detected)", ylabel="precision (over alert events)", xlim=(0, 1.02), ylim=(0, 1.02))
     ax.set_title("Precision-recall over all thresholds")
@@ -203,6 +237,4 @@ def write_pr_plot(out: Path, cell_ids: list[str]) -> Path | None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    target = out / "pr_curves.png"
-    write_bytes(target, buf.getvalue())
-    return target
+    return buf.getvalue()

@@ -1,112 +1,91 @@
-"""`harness run`: validate everything, then fan cells out on Ray and write the run folder.
+"""`harness run`: plan, then tasks, then the runner, with every finished task stored in the run folder, then the
+reports.
 
-Nothing is written until the scenario, corpus and thresholds have all been validated. Each finished cell is
-written atomically (its result.json last), so an interrupted run keeps every finished cell and `--resume`
-runs only what is missing or failed.
+Nothing is written until the scenario, corpus and thresholds have all been validated (harness.plan). Each
+finished task is stored at once (harness.results.folder), so an interrupted run keeps every finished task and
+`--resume` runs only the tasks that are missing or failed, after checking that the scenario and the corpus are
+the ones the folder was started with.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from harness.atomic import write_bytes, write_json, write_text
-from harness.corpus.layout import Corpus, check_layout, load_corpus
-from harness.errors import InputError
-from harness.scenario import Cell, Scenario, load_scenario
-from harness.scoring.profiles import Profile, load_profiles, load_thresholds
-from harness.scoring.results_layout import results_csv, results_path
-from harness import manifest as mf
 from harness import report
+from harness.environment import environment, now
+from harness.errors import InputError
+from harness.plan import Plan, plan
+from harness.results.folder import HANDOFF, RunFolder
+from harness.results.schema import CellResult, Manifest, RunStatus, Status
+from harness.tasks import RunContext, Task, kinds_of, plan_tasks
+
+HANDED_OVER = {"score": [HANDOFF]}  # what a finished task of each kind hands to the tasks after it
 
 
-@dataclass
-class Plan:
-    scenario_path: Path
-    scenario: Scenario
-    scenario_text: str
-    cells: list[Cell]
-    corpus_root: Path
-    corpus: Corpus
-    profiles: tuple[Profile, ...]
-    thresholds: dict[str, dict[str, float]] | None
-
-
-def corpus_root(scenario: Scenario) -> Path:
-    if scenario.corpus.path is not None:
-        return check_layout(scenario.corpus.path)
-    from harness.corpus.synthetic import cached_corpus_root
-
-    return cached_corpus_root(scenario.corpus.synthetic.seed, scenario.corpus.synthetic.rows)
-
-
-def plan(scenario_path: str | Path, corpus_override: str | None = None, load_data: bool = True) -> Plan:
-    """Everything a run needs, validated; raises InputError before anything is written."""
-    scenario_path = Path(scenario_path)
-    scenario, cells, text = load_scenario(scenario_path, corpus_override)
-    if corpus_override is not None:
-        check_layout(corpus_override)
-    elif scenario.corpus.path is not None:
-        try:
-            check_layout(scenario.corpus.path)
-        except InputError as exc:
-            raise InputError(exc.detail, scenario_path, f"corpus.path ({scenario.corpus.path})") from None
-    given_root = Path(scenario.corpus.path) if scenario.corpus.path else None
-    profiles = load_profiles(given_root / "config" / "profiles.json" if given_root else None)
-    thresholds = None
-    if scenario.scoring.thresholds != "optimize":
-        try:
-            thresholds = {c.detector: load_thresholds(scenario.scoring.thresholds, c.detector, profiles) for c in cells}
-        except InputError as exc:
-            raise InputError(f"{exc.path}: {exc.detail}", scenario_path, "scoring.thresholds") from None
-    if not load_data:
-        return Plan(scenario_path, scenario, text, cells, given_root or Path(), Corpus(files=[]), profiles, thresholds)
-    root = corpus_root(scenario)
-    return Plan(scenario_path, scenario, text, cells, root, load_corpus(root), profiles, thresholds)
-
-
-def default_out(scenario: Scenario) -> Path:
+def default_out(p: Plan) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return Path("results") / f"{stamp}-{scenario.name}"
+    return Path("results") / f"{stamp}-{p.scenario.name}"
 
 
-def prepare_out(out: Path, p: Plan, resume: bool) -> set[str]:
-    """Create or reopen the run folder; returns the ids of cells already done (status ok)."""
-    if out.exists() and not out.is_dir():
-        raise InputError("--out must be a folder, a file is in the way", out)
-    if resume:
-        manifest_path = out / "manifest.json"
-        if not manifest_path.is_file():
-            raise InputError("--resume needs a run folder with a manifest.json", out)
-        previous = json.loads(manifest_path.read_text())
-        if previous.get("cells") != [c.id for c in p.cells]:
-            raise InputError("--resume: this folder was run with different cells; use a new --out", out)
-        return {r["cell"]["id"] for r in report.read_results(out, [c.id for c in p.cells]) if r["status"] == "ok"}
-    if out.exists() and any(out.iterdir()):
-        raise InputError("already exists and is not empty; use another --out, or --resume to finish that run", out)
-    return set()
+def new_manifest(p: Plan) -> Manifest:
+    return Manifest(
+        scenario={"file": str(p.scenario_path), "given": p.scenario_text, "resolved": p.scenario.model_dump(mode="json")},
+        corpus={
+            "root": str(p.corpus_root),
+            "files": len(p.corpus.files),
+            "rows": p.corpus.n_rows,
+            "fingerprint": p.corpus.fingerprint,
+            "only": list(p.corpus.only),
+        },
+        cells=[c.id for c in p.cells],
+        command=sys.argv,
+        environment=environment(),
+        started_at=now(),
+    )
 
 
-def write_cell(out: Path, cell: Cell, result: dict[str, Any], corpus: Corpus) -> None:
-    """Per-row scores in NAB's results layout, the PR curve, then result.json (written last: it marks done)."""
-    folder = report.cell_dir(out, cell.id)
-    record = {"cell": cell.model_dump(), **{k: v for k, v in result.items() if k not in ("scores", "curve")}}
-    if result["status"] in ("ok", "scored") and "scores" in result:
-        nab_dir = out / "nab" / cell.id
-        for f, s in zip(corpus.files, result["scores"]):
-            write_bytes(results_path(nab_dir, cell.id, f), results_csv(f, s))
-        curve = result["curve"]
-        lines = ["threshold,precision,recall"] + [
-            f"{t!r},{p!r},{r!r}" for t, p, r in zip(*(np.asarray(curve[k]).tolist() for k in ("threshold", "precision", "recall")))
-        ]
-        write_text(folder / "pr_curve.csv", "\n".join(lines) + "\n")
-    write_json(folder / "result.json", record)
+def check_resumable(previous: Manifest, current: Manifest, folder: RunFolder) -> None:
+    """Refuse to mix results: the cells, the resolved scenario (wherever the corpus now lies) and the corpus's
+    fingerprint must all be the ones the folder was started with."""
+    where = folder.root / "manifest.json"
+    if previous.cells != current.cells:
+        raise InputError("--resume: this folder was run with different cells; use a new --out", where)
+    before, after = (_flat(m.scenario["resolved"]) for m in (previous, current))
+    for key in sorted(set(before) | set(after)):
+        if key != "corpus.path" and before.get(key) != after.get(key):
+            raise InputError(
+                f"--resume: the scenario changed at {key} (was {before.get(key)!r}, now {after.get(key)!r}); "
+                "use a new --out",
+                where,
+            )
+    if previous.corpus.get("fingerprint") != current.corpus["fingerprint"]:
+        raise InputError("--resume: the corpus differs from the one this folder was run on (its data, labels or profiles); use a new --out", where)
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a.b[0].c": leaf}: a nested value's leaves by path, so a difference can be named precisely."""
+    if isinstance(value, dict) and value:
+        items = [(f"{prefix}.{k}" if prefix else str(k), v) for k, v in value.items()]
+    elif isinstance(value, list) and value:
+        items = [(f"{prefix}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for key, v in items:
+        out.update(_flat(v, key))
+    return out
+
+
+def tasks_to_run(tasks: list[Task], results: dict[str, CellResult]) -> list[Task]:
+    """Tasks not recorded ok, and every task after one of them (its inputs are about to change)."""
+    todo = {t.id for t in tasks if (r := results[t.cell.id].tasks.get(t.kind)) is None or r.status != Status.OK}
+    for t in tasks:  # tasks come in dependency order
+        if any(d in todo for d in t.after):
+            todo.add(t.id)
+    return [t for t in tasks if t.id in todo]
 
 
 def execute(
@@ -115,72 +94,80 @@ def execute(
     address: str | None = None,
     corpus_override: str | None = None,
     resume: bool = False,
+    only: list[str] | None = None,
 ) -> tuple[Path, list[str]]:
-    """Run (or resume) a scenario; returns the run folder and the ids of cells that failed."""
-    p = plan(scenario_path, corpus_override)
-    out = Path(out) if out is not None else default_out(p.scenario)
-    done = prepare_out(out, p, resume)
-    manifest = {
-        "scenario": {
-            "file": str(p.scenario_path),
-            "given": p.scenario_text,
-            "resolved": p.scenario.model_dump(mode="json"),
-        },
-        "corpus": {"root": str(p.corpus_root), "files": len(p.corpus.files), "rows": p.corpus.n_rows},
-        "cells": [c.id for c in p.cells],
-        "command": sys.argv,
-        **mf.environment(),
-        "started_at": mf.now(),
-        "finished_at": None,
-        "status": "running",
-    }
+    """Run (or resume) a scenario; returns the run folder and the ids of cells that did not finish ok."""
+    if resume and out is None:
+        raise InputError("--resume needs --out: the folder of the run to finish")
+    p = plan(scenario_path, corpus_override, only)
+    folder = RunFolder(out if out is not None else default_out(p))
+    manifest = new_manifest(p)
     if resume:
-        manifest["resumed_from"] = json.loads((out / "manifest.json").read_text()).get("started_at")
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "scenario.yaml", p.scenario_text)
-    write_json(out / "manifest.json", manifest)
-
-    from harness.runner import RayRunner
-    from tqdm import tqdm
-
-    todo = [c for c in p.cells if c.id not in done]
-    by_id = {c.id: c for c in p.cells}
+        previous = folder.read_manifest()
+        check_resumable(previous, manifest, folder)
+        manifest = previous.model_copy(update={"resumed_at": [*previous.resumed_at, now()], "status": RunStatus.RUNNING, "finished_at": None})
+    else:
+        folder.check_new()
+    results = {c.id: folder.read_cell(c, kinds_of(c)) for c in p.cells}
+    tasks = plan_tasks(p.cells, p.scenario.timing.model_dump(), len(p.corpus.files))
+    todo = tasks_to_run(tasks, results)
+    todo_ids = {t.id for t in todo}
+    by_id = {t.id: t for t in tasks}
+    handed = {
+        dep: folder.artefacts(by_id[dep].cell.id, HANDED_OVER.get(by_id[dep].kind, []))
+        for t in todo
+        for dep in t.after
+        if dep not in todo_ids
+    }
+    folder.write_scenario(p.scenario_text)
+    folder.write_manifest(manifest)
     try:
-        from harness.detectors import user_code_path
-
-        code = [str(path) for c in todo if (path := user_code_path(c.type)) is not None]
-        with RayRunner(address, code) as runner:
-            manifest["ray"] = runner.describe()
-            write_json(out / "manifest.json", manifest)
-            with tqdm(total=len(p.cells), initial=len(done), desc="cells", unit="cell", file=sys.stderr) as bar:
-                for cell, result in runner.run(
-                    [c.model_dump() for c in todo],
-                    p.corpus,
-                    p.profiles,
-                    p.thresholds,
-                    p.scenario.scoring.probation_percent,
-                    p.scenario.timing.model_dump(),
-                ):
-                    write_cell(out, by_id[cell["id"]], result, p.corpus)
-                    if result["status"] == "scored":  # its timing comes later, alone on a node
-                        continue
-                    bar.update(1)
-                    if result["status"] != "ok":
-                        bar.write(f"cell {cell['id']} failed: {result['error']}")
-        manifest["status"] = "complete"
+        _run_tasks(p, folder, manifest, results, todo, handed, address)
+        manifest.status = RunStatus.COMPLETE
     except KeyboardInterrupt:
-        manifest["status"] = "interrupted"
+        manifest.status = RunStatus.INTERRUPTED
         raise
     finally:
-        manifest["finished_at"] = mf.now()
-        write_json(out / "manifest.json", manifest)
-        table = render(out, [c.id for c in p.cells], p.corpus_root)
-    return out, table.loc[table["status"] != "ok", "cell"].tolist()
+        manifest.finished_at = now()
+        folder.write_manifest(manifest)
+        render(folder, p, results)
+    return folder.root, [cid for cid, r in results.items() if r.status != Status.OK]
 
 
-def render(out: Path, cell_ids: list[str], corpus_root: Path):
-    """(Re)write table.csv/table.md, leaderboard and plot from the cells' result files; returns the table."""
-    df = report.write_tables(out, cell_ids)
-    report.write_leaderboard(out, df, corpus_root / "results" / "final_results.json")
-    report.write_pr_plot(out, cell_ids)
-    return df
+def _run_tasks(
+    p: Plan,
+    folder: RunFolder,
+    manifest: Manifest,
+    results: dict[str, CellResult],
+    todo: list[Task],
+    handed: dict[str, dict[str, Any]],
+    address: str | None,
+) -> None:
+    from harness.detectors import user_code_path
+    from harness.execution.runner import RayRunner
+    from harness.progress import Progress
+
+    code = [str(path) for t in todo if (path := user_code_path(t.cell.type)) is not None]
+    context = RunContext(p.corpus, p.profiles, p.thresholds, p.scenario.scoring.probation_percent, p.scenario.timing.model_dump())
+    with RayRunner(address, code) as runner, Progress(sum(t.units for t in todo), "tasks") as bar:
+        manifest.ray = runner.describe()
+        folder.write_manifest(manifest)
+        for done in runner.run(todo, context, handed, on_progress=bar.update):
+            cell = done.task.cell.id
+            results[cell] = folder.record(results[cell], done.task.kind, done.record, done.artefacts)
+            if done.record.status != Status.OK:
+                bar.write(f"cell {cell} failed ({done.task.kind}): {done.record.error}")
+
+
+def render(folder: RunFolder, p: Plan, results: dict[str, CellResult]) -> None:
+    """(Re)write everything derived from the cells: the table, the ok cells' NAB-layout scores, the
+    leaderboard and the precision-recall plot."""
+    ordered = [results[c.id] for c in p.cells]
+    table = report.build_table(ordered)
+    folder.write_table(table.to_csv(index=False), report.markdown(table))
+    ok = [r.cell.id for r in ordered if r.status == Status.OK]
+    for r in ordered:
+        folder.export_nab(r.cell.id, p.corpus if r.status == Status.OK else None)
+    csv, md = report.leaderboard(table, p)
+    folder.write_leaderboard(csv, md)
+    folder.write_plot(report.pr_plot({cid: folder.curve(cid) for cid in ok}))

@@ -31,10 +31,12 @@ class SyntheticCorpus(_Strict):
 
 
 class CorpusSpec(_Strict):
-    """Exactly one of: `synthetic` (embedded) or `path` (a folder in NAB's layout)."""
+    """Exactly one of: `synthetic` (embedded) or `path` (a folder in NAB's layout); optionally narrowed to some
+    categories or files (`only`), which NAB's normalisation then counts alone."""
 
     synthetic: SyntheticCorpus | None = None
     path: str | None = None
+    only: list[str] = Field(default_factory=list, description="categories (realTraffic) or files (realTraffic/speed_6005.csv)")
 
     @model_validator(mode="after")
     def _one_source(self) -> "CorpusSpec":
@@ -127,7 +129,8 @@ class ScenarioFieldError(ValueError):
 
 
 class Cell(BaseModel):
-    """One unit of work: a detector with concrete parameters (more axes join later)."""
+    """One row of the table: a detector with concrete parameters, and the backend its model runs on. The tasks
+    that compute it (scoring, timing) come from harness.tasks."""
 
     id: str
     detector: str  # the detector's label
@@ -235,8 +238,11 @@ def _first_error(exc: ValidationError) -> tuple[str, str]:
     return _loc(loc), msg
 
 
-def load_scenario(path: str | Path, corpus_override: str | Path | None = None) -> tuple[Scenario, list[Cell], str]:
-    """Parse, validate and expand a scenario file; `corpus_override` replaces its corpus with a NAB folder."""
+def load_scenario(
+    path: str | Path, corpus_override: str | Path | None = None, only: list[str] | None = None
+) -> tuple[Scenario, list[Cell], str]:
+    """Parse, validate and expand a scenario file; `corpus_override` replaces its corpus with a NAB folder, and
+    `only` (from --only) replaces the corpus's selection of categories and files."""
     path = Path(path)
     data, text = read_yaml_mapping(path)
     try:
@@ -245,9 +251,11 @@ def load_scenario(path: str | Path, corpus_override: str | Path | None = None) -
         field, msg = _first_error(exc)
         raise InputError(msg, path, field or None) from None
     if corpus_override is not None:
-        scenario.corpus = CorpusSpec(path=str(corpus_override))
+        scenario.corpus = CorpusSpec(path=str(Path(corpus_override).resolve()), only=scenario.corpus.only)
     elif scenario.corpus.path is not None and not Path(scenario.corpus.path).is_absolute():
         scenario.corpus.path = str((path.parent / scenario.corpus.path).resolve())
+    if only is not None:
+        scenario.corpus.only = list(only)
     try:
         cells = expand(scenario)
     except ScenarioFieldError as exc:

@@ -9,53 +9,64 @@ and the spread of the rounds' medians says how far a single figure can be truste
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
+from harness.stats import Summary, spread_pct, summarize
+
 
 @dataclass
 class Latency:
+    """Per-call latency of one batch size: the raw samples' summary (milliseconds), the rounds' medians and the
+    spread between them (harness.stats)."""
+
     batch: int
-    iterations: int
     duration_s: float
-    p50_ms: float
-    p95_ms: float
-    mean_ms: float
-    min_ms: float
+    summary: Summary
     rounds_p50_ms: list[float] = field(default_factory=list)
     samples_ms: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def from_samples(cls, batch: int, samples_ms: np.ndarray, duration_s: float, rounds_p50_ms: list[float] | None = None) -> "Latency":
         ms = np.asarray(samples_ms, dtype=np.float64)
-        return cls(
-            batch=batch,
-            iterations=len(ms),
-            duration_s=duration_s,
-            p50_ms=float(np.percentile(ms, 50)),
-            p95_ms=float(np.percentile(ms, 95)),
-            mean_ms=float(ms.mean()),
-            min_ms=float(ms.min()),
-            rounds_p50_ms=list(rounds_p50_ms or []),
-            samples_ms=ms,
-        )
+        return cls(batch, duration_s, summarize(ms), list(rounds_p50_ms or []), ms)
+
+    @property
+    def iterations(self) -> int:
+        return self.summary.count
+
+    @property
+    def p50_ms(self) -> float:
+        return self.summary.p50
+
+    @property
+    def p95_ms(self) -> float:
+        return self.summary.p95
+
+    @property
+    def min_ms(self) -> float:
+        return self.summary.min
 
     @property
     def events_per_s(self) -> float:
         """Events (windows scored) per second at this batch size, from the median call."""
         return self.batch / (self.p50_ms / 1000.0) if self.p50_ms > 0 else float("inf")
 
-    @property
-    def spread_pct(self) -> float:
-        """(max - min) / median of the rounds' medians, in percent: 0 with one round."""
-        r = self.rounds_p50_ms
-        return 100.0 * (max(r) - min(r)) / float(np.median(r)) if len(r) > 1 else 0.0
-
     def to_dict(self) -> dict:
-        out = {k: v for k, v in asdict(self).items() if k != "samples_ms"}
-        return {**out, "events_per_s": self.events_per_s, "spread_pct": self.spread_pct}
+        """batch, iterations, duration_s, mean/stdev/min/p50/p90/p95/p99/max in ms, the rounds' medians, their
+        spread and events/s: the shape `TimingResult` stores."""
+        figures = self.summary.to_dict("_ms")
+        figures["iterations"] = figures.pop("count")
+        return {
+            "batch": self.batch,
+            "duration_s": self.duration_s,
+            **figures,
+            "rounds_p50_ms": self.rounds_p50_ms,
+            "spread_pct": spread_pct(self.rounds_p50_ms),
+            "events_per_s": self.events_per_s,
+        }
 
 
 def measure(

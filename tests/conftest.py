@@ -1,21 +1,62 @@
 """Shared fixtures. Ray runs only inside private network namespaces, so all its traffic is loopback and its
-fixed ports never collide with anything else on the machine."""
+fixed ports never collide with anything else on the machine; every Ray process a test starts is stopped by its
+process group (never `ray stop`, which would stop every Ray on the machine, a user's own included).
+
+Requirements: tests marked `needs_nab` read NAB (`$HARNESS_NAB`, else ../shared/nab); tests marked `needs_netns`
+(and the cluster fixtures) need root, `unshare` and `ip`. Without them a test is skipped with the reason, except
+with CI=true, where it fails: a green CI must never hide the NAB or the Ray path.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-NAB = REPO.parent / "shared" / "nab"
-needs_nab = pytest.mark.skipif(not NAB.is_dir(), reason="NAB corpus not found at ../shared/nab")
+NAB = Path(os.environ.get("HARNESS_NAB") or REPO.parent / "shared" / "nab")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+needs_nab = pytest.mark.needs_nab
+needs_netns = pytest.mark.needs_netns
+
+
+def can_isolate() -> bool:
+    return os.geteuid() == 0 and shutil.which("unshare") is not None and shutil.which("ip") is not None
+
+
+REQUIREMENTS = {
+    "needs_nab": (lambda: (NAB / "labels" / "combined_windows.json").is_file(),
+                  f"NAB corpus not found at {NAB} (set HARNESS_NAB to a folder fetched with `harness nab fetch`)"),
+    "needs_netns": (can_isolate, "needs root, unshare and ip to keep Ray on a private loopback"),
+}
+
+
+def require(met: bool, reason: str) -> None:
+    """Skip without the requirement, or fail under CI=true."""
+    if not met:
+        if IN_CI:
+            pytest.fail(f"CI=true: required, not skipped: {reason}", pytrace=False)
+        pytest.skip(reason)
+
+
+def pytest_configure(config) -> None:
+    for name, (_, reason) in REQUIREMENTS.items():
+        config.addinivalue_line("markers", f"{name}: {reason}")
+
+
+def pytest_runtest_setup(item) -> None:
+    for name, (met, reason) in REQUIREMENTS.items():
+        if item.get_closest_marker(name) is not None:
+            require(met(), reason)
 
 
 def ray_env(**extra: str) -> dict[str, str]:
@@ -25,15 +66,8 @@ def ray_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def can_isolate() -> bool:
-    return os.geteuid() == 0 and shutil.which("unshare") is not None and shutil.which("ip") is not None
-
-
-needs_netns = pytest.mark.skipif(not can_isolate(), reason="needs root, unshare and ip to keep Ray on a private loopback")
-
-
 def private_net(cmd: list[str]) -> list[str]:
-    """`cmd` in a fresh network namespace with only loopback up."""
+    """`cmd` in a fresh network namespace with only loopback up (the same PID: sh execs it)."""
     return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', *cmd]
 
 
@@ -41,43 +75,93 @@ def harness_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "harness", *args]
 
 
+def stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Stop a process we started in its own session, and everything it started: SIGTERM to its group, then
+    SIGKILL."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+def kill_stragglers(marker: str) -> None:
+    """Any process whose command line names `marker` (a private temp dir): none should be left, but a process
+    that left its group must not outlive the tests."""
+    import psutil
+
+    for p in psutil.process_iter(["cmdline"]):
+        if marker in " ".join(p.info["cmdline"] or []):
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+
+
 @dataclass
 class RayCluster:
+    """A real Ray cluster in its own named network namespace: a head node, and worker nodes added on demand."""
+
     netns: str
     gcs_address: str
     dashboard_url: str
     temp_dir: Path
+    nodes: list[subprocess.Popen] = field(default_factory=list)
 
     def cmd(self, cmd: list[str]) -> list[str]:
         return ["ip", "netns", "exec", self.netns, *cmd]
 
-    def run(self, cmd: list[str], timeout: float = 300, **kw) -> subprocess.CompletedProcess:
-        return subprocess.run(self.cmd(cmd), capture_output=True, text=True, timeout=timeout, env=ray_env(), cwd=REPO, **kw)
+    def run(self, cmd: list[str], timeout: float = 300, env: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(self.cmd(cmd), capture_output=True, text=True, timeout=timeout, env=ray_env(**(env or {})), cwd=REPO, **kw)
+
+    def start_node(self, *args: str) -> subprocess.Popen:
+        """`ray start ... --block` in its own session (so it can be stopped by process group); returns once it
+        says the node runs."""
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        log = self.temp_dir / f"ray-start-{len(self.nodes)}.log"
+        with open(log, "w") as out:
+            proc = subprocess.Popen(
+                self.cmd(["ray", "start", "--block", "--disable-usage-stats", *args]),
+                stdout=out, stderr=subprocess.STDOUT, env=ray_env(), start_new_session=True,
+            )
+        self.nodes.append(proc)
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in log.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ray start {' '.join(args)} failed:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        return proc
+
+    def stop_node(self, proc: subprocess.Popen) -> None:
+        stop_group(proc)
+        self.nodes.remove(proc)
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory) -> RayCluster:
-    """A real `ray start --head` node in its own named network namespace, shared by the whole session."""
-    if not can_isolate():
-        pytest.skip("needs root, unshare and ip to keep Ray on a private loopback")
+def ray_cluster() -> RayCluster:
+    """A real `ray start --head` node (2 CPUs, labelled tier=cloud) in its own named network namespace, shared by
+    the whole session, stopped by process group at the end."""
+    require(can_isolate(), REQUIREMENTS["needs_netns"][1])
     ns = f"harness-test-{uuid.uuid4().hex[:8]}"
     temp_dir = Path(f"/tmp/rayt-{uuid.uuid4().hex[:6]}")  # Ray's socket paths must stay short
     subprocess.run(["ip", "netns", "add", ns], check=True)
     cluster = RayCluster(ns, "127.0.0.1:6379", "http://127.0.0.1:8265", temp_dir)
     try:
         subprocess.run(cluster.cmd(["ip", "link", "set", "lo", "up"]), check=True)
-        started = cluster.run(
-            [
-                "ray", "start", "--head", "--port=6379", "--node-ip-address=127.0.0.1",
-                "--dashboard-host=127.0.0.1", "--dashboard-port=8265", "--num-cpus=2",
-                f"--temp-dir={temp_dir}", "--disable-usage-stats",
-            ],
-            timeout=120,
+        cluster.start_node(
+            "--head", "--port=6379", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
+            "--dashboard-port=8265", "--num-cpus=2", "--labels=tier=cloud", f"--temp-dir={temp_dir}",
         )
-        assert started.returncode == 0, started.stdout + started.stderr
         yield cluster
     finally:
-        cluster.run(["ray", "stop", "--force"], timeout=60)
+        for proc in reversed(list(cluster.nodes)):
+            cluster.stop_node(proc)
+        kill_stragglers(str(temp_dir))
         subprocess.run(["ip", "netns", "del", ns], check=False)
         shutil.rmtree(temp_dir, ignore_errors=True)
 

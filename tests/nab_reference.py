@@ -16,6 +16,13 @@ Written from the rules (NAB whitepaper, arXiv 1510.03336, and NAB's sweeper), no
 - optimize: every distinct non-probationary score is tried as t, plus "no detection"; the best raw wins and ties go
   to the highest threshold.
 
+Beyond NAB (docs/metrics.md):
+- an FP event is a run of consecutive detections outside windows, cut into blocks of L rows counted from the start
+  of each stretch outside windows (the first scored row, or the row after a window); L is the file's longest
+  window, or 10% of the file (at least 1) when it has none;
+- range-based precision and recall (Tatbul et al. 2018) with flat bias, reciprocal cardinality, existence weight
+  0.5 for recall and 0 for precision, over windows (their scored rows) and runs of consecutive detections.
+
 Everything is O(rows) per threshold on purpose: it is meant to be obviously right, not fast.
 """
 
@@ -54,6 +61,7 @@ class RefRow:
     window: int | None  # index of the window (within its file) the row lies in, None when outside windows
     tp_unit: float  # s(-(r-i+1)/W) / s(-1) inside a window
     fp_unit: float  # s(|prevEnd-i| / (prevW-1)) after a window, -1 before the first one
+    block: int  # outside windows: which block of L rows of its stretch the row lies in
 
 
 @dataclass
@@ -69,6 +77,15 @@ class RefResult:
     recall: float
     precision: float
     f1: float
+    range_precision: float
+    range_recall: float
+    range_f1: float
+
+
+def block_length(f: RefFile) -> int:
+    if f.windows:
+        return max(end - start + 1 for start, end in f.windows)
+    return max(1, int(0.1 * f.n_rows))
 
 
 def scored_rows(f: RefFile) -> list[RefRow]:
@@ -78,6 +95,7 @@ def scored_rows(f: RefFile) -> list[RefRow]:
         window = None
         tp_unit = 0.0
         fp_unit = -1.0  # before the first window
+        stretch = probation(f.n_rows)
         for j, (start, end) in enumerate(f.windows):
             if start <= i <= end:
                 window = j
@@ -93,8 +111,9 @@ def scored_rows(f: RefFile) -> list[RefRow]:
             if prev is not None:
                 prev_width = prev[1] - prev[0] + 1
                 fp_unit = sigmoid(abs(prev[1] - i) / (prev_width - 1))
+                stretch = max(stretch, prev[1] + 1)
         if i >= probation(f.n_rows):
-            out.append(RefRow(i, f.scores[i], window, tp_unit, fp_unit))
+            out.append(RefRow(i, f.scores[i], window, tp_unit, fp_unit, (i - stretch) // block_length(f)))
     return out
 
 
@@ -124,7 +143,9 @@ def _evaluate(
 ) -> RefResult:
     raw = 0.0
     tp = fp = fn = events = n_windows = total_windows = 0
-    for f, rows in prepared:
+    real: list[tuple[int, set[int]]] = []
+    predicted: list[tuple[int, set[int]]] = []
+    for fi, (f, rows) in enumerate(prepared):
         total_windows += len(f.windows)
 
         def hit(r: RefRow) -> bool:
@@ -143,22 +164,57 @@ def _evaluate(
             else:
                 raw += tp_weight * earliest.tp_unit
                 tp += 1
-        previous_was_fp = False
+        previous: RefRow | None = None  # the previous row, if it was a false positive
         for r in rows:
             is_fp = r.window is None and hit(r)
             if is_fp:
                 raw += fp_weight * r.fp_unit
                 fp += 1
-                if not previous_was_fp:
+                if previous is None or previous.block != r.block:
                     events += 1
-            previous_was_fp = is_fp
+            previous = r if is_fp else None
+        real.extend(_real_ranges(fi, f, rows))
+        predicted.extend(_predicted_ranges(fi, rows, hit))
     null = -fn_weight * n_windows
     perfect = tp_weight * total_windows
     score = 100.0 * (raw - null) / (perfect - null) if perfect != null else 0.0
     recall = tp / n_windows if n_windows else 0.0
     precision = tp / (tp + events) if tp + events else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-    return RefResult(raw, score, threshold, tp, fp, fn, n_windows, events, recall, precision, f1)
+    r_precision, r_recall = _range_precision_recall(real, predicted)
+    r_f1 = 2 * r_precision * r_recall / (r_precision + r_recall) if r_precision + r_recall > 0 else 0.0
+    return RefResult(raw, score, threshold, tp, fp, fn, n_windows, events, recall, precision, f1, r_precision, r_recall, r_f1)
+
+
+def _real_ranges(fi: int, f: RefFile, rows: list[RefRow]) -> list[tuple[int, set[int]]]:
+    """Each counted window of file `fi` as (fi, its scored rows)."""
+    return [(fi, {r.row for r in rows if r.window == j}) for j in counted_windows(f)]
+
+
+def _predicted_ranges(fi: int, rows: list[RefRow], hit) -> list[tuple[int, set[int]]]:
+    """Maximal runs of consecutive detected rows of file `fi` (its scored rows are consecutive)."""
+    out: list[tuple[int, set[int]]] = []
+    previous_hit = False
+    for r in rows:
+        if hit(r):
+            if not previous_hit:
+                out.append((fi, set()))
+            out[-1][1].add(r.row)
+        previous_hit = hit(r)
+    return out
+
+
+def _range_precision_recall(real, predicted) -> tuple[float, float]:
+    def mean_reward(ranges, others, existence: float) -> float:
+        rewards = []
+        for fi, rng in ranges:
+            overlaps = [len(rng & other) for fj, other in others if fj == fi and rng & other]
+            card = len(overlaps)
+            coverage = sum(o / len(rng) for o in overlaps) / (card if card > 1 else 1)
+            rewards.append(existence * (card > 0) + (1 - existence) * coverage)
+        return sum(rewards) / len(rewards) if rewards else 0.0
+
+    return mean_reward(predicted, real, 0.0), mean_reward(real, predicted, 0.5)
 
 
 def candidate_thresholds(files: list[RefFile]) -> list[float]:

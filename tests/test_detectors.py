@@ -13,6 +13,7 @@ from harness.corpus.layout import SeriesFile
 from harness.detectors import DETECTORS, StreamingDetector, resolve_detector
 from harness.detectors.baselines import NullDetector, RandomDetector, WindowedGaussian
 
+P = 3  # probationary records: the baselines score them like any other (NAB simply ignores their scores)
 T0 = np.datetime64("2026-01-01T00:00:00", "s")
 STEP = np.timedelta64(300, "s")
 
@@ -25,7 +26,7 @@ def series(values, name: str = "cat/file.csv") -> SeriesFile:
 
 def loop(det: StreamingDetector, s: SeriesFile) -> np.ndarray:
     """The reference: the base class's score_one/learn_one loop."""
-    return StreamingDetector.score_file(det, s)
+    return StreamingDetector.score_file(det, s, P)
 
 
 # hypothesis strategies -------------------------------------------------------------------------------------
@@ -75,7 +76,7 @@ def test_score_file_is_causal(det: StreamingDetector, x: list[float], data) -> N
     i = data.draw(st.integers(0, len(x) - 1), label="i")
     tail = data.draw(st.lists(finite, min_size=len(x) - i - 1, max_size=len(x) - i - 1), label="new tail")
     y = x[: i + 1] + tail
-    a, b = det.score_file(series(x)), det.score_file(series(y))
+    a, b = det.score_file(series(x), P), det.score_file(series(y), P)
     assert a.shape == (len(x),) and b.shape == (len(y),)
     np.testing.assert_array_equal(a[: i + 1], b[: i + 1])
 
@@ -85,7 +86,7 @@ def test_score_file_is_causal(det: StreamingDetector, x: list[float], data) -> N
 def test_score_file_is_causal_under_truncation(det: StreamingDetector, x: list[float], data) -> None:
     """Scoring a prefix of a file gives the prefix of the scores (no look-ahead through the file's length)."""
     i = data.draw(st.integers(0, len(x) - 1), label="i")
-    np.testing.assert_array_equal(det.score_file(series(x))[: i + 1], det.score_file(series(x[: i + 1])))
+    np.testing.assert_array_equal(det.score_file(series(x), P)[: i + 1], det.score_file(series(x[: i + 1]), P))
 
 
 # vectorised == streaming -----------------------------------------------------------------------------------
@@ -103,10 +104,10 @@ def test_windowed_gaussian_flat_stretch_and_step() -> None:
     for window, min_samples in [(2, 2), (5, 3), (10, 10), (25, 5), (1000, 10)]:
         det = WindowedGaussian(window=window, min_samples=min_samples)
         s = series(x)
-        fast, slow = det.score_file(s), loop(det, s)
+        fast, slow = det.score_file(s, P), loop(det, s)
         np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-9, err_msg=f"window={window}, min_samples={min_samples}")
     det = WindowedGaussian(window=10, min_samples=3)
-    scores = det.score_file(series(x))
+    scores = det.score_file(series(x), P)
     assert scores[:3].tolist() == [0.0, 0.0, 0.0]  # fewer than min_samples records before them
     assert np.all(scores[75:100] == 0.0)  # deep in the flat stretch at 10
     assert scores[100] == 1.0  # the step to 25 after a flat window
@@ -119,7 +120,7 @@ def test_windowed_gaussian_vectorised_matches_loop(x: list[float], window: int, 
     min_samples = data.draw(st.integers(2, window), label="min_samples")
     det = WindowedGaussian(window=window, min_samples=min_samples)
     s = series(x)
-    np.testing.assert_allclose(det.score_file(s), loop(det, s), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(det.score_file(s, P), loop(det, s), rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize(
@@ -136,14 +137,14 @@ def test_windowed_gaussian_matches_loop_after_a_larger_value(x: list[float], win
     left the window; the vectorised scores then differ from the streaming ones by up to ~2e-5 (a score is a
     probability, so this never matters for a threshold in practice). The bound is what we promise."""
     det = WindowedGaussian(window=window, min_samples=2)
-    np.testing.assert_allclose(det.score_file(series(x)), loop(det, series(x)), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(det.score_file(series(x), P), loop(det, series(x)), rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("make", [NullDetector, lambda: RandomDetector(seed=5)], ids=["null", "random"])
 def test_null_and_random_vectorised_match_loop(make) -> None:
     det = make()
     s = series(np.random.default_rng(0).normal(size=300))
-    np.testing.assert_array_equal(det.score_file(s), loop(det, s))
+    np.testing.assert_array_equal(det.score_file(s, P), loop(det, s))
 
 
 def test_reused_detector_resets_between_files() -> None:
@@ -152,9 +153,9 @@ def test_reused_detector_resets_between_files() -> None:
     a, b = series(rng.normal(size=80), "a/one.csv"), series(rng.normal(50, 9, size=60), "b/two.csv")
     for make in (NullDetector, lambda: RandomDetector(seed=2), lambda: WindowedGaussian(window=7, min_samples=3)):
         det = make()
-        first_a, first_b, again_a = det.score_file(a), det.score_file(b), det.score_file(a)
+        first_a, first_b, again_a = det.score_file(a, P), det.score_file(b, P), det.score_file(a, P)
         np.testing.assert_array_equal(first_a, again_a)
-        np.testing.assert_array_equal(first_b, make().score_file(b))
+        np.testing.assert_array_equal(first_b, make().score_file(b, P))
         det2 = make()
         np.testing.assert_allclose(loop(det2, a), first_a, atol=1e-9)
         np.testing.assert_allclose(loop(det2, b), first_b, atol=1e-9)
@@ -167,14 +168,14 @@ def test_reused_detector_resets_between_files() -> None:
 def test_random_is_deterministic_per_seed_and_file() -> None:
     x = np.zeros(500)
     s = series(x, "realKnownCause/nyc_taxi.csv")
-    base = RandomDetector(seed=1).score_file(s)
-    np.testing.assert_array_equal(base, RandomDetector(seed=1).score_file(s))
-    np.testing.assert_array_equal(base, RandomDetector(seed=1).score_file(series(x + 7, s.name)))  # values don't matter
+    base = RandomDetector(seed=1).score_file(s, P)
+    np.testing.assert_array_equal(base, RandomDetector(seed=1).score_file(s, P))
+    np.testing.assert_array_equal(base, RandomDetector(seed=1).score_file(series(x + 7, s.name), P))  # values don't matter
     others = [
-        RandomDetector(seed=2).score_file(s),
-        RandomDetector(seed=0).score_file(s),
-        RandomDetector(seed=1).score_file(series(x, "realKnownCause/ec2_cpu.csv")),
-        RandomDetector(seed=1).score_file(series(x, "artificialWithAnomaly/nyc_taxi.csv")),
+        RandomDetector(seed=2).score_file(s, P),
+        RandomDetector(seed=0).score_file(s, P),
+        RandomDetector(seed=1).score_file(series(x, "realKnownCause/ec2_cpu.csv"), P),
+        RandomDetector(seed=1).score_file(series(x, "artificialWithAnomaly/nyc_taxi.csv"), P),
     ]
     for other in others:
         assert not np.array_equal(base, other)
@@ -189,7 +190,7 @@ def test_random_is_deterministic_per_seed_and_file() -> None:
 @given(det=detectors(), x=st.lists(st.floats(-1e9, 1e9, allow_nan=False), min_size=1, max_size=80))
 def test_scores_are_finite_and_in_unit_interval(det: StreamingDetector, x: list[float]) -> None:
     s = series(x)
-    for scores in (det.score_file(s), loop(det, s)):
+    for scores in (det.score_file(s, P), loop(det, s)):
         assert scores.shape == (len(x),)
         assert np.all(np.isfinite(scores)), scores
         assert np.all((scores >= 0.0) & (scores <= 1.0)), scores
@@ -203,7 +204,7 @@ def test_windowed_gaussian_spike_after_calm_scores_near_one() -> None:
     calm = rng.normal(100.0, 2.0, 400)
     typical, spike = 100.5, 160.0
     det = WindowedGaussian(window=288, min_samples=10)
-    for scorer in (det.score_file, lambda s: loop(det, s)):
+    for scorer in (lambda s: det.score_file(s, P), lambda s: loop(det, s)):
         with_spike = scorer(series(np.r_[calm, spike]))
         with_typical = scorer(series(np.r_[calm, typical]))
         assert with_spike[-1] > 0.999
@@ -214,7 +215,7 @@ def test_windowed_gaussian_spike_after_calm_scores_near_one() -> None:
 def test_windowed_gaussian_scores_zero_before_min_samples() -> None:
     x = np.r_[np.arange(5.0), 1e6]
     det = WindowedGaussian(window=100, min_samples=6)
-    assert det.score_file(series(x)).tolist() == [0.0] * 6
+    assert det.score_file(series(x), P).tolist() == [0.0] * 6
     assert loop(det, series(x)).tolist() == [0.0] * 6
 
 

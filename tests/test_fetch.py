@@ -17,11 +17,9 @@ from harness.corpus.fetch import fetch_nab, manifest, verify_tree
 from harness.corpus.layout import load_corpus
 from harness.errors import InputError
 
-NAB = Path(__file__).resolve().parents[2] / "shared" / "nab"
-pytestmark = pytest.mark.skipif(
-    not (NAB / "labels" / "combined_windows.json").is_file(),
-    reason=f"needs the read-only NAB v1.1 copy at {NAB} (checked out beside the repository as ../shared/nab)",
-)
+from conftest import NAB, needs_nab
+
+pytestmark = needs_nab
 
 CORRUPT = "data/realKnownCause/nyc_taxi.csv"
 MISSING = "labels/combined_windows.json"
@@ -91,7 +89,7 @@ def test_full_fetch(tmp_path: Path) -> None:
     for rel in files:
         assert (dest / rel).read_bytes() == (NAB / rel).read_bytes()
     assert verify_tree(dest) == []
-    assert len(load_corpus(dest, series=False).files) == 58
+    assert len(load_corpus(dest, values=False).files) == 58
     assert calls[0] == (0, 63) and calls[-1] == (63, 63)
     assert [p.name for p in dest.parent.iterdir()] == ["nab"]  # no temporary folder left beside it
 

@@ -17,7 +17,7 @@ from torch import nn
 from harness.corpus.layout import SeriesFile
 from harness.detectors import DETECTORS, StreamingDetector, resolve_detector
 from harness.detectors.autoencoder import DenseAutoencoder
-from harness.detectors.learned import LearnedDetector, train_rows
+from harness.detectors.learned import LearnedDetector
 from harness.detectors.likelihood import anomaly_likelihood, log10_gauss_tail
 from harness.detectors.lstm import LSTMForecaster
 from harness.scoring.nab import probation_rows
@@ -35,6 +35,11 @@ def series(values, name: str = "cat/file.csv") -> SeriesFile:
     n = len(v)
     stamps = T0 + np.arange(n) * STEP
     return SeriesFile(name=name, n_rows=n, windows=np.zeros((0, 2), np.int64), timestamps=stamps, values=v)
+
+
+def nab_file(det: StreamingDetector, s: SeriesFile) -> np.ndarray:
+    """score_file with NAB's default probationary period (15% of the file, at most 750 rows)."""
+    return det.score_file(s, probation_rows(s.n_rows))
 
 
 def wave(n: int, seed: int = 0) -> np.ndarray:
@@ -58,7 +63,7 @@ _CAUSAL_BASE: dict[str, np.ndarray] = {}
 
 def causal_base(kind: str) -> np.ndarray:
     if kind not in _CAUSAL_BASE:
-        _CAUSAL_BASE[kind] = MAKERS[kind]().score_file(series(wave(CAUSAL_N)))
+        _CAUSAL_BASE[kind] = nab_file(MAKERS[kind](), series(wave(CAUSAL_N)))
     return _CAUSAL_BASE[kind]
 
 
@@ -71,13 +76,13 @@ def causal_base(kind: str) -> np.ndarray:
 def test_scores_are_causal(kind: str, i: int, future_seed: int, scale: float) -> None:
     """Property: replacing every record after i by a different future never changes the scores of rows <= i."""
     x = wave(CAUSAL_N)
-    P = train_rows(CAUSAL_N)
-    assert P == probation_rows(CAUSAL_N) == 60
+    P = probation_rows(CAUSAL_N)
+    assert P == 60
     base = causal_base(kind)
     assert base.shape == (CAUSAL_N,) and np.all(np.isfinite(base)) and np.all(base[:P] == 0.0) and base[P:].max() > 0
     y = x.copy()
     y[i + 1 :] = np.random.default_rng(future_seed).normal(0.0, scale, CAUSAL_N - i - 1)  # spikes included
-    got = MAKERS[kind]().score_file(series(y))
+    got = nab_file(MAKERS[kind](), series(y))
     np.testing.assert_array_equal(got[: i + 1], base[: i + 1], err_msg=f"{kind}: a row <= {i} changed")
     assert not np.array_equal(got[i + 1 :], base[i + 1 :])  # the detector did read the new future
 
@@ -87,7 +92,7 @@ def test_record_by_record_matches_score_file(kind: str) -> None:
     """score_one/learn_one (the base class's loop) give score_file's scores, up to float rounding."""
     s = series(wave(200, seed=3))
     det = MAKERS[kind]()
-    np.testing.assert_allclose(StreamingDetector.score_file(det, s), det.score_file(s), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(StreamingDetector.score_file(det, s, probation_rows(s.n_rows)), nab_file(det, s), rtol=0, atol=1e-6)
 
 
 # determinism ---------------------------------------------------------------------------------------------------
@@ -96,14 +101,14 @@ def test_record_by_record_matches_score_file(kind: str) -> None:
 @pytest.mark.parametrize("kind", sorted(MAKERS))
 def test_deterministic_and_seeded_per_file(kind: str) -> None:
     x = wave(300)
-    a = MAKERS[kind]().score_file(series(x, "a/one.csv"))
+    a = nab_file(MAKERS[kind](), series(x, "a/one.csv"))
     det = MAKERS[kind]()
-    np.testing.assert_array_equal(det.score_file(series(x, "a/one.csv")), a)
-    det.score_file(series(wave(250, seed=5), "b/two.csv"))  # a reused instance starts afresh on every file
-    np.testing.assert_array_equal(det.score_file(series(x, "a/one.csv")), a)
+    np.testing.assert_array_equal(nab_file(det, series(x, "a/one.csv")), a)
+    nab_file(det, series(wave(250, seed=5), "b/two.csv"))  # a reused instance starts afresh on every file
+    np.testing.assert_array_equal(nab_file(det, series(x, "a/one.csv")), a)
     # the seed comes from (seed, file name): another name or seed trains another model
-    assert not np.array_equal(MAKERS[kind]().score_file(series(x, "a/other.csv")), a)
-    assert not np.array_equal(MAKERS[kind](seed=1).score_file(series(x, "a/one.csv")), a)
+    assert not np.array_equal(nab_file(MAKERS[kind](), series(x, "a/other.csv")), a)
+    assert not np.array_equal(nab_file(MAKERS[kind](seed=1), series(x, "a/one.csv")), a)
 
 
 # the inference hook --------------------------------------------------------------------------------------------
@@ -121,8 +126,8 @@ def test_infer_hook_is_used_with_float32_windows(kind: str) -> None:
 
     params = {**(SMALL if kind == "lstm" else SMALL_AE), "batch_size": 64}
     s = series(wave(300))
-    plain = cls(**params).score_file(s)
-    hooked = Hooked(**params).score_file(s)
+    plain = nab_file(cls(**params), s)
+    hooked = nab_file(Hooked(**params), s)
     assert seen, "infer was never called"
     assert all(dtype == np.float32 and len(shape) == 2 and shape[1] == 8 for shape, dtype in seen), seen
     assert all(1 <= shape[0] <= 64 for shape, _ in seen), seen  # batches of at most batch_size windows
@@ -133,7 +138,7 @@ def test_infer_hook_is_used_with_float32_windows(kind: str) -> None:
 @pytest.mark.parametrize("kind", sorted(MAKERS))
 def test_model_and_calibration_are_kept_and_exportable_in_shape(kind: str) -> None:
     det = MAKERS[kind]()
-    det.score_file(series(wave(300)))
+    nab_file(det, series(wave(300)))
     model, calib = det.last_model, det.last_calibration
     assert isinstance(model, nn.Module)
     assert calib.dtype == np.float32 and calib.ndim == 2 and calib.shape[1] == 8 and 1 <= len(calib) <= 256
@@ -201,8 +206,8 @@ def test_obvious_spike_after_probation_scores_highest(kind: str) -> None:
     x = wave(1200, seed=2)
     spike = 900
     x[spike] += 60.0
-    scores = resolve_detector(kind)().score_file(series(x))
-    assert train_rows(1200) == 180
+    scores = nab_file(resolve_detector(kind)(), series(x))
+    assert probation_rows(1200) == 180
     # The spike is the file's highest score. A forecaster misses twice on a one-record spike: on the spike, and
     # on the record after it (its input window now holds the spike, and it predicts from there); that second
     # miss is as large, so for it the top may fall on the record after, as long as nothing else comes close.
@@ -237,15 +242,15 @@ def test_registry_is_lazy_and_resolves() -> None:
 @pytest.mark.parametrize("kind", sorted(MAKERS))
 def test_use_backend_prepares_each_files_model_once_and_fp32_matches_torch(kind: str, tmp_path) -> None:
     files = [series(wave(600, seed=s), name=f"cat/f{s}.csv") for s in range(2)]
-    reference = [MAKERS[kind]().score_file(f) for f in files]
+    reference = [nab_file(MAKERS[kind](), f) for f in files]
     det = MAKERS[kind]()
     det.use_backend({"backend": "onnxruntime", "precision": "fp32"}, cache_dir=str(tmp_path))
     for f, ref in zip(files, reference):
-        np.testing.assert_allclose(det.score_file(f), ref, atol=1e-5)
+        np.testing.assert_allclose(nab_file(det, f), ref, atol=1e-5)
         assert det.last_compiled.info["backend"] == "onnxruntime"
     assert len(det.prepared) == 2  # one per file: each file trains its own model
     summary = det.backend_summary()
     assert summary["models_prepared"] == 2 and summary["check_max_abs_err"] <= 1e-5
     windows = det.scored_windows()
-    assert windows.shape == (600 - train_rows(600), det.params.window) and windows.dtype == np.float32
+    assert windows.shape == (600 - probation_rows(600), det.params.window) and windows.dtype == np.float32
     np.testing.assert_allclose(det.last_compiled.infer(windows[:4]), det.infer(det.last_model, windows[:4]))

@@ -22,8 +22,7 @@ from harness.scoring.results_layout import read_results_dir
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nab_reference as ref  # noqa: E402
 
-NAB = Path(__file__).resolve().parents[2] / "shared" / "nab"
-needs_nab = pytest.mark.skipif(not NAB.is_dir(), reason="NAB corpus not found at ../shared/nab")
+from conftest import NAB, needs_nab  # noqa: E402
 
 PROFILE_NAMES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 DETECTORS = ("numenta", "twitterADVec", "windowedGaussian", "null")
@@ -109,6 +108,9 @@ def check_against_reference(rep, name: str, want: ref.RefResult, files, scores) 
     assert close(det.recall, want.recall), ctx
     assert close(det.precision, want.precision), ctx
     assert close(det.f1, want.f1), ctx
+    assert close(det.range_precision, want.range_precision), ctx
+    assert close(det.range_recall, want.range_recall), ctx
+    assert close(det.range_f1, want.range_f1), ctx
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -176,7 +178,7 @@ def test_reference_hand_computed() -> None:
 @needs_nab
 def test_reference_reproduces_published_numenta_scores() -> None:
     """The oracle itself agrees with NAB's published scoreboard (so agreement with it means something)."""
-    corpus = load_corpus(NAB, series=False)
+    corpus = load_corpus(NAB, values=False)
     detector, scores = read_results_dir(NAB / "results" / "numenta", corpus)
     thresholds = load_thresholds(NAB / "config" / "thresholds.json", detector, NAB_PROFILES)
     published = json.loads((NAB / "results" / "final_results.json").read_text())["numenta"]

@@ -90,7 +90,9 @@ def test_result_records_timing_threads_and_backend_settings(backend_run) -> None
     _, out = backend_run
     for token in TOKENS[:-1]:
         rec = json.loads((out / "cells" / f"ae.{token}" / "result.json").read_text())
-        timing = rec["timing"]
+        assert rec["kinds"] == ["score", "timing"] and rec["status"] == "ok"
+        score, timing = rec["tasks"]["score"]["result"], rec["tasks"]["timing"]["result"]
+        assert rec["tasks"]["timing"]["node"]["node_id"] == rec["tasks"]["score"]["node"]["node_id"]  # one node here
         assert timing["settings"] == {"batch": 64, "warmup": 2, "min_iterations": 20, "min_duration_s": 0.05, "rounds": 2}
         assert len(timing["batchN"]["rounds_p50_ms"]) == 2 and timing["batchN"]["iterations"] >= 40
         assert timing["exclusive"] is True  # timed by its own task, alone on the node
@@ -98,16 +100,18 @@ def test_result_records_timing_threads_and_backend_settings(backend_run) -> None
             assert timing["cache"] == "hit"  # the artefacts the cell prepared, read back from the cache
         assert timing["batch1"]["batch"] == 1 and timing["batchN"]["batch"] == 64
         assert timing["batch1"]["iterations"] >= 20 and timing["batchN"]["duration_s"] >= 0.05
-        info = rec["backend_info"]
+        for key in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "spread_pct"):
+            assert key in timing["batchN"], key
+        info = score["backend_info"]
         assert info["backend"] == rec["cell"]["backend"]["backend"] and info["threads"] == 1
         assert info["models_prepared"] == 13  # one trained model per corpus file
-        assert rec["model_bytes"] == info["size_bytes"] > 0
+        assert score["model_bytes"] == info["size_bytes"] > 0
         if token.endswith("fp32"):
             assert info["check_max_abs_err"] <= 1e-4, token
         if token.startswith("openvino"):
             assert info["inference_precision"] == "f32"  # not the CPU's bf16 default
     static = json.loads((out / "cells" / "ae.onnxruntime-int8-static" / "result.json").read_text())
-    assert static["backend_info"]["spec"]["quantization"] == "static"
+    assert static["tasks"]["score"]["result"]["backend_info"]["spec"]["quantization"] == "static"
 
 
 def scores(out: Path, cell: str) -> np.ndarray:
@@ -141,16 +145,17 @@ def test_int8_numbers_rescore_from_the_run_folder(backend_run) -> None:
         )
 
 
-def test_resume_times_a_cell_left_scored(backend_run, ray_cluster, tmp_path) -> None:
-    """A run interrupted before a cell's exclusive timing leaves it `scored`: --resume reruns that cell only."""
+def test_resume_times_a_cell_whose_timing_never_ran(backend_run, ray_cluster, tmp_path) -> None:
+    """A run interrupted before a cell's exclusive timing leaves the cell pending with its scoring done:
+    --resume runs that timing only, from what the scoring handed over, and leaves the scoring record alone."""
     proc, out = backend_run
     run = tmp_path / "run"
     shutil.copytree(out, run)
     left = run / "cells" / "ae.openvino-int8" / "result.json"
     record = json.loads(left.read_text())
-    record["status"] = "scored"
-    del record["timing"]
+    del record["tasks"]["timing"]
     left.write_text(json.dumps(record))
+    shutil.rmtree(run / "nab" / "ae.openvino-int8")  # a cell that is not ok has no NAB-layout scores
     kept = (run / "cells" / "ae.torch-fp32" / "result.json").stat().st_mtime_ns
     scenario = json.loads((run / "manifest.json").read_text())["scenario"]["file"]
     again = subprocess.run(
@@ -162,4 +167,8 @@ def test_resume_times_a_cell_left_scored(backend_run, ray_cluster, tmp_path) -> 
     df = table(run)
     assert df.loc["ae.openvino-int8", "status"] == "ok" and df.loc["ae.openvino-int8", "latency_b1_p50_ms"] > 0
     assert (run / "cells" / "ae.torch-fp32" / "result.json").stat().st_mtime_ns == kept
+    resumed = json.loads(left.read_text())
+    assert resumed["tasks"]["score"] == record["tasks"]["score"]  # not rescored
+    assert resumed["tasks"]["timing"]["result"]["cache"] == "hit"
+    assert len(list((run / "nab" / "ae.openvino-int8").rglob("*.csv"))) == 13
     assert df.loc["ae.openvino-int8", "nab_standard"] == pytest.approx(table(out).loc["ae.openvino-int8", "nab_standard"], abs=1e-9)

@@ -1,34 +1,54 @@
-"""The comparison table of a backend run: deltas and speedups against the same model's torch fp32 row, and the
-INT8 gate (less than 5% NAB standard lost, at least 2x the throughput), from result records as cells write them."""
+"""The comparison table of a backend run, from typed cell results as the run folder holds them: deltas and
+speedups against the same model's torch fp32 row, the INT8 gate (less than 5% of NAB standard lost, at least 2x
+the throughput) and its n/a cases, columns described once, thresholds printed with every digit."""
 
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
-from harness.report import build_table, gate
+from harness.report import build_table, markdown
+from harness.results.columns import COLUMNS
+from harness.results.schema import (
+    CellResult, LatencyFigures, NabResult, ScoreResult, Status, TaskRecord, TimingResult,
+)
+from harness.scenario import Cell
+from harness.scoring.nab import DetectionMetrics, ProfileScore
+
+from conftest import REPO
+
+PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
+
+
+def latency(events_per_s: float, batch: int) -> LatencyFigures:
+    ms = 1000.0 * batch / events_per_s if events_per_s else math.inf
+    return LatencyFigures(
+        batch=batch, iterations=100, duration_s=1.0, mean_ms=ms, stdev_ms=0.1, min_ms=ms, p50_ms=ms, p90_ms=ms,
+        p95_ms=1.1 * ms, p99_ms=1.2 * ms, max_ms=1.3 * ms, rounds_p50_ms=[ms], spread_pct=0.0, events_per_s=events_per_s,
+    )
 
 
 def result(cell_id: str, backend: str | None, precision: str, nab: float, eps: float, b1_eps: float = 100.0,
-           status: str = "ok", params: dict | None = None, detector: str = "ae") -> dict:
-    cell = {"id": cell_id, "detector": detector, "params": params or {"window": 8},
-            "backend": {"backend": backend, "precision": precision, "threads": 1} if backend else None}
-    if status != "ok":
-        return {"cell": cell, "status": status, "error": "RuntimeError: boom"}
-    at = {"f1": 0.5, "precision": 0.25, "recall": 0.75, "latency_mean_s": 60.0, "fp_events": 3}
-    latency = lambda e, b: {"batch": b, "p50_ms": 1000.0 * b / e, "p95_ms": 1100.0 * b / e, "events_per_s": e}
-    record = {
-        "cell": cell,
-        "status": "ok",
-        "report": {
-            "profiles": {p: {"score": nab, "threshold": 0.9} for p in ("standard", "reward_low_FP_rate", "reward_low_FN_rate")},
-            "detection": {"standard": at, "best_f1": {"f1": 0.6}},
-        },
-    }
-    if backend:  # only a backend cell is timed
-        record.update(timing={"batch1": latency(b1_eps, 1), "batchN": latency(eps, 256)}, model_bytes=1234)
-    return record
+           status: str = "ok", params: dict | None = None, detector: str = "ae", threshold: float = 0.9,
+           timed: bool = True) -> CellResult:
+    spec = {"backend": backend, "precision": precision} if backend else None
+    cell = Cell(id=cell_id, detector=detector, type="autoencoder", params=params or {"window": 8}, axes={}, backend=spec)
+    kinds = ["score", "timing"] if backend else ["score"]
+    if status == "failed":
+        return CellResult(cell=cell, kinds=kinds, tasks={"score": TaskRecord(kind="score", status=Status.FAILED, error="RuntimeError: boom")})
+    at = DetectionMetrics(threshold, 0.75, 0.25, 0.5, 3, 4, 3, 10.0, 10.0, 60.0, 60.0, 0.3, 0.4, 0.34)
+    nab_result = NabResult(
+        profiles={p: ProfileScore(nab, 1.0, threshold, 3, 5, 1) for p in PROFILES},
+        detection={"standard": at, "best_f1": at},
+    )
+    score = ScoreResult(nab=nab_result, files=2, rows=100, probation_percent=0.15, detect_s=1.0, model_bytes=1234 if backend else None)
+    tasks = {"score": TaskRecord(kind="score", status=Status.OK, seconds=1.0, result=score)}
+    if backend and timed:
+        timing = TimingResult(batch1=latency(b1_eps, 1), batchN=latency(eps, 256), file="c/f.csv", settings={}, exclusive=True)
+        tasks["timing"] = TaskRecord(kind="timing", status=Status.OK, seconds=2.0, result=timing)
+    return CellResult(cell=cell, kinds=kinds, tasks=tasks)
 
 
 def test_deltas_speedups_and_gate_per_int8_row() -> None:
@@ -44,15 +64,17 @@ def test_deltas_speedups_and_gate_per_int8_row() -> None:
     assert df.loc["ae.ort-int8", "speedup_vs_fp32"] == pytest.approx(2.5)
     assert df.loc["ae.ort-int8", "speedup_b1_vs_fp32"] == pytest.approx(3.0)
     assert df.loc["ae.ort-int8", "gate"] == "PASS"
-    assert df.loc["ae.ov-int8", "gate"] == "FAIL: loses 10.0% NAB (limit 5%)"
+    assert df.loc["ae.ov-int8", "gate"] == "FAIL: loses 10.0% nab_standard (limit 5%)"
     assert df.loc["ae.ort-int8-static", "gate"] == "FAIL: 1.50x faster (needs 2x)"
     assert df.loc["ae.ov-fp32", "gate"] == "" and df.loc["ae.torch-fp32", "gate"] == ""
     assert df.loc["ae.ov-fp32", "precision"] == "fp32" and df.loc["ae.ov-fp32", "alert_precision"] == 0.25
     assert df.loc["ae.ort-int8", "latency_bN_p50_ms"] == pytest.approx(1000.0 * 256 / 2500.0)
+    assert df.loc["ae.ort-int8", "latency_bN_p99_ms"] == pytest.approx(1.2 * 1000.0 * 256 / 2500.0)
     assert df.loc["ae.ort-int8", "model_bytes"] == 1234
     assert df.loc["ae.ov-int8", "speedup_vs_backend_fp32"] == pytest.approx(2.5)  # vs ae.ov-fp32
     assert df.loc["ae.ov-fp32", "speedup_vs_backend_fp32"] == 1
     assert math.isnan(df.loc["ae.ort-int8", "speedup_vs_backend_fp32"])  # no onnxruntime fp32 row
+    assert list(df.reset_index().columns) == [c.name for c in COLUMNS]  # every described column, in order
 
 
 def test_each_model_is_compared_with_its_own_torch_row_and_failures_get_no_gate() -> None:
@@ -70,14 +92,50 @@ def test_each_model_is_compared_with_its_own_torch_row_and_failures_get_no_gate(
     assert df.loc["ae.w16.int8", "speedup_vs_fp32"] == pytest.approx(4.0)
     assert df.loc["ae.w8.int8", "gate"] == df.loc["ae.w16.int8", "gate"] == "PASS"
     assert df.loc["ae.w16.ov", "gate"] == "" and df.loc["ae.w16.ov", "status"] == "failed"
-    assert df.loc["lstm.int8", "gate"].startswith("n/a")
+    assert df.loc["lstm.int8", "gate"] == "n/a: no torch fp32 row to compare with"
     assert math.isnan(df.loc["gauss", "speedup_vs_fp32"]) and df.loc["gauss", "gate"] == ""
 
 
+def gate_of(reference: CellResult, int8_nab: float, int8_eps: float = 3000.0) -> str:
+    df = build_table([reference, result("ae.int8", "onnxruntime", "int8", int8_nab, int8_eps)]).set_index("cell")
+    return df.loc["ae.int8", "gate"]
+
+
 @pytest.mark.parametrize(
-    "delta, speedup, expected",
-    [(-4.99, 2.0, "PASS"), (-5.0, 2.0, "FAIL: loses 5.0% NAB (limit 5%)"), (3.0, 1.99, "FAIL: 1.99x faster (needs 2x)"),
-     (-6.0, 1.0, "FAIL: loses 6.0% NAB (limit 5%); 1.00x faster (needs 2x)")],
+    "base, nab, eps, expected",
+    [(100.0, 95.01, 2000.0, "PASS"), (100.0, 95.0, 2000.0, "FAIL: loses 5.0% nab_standard (limit 5%)"),
+     (100.0, 103.0, 1990.0, "FAIL: 1.99x faster (needs 2x)"),
+     (100.0, 94.0, 1000.0, "FAIL: loses 6.0% nab_standard (limit 5%); 1.00x faster (needs 2x)"),
+     (-20.0, -21.0, 2000.0, "FAIL: loses 5.0% nab_standard (limit 5%)"),  # a negative reference: loss by |base|
+     (-20.0, -19.0, 2000.0, "PASS")],
 )
-def test_gate_edges(delta: float, speedup: float, expected: str) -> None:
-    assert gate(delta, speedup) == expected
+def test_gate_edges(base: float, nab: float, eps: float, expected: str) -> None:
+    assert gate_of(result("ae.torch-fp32", "torch", "fp32", base, 1000.0), nab, eps) == expected
+
+
+def test_gate_says_why_it_has_no_verdict() -> None:
+    """A reference that scores 0 (relative loss undefined, not 'no row' and not 'inf%'), a reference that failed or
+    is still pending: each says so."""
+    zero = result("ae.torch-fp32", "torch", "fp32", 0.0, 1000.0)
+    for int8 in (0.0, -3.0):
+        verdict = gate_of(zero, int8)
+        assert verdict == "n/a: the torch fp32 row scores 0 nab_standard, so a relative loss is undefined", verdict
+    assert gate_of(result("ae.torch-fp32", "torch", "fp32", 0.0, 0.0, status="failed"), 50.0) == "n/a: the torch fp32 row is failed"
+    pending = result("ae.torch-fp32", "torch", "fp32", 50.0, 1000.0, timed=False)  # scored, its timing not run yet
+    assert pending.status == Status.PENDING
+    assert gate_of(pending, 50.0) == "n/a: the torch fp32 row is pending"
+
+
+def test_markdown_prints_thresholds_with_every_digit() -> None:
+    df = build_table([result("ae", None, "", 50.0, 0.0, threshold=0.99999999999955)])
+    md = markdown(df)
+    assert "0.99999999999955" in md and "| 1 |" not in md and "50.0000" in md
+
+
+def test_readme_documents_every_column() -> None:
+    readme = (REPO / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z0-9_]+)`", readme, flags=re.M))
+    documented |= {name for row in re.findall(r"^\| (`[a-z0-9_]+`(?:, `[a-z0-9_]+`)+) \|", readme, flags=re.M)
+                   for name in re.findall(r"`([a-z0-9_]+)`", row)}
+    missing = [c.name for c in COLUMNS if c.name not in documented]
+    assert not missing, f"README's column table lacks {missing}"

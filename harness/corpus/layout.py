@@ -4,13 +4,19 @@
 Rows are matched to windows by position: a window starts at the first row whose timestamp equals its start and
 ends at the first row whose timestamp equals its end, exactly as NAB's scorer does. That survives NAB's quirks
 (CRLF, missing trailing newline, duplicated and backwards timestamps).
+
+A corpus can be narrowed to some categories or files (`only`); NAB's normalisation then counts the windows of
+those files only. Its `fingerprint` (a SHA-256 of the selected files' names and bytes, their labels and the
+corpus's scoring profiles) says whether two runs scored the same data.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -28,7 +34,7 @@ class SeriesFile:
     n_rows: int
     windows: np.ndarray  # int64, shape (k, 2): inclusive [start_row, end_row]
     timestamps: np.ndarray | None = None  # datetime64[s]
-    values: np.ndarray | None = None  # float64
+    values: np.ndarray | None = None  # float64 (None when loaded for scoring only)
 
     @property
     def category(self) -> str:
@@ -43,8 +49,9 @@ class SeriesFile:
 class Corpus:
     files: list[SeriesFile]  # sorted by name
     root: Path | None = None
-    label_windows: int = 0  # windows in the label file: NAB's "perfect" score counts all of them
-    extras: dict = field(default_factory=dict)
+    label_windows: int = 0  # windows labelled in the selected files: NAB's "perfect" score counts all of them
+    fingerprint: str = ""
+    only: tuple[str, ...] = ()  # the categories / files it was narrowed to (empty: all of it)
 
     def file(self, name: str) -> SeriesFile:
         for f in self.files:
@@ -87,36 +94,71 @@ def read_labels(root: Path) -> dict[str, list[list[str]]]:
     return labels
 
 
-def load_corpus(root: str | Path, series: bool = True) -> Corpus:
-    """Read every labelled file. `series=False` reads only lengths and window rows (what scoring needs)."""
+def select(names: Sequence[str], only: Sequence[str]) -> list[str]:
+    """The labelled file names that `only` selects: each entry is a category (`realTraffic`) or a file
+    (`realTraffic/speed_6005.csv`). ValueError naming the first entry that matches nothing."""
+    if not only:
+        return sorted(names)
+    categories = sorted({n.split("/", 1)[0] for n in names})
+    chosen = set()
+    for entry in only:
+        hits = [n for n in names if n == entry or n.split("/", 1)[0] == entry]
+        if not hits:
+            raise ValueError(
+                f"{entry!r} is neither a category nor a labelled file of this corpus "
+                f"(categories: {', '.join(categories)}; a file is written category/name.csv)"
+            )
+        chosen.update(hits)
+    return sorted(chosen)
+
+
+def load_corpus(root: str | Path, values: bool = True, only: Sequence[str] = ()) -> Corpus:
+    """Read the labelled files (those `only` selects, else all). `values=False` skips the values: lengths,
+    timestamps and window rows are what scoring needs."""
     root = check_layout(root)
     labels = read_labels(root)
-    files = [_load_file(root, name, windows, series) for name, windows in sorted(labels.items())]
-    return Corpus(files=files, root=root, label_windows=sum(len(w) for w in labels.values()))
+    try:
+        names = select(list(labels), only)
+    except ValueError as exc:
+        raise InputError(str(exc), root / LABELS) from None
+    digest = hashlib.sha256()
+    files = [_load_file(root, name, labels[name], values, digest) for name in names]
+    digest.update(json.dumps({n: labels[n] for n in names}, sort_keys=True).encode())
+    profiles = root / "config" / "profiles.json"
+    if profiles.is_file():
+        digest.update(profiles.read_bytes())
+    return Corpus(
+        files=files,
+        root=root,
+        label_windows=sum(len(labels[n]) for n in names),
+        fingerprint=digest.hexdigest(),
+        only=tuple(only),
+    )
 
 
-def _load_file(root: Path, name: str, windows: list[list[str]], series: bool) -> SeriesFile:
+def _load_file(root: Path, name: str, windows: list[list[str]], values: bool, digest) -> SeriesFile:
     path = root / "data" / name
     if not path.is_file():
         raise InputError(f"labelled in {LABELS.as_posix()} but missing", path)
     raw = path.read_bytes()
+    digest.update(f"{name}\0{len(raw)}\0".encode())
+    digest.update(raw)
     n = line_count(raw)
     if n == 0:
         raise InputError("expected a header 'timestamp,value' and at least one row", path)
-    stamps = None
-    if series:
-        stamps = _parse_timestamps(column_bytes(raw, "timestamp", path), path)
-        values = float_column(raw, "value", path)
-        bad = np.flatnonzero(~np.isfinite(values))
+    stamps = _parse_timestamps(column_bytes(raw, "timestamp", path), path)
+    series = None
+    if values:
+        series = float_column(raw, "value", path)
+        bad = np.flatnonzero(~np.isfinite(series))
         if len(bad):
-            raise InputError(f"row {int(bad[0]) + 1}: expected a finite value, got {values[bad[0]]}", path)
-    else:
-        values = None
-    rows = [_window_rows(raw, path, w, stamps) for w in windows]
+            raise InputError(f"row {int(bad[0]) + 1}: expected a finite value, got {series[bad[0]]}", path)
+    micro = stamps.astype("datetime64[us]")
+    rows = [tuple(_row_of(root, name, t, micro) for t in w) for w in windows]
     arr = np.array(rows, dtype=np.int64).reshape(-1, 2)
     if len(arr) and (np.any(arr[:, 1] < arr[:, 0]) or np.any(arr[1:, 0] <= arr[:-1, 1])):
-        raise InputError("windows must be in time order, each ending after it starts, without overlap", path)
-    return SeriesFile(name=name, n_rows=n, windows=arr, timestamps=stamps, values=values)
+        raise InputError("windows must be in time order, each ending after it starts, without overlap", root / LABELS, name)
+    return SeriesFile(name=name, n_rows=n, windows=arr, timestamps=stamps, values=series)
 
 
 def _parse_timestamps(cells: np.ndarray, path: Path) -> np.ndarray:
@@ -134,24 +176,14 @@ def _parse_timestamps(cells: np.ndarray, path: Path) -> np.ndarray:
         raise
 
 
-def _window_rows(raw: bytes, path: Path, window: list[str], stamps: np.ndarray | None) -> tuple[int, int]:
-    return tuple(_row_of(raw, path, t, stamps) for t in window)  # type: ignore[return-value]
-
-
-def _row_of(raw: bytes, path: Path, stamp: str, stamps: np.ndarray | None) -> int:
-    """Position of the first row whose timestamp equals `stamp` (NAB's timestamps.index)."""
+def _row_of(root: Path, name: str, stamp: str, stamps: np.ndarray) -> int:  # stamps: datetime64[us]
+    """Position of the first row whose timestamp equals `stamp` (NAB's timestamps.index); a label that is no
+    timestamp, or names none of the file's, is the label file's fault."""
     try:
         when = np.datetime64(stamp.strip().replace("T", " "), "us")
     except ValueError:
-        raise InputError(f"window timestamp {stamp!r} is not a timestamp", path) from None
-    if stamps is None:
-        text = str(when.astype("datetime64[s]")).replace("T", " ")
-        if when == np.datetime64(text, "us"):
-            pos = raw.find(b"\n" + text.encode() + b",")
-            if pos >= 0:
-                return raw.count(b"\n", 0, pos)  # newlines before the row's own = header + earlier rows
-        stamps = _parse_timestamps(column_bytes(raw, "timestamp", path), path)
-    hits = np.flatnonzero(stamps.astype("datetime64[us]") == when)
+        raise InputError(f"window timestamp {stamp!r} is not a timestamp", root / LABELS, name) from None
+    hits = np.flatnonzero(stamps == when)
     if not len(hits):
-        raise InputError(f"window timestamp {stamp!r} does not occur in the file", path)
+        raise InputError(f"window timestamp {stamp!r} does not occur in data/{name}", root / LABELS, name)
     return int(hits[0])

@@ -24,14 +24,13 @@ import numpy as np
 from harness.atomic import write_bytes
 from harness.cache import cache_root
 from harness.errors import InputError
+from harness.scoring.nab import WINDOW_SHARE
 
 GENERATOR_VERSION = 1  # bump whenever the output changes, so cached corpora are rebuilt
 
 START = np.datetime64("2026-01-01T00:00:00", "s")
 STEP = np.timedelta64(300, "s")  # 5 minutes
 PERIOD = 288  # rows per day
-PROBATION = 0.15  # NAB's probationary share of each file: no anomaly may start inside it
-WINDOW_SHARE = 0.10  # NAB: windows cover 10% of a file, split evenly between its anomalies
 MIN_ROWS = 500
 
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections import deque
-
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.corpus.layout import SeriesFile
-from harness.detectors.base import StreamingDetector
+from harness.detectors.base import Stream, StreamingDetector
 
 
 class NullDetector(StreamingDetector):
@@ -19,7 +17,7 @@ class NullDetector(StreamingDetector):
     def score_one(self, timestamp, value) -> float:
         return 0.5
 
-    def score_file(self, series: SeriesFile) -> np.ndarray:
+    def score_file(self, series: SeriesFile, probation: int) -> np.ndarray:
         return np.full(series.n_rows, 0.5)
 
 
@@ -29,18 +27,18 @@ class RandomParams(BaseModel):
 
 
 class RandomDetector(StreamingDetector):
-    """Uniform random scores, seeded per (seed, file) so runs and re-runs agree."""
+    """Uniform random scores, seeded per (seed, stream name) so runs and re-runs agree."""
 
     Params = RandomParams
 
-    def reset(self, series: SeriesFile) -> None:
-        self._rng = np.random.default_rng([self.params.seed, zlib.crc32(series.name.encode())])
+    def start(self, stream: Stream) -> None:
+        self._rng = np.random.default_rng([self.params.seed, zlib.crc32(stream.name.encode())])
 
     def score_one(self, timestamp, value) -> float:
         return float(self._rng.random())
 
-    def score_file(self, series: SeriesFile) -> np.ndarray:
-        self.reset(series)
+    def score_file(self, series: SeriesFile, probation: int) -> np.ndarray:
+        self.start(Stream(series.name, probation, series.n_rows))
         return self._rng.random(series.n_rows)
 
 
@@ -61,23 +59,28 @@ class WindowedGaussian(StreamingDetector):
 
     That is the probability mass of a Gaussian closer to its mean than the record: 0 at the mean, towards 1
     far from it. A zero deviation with a differing record scores 1.
+
+    Record by record, the last `window` values sit in a ring buffer: the cost per record is bounded by the
+    window, not by the length of the stream.
     """
 
     Params = GaussianParams
 
-    def reset(self, series: SeriesFile) -> None:
-        self._recent: deque[float] = deque(maxlen=self.params.window)
+    def start(self, stream: Stream) -> None:
+        self._ring = np.empty(self.params.window)
+        self._seen = 0
 
     def score_one(self, timestamp, value) -> float:
-        if len(self._recent) < self.params.min_samples:
+        if self._seen < self.params.min_samples:
             return 0.0
-        recent = np.fromiter(self._recent, dtype=np.float64)
+        recent = self._ring[: min(self._seen, self.params.window)]
         return float(_score(value, recent.mean(), recent.std()))
 
     def learn_one(self, timestamp, value) -> None:
-        self._recent.append(value)
+        self._ring[self._seen % self.params.window] = value
+        self._seen += 1
 
-    def score_file(self, series: SeriesFile) -> np.ndarray:
+    def score_file(self, series: SeriesFile, probation: int) -> np.ndarray:
         import pandas as pd
 
         x = pd.Series(series.values)

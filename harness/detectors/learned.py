@@ -1,8 +1,9 @@
-"""The API for learned (torch) detectors: train on a file's probationary period, then score causally.
+"""The API for learned (torch) detectors: train on a stream's probationary period, then score causally.
 
-Per file, `LearnedDetector.score_file`:
+Per file, `LearnedDetector.score_file(series, P)`:
 
-1. P = `train_rows(n)` = min(floor(0.15 n), 750) rows, NAB's probationary period (`probation_rows`).
+1. P is the probationary period the caller gives: the scenario's `scoring.probation_percent` of the file
+   (NAB's min(floor(0.15 n), 750) by default, `harness.scoring.nab.probation_rows`). Only rows < P are trained on.
 2. Normalise with the mean and deviation of rows < P (a zero deviation falls back to a small scale) and clip the
    z-values to +-`clip`.
 3. Seed torch from (seed, crc32(file name)), build a fresh model (`build_model`) and train it with Adam on the
@@ -14,8 +15,13 @@ Per file, `LearnedDetector.score_file`:
    file's own probationary rows, compiled; once per file). The model and its calibration windows stay in
    `last_model` / `last_calibration`, the prepared one in `last_compiled`.
 5. Per-row errors (`errors`) go through the anomaly likelihood (`likelihood.anomaly_likelihood`), whose
-   suppression window scales with the file's length (`suppress_rows`; the length is known up front, as for P).
+   suppression window scales with the stream's length when it is known (`suppress_rows`).
 6. Rows < P score 0.0: the model has seen them.
+
+Record by record (`start`, `score_one`, `learn_one`), the same happens incrementally: the first P records are
+kept, the model is trained when record P arrives, and from then on each record costs one window of `lag` + 1
+normalised values, one inference at batch 1 and one step of `likelihood.StreamingLikelihood`: a cost per record
+that does not grow with the stream. It equals `score_file` up to float rounding (tests/test_streaming.py).
 
 Causality: the score of row i >= P depends on rows < P (normalisation, training) and on the window of rows
 ending at i (inference), and the likelihood uses errors of rows <= i only; rows i < P are constant. Rows whose
@@ -30,6 +36,7 @@ Subclasses provide `lag` (how many earlier records a row's input window needs), 
 from __future__ import annotations
 
 import zlib
+from collections import deque
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
@@ -38,9 +45,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from harness.backends import BackendSpec, Compiled, prepare
 from harness.backends.base import as_spec
 from harness.corpus.layout import SeriesFile
-from harness.detectors.base import StreamingDetector
-from harness.detectors.likelihood import anomaly_likelihood
-from harness.scoring.nab import probation_rows
+from harness.detectors.base import Stream, StreamingDetector
+from harness.detectors.likelihood import StreamingLikelihood, anomaly_likelihood
 
 if TYPE_CHECKING:  # torch is imported where a model is trained or run, so a scenario validates without it
     import torch
@@ -73,18 +79,16 @@ class LearnedParams(BaseModel):
     quantile: float = Field(0.995, gt=0.0, le=1.0, description="tail='quantile': which quantile of the history")
     rel_floor: float = Field(0.1, ge=0.0, description="tail='gauss': deviation floor, relative to the mean")
     abs_floor: float = Field(1e-3, gt=0.0, description="absolute floor of the deviation / quantile")
-    suppress: int = Field(400, ge=0, description="at most this many records a score must exceed all of, else damped")
-    suppress_frac: float = Field(0.04, ge=0.0, le=1.0, description="... that is this share of the file's records")
+    suppress: int = Field(
+        400, ge=0, description="at most this many records a score must exceed all of, else damped (all of it when "
+        "the stream's length is not known in advance)",
+    )
+    suppress_frac: float = Field(0.04, ge=0.0, le=1.0, description="... that is this share of the stream's records")
     suppress_min: int = Field(100, ge=0, description="... but at least this many")
     damping: float = Field(0.5, ge=0.0, le=1.0, description="factor applied to suppressed scores")
     history_from_training: bool = Field(
         True, description="seed the likelihood's error history with the (in-sample) errors of the probationary rows"
     )
-
-
-def train_rows(n_rows: int) -> int:
-    """Rows a model may train on: NAB's probationary period, the rows that are not scored."""
-    return probation_rows(n_rows)
 
 
 def file_seed(seed: int, name: str) -> int:
@@ -103,6 +107,7 @@ class LearnedDetector(StreamingDetector):
         self.last_calibration: np.ndarray | None = None
         self.last_errors: np.ndarray | None = None
         self.last_inputs: np.ndarray | None = None  # the windows of the last file scored (score_file)
+        self.last_probation = 0  # that file's probationary rows
         self.backend: BackendSpec | None = None
         self.cache_dir: str | None = None
         self.last_compiled: Compiled | None = None
@@ -223,23 +228,22 @@ class LearnedDetector(StreamingDetector):
         batches = (np.require(inputs[k : k + bs], np.float32, ["C", "W"]) for k in range(0, len(inputs), bs))
         return np.concatenate([self.infer(model, b) for b in batches])
 
-    def raw_errors(self, series: SeriesFile) -> tuple[np.ndarray, int]:
-        """Per-row errors of a fresh model trained on the probationary rows, and P. Errors of rows < P are
+    def raw_errors(self, series: SeriesFile, P: int) -> np.ndarray:
+        """Per-row errors of a fresh model trained on the P probationary rows. Errors of rows < P are
         in-sample (the model trained on them)."""
         assert series.values is not None
         values = np.asarray(series.values, dtype=np.float64)
-        P = train_rows(series.n_rows)
         model, mean, scale = self.fit(series.name, values[:P])
         inputs, targets = self.pairs(self.normalise(values, mean, scale))
-        self.last_inputs = inputs
+        self.last_inputs, self.last_probation = inputs, P
         outputs = self.run_inference(model, inputs)
-        return np.asarray(self.errors(inputs, outputs, targets), dtype=np.float64), P
+        return np.asarray(self.errors(inputs, outputs, targets), dtype=np.float64)
 
     def scored_windows(self) -> np.ndarray:
         """The windows of the last file's scored rows (rows >= P): what timing feeds a backend."""
         if self.last_inputs is None:
             raise RuntimeError("no file scored yet")
-        return self.last_inputs[train_rows(len(self.last_inputs)) :]
+        return self.last_inputs[self.last_probation :]
 
     def backend_summary(self) -> dict:
         """What the backend did over the run: the last model's `Compiled.info`, plus totals over every file."""
@@ -258,19 +262,19 @@ class LearnedDetector(StreamingDetector):
             "check_median_rel_err": float(np.median([c["rel_err"] for c in checks])) if checks else None,
         }
 
-    def suppress_rows(self, n_rows: int) -> int:
-        """The likelihood's suppression window for a file of n_rows: suppress_frac of it, within
-        [suppress_min, suppress] (NAB's windows, and so the span of one event, scale with the file's length)."""
+    def suppress_rows(self, length: int | None) -> int:
+        """The likelihood's suppression window for a stream of `length` records: suppress_frac of it, within
+        [suppress_min, suppress] (NAB's windows, and so the span of one event, scale with the file's length);
+        `suppress` when the length is not known."""
         p = self.params
-        return int(min(p.suppress, max(p.suppress_min, int(p.suppress_frac * n_rows))))
+        if length is None:
+            return p.suppress
+        return int(min(p.suppress, max(p.suppress_min, int(p.suppress_frac * length))))
 
-    def scores_from_errors(self, err: np.ndarray, P: int, n_rows: int) -> np.ndarray:
-        """Likelihood scores of per-row errors (of the first len(err) rows of a file of n_rows); rows < P score 0."""
+    def likelihood_settings(self, P: int, length: int | None) -> dict:
+        """The likelihood's parameters for a stream with P probationary records: one place for both paths."""
         p = self.params
-        e = np.array(err, dtype=np.float64)
-        e[: (min(self.lag, P) if p.history_from_training else P)] = np.nan  # padded windows / training rows
-        s = anomaly_likelihood(
-            e,
+        return dict(
             start=P,
             short_window=p.short_window,
             long_window=p.long_window,
@@ -279,51 +283,75 @@ class LearnedDetector(StreamingDetector):
             quantile=p.quantile,
             rel_floor=p.rel_floor,
             abs_floor=p.abs_floor,
-            suppress=self.suppress_rows(n_rows),
+            suppress=self.suppress_rows(length),
             damping=p.damping,
         )
+
+    def history_errors(self, err: np.ndarray, P: int) -> np.ndarray:
+        """Errors as the likelihood sees them: NaN for padded windows, and for training rows unless
+        `history_from_training` (then their in-sample errors seed the history)."""
+        e = np.array(err, dtype=np.float64)
+        e[: (min(self.lag, P) if self.params.history_from_training else P)] = np.nan
+        return e
+
+    def scores_from_errors(self, err: np.ndarray, P: int, length: int) -> np.ndarray:
+        """Likelihood scores of per-row errors (of the first len(err) rows of a stream); rows < P score 0."""
+        s = anomaly_likelihood(self.history_errors(err, P), **self.likelihood_settings(P, length))
         s[:P] = 0.0
         return s
 
-    def score_file(self, series: SeriesFile) -> np.ndarray:
+    def score_file(self, series: SeriesFile, probation: int) -> np.ndarray:
         if series.n_rows == 0:
             return np.zeros(0)
-        err, P = self.raw_errors(series)
+        err = self.raw_errors(series, probation)
         self.last_errors = err
-        return self.scores_from_errors(err, P, series.n_rows)
+        return self.scores_from_errors(err, probation, series.n_rows)
 
     # --- record by record -----------------------------------------------------------------------------------
-    # The same scores one record at a time: the model is trained when the first scored record arrives, each
-    # record is then one inference, and the likelihood is recomputed over the errors so far (it is causal,
-    # so its last value is the record's score). Equal to score_file up to float rounding of batch sizes.
-    def reset(self, series: SeriesFile) -> None:
-        self._name, self._n, self._P = series.name, series.n_rows, train_rows(series.n_rows)
-        self._seen: list[float] = []
+    def start(self, stream: Stream) -> None:
+        self._stream = stream
+        self._head: list[float] = []  # the probationary records, until the model is trained on them
         self._fitted: "tuple[nn.Module, float, float] | None" = None
-        self._err: list[float] = []
+        self._window: deque[float] = deque(maxlen=self.lag)  # the previous `lag` normalised records
+        self._likelihood: StreamingLikelihood | None = None
+        self._seen = 0
 
     def score_one(self, timestamp, value) -> float:
-        i = len(self._seen)
-        if i < self._P:
+        P = self._stream.probation
+        if self._seen < P:
             return 0.0
-        values = np.asarray(self._seen + [value], dtype=np.float64)
         if self._fitted is None:
-            self._fitted = self.fit(self._name, values[: self._P])
-            model, mean, scale = self._fitted
-            if self._P > 0:  # in-sample errors of the probationary rows: the likelihood's first history
-                inputs, targets = self.pairs(self.normalise(values[: self._P], mean, scale))
-                outputs = self.run_inference(model, inputs)
-                self._err = list(np.asarray(self.errors(inputs, outputs, targets), np.float64))
+            self._begin_scoring(np.asarray(self._head, dtype=np.float64))
         model, mean, scale = self._fitted
-        z = self.normalise(values[max(0, i - self.lag) :], mean, scale)
-        if i < self.lag:
-            z = np.concatenate([np.full(self.lag - i, self.normalise(values[:1], mean, scale)[0], np.float32), z])
-        x, y = self.training_pairs(z)
-        self._err.append(float(self.errors(x, self.run_inference(model, x), y)[0]))
-        return float(self.scores_from_errors(np.asarray(self._err), self._P, self._n)[-1])
+        z = float(self.normalise(np.array([value]), mean, scale)[0])
+        window = [*self._window, z]
+        if len(window) < self.lag + 1:  # the window reaches before the stream's first record: pad with it
+            window = [window[0]] * (self.lag + 1 - len(window)) + window
+        x, y = self.training_pairs(np.asarray(window, dtype=np.float32))
+        error = float(self.errors(x, self.run_inference(model, x), y)[0])
+        return self._likelihood.update(error)
 
     def learn_one(self, timestamp, value) -> None:
-        self._seen.append(float(value))
+        if self._fitted is None:
+            self._head.append(float(value))
+        else:
+            self._window.append(float(self.normalise(np.array([value]), *self._fitted[1:])[0]))
+        self._seen += 1
+
+    def _begin_scoring(self, head: np.ndarray) -> None:
+        """Train on the probationary records, seed the likelihood with their (in-sample) errors, and keep their
+        last `lag` normalised values as the first window."""
+        P = len(head)
+        self._fitted = model, mean, scale = self.fit(self._stream.name, head)
+        self._likelihood = StreamingLikelihood(**self.likelihood_settings(P, self._stream.length))
+        if P:
+            z = self.normalise(head, mean, scale)
+            inputs, targets = self.pairs(z)
+            err = self.history_errors(self.errors(inputs, self.run_inference(model, inputs), targets), P)
+            for e in err:
+                self._likelihood.update(e)
+            self._window.extend(z.tolist())
+        self._head = []
 
 
 def sliding(z: np.ndarray, width: int) -> np.ndarray:

@@ -27,28 +27,38 @@ The formula, for the errors `e` of one file (NaN where a record has no error yet
   then, for both:
     r_i   = x_i / (1 + x_i)                           into [0, 1) without saturating: extreme records keep
                                                       distinct scores (no ties at 1 for the threshold sweep)
-    score = r_i                   if r_i > max(r[i-k .. i-1])     (k = `suppress`; k = 0 disables)
+    score = r_i                   if r_i > max(r[i-k .. i-1]) (1 + 1e-9)     (k = `suppress`; 0 disables)
             `damping` * r_i       otherwise
 
 The last step is Numenta's "red zone" filter made threshold-free: a record that does not exceed every score of
 the previous k records is damped, so an alert fires once when an anomaly begins instead of on every record while
 it lasts (NAB charges every flagged record outside a window). With damping <= 0.5 a damped score stays below 0.5,
 under any threshold that matters. The learned detectors scale k with the file's length (`suppress_rows`), as
-NAB scales its windows.
+NAB scales its windows. The margin of 1e-9 (relative) makes a near-tie a tie: the vectorised and the
+record-by-record paths round averages differently in the last bits, and whether a record fires must not depend
+on which of them ran.
 
 log10 Q is computed without underflow: by erfc for z < 30, and by the asymptotic series
 log Q(z) ~ -z^2/2 - log(z sqrt(2 pi)) + log(1 - 1/z^2 + 3/z^4) beyond. Rows before `start` score 0.
+
+`anomaly_likelihood` computes a whole file at once (pandas' rolling windows); `StreamingLikelihood` gives the
+same scores one record at a time, keeping only the last `long_window` averages (a sorted list for the quantile)
+and a monotonic queue for the suppression maximum: its cost per record is bounded by the window lengths and
+does not grow with the stream. The two agree to float rounding (tests/test_streaming.py).
 """
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections import deque
 from typing import Any
 
 import numpy as np
 
 _LOG10 = math.log(10.0)
 TAILS = ("gauss", "quantile")
+FIRE_MARGIN = 1e-9  # a record must exceed the recent maximum by this much (relative) to escape damping
 
 
 def log10_gauss_tail(z: np.ndarray) -> np.ndarray:
@@ -108,7 +118,7 @@ def suppress_repeats(r: np.ndarray, window: int, damping: float) -> np.ndarray:
     import pandas as pd
 
     prev = pd.Series(r).shift(1).rolling(window, min_periods=1).max().fillna(-np.inf).to_numpy()
-    return np.where(r > prev, r, damping * r)
+    return np.where(r > prev * (1.0 + FIRE_MARGIN), r, damping * r)
 
 
 def anomaly_likelihood(
@@ -122,3 +132,84 @@ def anomaly_likelihood(
     r = suppress_repeats(r, suppress, damping)
     r[: max(start, 0)] = 0.0
     return r
+
+
+class StreamingLikelihood:
+    """`anomaly_likelihood` one record at a time: `update(error)` returns the score of the newest record.
+
+    Same parameters, same formula (module docstring). A NaN error (a record without one yet) scores 0 and adds
+    a missing value to the windows, as it does in the vectorised path.
+    """
+
+    def __init__(
+        self,
+        start: int = 0,
+        *,
+        suppress: int = 300,
+        damping: float = 0.5,
+        short_window: int = 1,
+        long_window: int = 8640,
+        min_history: int = 100,
+        tail: str = "gauss",
+        quantile: float = 0.99,
+        rel_floor: float = 0.1,
+        abs_floor: float = 1e-3,
+    ):
+        if tail not in TAILS:
+            raise ValueError(f"tail must be one of {TAILS}, got {tail!r}")
+        self.start, self.suppress, self.damping = max(start, 0), suppress, damping
+        self.short_window, self.min_history, self.tail = short_window, min_history, tail
+        self.quantile, self.rel_floor, self.abs_floor = quantile, rel_floor, abs_floor
+        self.i = 0
+        self._short: deque[float] = deque(maxlen=short_window)  # the last errors (NaN kept: it is a missing value)
+        self._history: deque[float] = deque(maxlen=long_window)  # the last averages m, NaN kept
+        self._sorted: list[float] = []  # the finite values of _history, ascending
+        self._peaks: deque[tuple[int, float]] = deque()  # (row, r) with r decreasing: the suppression maximum
+
+    def update(self, error: float) -> float:
+        self._short.append(float(error))
+        finite = [e for e in self._short if not math.isnan(e)]
+        m = math.fsum(finite) / len(finite) if finite else math.nan
+        x = self._surprise(m) if self.i >= self.start else 0.0
+        self._remember(m)
+        r = x / (1.0 + x)
+        score = r
+        if self.suppress > 0:
+            while self._peaks and self._peaks[0][0] < self.i - self.suppress:
+                self._peaks.popleft()
+            if self._peaks and not r > self._peaks[0][1] * (1.0 + FIRE_MARGIN):
+                score = self.damping * r
+            while self._peaks and self._peaks[-1][1] <= r:
+                self._peaks.pop()
+            self._peaks.append((self.i, r))
+        self.i += 1
+        return score if self.i > self.start else 0.0
+
+    def _surprise(self, m: float) -> float:
+        n = len(self._sorted)
+        if math.isnan(m) or n < self.min_history:
+            return 0.0
+        if self.tail == "quantile":
+            return max(m, 0.0) / max(self._quantile(), self.abs_floor)
+        h = np.asarray(self._sorted)
+        mu = float(h.mean())
+        sd = max(float(h.std()), self.rel_floor * abs(mu), self.abs_floor)
+        return max(-float(log10_gauss_tail(np.array([(m - mu) / sd]))[0]) / 10.0, 0.0)
+
+    def _quantile(self) -> float:
+        """Linear interpolation between the two nearest ranks, as pandas' rolling quantile computes it."""
+        v, n = self._sorted, len(self._sorted)
+        pos = self.quantile * (n - 1)
+        lo = int(pos)
+        if lo == pos or lo + 1 >= n:
+            return v[lo]
+        return v[lo] + (v[lo + 1] - v[lo]) * (pos - lo)
+
+    def _remember(self, m: float) -> None:
+        if len(self._history) == self._history.maxlen:
+            old = self._history[0]
+            if not math.isnan(old):
+                del self._sorted[bisect.bisect_left(self._sorted, old)]
+        self._history.append(m)
+        if not math.isnan(m):
+            bisect.insort(self._sorted, m)

@@ -22,8 +22,10 @@ import numpy as np
 
 from harness.corpus.layout import SeriesFile
 from harness.scoring.profiles import NAB_PROFILES, Profile
+from harness.scoring.ranges import range_scores
 
 PROBATION_PERCENT = 0.15
+WINDOW_SHARE = 0.10  # NAB's windows cover 10% of a file, split evenly between its anomalies
 NO_DETECTION_THRESHOLD = 1.1  # NAB's sweep starts here: "above every score"
 
 
@@ -67,6 +69,9 @@ class DetectionMetrics:
     latency_median_rows: float
     latency_mean_s: float
     latency_median_s: float
+    range_precision: float  # Tatbul et al. 2018 (harness.scoring.ranges)
+    range_recall: float
+    range_f1: float
 
 
 @dataclass
@@ -108,7 +113,8 @@ class CorpusIndex:
     window_start: np.ndarray
     win_rows: np.ndarray  # indices of rows inside windows (window ids ascending)
     first_of_window: np.ndarray  # over win_rows: first row of its window
-    adjacent: np.ndarray  # indices j where rows j and j+1 are consecutive rows outside windows of one file
+    adjacent: np.ndarray  # indices j where rows j and j+1 are consecutive rows outside windows of one file, in one block
+    file_of: np.ndarray  # file index of each row
     n_windows: int  # windows with at least one scored row
     label_windows: int  # windows in the label file (NAB's perfect score)
 
@@ -122,6 +128,7 @@ class CorpusIndex:
         gid = np.concatenate([np.where(p[1] >= 0, p[1] + b, -1) for p, b in zip(parts, win_base)] or [np.zeros(0, np.int64)])
         row = np.concatenate([p[4] for p in parts] or [np.zeros(0, np.int64)])
         file_of = np.repeat(np.arange(len(files)), [len(p[4]) for p in parts])
+        block = np.concatenate([p[5] for p in parts] or [np.zeros(0, np.int64)])
         outside = gid < 0
         win_rows = np.flatnonzero(~outside)
         g = gid[win_rows]
@@ -136,10 +143,21 @@ class CorpusIndex:
             window_start=np.concatenate([f.windows[:, 0] for f in files] or [np.zeros(0, np.int64)]),
             win_rows=win_rows,
             first_of_window=np.r_[True, g[1:] != g[:-1]] if len(g) else np.zeros(0, bool),
-            adjacent=np.flatnonzero(outside[1:] & outside[:-1] & (file_of[1:] == file_of[:-1]) & (np.diff(row) == 1)),
+            adjacent=np.flatnonzero(
+                outside[1:] & outside[:-1] & (file_of[1:] == file_of[:-1]) & (np.diff(row) == 1) & (block[1:] == block[:-1])
+            ),
+            file_of=file_of,
             n_windows=len(np.unique(g)),
             label_windows=int(win_base[-1]) if label_windows is None else label_windows,
         )
+
+
+def alert_block_rows(f: SeriesFile) -> int:
+    """The longest a false-positive alert event may last: the file's window length (NAB sizes windows at 10% of
+    a file split between its anomalies), or 10% of the file when it has no window."""
+    if len(f.windows):
+        return int((f.windows[:, 1] - f.windows[:, 0] + 1).max())
+    return max(1, int(WINDOW_SHARE * f.n_rows))
 
 
 def _file_rows(f: SeriesFile, probation_percent: float):
@@ -148,6 +166,8 @@ def _file_rows(f: SeriesFile, probation_percent: float):
     gid = np.full(n, -1, dtype=np.int64)
     tp_u = np.zeros(n)
     fp_u = np.full(n, -1.0)  # before the first window
+    first = probation_rows(n, probation_percent)
+    segment = np.full(n, first)  # first row of the stretch outside windows that each row lies in
     for j, (start, end) in enumerate(f.windows):
         width = float(end - start + 1)
         inside = slice(start, end + 1)
@@ -156,8 +176,10 @@ def _file_rows(f: SeriesFile, probation_percent: float):
         nxt = f.windows[j + 1, 0] if j + 1 < len(f.windows) else n
         after = slice(end + 1, nxt)
         fp_u[after] = scaled_sigmoid(np.abs(end - i[after]) / max(width - 1.0, 1e-12))
-    keep = i >= probation_rows(n, probation_percent)
-    return keep, gid[keep], tp_u[keep], fp_u[keep], i[keep]
+        segment[after] = max(end + 1, first)
+    keep = i >= first
+    block = (i - segment) // alert_block_rows(f)  # alert events are cut into blocks of a window's length
+    return keep, gid[keep], tp_u[keep], fp_u[keep], i[keep], block[keep]
 
 
 class NabSweep:
@@ -292,6 +314,8 @@ class NabSweep:
         precision, recall, f1 = (float(a[0]) for a in self._prf(ks))
         detected, events = (int(a[0]) for a in self._counts(ks))
         rows, secs = self._latencies(k)
+        ix = self.index
+        ranges = range_scores(ix.gid, ix.file_of, ix.row, self.score >= self.threshold_at(k))
         return DetectionMetrics(
             threshold=self.threshold_at(k),
             recall=recall,
@@ -304,6 +328,9 @@ class NabSweep:
             latency_median_rows=_median(rows),
             latency_mean_s=_mean(secs),
             latency_median_s=_median(secs),
+            range_precision=ranges.precision,
+            range_recall=ranges.recall,
+            range_f1=ranges.f1,
         )
 
     def _latencies(self, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -30,6 +30,8 @@ def load_profiles(path: str | Path | None) -> tuple[Profile, ...]:
     if path is None or not Path(path).is_file():
         return NAB_PROFILES
     data = _read_json(path)
+    if not isinstance(data, dict) or not data:
+        raise InputError("expected at least one profile: {profile: {CostMatrix: {tpWeight, fpWeight, fnWeight}}}", path)
     try:
         return tuple(
             Profile(

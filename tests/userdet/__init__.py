@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
@@ -12,7 +16,7 @@ from harness.detectors.learned import LearnedDetector, sliding
 class Exploding(StreamingDetector):
     """Fails on the first file: a failed cell must be recorded while the run goes on."""
 
-    def score_file(self, series):
+    def score_file(self, series, probation):
         raise RuntimeError(f"boom on {series.name}")
 
 
@@ -26,11 +30,38 @@ class LastValueJump(StreamingDetector):
 
     Params = JumpParams
 
-    def score_file(self, series):
-        x = series.values
-        d = np.abs(np.diff(x, prepend=x[0]))
-        scale = np.maximum.accumulate(d) + 1e-9
-        return d / scale * 0.999
+    def score_file(self, series, probation):
+        return jumps(series.values)
+
+
+def jumps(x: np.ndarray) -> np.ndarray:
+    d = np.abs(np.diff(x, prepend=x[0]))
+    scale = np.maximum.accumulate(d) + 1e-9
+    return d / scale * 0.999
+
+
+class SlowParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = 0.2  # per file
+    tag: str = ""  # only to make several cells
+    hold_file: str = ""  # while this file exists: write our PID to pid_file and wait (to be killed)
+    pid_file: str = ""
+
+
+class Slow(StreamingDetector):
+    """LastValueJump that takes its time: a cell that is still running when a test interrupts the run, or whose
+    worker a test kills."""
+
+    Params = SlowParams
+
+    def score_file(self, series, probation):
+        p = self.params
+        if p.hold_file and Path(p.hold_file).exists():
+            Path(p.pid_file).write_text(str(os.getpid()))
+            while Path(p.hold_file).exists():
+                time.sleep(0.1)
+        time.sleep(p.seconds)
+        return jumps(series.values)
 
 
 class LinearForecaster(LearnedDetector):

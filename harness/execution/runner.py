@@ -1,0 +1,223 @@
+"""The Ray runner: the only module that starts or joins Ray. It runs tasks (harness.tasks) in dependency order
+and knows nothing of what they compute.
+
+- No address: a private local Ray, listening on 127.0.0.1 only, started and stopped by the run. Inside a job
+  started by `ray job submit`, the job's own cluster instead. `auto` or `host:port` joins that cluster.
+- Each task is one Ray task, with the options its needs give (harness.execution.placement); it starts once the
+  tasks it depends on are done, and receives their artefacts. A task that no node can take, or whose
+  dependency failed, fails at once with the reason; a worker that dies fails its task, not the run.
+- The runner yields each task's (record, artefacts) as it finishes, and reports progress as the tasks count
+  their units (a scoring task: one per file), so a long cell shows movement.
+- User detector packages (`py_modules`) and `HARNESS_CACHE` travel in the runtime environment the driver joins
+  with, merged with a submitted job's own, so they reach the workers under `ray job submit` too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from harness.execution.placement import Unplaceable, node_facts, ray_options
+from harness.results.schema import NodeFacts, Status, TaskRecord
+from harness.tasks.base import RunContext, Task, execute, failed
+
+POLL_S = 0.5  # how often progress is read while tasks run
+
+
+def ray_environment(private: bool) -> None:
+    """Ray reads these at import and in every process it starts. Explicit values avoid a stray
+    ~/.ray/auth_token turning token auth on, and usage-stats calls to the outside. A private local Ray binds
+    to 127.0.0.1 only (Ray then also skips its probe of an outside address to find the machine's IP)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if private:
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's switch for a loopback-only node
+
+
+def inside_ray_job() -> bool:
+    """True in the driver of a job started by `ray job submit`."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+@dataclass
+class Finished:
+    task: Task
+    record: TaskRecord
+    artefacts: dict[str, Any]
+
+
+def _entry(task: Task, context: RunContext, progress: Any, kinds: list[str], *dependencies: dict[str, Any]) -> tuple[TaskRecord, dict]:
+    """What each Ray task runs: the plain-Python task, and where it ran."""
+    record, artefacts = execute(task, context, dict(zip(kinds, dependencies)), progress)
+    return record.model_copy(update={"node": NodeFacts(**node_facts())}), artefacts
+
+
+class _Reporter:
+    """The `progress` callable a task gets: forwards units to the driver's progress actor (fire and forget)."""
+
+    def __init__(self, actor: Any, task_id: str):
+        self.actor, self.task_id = actor, task_id
+
+    def __call__(self, units: int) -> None:
+        self.actor.add.remote(self.task_id, units)
+
+
+class _Progress:
+    def __init__(self) -> None:
+        self.units: dict[str, int] = {}
+
+    def add(self, task_id: str, units: int) -> None:
+        self.units[task_id] = self.units.get(task_id, 0) + units
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.units)
+
+
+class RayRunner:
+    def __init__(self, address: str | None = None, code: list[str] | None = None):
+        """`code`: folders of user detector packages, shipped to the workers (Ray `py_modules`)."""
+        self.address = address if address is not None or not inside_ray_job() else "auto"
+        self.code = sorted(set(code or []))
+        self._ray: Any = None
+
+    def __enter__(self) -> "RayRunner":
+        ray_environment(private=self.address is None)
+        import ray
+
+        self._ray = ray
+        kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
+        env = self.runtime_env()
+        if env:
+            kwargs["runtime_env"] = env
+        handler = signal.getsignal(signal.SIGTERM)
+        if self.address is None:
+            ray.init(address="local", include_dashboard=False, **kwargs)
+        else:
+            ray.init(address=self.address, **kwargs)
+        signal.signal(signal.SIGTERM, handler)  # Ray's core installs a handler that dumps a stack and aborts
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._ray is not None:
+            self._ray.shutdown()
+
+    def runtime_env(self) -> dict[str, Any]:
+        """What the workers need from the driver: the user's detector packages and the model cache. Inside a
+        submitted job Ray merges it with the job's runtime env and refuses a field both set, so what the job
+        already sets is left to the job (its py_modules are extended, not replaced)."""
+        job: dict[str, Any] = {}
+        if inside_ray_job():
+            from ray.job_config import JobConfig
+
+            job = dict(JobConfig.from_json(json.loads(os.environ["RAY_JOB_CONFIG_JSON_ENV_VAR"])).runtime_env or {})
+        env: dict[str, Any] = {}
+        if self.code:
+            if job.get("py_modules"):
+                os.environ["RAY_OVERRIDE_JOB_RUNTIME_ENV"] = "1"  # ours is the job's list plus our folders
+                env["py_modules"] = [*job["py_modules"], *self.code]
+            else:
+                env["py_modules"] = self.code
+        cache = os.environ.get("HARNESS_CACHE")
+        if cache and "HARNESS_CACHE" not in (job.get("env_vars") or {}):  # workers keep models where the driver does
+            env["env_vars"] = {"HARNESS_CACHE": cache}
+        return env
+
+    def describe(self) -> dict[str, Any]:
+        ray = self._ray
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        return {
+            "address": self.address or "local",
+            "ray_version": ray.__version__,
+            "cluster_resources": ray.cluster_resources(),
+            "nodes": len(nodes),
+            "node_list": [
+                {"node_id": n["NodeID"], "labels": n.get("Labels", {}), "resources": n.get("Resources", {})} for n in nodes
+            ],
+            "job_id": ray.get_runtime_context().get_job_id(),
+        }
+
+    def run(
+        self,
+        tasks: list[Task],
+        context: RunContext,
+        finished: dict[str, dict[str, Any]] | None = None,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> Iterator[Finished]:
+        """Run `tasks` in dependency order; yield each as it finishes. `finished`: artefacts of tasks done in an
+        earlier run that some of `tasks` depend on. `on_progress(units)` is called with the units done so far."""
+        ray = self._ray
+        nodes = ray.nodes()
+        remote = ray.remote(max_retries=0, num_returns=2)(_entry)
+        actor = ray.remote(num_cpus=0)(_Progress).remote()
+        context_ref = ray.put(context)
+        by_id = {t.id: t for t in tasks}
+        outputs = {tid: ray.put(artefacts) for tid, artefacts in (finished or {}).items()}
+        waiting = list(tasks)
+        running: dict[Any, tuple[Task, Any]] = {}  # record ref -> (task, artefacts ref)
+        done_units = 0.0
+
+        def kind_of(tid: str) -> str:
+            return by_id[tid].kind if tid in by_id else tid.rsplit("/", 1)[-1]
+
+        while waiting or running:
+            for task in list(waiting):
+                if any(dep not in outputs for dep in task.after):
+                    continue
+                waiting.remove(task)
+                try:
+                    options = ray_options(task.needs, nodes)
+                except Unplaceable as exc:
+                    done_units += task.units
+                    yield Finished(task, failed(task.kind, str(exc)), {})
+                    waiting = self._drop_dependents(task, waiting)
+                    continue
+                refs = remote.options(**options).remote(
+                    task, context_ref, _Reporter(actor, task.id), [kind_of(d) for d in task.after], *(outputs[d] for d in task.after)
+                )
+                running[refs[0]] = (task, refs[1])
+            if not running:
+                break  # what is left waits on tasks that failed
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
+            if not ready:
+                if on_progress is not None:
+                    partial = ray.get(actor.snapshot.remote())
+                    on_progress(done_units + sum(min(partial.get(t.id, 0), t.units) for t, _ in running.values()))
+                continue
+            task, artefacts_ref = running.pop(ready[0])
+            done_units += task.units
+            try:
+                record = ray.get(ready[0])
+                artefacts = ray.get(artefacts_ref) if record.status == Status.OK else {}
+            except Exception as exc:  # noqa: BLE001 - a dead worker fails its task, not the run
+                record, artefacts = failed(task.kind, _ray_error(exc)), {}
+            if record.status == Status.OK:
+                outputs[task.id] = artefacts_ref
+            else:
+                waiting = self._drop_dependents(task, waiting)
+            if on_progress is not None:
+                on_progress(done_units)
+            yield Finished(task, record, artefacts)
+
+    @staticmethod
+    def _drop_dependents(task: Task, waiting: list[Task]) -> list[Task]:
+        """Tasks that depend (transitively) on a failed one never run: their cell has failed already."""
+        gone = {task.id}
+        changed = True
+        while changed:
+            changed = False
+            for t in waiting:
+                if t.id not in gone and any(d in gone for d in t.after):
+                    gone.add(t.id)
+                    changed = True
+        return [t for t in waiting if t.id not in gone]
+
+
+def _ray_error(exc: Exception) -> str:
+    """One line for a task Ray could not finish (a dead worker, a runtime env that failed to set up...)."""
+    text = f"{type(exc).__name__}: {exc}"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -1,0 +1,77 @@
+"""A run's plan: the scenario, its cells, the corpus (loaded and checked), the scoring profiles and thresholds.
+
+Everything the user gave is validated here, once, before anything is written: `harness validate` and
+`harness run` accept and refuse exactly the same input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.corpus.layout import Corpus, check_layout, load_corpus, read_labels, select
+from harness.errors import InputError
+from harness.scenario import Cell, Scenario, load_scenario
+from harness.scoring.profiles import Profile, load_profiles, load_thresholds
+
+REFERENCE_PROFILE = "standard"  # the table's detection metrics and threshold are read at this profile's threshold
+
+
+@dataclass
+class Plan:
+    scenario_path: Path
+    scenario: Scenario
+    scenario_text: str
+    cells: list[Cell]
+    corpus: Corpus
+    profiles: tuple[Profile, ...]
+    thresholds: dict[str, dict[str, float]] | None  # per detector label; None: optimised
+
+    @property
+    def corpus_root(self) -> Path:
+        assert self.corpus.root is not None
+        return self.corpus.root
+
+    def describe_corpus(self) -> str:
+        c = self.scenario.corpus
+        where = c.path if c.path else f"synthetic (seed {c.synthetic.seed}, {c.synthetic.rows} rows/file)"
+        subset = f", only {', '.join(c.only)}" if c.only else ""
+        return f"{where}{subset}: {len(self.corpus.files)} files, {self.corpus.n_rows} rows"
+
+
+def corpus_root(scenario: Scenario) -> Path:
+    if scenario.corpus.path is not None:
+        return check_layout(scenario.corpus.path)
+    from harness.corpus.synthetic import cached_corpus_root
+
+    return cached_corpus_root(scenario.corpus.synthetic.seed, scenario.corpus.synthetic.rows)
+
+
+def plan(scenario_path: str | Path, corpus_override: str | None = None, only: list[str] | None = None) -> Plan:
+    """Everything a run needs, validated; raises InputError before anything is written."""
+    scenario_path = Path(scenario_path)
+    scenario, cells, text = load_scenario(scenario_path, corpus_override, only)
+    field = "--only" if only is not None else "corpus.only"
+    if corpus_override is not None:
+        check_layout(corpus_override)
+    elif scenario.corpus.path is not None:
+        try:
+            check_layout(scenario.corpus.path)
+        except InputError as exc:
+            raise InputError(exc.detail, scenario_path, f"corpus.path ({scenario.corpus.path})") from None
+    root = corpus_root(scenario)
+    try:
+        select(list(read_labels(root)), scenario.corpus.only)
+    except ValueError as exc:
+        raise InputError(str(exc), scenario_path, field) from None
+    profiles = load_profiles(root / "config" / "profiles.json" if scenario.corpus.path else None)
+    if REFERENCE_PROFILE not in {p.name for p in profiles}:
+        raise InputError(f"no {REFERENCE_PROFILE!r} profile: the table reads its metrics at that profile's threshold", root / "config" / "profiles.json")
+    thresholds = None
+    if scenario.scoring.thresholds != "optimize":
+        try:
+            thresholds = {c.detector: load_thresholds(scenario.scoring.thresholds, c.detector, profiles) for c in cells}
+        except InputError as exc:
+            raise InputError(f"{exc.path}: {exc.detail}", scenario_path, "scoring.thresholds") from None
+    corpus = load_corpus(root, only=scenario.corpus.only)
+    return Plan(scenario_path, scenario, text, cells, corpus, profiles, thresholds)

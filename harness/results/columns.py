@@ -1,0 +1,94 @@
+"""Every column of `table.csv`, described once: its name, unit, which direction is better, where its noise figure
+comes from, and how its value is read from a typed `CellResult` (or derived from other columns).
+
+The table renders from these descriptors, the README's column reference is checked against them, and anything
+that compares numbers (the INT8 gate today, regression checks next) asks them which way is better and how much
+a difference must exceed to be more than noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+from harness.results.schema import CellResult
+
+Better = Literal["higher", "lower"] | None
+DETERMINISTIC = "none: deterministic (seeded; a rerun gives the same value)"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    doc: str
+    unit: str = ""
+    better: Better = None
+    noise: str | None = None  # a column holding this one's noise figure, or where it comes from
+    value: Callable[[CellResult], Any] | None = None  # None: derived from other columns by the table
+    backend: bool = False  # shown only when the run has backend cells
+    exact: bool = False  # printed with every digit (thresholds: 0.99999999999955 must not read as 1)
+
+
+def _nab(profile: str) -> Callable[[CellResult], Any]:
+    return lambda r: r.score.nab.profiles[profile].score if r.score else None
+
+
+def _det(field: str, at: str = "standard") -> Callable[[CellResult], Any]:
+    return lambda r: getattr(r.score.nab.detection[at], field) if r.score else None
+
+
+def _lat(batch: str, field: str) -> Callable[[CellResult], Any]:
+    return lambda r: getattr(getattr(r.timing, batch), field) if r.timing else None
+
+
+def _backend(field: str) -> Callable[[CellResult], Any]:
+    return lambda r: getattr(r.cell.backend, field) if r.cell.backend else None
+
+
+TIMING_NOISE = "throughput_spread_pct"
+
+COLUMNS: tuple[Column, ...] = (
+    Column("cell", "the cell id: the detector label, then `.param-value` for each grid axis, then the backend", value=lambda r: r.cell.id),
+    Column("detector", "the detector label", value=lambda r: r.cell.detector),
+    Column("params", "every parameter of the cell, as `key=value`", value=lambda r: " ".join(f"{k}={v}" for k, v in r.cell.params.items())),
+    Column("status", "`ok`, `failed` (see `error`) or `pending` (a task never finished); `--resume` reruns every task not `ok`", value=lambda r: r.status.value),
+    Column("nab_standard", "NAB v1.1 normalised score, standard profile (100 = perfect, 0 = the null detector), at its threshold", "points", "higher", DETERMINISTIC, _nab("standard")),
+    Column("nab_reward_low_FP_rate", "the same, reward_low_FP_rate profile", "points", "higher", DETERMINISTIC, _nab("reward_low_FP_rate")),
+    Column("nab_reward_low_FN_rate", "the same, reward_low_FN_rate profile", "points", "higher", DETERMINISTIC, _nab("reward_low_FN_rate")),
+    Column("backend", "where the model ran: `torch`, `onnxruntime`, `openvino`", value=_backend("backend"), backend=True),
+    Column("precision", "the model's numeric precision: `fp32`, `int8`", value=_backend("precision"), backend=True),
+    Column("f1", "event-based F1 at the standard profile's threshold (docs/metrics.md)", "", "higher", DETERMINISTIC, _det("f1")),
+    Column("alert_precision", "detected windows / (detected windows + false-positive alert events)", "", "higher", DETERMINISTIC, _det("precision")),
+    Column("recall", "detected windows / windows", "", "higher", DETERMINISTIC, _det("recall")),
+    Column("range_f1", "range-based F1 (Tatbul et al. 2018) at the same threshold", "", "higher", DETERMINISTIC, _det("range_f1")),
+    Column("range_precision", "range-based precision: the share of each alert's extent inside windows", "", "higher", DETERMINISTIC, _det("range_precision")),
+    Column("range_recall", "range-based recall: half for flagging a window, half for covering it", "", "higher", DETERMINISTIC, _det("range_recall")),
+    Column("latency_mean_s", "mean seconds from a detected window's first row to its first detection", "s", "lower", DETERMINISTIC, _det("latency_mean_s")),
+    Column("fp_events", "false-positive alert events at the same threshold", "events", "lower", DETERMINISTIC, _det("fp_events")),
+    Column("f1_best", "event-based F1 at the threshold that maximises it", "", "higher", DETERMINISTIC, _det("f1", "best_f1")),
+    Column("threshold", "the standard profile's threshold", value=lambda r: r.score.nab.profiles["standard"].threshold if r.score else None, exact=True),
+    Column("nab_standard_delta_pct", "NAB standard vs the same model's torch fp32 row", "%", "higher", DETERMINISTIC, backend=True),
+    Column("latency_b1_p50_ms", "milliseconds per `infer` call at batch 1, median (docs/timing.md)", "ms", "lower", "timing rounds' spread at batch 1 (result.json)", _lat("batch1", "p50_ms"), backend=True),
+    Column("latency_b1_p95_ms", "the same, 95th percentile", "ms", "lower", "timing rounds' spread at batch 1 (result.json)", _lat("batch1", "p95_ms"), backend=True),
+    Column("latency_b1_p99_ms", "the same, 99th percentile", "ms", "lower", "timing rounds' spread at batch 1 (result.json)", _lat("batch1", "p99_ms"), backend=True),
+    Column("batch", "the large batch (`timing.batch`)", "windows", value=_lat("batchN", "batch"), backend=True),
+    Column("latency_bN_p50_ms", "milliseconds per call at the large batch, median", "ms", "lower", TIMING_NOISE, _lat("batchN", "p50_ms"), backend=True),
+    Column("latency_bN_p95_ms", "the same, 95th percentile", "ms", "lower", TIMING_NOISE, _lat("batchN", "p95_ms"), backend=True),
+    Column("latency_bN_p99_ms", "the same, 99th percentile", "ms", "lower", TIMING_NOISE, _lat("batchN", "p99_ms"), backend=True),
+    Column("throughput_eps", "events (windows) scored per second at the large batch: `batch / p50`", "events/s", "higher", TIMING_NOISE, _lat("batchN", "events_per_s"), backend=True),
+    Column("throughput_b1_eps", "the same at batch 1", "events/s", "higher", "timing rounds' spread at batch 1 (result.json)", _lat("batch1", "events_per_s"), backend=True),
+    Column("speedup_vs_fp32", "throughput vs the same model's torch fp32 row, at the large batch", "x", "higher", TIMING_NOISE, backend=True),
+    Column("speedup_b1_vs_fp32", "the same at batch 1", "x", "higher", "timing rounds' spread at batch 1 (result.json)", backend=True),
+    Column("speedup_vs_backend_fp32", "throughput vs the same model's fp32 row on the same backend: what INT8 itself buys", "x", "higher", TIMING_NOISE, backend=True),
+    Column("throughput_spread_pct", "(max - min) / median of the large-batch timing rounds' medians: a speedup smaller than this is noise", "%", "lower", value=_lat("batchN", "spread_pct"), backend=True),
+    Column("model_bytes", "size of what the backend loads (ONNX file, OpenVINO IR, torch state dict)", "bytes", "lower", DETERMINISTIC, lambda r: r.score.model_bytes if r.score else None, backend=True),
+    Column("gate", "INT8 rows: `PASS`, `FAIL: <why>`, or `n/a: <why>` (see below)", backend=True),
+    Column("seconds", "the cell's tasks' wall time on their workers (scoring, and timing for a backend cell)", "s", "lower", "machine load", lambda r: r.seconds or None),
+    Column("error", "the first line of a failed task's error", value=lambda r: r.error),
+)
+
+BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
+
+
+def columns(with_backends: bool) -> list[Column]:
+    return [c for c in COLUMNS if with_backends or not c.backend]

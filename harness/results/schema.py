@@ -1,0 +1,173 @@
+"""Typed, versioned records of a run: the manifest, and one `CellResult` per cell holding a `TaskRecord` per task
+kind (scoring, timing). `harness.results.folder` is the only module that reads and writes them.
+
+Bump `SCHEMA_VERSION` when a stored field changes meaning or shape: a run folder of another version is refused
+on resume, with one line, instead of being misread.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from harness.scenario import Cell
+from harness.scoring.nab import DetectionMetrics, ProfileScore
+
+SCHEMA_VERSION = 2
+
+
+class Status(str, Enum):
+    """Where a task, or a cell (all its tasks), stands."""
+
+    OK = "ok"
+    FAILED = "failed"
+    PENDING = "pending"  # not run yet, or interrupted before it finished
+
+
+class RunStatus(str, Enum):
+    RUNNING = "running"
+    COMPLETE = "complete"
+    INTERRUPTED = "interrupted"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")  # NaN stays NaN (a latency of no window)
+
+
+class NodeFacts(_Record):
+    """Where a task ran: the Ray node and the machine under it."""
+
+    node_id: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    hostname: str
+    cpu_model: str
+    cores: int  # logical CPUs the operating system shows
+    ray_cpus: float | None = None  # CPUs the Ray node offers
+    memory_bytes: int
+    arch: str
+
+
+class NabResult(_Record):
+    """One detector's NAB report: every profile's score, and the detection metrics at each profile's threshold
+    and at the F1-best one (`best_f1`). Fields as in `harness.scoring.nab`."""
+
+    profiles: dict[str, ProfileScore]
+    detection: dict[str, DetectionMetrics]
+
+
+class ScoreResult(_Record):
+    """A scoring task: the detector over every corpus file, then NAB scoring."""
+
+    kind: Literal["score"] = "score"
+    nab: NabResult
+    files: int
+    rows: int
+    probation_percent: float
+    detect_s: float  # running the detector over the corpus (training and inference included)
+    prepare_s: float | None = None  # of detect_s: exporting / quantizing / compiling models for the backend
+    model_bytes: int | None = None
+    backend_info: dict[str, Any] | None = None  # settings, threads, versions, cache hits, output error vs torch
+
+
+class LatencyFigures(_Record):
+    """Per-call latency at one batch size (milliseconds), from harness.timing.Latency.to_dict."""
+
+    batch: int
+    iterations: int
+    duration_s: float
+    mean_ms: float
+    stdev_ms: float
+    min_ms: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    rounds_p50_ms: list[float]
+    spread_pct: float
+    events_per_s: float
+
+
+class TimingResult(_Record):
+    """A timing task: latency of the backend at batch 1 and at the large batch (docs/timing.md)."""
+
+    kind: Literal["timing"] = "timing"
+    batch1: LatencyFigures
+    batchN: LatencyFigures
+    file: str  # whose model and windows were timed
+    settings: dict[str, Any]
+    exclusive: bool  # timed alone on its node
+    cache: str | None = None  # "hit": the artefacts the scoring task cached were reused
+
+
+TaskResult = Union[ScoreResult, TimingResult]
+
+
+class TaskRecord(_Record):
+    kind: str
+    status: Status
+    started_at: str | None = None
+    seconds: float = 0.0
+    node: NodeFacts | None = None
+    error: str | None = None  # the first line of the error of a failed task
+    traceback: str | None = None
+    result: TaskResult | None = Field(None, discriminator="kind")
+
+
+class CellResult(_Record):
+    """Everything recorded about one cell: its definition and one record per task kind it needs."""
+
+    schema_version: int = SCHEMA_VERSION
+    cell: Cell
+    kinds: list[str]  # the task kinds this cell needs, in order
+    tasks: dict[str, TaskRecord] = Field(default_factory=dict)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def status(self) -> Status:
+        states = [self.tasks[k].status if k in self.tasks else Status.PENDING for k in self.kinds]
+        if Status.FAILED in states:
+            return Status.FAILED
+        return Status.OK if all(s == Status.OK for s in states) else Status.PENDING
+
+    @property
+    def error(self) -> str:
+        """The first failed task's error, prefixed with its kind unless it is the scoring."""
+        for k in self.kinds:
+            t = self.tasks.get(k)
+            if t is not None and t.status == Status.FAILED:
+                return t.error or "" if k == "score" else f"{k}: {t.error}"
+        return ""
+
+    @property
+    def score(self) -> ScoreResult | None:
+        t = self.tasks.get("score")
+        return t.result if t is not None and t.status == Status.OK else None  # type: ignore[return-value]
+
+    @property
+    def timing(self) -> TimingResult | None:
+        t = self.tasks.get("timing")
+        return t.result if t is not None and t.status == Status.OK else None  # type: ignore[return-value]
+
+    @property
+    def seconds(self) -> float:
+        return sum(t.seconds for t in self.tasks.values())
+
+
+class Manifest(BaseModel):
+    """What a run records about itself, so that a row of its table can be reproduced and a resume checked."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = SCHEMA_VERSION
+    scenario: dict[str, Any]  # file, given (the text), resolved (defaults filled in)
+    corpus: dict[str, Any]  # root, files, rows, fingerprint, only
+    cells: list[str]
+    command: list[str]
+    environment: dict[str, Any]  # code identity, packages, python, platform, CPU
+    ray: dict[str, Any] | None = None  # address, version, resources, nodes
+    started_at: str
+    resumed_at: list[str] = Field(default_factory=list)
+    finished_at: str | None = None
+    status: RunStatus = RunStatus.RUNNING

@@ -1,0 +1,40 @@
+"""Task kinds and how a scenario's cells become tasks.
+
+- `score` (harness.tasks.score): the cell's detector over every corpus file, then NAB scoring.
+- `timing` (harness.tasks.timing): a backend cell's latency, after its scoring (it times the model the scoring
+  trained and cached); with `timing.exclusive` it needs a node to itself.
+
+Load tests join as a third kind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.scenario import Cell
+from harness.tasks import score, timing
+from harness.tasks.base import Needs, RunContext, Task, execute, failed
+
+KINDS = {"score": score, "timing": timing}
+
+
+def kinds_of(cell: Cell) -> list[str]:
+    """The task kinds a cell needs, in dependency order."""
+    return ["score", "timing"] if cell.backend is not None else ["score"]
+
+
+def plan_tasks(cells: list[Cell], timing_settings: dict[str, Any], files: int) -> list[Task]:
+    """Every cell's tasks: a scoring task reserving the backend's threads (1 CPU without a backend), and for a
+    backend cell a timing task after it, alone on its node when timing is exclusive."""
+    tasks = []
+    for cell in cells:
+        threads = cell.backend.threads if cell.backend is not None else 1
+        scoring = Task(f"{cell.id}/score", "score", cell, Needs(cpus=threads), units=max(files, 1))
+        tasks.append(scoring)
+        if "timing" in kinds_of(cell):
+            needs = Needs(cpus=threads, exclusive=bool(timing_settings.get("exclusive", True)))
+            tasks.append(Task(f"{cell.id}/timing", "timing", cell, needs, after=(scoring.id,)))
+    return tasks
+
+
+__all__ = ["KINDS", "Needs", "RunContext", "Task", "execute", "failed", "kinds_of", "plan_tasks"]

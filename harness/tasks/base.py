@@ -1,0 +1,79 @@
+"""What every task kind shares: the work it needs (`Needs`, read by the runner's placement), the `Task` itself,
+the shared `RunContext`, and `execute`, which runs a task in plain Python and turns any failure into a record.
+
+A task kind is a module with `run(task, context, inputs, progress) -> (result, artefacts)`: `inputs` are the
+artefacts of the tasks it depends on (by kind), `progress(n)` reports n more units done, `result` is the kind's
+typed result (harness.results.schema) and `artefacts` what the run folder stores and dependents receive.
+Nothing here imports Ray: the runner calls `execute` inside its Ray tasks, tests call it directly.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from harness.corpus.layout import Corpus
+from harness.environment import now
+from harness.results.schema import Status, TaskRecord, TaskResult
+from harness.scenario import Cell
+from harness.scoring.profiles import Profile
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a task needs from a node: CPUs, memory, node labels that must match, and whether it must be alone
+    there (`exclusive`: it reserves every CPU of the node, so no other task runs beside it)."""
+
+    cpus: float = 1.0
+    memory_bytes: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    exclusive: bool = False
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str  # "<cell id>/<kind>"
+    kind: str
+    cell: Cell
+    needs: Needs
+    after: tuple[str, ...] = ()  # ids of the tasks whose artefacts this one takes as inputs
+    units: int = 1  # progress units (a scoring task: one per corpus file)
+
+
+@dataclass
+class RunContext:
+    """Everything a run's tasks share, shipped to the workers once."""
+
+    corpus: Corpus
+    profiles: tuple[Profile, ...]
+    thresholds: dict[str, dict[str, float]] | None  # per detector label, per profile; None: optimise
+    probation_percent: float
+    timing: dict[str, Any]  # the scenario's timing settings (TimingSpec)
+
+
+def execute(task: Task, context: RunContext, inputs: dict[str, dict[str, Any]], progress: Progress | None = None) -> tuple[TaskRecord, dict[str, Any]]:
+    """Run one task; a failure is data (a failed record with the error and traceback), never an exception."""
+    from harness.tasks import KINDS
+
+    started, t0 = now(), time.perf_counter()
+    try:
+        result, artefacts = KINDS[task.kind].run(task, context, inputs, progress or (lambda n: None))
+        return TaskRecord(kind=task.kind, status=Status.OK, started_at=started, seconds=time.perf_counter() - t0, result=result), artefacts
+    except Exception as exc:  # noqa: BLE001 - any detector or backend failure is recorded, never fatal to the run
+        return failed(task.kind, exc, started, time.perf_counter() - t0, traceback.format_exc()), {}
+
+
+def failed(kind: str, error: BaseException | str, started: str | None = None, seconds: float = 0.0, tb: str | None = None) -> TaskRecord:
+    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return TaskRecord(
+        kind=kind,
+        status=Status.FAILED,
+        started_at=started,
+        seconds=seconds,
+        error=(message.splitlines() or [""])[0],
+        traceback=tb,
+    )

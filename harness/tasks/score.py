@@ -1,0 +1,68 @@
+"""The scoring task: one cell's detector over every corpus file, record by record or vectorised (the detector's
+`score_file`), with the scenario's probationary period; then NAB scoring of the whole corpus.
+
+A backend cell's detector runs its inference on that backend; what the timing task needs to time it (the last
+file's model and calibration, and real windows of it) is handed over as a pickle.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from typing import Any
+
+import numpy as np
+
+from harness.results.folder import CURVE, HANDOFF, SCORES
+from harness.results.schema import NabResult, ScoreResult
+from harness.scoring.nab import probation_rows, score_detector
+from harness.tasks.base import Progress, RunContext, Task
+
+
+def run(task: Task, ctx: RunContext, inputs: dict[str, Any], progress: Progress) -> tuple[ScoreResult, dict[str, Any]]:
+    from harness.detectors import resolve_detector
+
+    cell = task.cell
+    started = time.perf_counter()
+    detector = resolve_detector(cell.type)(**cell.params)
+    if cell.backend is not None:
+        detector.use_backend(cell.backend)
+    scores = []
+    for f in ctx.corpus.files:
+        s = np.asarray(detector.score_file(f, probation_rows(f.n_rows, ctx.probation_percent)), dtype=np.float64)
+        if s.shape != (f.n_rows,) or not np.isfinite(s).all():
+            raise ValueError(f"{f.name}: detector returned {s.shape} scores (finite: {np.isfinite(s).all()}), expected {f.n_rows} finite")
+        scores.append(s)
+        progress(1)
+    detect_s = time.perf_counter() - started
+    thresholds = ctx.thresholds[cell.detector] if ctx.thresholds else None
+    report = score_detector(
+        ctx.corpus.files, scores, cell.detector, thresholds, ctx.profiles, ctx.probation_percent, ctx.corpus.label_windows
+    )
+    curve = report.pr_curve
+    artefacts: dict[str, Any] = {
+        SCORES: scores,
+        CURVE: {"threshold": curve.thresholds, "precision": curve.precision, "recall": curve.recall},
+    }
+    result = ScoreResult(
+        nab=NabResult(profiles=report.profiles, detection=report.detection),
+        files=len(ctx.corpus.files),
+        rows=ctx.corpus.n_rows,
+        probation_percent=ctx.probation_percent,
+        detect_s=detect_s,
+    )
+    if cell.backend is not None:
+        if detector.last_compiled is None:
+            raise RuntimeError("the backend never ran: no file had rows to score")
+        info = detector.backend_summary()
+        result.model_bytes, result.backend_info, result.prepare_s = detector.last_compiled.size_bytes, info, info["prepare_s_total"]
+        artefacts[HANDOFF] = pickle.dumps(
+            {
+                "spec": cell.backend.model_dump(),
+                "model": detector.last_model,
+                "calibration": detector.last_calibration,
+                "windows": np.ascontiguousarray(detector.scored_windows()[: max(int(ctx.timing.get("batch", 256)), 1)]),
+                "file": ctx.corpus.files[-1].name,
+            }
+        )
+    return result, artefacts
