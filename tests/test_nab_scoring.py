@@ -333,3 +333,57 @@ def test_error_thresholds_xor_optimize(both: bool) -> None:
     how = ["--thresholds", str(NAB / "config" / "thresholds.json"), "--optimize"] if both else []
     p = nab_score(NAB / "results" / "numenta", *how)
     assert_one_line_error(p, "--thresholds", "--optimize")
+
+
+# --- F1 that flagging everything cannot game --------------------------------------------------------------
+
+
+def gamed_f1s(files, label_windows=None) -> dict[str, float]:
+    """Every F1 the harness reports, for the null detector and for one that flags every row (at the F1-best
+    threshold, and with every row flagged)."""
+    from harness.scoring.nab import CorpusIndex, NabSweep
+
+    out = {}
+    for name, make in (("null", lambda f: np.full(f.n_rows, 0.5)), ("ones", lambda f: np.ones(f.n_rows))):
+        scores = [make(f) for f in files]
+        rep = score_detector(files, scores, name, label_windows=label_windows)
+        for at, d in rep.detection.items():
+            out[f"{name} f1@{at}"], out[f"{name} range_f1@{at}"] = d.f1, d.range_f1
+        sweep = NabSweep(CorpusIndex.build(files, label_windows=label_windows), scores)
+        everything = sweep.detection(int(sweep.candidates[-1]))  # the lowest threshold: every row flagged
+        out[f"{name} f1@all rows"], out[f"{name} range_f1@all rows"] = everything.f1, everything.range_f1
+    return out
+
+
+def test_flagging_everything_gets_a_low_f1_on_the_synthetic_corpus(synthetic_root) -> None:
+    corpus = load_corpus(synthetic_root, values=False)
+    f1s = gamed_f1s(corpus.files, corpus.label_windows)
+    assert max(f1s.values()) < 0.25, f1s
+    assert f1s["ones f1@all rows"] > 0  # it does detect every window; it is just not rewarded for it
+
+
+@needs_nab
+def test_flagging_everything_gets_a_low_f1_on_nab() -> None:
+    """Event-based precision used to count a run of detections as one alert, so flagging every row gave 0.5757,
+    the best F1 of every detector on NAB (null included). Alert events are now cut at the file's window
+    length, and range-based precision weighs each alert by how much of it lies inside windows."""
+    corpus = load_corpus(NAB, values=False)
+    f1s = gamed_f1s(corpus.files, corpus.label_windows)
+    assert max(f1s.values()) < 0.2, f1s
+    _, numenta = read_results_dir(NAB / "results" / "numenta", corpus)
+    real = score_detector(corpus.files, numenta, "numenta", label_windows=corpus.label_windows).detection
+    assert real["best_f1"].f1 > 0.6 and real["standard"].range_f1 > 0.4  # a real detector stays well above
+
+
+def test_alert_events_are_cut_at_the_window_length() -> None:
+    """One file of 200 rows, one window of 20 rows (100..119): a run of 45 false positives right after the
+    window spans the blocks [120, 140), [140, 160), [160, 180): three events, not one."""
+    t0 = np.datetime64("2026-01-01T00:00:00", "s")
+    f = SeriesFile("c/f.csv", 200, np.array([[100, 119]]), t0 + np.arange(200) * np.timedelta64(300, "s"), np.zeros(200))
+    s = np.zeros(200)
+    s[120:165] = 1.0
+    s[105] = 1.0
+    want = ref.evaluate(ref_files([f], [s]), 0.5, 1.0, 0.11, 1.0)
+    assert (want.fp, want.fp_events, want.tp) == (45, 3, 1)
+    rep = score_detector([f], [s], "d", {p.name: 0.5 for p in NAB_PROFILES})
+    check_against_reference(rep, "standard", want, [f], [s])

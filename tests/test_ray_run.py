@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -156,3 +157,42 @@ def test_ray_job_submit_runs_the_quickstart(ray_cluster, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["ray"]["address"] == "auto"
     assert manifest["ray"]["cluster_resources"]["CPU"] >= 2
+
+
+def test_ray_job_submit_ships_user_detectors_and_the_model_cache(ray_cluster, tmp_path):
+    """A user's detector package known to the driver only (PYTHONPATH of the entrypoint, not of the workers)
+    reaches the workers as py_modules, HARNESS_CACHE reaches them too (the timing task reads back what the scoring
+    task cached), and the manifest records the code's identity."""
+    from harness.environment import tree_sha256
+
+    pkgs = tmp_path / "pkgs"
+    shutil.copytree(REPO / "tests" / "userdet", pkgs / "jobdet")
+    # Ray names an uploaded package by its contents: a byte-identical copy of tests/userdet (shipped by another
+    # test) would be unpacked under that name instead
+    (pkgs / "jobdet" / "README").write_text("the user's own package, known to the job's driver only\n")
+    scenario = tmp_path / "job.yaml"
+    scenario.write_text(
+        "name: job\ncorpus:\n  synthetic: {seed: 3, rows: 600}\ndetectors:\n"
+        "  - type: jobdet:LinearForecaster\n    label: mine\n    params: {window: 8, epochs: 1}\n"
+        "backends:\n  - {backend: torch}\n  - {backend: onnxruntime, precision: int8}\n"
+        "timing: {batch: 16, warmup: 1, min_iterations: 5, min_duration_s: 0.0, rounds: 1}\n"
+    )
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    proc = ray_cluster.run(
+        [
+            "ray", "job", "submit", "--address", ray_cluster.dashboard_url, "--working-dir", ".", "--",
+            "env", f"PYTHONPATH={pkgs}", f"HARNESS_CACHE={cache}",
+            "python", "-m", "harness", "run", str(scenario), "--out", str(out),
+        ],
+        timeout=500,
+    )
+    log = "\n".join(line for line in (proc.stdout + proc.stderr).splitlines() if "packaging.py" not in line)
+    assert proc.returncode == 0, log[-5000:]
+    table = read_table(out).set_index("cell")
+    assert table.index.tolist() == ["mine.torch-fp32", "mine.onnxruntime-int8-dynamic"]
+    assert set(table["status"]) == {"ok"}, table["error"].tolist()
+    timed = json.loads((out / "cells" / "mine.onnxruntime-int8-dynamic" / "result.json").read_text())
+    assert timed["tasks"]["timing"]["result"]["cache"] == "hit"
+    assert any(cache.joinpath("models").rglob("*.onnx"))
+    code = json.loads((out / "manifest.json").read_text())["environment"]["code"]
+    assert code["tree_sha256"] == tree_sha256(REPO / "harness")  # the uploaded copy is this code

@@ -7,7 +7,7 @@ import importlib.util
 from pathlib import Path
 
 from harness.detectors.autoencoder import DenseAutoencoder
-from harness.detectors.base import StreamingDetector
+from harness.detectors.base import Stream, StreamingDetector
 from harness.detectors.baselines import NullDetector, RandomDetector, WindowedGaussian
 from harness.detectors.lstm import LSTMForecaster
 
@@ -58,4 +58,4 @@ def default_label(kind: str) -> str:
     return kind.rpartition(":")[2]
 
 
-__all__ = ["DETECTORS", "StreamingDetector", "resolve_detector", "default_label", "user_code_path"]
+__all__ = ["DETECTORS", "Stream", "StreamingDetector", "resolve_detector", "default_label", "user_code_path"]

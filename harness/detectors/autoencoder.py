@@ -45,6 +45,10 @@ class DenseAutoencoder(LearnedDetector):
         x = np.ascontiguousarray(sliding(z, self.params.window), dtype=np.float32)
         return x, x
 
+    def window_pair(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = z[None, :]
+        return x, x
+
     def errors(self, inputs: np.ndarray, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
         d = np.abs(np.asarray(outputs, np.float64) - np.asarray(targets, np.float64))
         if self.params.error == "newest":

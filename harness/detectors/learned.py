@@ -136,6 +136,11 @@ class LearnedDetector(StreamingDetector):
         """One non-negative error per window (float64, (N,))."""
         raise NotImplementedError
 
+    def window_pair(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The (input (1, window), target) pair of the newest record, from its `lag` + 1 normalised values: what
+        `training_pairs` gives for them, which subclasses may compute more cheaply (it runs once per record)."""
+        return self.training_pairs(z)
+
     def loss(self, outputs: "torch.Tensor", targets: "torch.Tensor") -> "torch.Tensor":
         import torch
 
@@ -322,21 +327,26 @@ class LearnedDetector(StreamingDetector):
             return 0.0
         if self._fitted is None:
             self._begin_scoring(np.asarray(self._head, dtype=np.float64))
-        model, mean, scale = self._fitted
-        z = float(self.normalise(np.array([value]), mean, scale)[0])
-        window = [*self._window, z]
+        model = self._fitted[0]
+        window = [*self._window, self._normalise_one(value)]
         if len(window) < self.lag + 1:  # the window reaches before the stream's first record: pad with it
             window = [window[0]] * (self.lag + 1 - len(window)) + window
-        x, y = self.training_pairs(np.asarray(window, dtype=np.float32))
-        error = float(self.errors(x, self.run_inference(model, x), y)[0])
+        x, y = self.window_pair(np.asarray(window, dtype=np.float32))
+        error = float(self.errors(x, self.infer(model, x), y)[0])
         return self._likelihood.update(error)
 
     def learn_one(self, timestamp, value) -> None:
         if self._fitted is None:
             self._head.append(float(value))
         else:
-            self._window.append(float(self.normalise(np.array([value]), *self._fitted[1:])[0]))
+            self._window.append(self._normalise_one(value))
         self._seen += 1
+
+    def _normalise_one(self, value: float) -> float:
+        """`normalise` of one value, in plain floats (the same float64 arithmetic, then float32)."""
+        _, mean, scale = self._fitted
+        clip = self.params.clip
+        return float(np.float32(min(max((float(value) - mean) / scale, -clip), clip)))
 
     def _begin_scoring(self, head: np.ndarray) -> None:
         """Train on the probationary records, seed the likelihood with their (in-sample) errors, and keep their

@@ -54,5 +54,8 @@ class LSTMForecaster(LearnedDetector):
         inputs = np.ascontiguousarray(sliding(z[:-1], w), dtype=np.float32)
         return inputs, np.ascontiguousarray(z[w:, None], dtype=np.float32)  # targets (N, 1), like the outputs
 
+    def window_pair(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return z[None, :-1], z[None, -1:]
+
     def errors(self, inputs: np.ndarray, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
         return np.abs(np.asarray(outputs, np.float64).reshape(-1) - np.asarray(targets, np.float64).reshape(-1))
