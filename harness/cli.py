@@ -80,12 +80,15 @@ def cmd_validate(args) -> int:
     return 0
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler stopping the job, `kill`): handled as Ctrl-C is."""
+_terminated = False  # set by SIGTERM: the interruption that follows is reported as a termination
 
 
 def _terminate(signum, frame) -> None:
-    raise Terminated()
+    """SIGTERM (a scheduler stopping the job, `kill`) is handled as Ctrl-C is. The flag, not the exception's
+    type, says which it was: Ray may re-raise a KeyboardInterrupt of its own while it waits."""
+    global _terminated
+    _terminated = True
+    raise KeyboardInterrupt()
 
 
 def cmd_run(args) -> int:
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as exc:
-        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+    except KeyboardInterrupt:
+        how = "terminated" if _terminated else "interrupted"
         print(f"harness: {how}; finished tasks are kept (finish the run with --resume --out DIR)", file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
+        return 143 if _terminated else 130

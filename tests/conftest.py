@@ -9,6 +9,7 @@ with CI=true, where it fails: a green CI must never hide the NAB or the Ray path
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -164,6 +165,59 @@ def ray_cluster() -> RayCluster:
         kill_stragglers(str(temp_dir))
         subprocess.run(["ip", "netns", "del", ns], check=False)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+# --- the CLI as a user runs it ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment for CLI subprocesses: importing `ray` fails loudly, caches stay in a temporary folder."""
+    guard = tmp_path_factory.mktemp("noray")
+    (guard / "ray").mkdir()
+    (guard / "ray" / "__init__.py").write_text('raise ImportError("tests: Ray must not be imported here")\n')
+    env = os.environ.copy()
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(guard), env.get("PYTHONPATH", "")) if p)
+    env["HARNESS_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def harness(env: dict[str, str], *args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *map(str, args)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    """Exit status 2 and exactly one line on stderr, no traceback; returns that line."""
+    assert proc.returncode == 2, f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{proc.stderr}"
+    assert lines[0].strip(), "the error line is blank"
+    return lines[0]
+
+
+def write_nab(root: Path) -> Path:
+    """A tiny corpus in NAB's layout: one file of 5 rows, one labelled window."""
+    (root / "data" / "cat").mkdir(parents=True)
+    rows = ["timestamp,value"] + [f"2026-01-01 00:{5 * i:02d}:00,{v}" for i, v in enumerate([1.0, 2.0, 1.5, 9.0, 1.0])]
+    (root / "data" / "cat" / "f.csv").write_text("\n".join(rows) + "\n")
+    (root / "labels").mkdir()
+    (root / "labels" / "combined_windows.json").write_text(
+        json.dumps({"cat/f.csv": [["2026-01-01 00:10:00.000000", "2026-01-01 00:15:00.000000"]]})
+    )
+    return root
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes | None, int]]:
+    """Every path under `folder` with its bytes (None for folders) and mtime: 'untouched' means equal."""
+    out = {".": (None, folder.stat().st_mtime_ns)}
+    for p in sorted(folder.rglob("*")):
+        out[str(p.relative_to(folder))] = (p.read_bytes() if p.is_file() else None, p.stat().st_mtime_ns)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -184,3 +184,24 @@ def test_empty_dest_is_filled(tmp_path: Path) -> None:
 
 def test_verify_tree_on_an_empty_folder_lists_everything(tmp_path: Path) -> None:
     assert verify_tree(tmp_path) == list(manifest()[1])
+
+
+def test_the_command_prints_plain_progress_lines_and_its_error_on_a_line_of_its_own(tmp_path: Path) -> None:
+    """stderr captured (not a terminal): whole lines, no carriage returns; a failure is the last line."""
+    import subprocess
+    import sys
+
+    served = copy_manifest_files(tmp_path / "served", skip=MISSING)
+    with serve(NAB) as good, serve(served) as bad:
+        ok = subprocess.run([sys.executable, "-m", "harness", "nab", "fetch", str(tmp_path / "ok"), "--base-url", good],
+                            capture_output=True, text=True, timeout=120)
+        failed = subprocess.run([sys.executable, "-m", "harness", "nab", "fetch", str(tmp_path / "bad"), "--base-url", bad],
+                                capture_output=True, text=True, timeout=120)
+    total = len(manifest()[1])
+    assert ok.returncode == 0, ok.stderr
+    assert "\r" not in ok.stderr and ok.stderr.splitlines()[-1] == f"fetched: {total}/{total} files"
+    assert 2 <= len(ok.stderr.splitlines()) <= 13  # about one line per 10%, not one per file
+    assert failed.returncode == 2 and "\r" not in failed.stderr
+    last = failed.stderr.splitlines()[-1]
+    assert last.startswith("harness: error: ") and MISSING in last and "HTTP 404" in last, failed.stderr
+    assert all(line.startswith("fetched: ") for line in failed.stderr.splitlines()[:-1]), failed.stderr

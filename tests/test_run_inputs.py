@@ -19,8 +19,7 @@ from harness.plan import plan
 from harness.results.folder import RunFolder
 from harness.run import new_manifest
 
-from conftest import NAB, REPO, needs_nab, needs_netns
-from test_scenario import cli_env, harness, one_error_line, snapshot, write_nab  # noqa: F401 - cli_env is a fixture
+from conftest import NAB, REPO, harness, needs_nab, needs_netns, one_error_line, snapshot, write_nab
 
 SCENARIO = "name: resumable\ncorpus: {{path: nab}}\ndetectors:\n  - type: random\n    params: {{seed: {seed}}}\n"
 

@@ -11,10 +11,8 @@ Importing this package imports none of torch, onnxruntime, openvino or nncf.
 from harness.backends.base import (
     BACKENDS,
     DEFAULT_ORT_QUANTIZATION,
-    PRECISIONS,
     BackendSpec,
     Compiled,
-    default_cache_dir,
     output_errors,
     prepare,
 )
@@ -22,10 +20,8 @@ from harness.backends.base import (
 __all__ = [
     "BACKENDS",
     "DEFAULT_ORT_QUANTIZATION",
-    "PRECISIONS",
     "BackendSpec",
     "Compiled",
-    "default_cache_dir",
     "output_errors",
     "prepare",
 ]

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     import torch
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
-PRECISIONS = ("fp32", "int8")
 
 # ONNX Runtime INT8 when `quantization` is not given. Static is not better here (benchmarks/bench_backends.py;
 # AMD EPYC, 1 thread, window 32, hidden 32): dynamic vs static latency within run-to-run noise (LSTM batch 256

@@ -50,6 +50,7 @@ does not grow with the stream. The two agree to float rounding (tests/test_strea
 from __future__ import annotations
 
 import bisect
+import inspect
 import math
 from collections import deque
 from typing import Any
@@ -134,6 +135,13 @@ def anomaly_likelihood(
     return r
 
 
+_SURPRISE_DEFAULTS = {
+    name: param.default
+    for name, param in inspect.signature(surprise).parameters.items()
+    if param.kind is inspect.Parameter.KEYWORD_ONLY
+}
+
+
 class StreamingLikelihood:
     """`anomaly_likelihood` one record at a time: `update(error)` returns the score of the newest record.
 
@@ -141,28 +149,20 @@ class StreamingLikelihood:
     a missing value to the windows, as it does in the vectorised path.
     """
 
-    def __init__(
-        self,
-        start: int = 0,
-        *,
-        suppress: int = 300,
-        damping: float = 0.5,
-        short_window: int = 1,
-        long_window: int = 8640,
-        min_history: int = 100,
-        tail: str = "gauss",
-        quantile: float = 0.99,
-        rel_floor: float = 0.1,
-        abs_floor: float = 1e-3,
-    ):
-        if tail not in TAILS:
-            raise ValueError(f"tail must be one of {TAILS}, got {tail!r}")
+    def __init__(self, start: int = 0, *, suppress: int = 300, damping: float = 0.5, **surprise_params: Any):
+        """`surprise_params` are `surprise`'s keyword arguments, with its defaults."""
+        unknown = set(surprise_params) - set(_SURPRISE_DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown likelihood parameters: {sorted(unknown)}")
+        p = {**_SURPRISE_DEFAULTS, **surprise_params}
+        if p["tail"] not in TAILS:
+            raise ValueError(f"tail must be one of {TAILS}, got {p['tail']!r}")
         self.start, self.suppress, self.damping = max(start, 0), suppress, damping
-        self.short_window, self.min_history, self.tail = short_window, min_history, tail
-        self.quantile, self.rel_floor, self.abs_floor = quantile, rel_floor, abs_floor
+        self.min_history, self.tail = p["min_history"], p["tail"]
+        self.quantile, self.rel_floor, self.abs_floor = p["quantile"], p["rel_floor"], p["abs_floor"]
         self.i = 0
-        self._short: deque[float] = deque(maxlen=short_window)  # the last errors (NaN kept: it is a missing value)
-        self._history: deque[float] = deque(maxlen=long_window)  # the last averages m, NaN kept
+        self._short: deque[float] = deque(maxlen=p["short_window"])  # the last errors (NaN kept: a missing value)
+        self._history: deque[float] = deque(maxlen=p["long_window"])  # the last averages m, NaN kept
         self._sorted: list[float] = []  # the finite values of _history, ascending
         self._peaks: deque[tuple[int, float]] = deque()  # (row, r) with r decreasing: the suppression maximum
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from harness.corpus.layout import Corpus
 from harness.environment import now
-from harness.results.schema import Status, TaskRecord, TaskResult
+from harness.results.schema import Status, TaskRecord
 from harness.scenario import Cell
 from harness.scoring.profiles import Profile
 
