@@ -50,7 +50,7 @@ def new_manifest(p: Plan) -> Manifest:
 def check_resumable(previous: Manifest, current: Manifest, folder: RunFolder) -> None:
     """Refuse to mix results: the cells, the resolved scenario (wherever the corpus now lies) and the corpus's
     fingerprint must all be the ones the folder was started with."""
-    where = folder.root / "manifest.json"
+    where = folder.manifest_file
     if previous.cells != current.cells:
         raise InputError("--resume: this folder was run with different cells; use a new --out", where)
     before, after = (_flat(m.scenario["resolved"]) for m in (previous, current))
@@ -100,6 +100,9 @@ def execute(
     if resume and out is None:
         raise InputError("--resume needs --out: the folder of the run to finish")
     p = plan(scenario_path, corpus_override, only)
+    from harness.execution.runner import check_address
+
+    check_address(address)
     folder = RunFolder(out if out is not None else default_out(p))
     manifest = new_manifest(p)
     if resume:
@@ -149,7 +152,7 @@ def _run_tasks(
 
     code = [str(path) for t in todo if (path := user_code_path(t.cell.type)) is not None]
     context = RunContext(p.corpus, p.profiles, p.thresholds, p.scenario.scoring.probation_percent, p.scenario.timing.model_dump())
-    with RayRunner(address, code) as runner, Progress(sum(t.units for t in todo), "tasks") as bar:
+    with RayRunner(address, code) as runner, Progress(sum(t.units for t in todo), "steps (files scored, timings)") as bar:
         manifest.ray = runner.describe()
         folder.write_manifest(manifest)
         for done in runner.run(todo, context, handed, on_progress=bar.update):

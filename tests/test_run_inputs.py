@@ -200,3 +200,11 @@ def test_nab_score_prints_thresholds_with_every_digit(cli_env) -> None:
     proc = harness(cli_env, "nab", "score", NAB / "results" / "numenta", "--corpus", NAB, "--optimize")
     assert proc.returncode == 0, proc.stderr
     assert "0.543099145074" in proc.stdout, proc.stdout  # not 0.5431
+
+
+def test_an_address_nothing_answers_on_is_one_line_before_anything_is_written(started, cli_env, tmp_path: Path) -> None:
+    scenario, _ = started
+    out = tmp_path / "never"
+    line = one_error_line(harness(cli_env, "run", scenario, "--out", out, "--address", "127.0.0.1:1"))
+    assert "--address: no Ray cluster answers at 127.0.0.1:1" in line, line
+    assert not out.exists()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -28,13 +28,31 @@ LABELS = Path("labels") / "combined_windows.json"
 
 @dataclass
 class SeriesFile:
-    """One data file: its length, its labelled windows as inclusive row positions, and (optionally) its series."""
+    """One data file: its length, its labelled windows as inclusive row positions, and (optionally) its series.
+
+    Loaded for scoring only, it keeps the file's bytes instead of its series (`raw`), and `timestamps_at` reads
+    just the rows it is asked for: `harness nab score` needs a few hundred timestamps, not 365,000."""
 
     name: str  # relative path under data/, e.g. "realKnownCause/nyc_taxi.csv"
     n_rows: int
     windows: np.ndarray  # int64, shape (k, 2): inclusive [start_row, end_row]
     timestamps: np.ndarray | None = None  # datetime64[s]
-    values: np.ndarray | None = None  # float64 (None when loaded for scoring only)
+    values: np.ndarray | None = None  # float64
+    raw: bytes | None = field(default=None, repr=False)
+
+    def timestamps_at(self, rows) -> np.ndarray:
+        """datetime64[s] of the given rows."""
+        if self.timestamps is not None:
+            return self.timestamps[np.asarray(rows)]
+        assert self.raw is not None, "a SeriesFile without timestamps or bytes"
+        if not hasattr(self, "_line_ends"):
+            self._line_ends = np.flatnonzero(np.frombuffer(self.raw, np.uint8) == 10)
+        ends = np.append(self._line_ends, len(self.raw))
+        out = []
+        for r in rows:
+            line = self.raw[ends[r] + 1 : ends[r + 1]]
+            out.append(np.datetime64(line.split(b",", 1)[0].strip().decode(), "s"))
+        return np.array(out, dtype="datetime64[s]")
 
     @property
     def category(self) -> str:
@@ -146,19 +164,18 @@ def _load_file(root: Path, name: str, windows: list[list[str]], values: bool, di
     n = line_count(raw)
     if n == 0:
         raise InputError("expected a header 'timestamp,value' and at least one row", path)
-    stamps = _parse_timestamps(column_bytes(raw, "timestamp", path), path)
-    series = None
+    stamps = series = None
     if values:
+        stamps = _parse_timestamps(column_bytes(raw, "timestamp", path), path)
         series = float_column(raw, "value", path)
         bad = np.flatnonzero(~np.isfinite(series))
         if len(bad):
             raise InputError(f"row {int(bad[0]) + 1}: expected a finite value, got {series[bad[0]]}", path)
-    micro = stamps.astype("datetime64[us]")
-    rows = [tuple(_row_of(root, name, t, micro) for t in w) for w in windows]
+    rows = [tuple(_row_of(root, name, t, raw, stamps) for t in w) for w in windows]
     arr = np.array(rows, dtype=np.int64).reshape(-1, 2)
     if len(arr) and (np.any(arr[:, 1] < arr[:, 0]) or np.any(arr[1:, 0] <= arr[:-1, 1])):
         raise InputError("windows must be in time order, each ending after it starts, without overlap", root / LABELS, name)
-    return SeriesFile(name=name, n_rows=n, windows=arr, timestamps=stamps, values=series)
+    return SeriesFile(name=name, n_rows=n, windows=arr, timestamps=stamps, values=series, raw=None if values else raw)
 
 
 def _parse_timestamps(cells: np.ndarray, path: Path) -> np.ndarray:
@@ -176,14 +193,22 @@ def _parse_timestamps(cells: np.ndarray, path: Path) -> np.ndarray:
         raise
 
 
-def _row_of(root: Path, name: str, stamp: str, stamps: np.ndarray) -> int:  # stamps: datetime64[us]
+def _row_of(root: Path, name: str, stamp: str, raw: bytes, stamps: np.ndarray | None) -> int:
     """Position of the first row whose timestamp equals `stamp` (NAB's timestamps.index); a label that is no
-    timestamp, or names none of the file's, is the label file's fault."""
+    timestamp, or names none of the file's, is the label file's fault. Without parsed timestamps, a search of
+    the bytes for the usual spelling finds it; anything else parses the column."""
     try:
         when = np.datetime64(stamp.strip().replace("T", " "), "us")
     except ValueError:
         raise InputError(f"window timestamp {stamp!r} is not a timestamp", root / LABELS, name) from None
-    hits = np.flatnonzero(stamps == when)
+    if stamps is None:
+        text = str(when.astype("datetime64[s]")).replace("T", " ")
+        if when == np.datetime64(text, "us"):
+            pos = raw.find(b"\n" + text.encode() + b",")
+            if pos >= 0:
+                return raw.count(b"\n", 0, pos)  # newlines before the row's own = header + earlier rows
+        stamps = _parse_timestamps(column_bytes(raw, "timestamp", root / "data" / name), root / "data" / name)
+    hits = np.flatnonzero(stamps.astype("datetime64[us]") == when)
     if not len(hits):
         raise InputError(f"window timestamp {stamp!r} does not occur in data/{name}", root / LABELS, name)
     return int(hits[0])

@@ -38,6 +38,24 @@ def ray_environment(private: bool) -> None:
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's switch for a loopback-only node
 
 
+def check_address(address: str | None) -> None:
+    """A `host:port` that nothing answers on is bad input, said in one line at once (`ray.init` would retry for
+    minutes first). `auto`, `ray://` and dashboard addresses are left to Ray."""
+    if address is None or address == "auto" or "://" in address or ":" not in address:
+        return
+    import socket
+
+    from harness.errors import InputError
+
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except ValueError:
+        raise InputError(f"expected host:port or auto, got {address!r}", field="--address") from None
+    except OSError as exc:
+        raise InputError(f"no Ray cluster answers at {address} ({exc.strerror or exc})", field="--address") from None
+
+
 def inside_ray_job() -> bool:
     """True in the driver of a job started by `ray job submit`."""
     return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ

@@ -46,6 +46,7 @@ def _backend(field: str) -> Callable[[CellResult], Any]:
 
 
 TIMING_NOISE = "throughput_spread_pct"
+B1_NOISE = "the batch-1 timing rounds' spread (timing.batch1.spread_pct in result.json)"
 
 COLUMNS: tuple[Column, ...] = (
     Column("cell", "the cell id: the detector label, then `.param-value` for each grid axis, then the backend", value=lambda r: r.cell.id),
@@ -68,17 +69,17 @@ COLUMNS: tuple[Column, ...] = (
     Column("f1_best", "event-based F1 at the threshold that maximises it", "", "higher", DETERMINISTIC, _det("f1", "best_f1")),
     Column("threshold", "the standard profile's threshold", value=lambda r: r.score.nab.profiles["standard"].threshold if r.score else None, exact=True),
     Column("nab_standard_delta_pct", "NAB standard vs the same model's torch fp32 row", "%", "higher", DETERMINISTIC, backend=True),
-    Column("latency_b1_p50_ms", "milliseconds per `infer` call at batch 1, median (docs/timing.md)", "ms", "lower", "timing rounds' spread at batch 1 (result.json)", _lat("batch1", "p50_ms"), backend=True),
-    Column("latency_b1_p95_ms", "the same, 95th percentile", "ms", "lower", "timing rounds' spread at batch 1 (result.json)", _lat("batch1", "p95_ms"), backend=True),
-    Column("latency_b1_p99_ms", "the same, 99th percentile", "ms", "lower", "timing rounds' spread at batch 1 (result.json)", _lat("batch1", "p99_ms"), backend=True),
+    Column("latency_b1_p50_ms", "milliseconds per `infer` call at batch 1, median (docs/timing.md)", "ms", "lower", B1_NOISE, _lat("batch1", "p50_ms"), backend=True),
+    Column("latency_b1_p95_ms", "the same, 95th percentile", "ms", "lower", B1_NOISE, _lat("batch1", "p95_ms"), backend=True),
+    Column("latency_b1_p99_ms", "the same, 99th percentile", "ms", "lower", B1_NOISE, _lat("batch1", "p99_ms"), backend=True),
     Column("batch", "the large batch (`timing.batch`)", "windows", value=_lat("batchN", "batch"), backend=True),
     Column("latency_bN_p50_ms", "milliseconds per call at the large batch, median", "ms", "lower", TIMING_NOISE, _lat("batchN", "p50_ms"), backend=True),
     Column("latency_bN_p95_ms", "the same, 95th percentile", "ms", "lower", TIMING_NOISE, _lat("batchN", "p95_ms"), backend=True),
     Column("latency_bN_p99_ms", "the same, 99th percentile", "ms", "lower", TIMING_NOISE, _lat("batchN", "p99_ms"), backend=True),
     Column("throughput_eps", "events (windows) scored per second at the large batch: `batch / p50`", "events/s", "higher", TIMING_NOISE, _lat("batchN", "events_per_s"), backend=True),
-    Column("throughput_b1_eps", "the same at batch 1", "events/s", "higher", "timing rounds' spread at batch 1 (result.json)", _lat("batch1", "events_per_s"), backend=True),
+    Column("throughput_b1_eps", "the same at batch 1", "events/s", "higher", B1_NOISE, _lat("batch1", "events_per_s"), backend=True),
     Column("speedup_vs_fp32", "throughput vs the same model's torch fp32 row, at the large batch", "x", "higher", TIMING_NOISE, backend=True),
-    Column("speedup_b1_vs_fp32", "the same at batch 1", "x", "higher", "timing rounds' spread at batch 1 (result.json)", backend=True),
+    Column("speedup_b1_vs_fp32", "the same at batch 1", "x", "higher", B1_NOISE, backend=True),
     Column("speedup_vs_backend_fp32", "throughput vs the same model's fp32 row on the same backend: what INT8 itself buys", "x", "higher", TIMING_NOISE, backend=True),
     Column("throughput_spread_pct", "(max - min) / median of the large-batch timing rounds' medians: a speedup smaller than this is noise", "%", "lower", value=_lat("batchN", "spread_pct"), backend=True),
     Column("model_bytes", "size of what the backend loads (ONNX file, OpenVINO IR, torch state dict)", "bytes", "lower", DETERMINISTIC, lambda r: r.score.model_bytes if r.score else None, backend=True),

@@ -49,6 +49,11 @@ class RunFolder:
     def _manifest(self) -> Path:
         return self.root / "manifest.json"
 
+    @property
+    def manifest_file(self) -> Path:
+        """For messages that must name the file."""
+        return self._manifest
+
     def _cell(self, cell_id: str) -> Path:
         return self.root / "cells" / cell_id
 

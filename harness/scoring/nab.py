@@ -191,6 +191,7 @@ class NabSweep:
                 raise ValueError(f"{f.name}: {len(s)} scores for {f.n_rows} rows")
         self.index = index
         self.n_windows = index.n_windows
+        self._detections: dict[int, DetectionMetrics] = {}
         score = np.concatenate([np.asarray(s, dtype=np.float64)[k] for s, k in zip(scores, index.keep)] or [np.zeros(0)])
         self.score = score
         n = len(score)
@@ -310,6 +311,12 @@ class NabSweep:
         return int(ks[int(np.argmax(self._prf(ks)[2]))])
 
     def detection(self, k: int) -> DetectionMetrics:
+        """The detection metrics with the top k + 1 rows flagged (profiles often share a threshold: kept)."""
+        if k not in self._detections:
+            self._detections[k] = self._detection(k)
+        return self._detections[k]
+
+    def _detection(self, k: int) -> DetectionMetrics:
         ks = np.array([k])
         precision, recall, f1 = (float(a[0]) for a in self._prf(ks))
         detected, events = (int(a[0]) for a in self._counts(ks))
@@ -346,9 +353,8 @@ class NabSweep:
         lat_rows = (rows - starts).astype(np.float64)
         secs = np.full(len(g), np.nan)
         for j, (wg, r, s0) in enumerate(zip(g, rows, starts)):
-            ts = ix.files[ix.window_file[wg]].timestamps
-            if ts is not None:
-                secs[j] = (ts[r] - ts[s0]) / np.timedelta64(1, "s")
+            detected_at, started_at = ix.files[ix.window_file[wg]].timestamps_at([r, s0])
+            secs[j] = (detected_at - started_at) / np.timedelta64(1, "s")
         return lat_rows, secs
 
 
