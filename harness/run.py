@@ -20,7 +20,7 @@ from harness.errors import InputError
 from harness.plan import Plan, plan
 from harness.results.folder import HANDOFF, RunFolder
 from harness.results.schema import CellResult, Manifest, RunStatus, Status
-from harness.tasks import RunContext, Task, kinds_of, plan_tasks
+from harness.tasks import RunContext, Task, kinds_of, plan_tasks, task_id
 
 HANDED_OVER = {"score": [HANDOFF]}  # what a finished task of each kind hands to the tasks after it
 
@@ -83,7 +83,7 @@ def tasks_to_run(tasks: list[Task], results: dict[str, CellResult]) -> list[Task
     """Tasks not recorded ok, and every task after one of them (its inputs are about to change)."""
     todo = {t.id for t in tasks if (r := results[t.cell.id].tasks.get(t.kind)) is None or r.status != Status.OK}
     for t in tasks:  # tasks come in dependency order
-        if any(d in todo for d in t.after):
+        if any(d in todo for d in t.dependencies):
             todo.add(t.id)
     return [t for t in tasks if t.id in todo]
 
@@ -108,19 +108,19 @@ def execute(
     if resume:
         previous = folder.read_manifest()
         check_resumable(previous, manifest, folder)
-        manifest = previous.model_copy(update={"resumed_at": [*previous.resumed_at, now()], "status": RunStatus.RUNNING, "finished_at": None})
+        resume_entry = {"at": now(), "command": sys.argv, "code": manifest.environment["code"]}
+        manifest = previous.model_copy(update={"resumes": [*previous.resumes, resume_entry], "status": RunStatus.RUNNING, "finished_at": None})
     else:
         folder.check_new()
     results = {c.id: folder.read_cell(c, kinds_of(c)) for c in p.cells}
     tasks = plan_tasks(p.cells, p.scenario.timing.model_dump(), len(p.corpus.files))
     todo = tasks_to_run(tasks, results)
     todo_ids = {t.id for t in todo}
-    by_id = {t.id: t for t in tasks}
-    handed = {
-        dep: folder.artefacts(by_id[dep].cell.id, HANDED_OVER.get(by_id[dep].kind, []))
+    handed = {  # what finished tasks hand over to those about to run after them
+        task_id(t.cell.id, kind): folder.artefacts(t.cell.id, HANDED_OVER.get(kind, []))
         for t in todo
-        for dep in t.after
-        if dep not in todo_ids
+        for kind in t.after
+        if task_id(t.cell.id, kind) not in todo_ids
     }
     folder.write_scenario(p.scenario_text)
     folder.write_manifest(manifest)

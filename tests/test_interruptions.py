@@ -70,7 +70,7 @@ def finish_with_resume(cmd: list[str], out: Path, untouched: list[str]) -> None:
     assert all(r["status"] == "ok" and list(r["tasks"]) == ["score"] for r in done.values())
     assert table(out).index.tolist() == CELLS and set(table(out)["status"]) == {"ok"}
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["status"] == "complete" and len(manifest["resumed_at"]) == 1
+    assert manifest["status"] == "complete" and len(manifest["resumes"]) == 1 and manifest["resumes"][0]["code"]["tree_sha256"]
 
 
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])

@@ -53,13 +53,16 @@ from harness.scoring.profiles import load_profiles
 from harness.tasks import Needs, RunContext, Task
 
 corpus = load_corpus(write_corpus(sys.argv[2], 1, 500))
-cell = Cell(id="null", detector="null", type="null", params={}, axes={})
+def cell(name):
+    return Cell(id=name, detector="null", type="null", params={}, axes={})
+
+
 tasks = [
-    Task("edge/score", "score", cell, Needs(labels={"tier": "edge"})),
-    Task("edge-alone/score", "score", cell, Needs(labels={"tier": "edge"}, exclusive=True)),
-    Task("cloud/score", "score", cell, Needs(labels={"tier": "cloud"})),
-    Task("moon/score", "score", cell, Needs(labels={"tier": "moon"})),
-    Task("after-moon/timing", "timing", cell, Needs(), after=("moon/score",)),
+    Task("score", cell("edge"), Needs(labels={"tier": "edge"})),
+    Task("score", cell("edge-alone"), Needs(labels={"tier": "edge"}, exclusive=True)),
+    Task("score", cell("cloud"), Needs(labels={"tier": "cloud"})),
+    Task("score", cell("moon"), Needs(labels={"tier": "moon"})),
+    Task("timing", cell("moon"), Needs(), after=("score",)),
 ]
 with RayRunner(sys.argv[1]) as runner:
     nodes = {n["node_id"]: n["labels"].get("tier") for n in runner.describe()["node_list"]}
@@ -92,4 +95,4 @@ def test_tasks_run_where_their_labels_say_and_record_it(ray_cluster, tmp_path) -
     assert done["edge/score"]["node"]["ray_cpus"] == 1.0 and done["cloud/score"]["node"]["ray_cpus"] == 2.0
     assert done["moon/score"]["status"] == "failed"
     assert done["moon/score"]["error"] == "no node of the cluster has the labels tier=moon"
-    assert "after-moon/timing" not in done  # a task after a failed one never runs
+    assert "moon/timing" not in done  # a task after a failed one never runs

@@ -55,7 +55,7 @@ def test_quickstart_writes_table_manifest_and_prints_table(quickstart_run):
     assert manifest["ray"]["address"] == "local"
     assert "name: quickstart" in manifest["scenario"]["given"]
     assert manifest["scenario"]["resolved"]["detectors"][2]["grid"] == {"window": [288, 2016]}
-    assert manifest["started_at"] and manifest["finished_at"] and manifest["resumed_at"] == []
+    assert manifest["started_at"] and manifest["finished_at"] and manifest["resumes"] == []
     env = manifest["environment"]
     for key in ("code", "packages", "python", "cpu_model"):
         assert key in env

@@ -42,7 +42,7 @@ def context(corpus, probation: float = 0.15) -> RunContext:
 def test_cells_become_scoring_then_timing_tasks(corpus) -> None:
     plain = AE.model_copy(update={"id": "ae", "backend": None})
     tasks = plan_tasks([plain, AE], TIMING, len(corpus.files))
-    assert [(t.id, t.kind, t.after) for t in tasks] == [
+    assert [(t.id, t.kind, t.dependencies) for t in tasks] == [
         ("ae/score", "score", ()),
         (f"{AE.id}/score", "score", ()),
         (f"{AE.id}/timing", "timing", (f"{AE.id}/score",)),

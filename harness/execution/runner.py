@@ -68,9 +68,9 @@ class Finished:
     artefacts: dict[str, Any]
 
 
-def _entry(task: Task, context: RunContext, progress: Any, kinds: list[str], *dependencies: dict[str, Any]) -> tuple[TaskRecord, dict]:
+def _entry(task: Task, context: RunContext, progress: Any, *dependencies: dict[str, Any]) -> tuple[TaskRecord, dict]:
     """What each Ray task runs: the plain-Python task, and where it ran."""
-    record, artefacts = execute(task, context, dict(zip(kinds, dependencies)), progress)
+    record, artefacts = execute(task, context, dict(zip(task.after, dependencies)), progress)
     return record.model_copy(update={"node": NodeFacts(**node_facts())}), artefacts
 
 
@@ -172,18 +172,14 @@ class RayRunner:
         remote = ray.remote(max_retries=0, num_returns=2)(_entry)
         actor = ray.remote(num_cpus=0)(_Progress).remote()
         context_ref = ray.put(context)
-        by_id = {t.id: t for t in tasks}
         outputs = {tid: ray.put(artefacts) for tid, artefacts in (finished or {}).items()}
         waiting = list(tasks)
         running: dict[Any, tuple[Task, Any]] = {}  # record ref -> (task, artefacts ref)
         done_units = 0.0
 
-        def kind_of(tid: str) -> str:
-            return by_id[tid].kind if tid in by_id else tid.rsplit("/", 1)[-1]
-
         while waiting or running:
             for task in list(waiting):
-                if any(dep not in outputs for dep in task.after):
+                if any(dep not in outputs for dep in task.dependencies):
                     continue
                 waiting.remove(task)
                 try:
@@ -194,7 +190,7 @@ class RayRunner:
                     waiting = self._drop_dependents(task, waiting)
                     continue
                 refs = remote.options(**options).remote(
-                    task, context_ref, _Reporter(actor, task.id), [kind_of(d) for d in task.after], *(outputs[d] for d in task.after)
+                    task, context_ref, _Reporter(actor, task.id), *(outputs[d] for d in task.dependencies)
                 )
                 running[refs[0]] = (task, refs[1])
             if not running:
@@ -228,7 +224,7 @@ class RayRunner:
         while changed:
             changed = False
             for t in waiting:
-                if t.id not in gone and any(d in gone for d in t.after):
+                if t.id not in gone and any(d in gone for d in t.dependencies):
                     gone.add(t.id)
                     changed = True
         return [t for t in waiting if t.id not in gone]

@@ -168,6 +168,6 @@ class Manifest(BaseModel):
     environment: dict[str, Any]  # code identity, packages, python, platform, CPU
     ray: dict[str, Any] | None = None  # address, version, resources, nodes
     started_at: str
-    resumed_at: list[str] = Field(default_factory=list)
+    resumes: list[dict[str, Any]] = Field(default_factory=list)  # each --resume: at, command, code identity
     finished_at: str | None = None
     status: RunStatus = RunStatus.RUNNING

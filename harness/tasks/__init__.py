@@ -13,7 +13,7 @@ from typing import Any
 
 from harness.scenario import Cell
 from harness.tasks import score, timing
-from harness.tasks.base import Needs, RunContext, Task, execute, failed
+from harness.tasks.base import Needs, RunContext, Task, execute, failed, task_id
 
 KINDS = {"score": score, "timing": timing}
 
@@ -29,12 +29,11 @@ def plan_tasks(cells: list[Cell], timing_settings: dict[str, Any], files: int) -
     tasks = []
     for cell in cells:
         threads = cell.backend.threads if cell.backend is not None else 1
-        scoring = Task(f"{cell.id}/score", "score", cell, Needs(cpus=threads), units=max(files, 1))
-        tasks.append(scoring)
+        tasks.append(Task("score", cell, Needs(cpus=threads), units=max(files, 1)))
         if "timing" in kinds_of(cell):
             needs = Needs(cpus=threads, exclusive=bool(timing_settings.get("exclusive", True)))
-            tasks.append(Task(f"{cell.id}/timing", "timing", cell, needs, after=(scoring.id,)))
+            tasks.append(Task("timing", cell, needs, after=("score",)))
     return tasks
 
 
-__all__ = ["KINDS", "Needs", "RunContext", "Task", "execute", "failed", "kinds_of", "plan_tasks"]
+__all__ = ["KINDS", "Needs", "RunContext", "Task", "execute", "failed", "kinds_of", "plan_tasks", "task_id"]

@@ -36,12 +36,24 @@ class Needs:
 
 @dataclass(frozen=True)
 class Task:
-    id: str  # "<cell id>/<kind>"
     kind: str
     cell: Cell
     needs: Needs
-    after: tuple[str, ...] = ()  # ids of the tasks whose artefacts this one takes as inputs
+    after: tuple[str, ...] = ()  # kinds of this cell's tasks whose artefacts this one takes as inputs
     units: int = 1  # progress units (a scoring task: one per corpus file)
+
+    @property
+    def id(self) -> str:
+        return task_id(self.cell.id, self.kind)
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        """The ids of the tasks this one runs after."""
+        return tuple(task_id(self.cell.id, kind) for kind in self.after)
+
+
+def task_id(cell_id: str, kind: str) -> str:
+    return f"{cell_id}/{kind}"
 
 
 @dataclass
