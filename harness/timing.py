@@ -34,20 +34,8 @@ class Latency:
         return cls(batch, duration_s, summarize(ms), list(rounds_p50_ms or []), ms)
 
     @property
-    def iterations(self) -> int:
-        return self.summary.count
-
-    @property
     def p50_ms(self) -> float:
         return self.summary.p50
-
-    @property
-    def p95_ms(self) -> float:
-        return self.summary.p95
-
-    @property
-    def min_ms(self) -> float:
-        return self.summary.min
 
     @property
     def events_per_s(self) -> float:

@@ -1,6 +1,7 @@
 """Placement: needs become Ray options (pure), and on a real two-node cluster (the session's head, labelled
 tier=cloud, plus a worker node labelled tier=edge) a task asking for tier=edge runs there and records where it
-ran; one asking for labels no node has fails at once with the reason; exclusive use reserves the whole node."""
+ran; one asking for labels no node has fails at once with the reason; exclusive use reserves the whole node; a
+running task's progress reaches the driver file by file."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from harness.execution.placement import Unplaceable, ray_options
 from harness.tasks import Needs
 
-from conftest import needs_netns
+from conftest import REPO, needs_netns
 
 NODES = [
     {"NodeID": "a", "Alive": True, "Resources": {"CPU": 2.0}, "Labels": {"tier": "cloud"}},
@@ -64,10 +65,14 @@ tasks = [
     Task("score", cell("moon"), Needs(labels={"tier": "moon"})),
     Task("timing", cell("moon"), Needs(), after=("score",)),
 ]
-with RayRunner(sys.argv[1]) as runner:
+slow = Cell(id="slow", detector="slow", type="userdet:Slow", params={"seconds": 0.3}, axes={})
+context = RunContext(corpus, load_profiles(None), None, 0.15, {})
+with RayRunner(sys.argv[1], code=[sys.argv[3]]) as runner:
     nodes = {n["node_id"]: n["labels"].get("tier") for n in runner.describe()["node_list"]}
-    done = {f.task.id: f.record.model_dump(mode="json") for f in runner.run(tasks, RunContext(corpus, load_profiles(None), None, 0.15, {}))}
-print(json.dumps({"nodes": nodes, "done": done}))
+    done = {f.task.id: f.record.model_dump(mode="json") for f in runner.run(tasks, context)}
+    progress = []
+    done.update({f.task.id: f.record.model_dump(mode="json") for f in runner.run([Task("score", slow, Needs(), units=13)], context, on_progress=progress.append)})
+print(json.dumps({"nodes": nodes, "done": done, "progress": progress}))
 """
 
 
@@ -78,7 +83,10 @@ def test_tasks_run_where_their_labels_say_and_record_it(ray_cluster, tmp_path) -
         "--dashboard-agent-listen-port=52366", "--dashboard-agent-grpc-port=52367", "--metrics-export-port=52368",
     )
     try:
-        proc = ray_cluster.run([sys.executable, "-c", PROBE, ray_cluster.gcs_address, str(tmp_path / "corpus")], timeout=240)
+        proc = ray_cluster.run(
+            [sys.executable, "-c", PROBE, ray_cluster.gcs_address, str(tmp_path / "corpus"), str(REPO / "tests" / "userdet")],
+            timeout=240, env={"PYTHONPATH": str(REPO / "tests")},
+        )
     finally:
         ray_cluster.stop_node(edge)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -96,3 +104,6 @@ def test_tasks_run_where_their_labels_say_and_record_it(ray_cluster, tmp_path) -
     assert done["moon/score"]["status"] == "failed"
     assert done["moon/score"]["error"] == "no node of the cluster has the labels tier=moon"
     assert "moon/timing" not in done  # a task after a failed one never runs
+    # a 13-file scoring task (0.3 s a file) reports its files as it goes, not only when it ends
+    assert done["slow/score"]["status"] == "ok"
+    assert any(0 < units < 13 for units in out["progress"]) and out["progress"][-1] == 13, out["progress"]

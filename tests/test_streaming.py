@@ -13,7 +13,10 @@ Serve deployment) takes. They must give the same scores. The tolerances, and why
   maximum, a hard comparison: where two records are equally surprising up to that rounding (repeated identical
   patterns, frequent in NAB's artificial files), one path may damp a record the other does not, and that row's
   scores differ by the factor `damping`. Every such row must be a near-tie (within 1e-5 relative) in the
-  vectorised path, and fewer than 0.2% of the rows.
+  vectorised path, and fewer than 0.2% of the rows. Measured on this machine over all 365,558 NAB rows: on
+  ONNX Runtime fp32 (what this test runs) both detectors give identical scores, 0 rows differ; on torch eager,
+  which rounds batch 1 and batch 1024 differently, the LSTM differs by at most 4.5e-7 and no row flips, the
+  autoencoder by at most 3.5e-8 off near-ties and 26 near-tie rows (0.007%) are damped in one path only.
 
 The learned detectors run here with small models and one epoch on ONNX Runtime fp32 (the pipeline is what is
 compared, not the model's quality), each in its own process so the two cores share the work.

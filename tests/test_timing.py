@@ -13,16 +13,16 @@ def test_measure_meets_both_minimums_and_reports_percentiles_of_raw_samples():
         time.sleep(0.002)
 
     lat = measure(slow, np.zeros((8, 4), np.float32), warmup=3, min_iterations=20, min_duration_s=0.1)
-    assert lat.iterations >= 20 and lat.duration_s >= 0.1
-    assert len(calls) == lat.iterations + 3
+    assert lat.summary.count >= 20 and lat.duration_s >= 0.1
+    assert len(calls) == lat.summary.count + 3
     assert all(c == 8 for c in calls)
-    assert 2.0 <= lat.min_ms <= lat.p50_ms <= lat.p95_ms
+    assert 2.0 <= lat.summary.min <= lat.p50_ms <= lat.summary.p90 <= lat.summary.p95 <= lat.summary.p99 <= lat.summary.max
     assert lat.events_per_s == 8 / (lat.p50_ms / 1000)
 
 
 def test_measure_stops_at_min_iterations_when_calls_are_slow_enough():
     lat = measure(lambda b: time.sleep(0.03), np.zeros((1, 4)), warmup=0, min_iterations=5, min_duration_s=0.1)
-    assert 5 <= lat.iterations <= 6
+    assert 5 <= lat.summary.count <= 6
 
 
 def test_time_batches_alternates_rounds_and_pools_raw_samples():

@@ -21,7 +21,8 @@ Per file, `LearnedDetector.score_file(series, P)`:
 Record by record (`start`, `score_one`, `learn_one`), the same happens incrementally: the first P records are
 kept, the model is trained when record P arrives, and from then on each record costs one window of `lag` + 1
 normalised values, one inference at batch 1 and one step of `likelihood.StreamingLikelihood`: a cost per record
-that does not grow with the stream. It equals `score_file` up to float rounding (tests/test_streaming.py).
+that does not grow with the stream. It equals `score_file` within the tolerance tests/test_streaming.py states
+(float rounding, and damping decisions at near-ties).
 
 Causality: the score of row i >= P depends on rows < P (normalisation, training) and on the window of rows
 ending at i (inference), and the likelihood uses errors of rows <= i only; rows i < P are constant. Rows whose
