@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -45,14 +46,18 @@ class SeriesFile:
         if self.timestamps is not None:
             return self.timestamps[np.asarray(rows)]
         assert self.raw is not None, "a SeriesFile without timestamps or bytes"
-        if not hasattr(self, "_line_ends"):
-            self._line_ends = np.flatnonzero(np.frombuffer(self.raw, np.uint8) == 10)
-        ends = np.append(self._line_ends, len(self.raw))
+        ends = self._line_ends
         out = []
         for r in rows:
             line = self.raw[ends[r] + 1 : ends[r + 1]]
             out.append(np.datetime64(line.split(b",", 1)[0].strip().decode(), "s"))
         return np.array(out, dtype="datetime64[s]")
+
+    @cached_property
+    def _line_ends(self) -> np.ndarray:
+        """Offsets of every newline, and the end of the bytes (a last line may lack its newline)."""
+        assert self.raw is not None
+        return np.append(np.flatnonzero(np.frombuffer(self.raw, np.uint8) == 10), len(self.raw))
 
     @property
     def category(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import zlib
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 

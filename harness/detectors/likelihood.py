@@ -90,8 +90,7 @@ def surprise(
     abs_floor: float = 1e-3,
 ) -> np.ndarray:
     """x_i of the module docstring (>= 0; 0 where the history is too short or the error is NaN)."""
-    if tail not in TAILS:
-        raise ValueError(f"tail must be one of {TAILS}, got {tail!r}")
+    _check_tail(tail)
     import pandas as pd  # here, not at import: a scenario naming a learned detector validates without pandas
 
     e = pd.Series(np.asarray(errors, dtype=np.float64))
@@ -103,13 +102,28 @@ def surprise(
         mu = hist.mean().to_numpy()
         sd = hist.std(ddof=0).to_numpy()
         ok = np.isfinite(mv) & np.isfinite(mu) & np.isfinite(sd)
-        sd = np.maximum(np.maximum(sd[ok], rel_floor * np.abs(mu[ok])), abs_floor)
-        x[ok] = -log10_gauss_tail((mv[ok] - mu[ok]) / sd) / 10.0
+        x[ok] = _gauss_x(mv[ok], mu[ok], sd[ok], rel_floor, abs_floor)
     else:
         qv = hist.quantile(quantile).to_numpy()
         ok = np.isfinite(mv) & np.isfinite(qv)
-        x[ok] = np.maximum(mv[ok], 0.0) / np.maximum(qv[ok], abs_floor)
+        x[ok] = _quantile_x(mv[ok], qv[ok], abs_floor)
     return np.maximum(x, 0.0)
+
+
+def _check_tail(tail: str) -> None:
+    if tail not in TAILS:
+        raise ValueError(f"tail must be one of {TAILS}, got {tail!r}")
+
+
+def _gauss_x(m: np.ndarray, mu: np.ndarray, sd: np.ndarray, rel_floor: float, abs_floor: float) -> np.ndarray:
+    """x for tail="gauss", from the current averages and their histories' means and deviations."""
+    sd = np.maximum(np.maximum(sd, rel_floor * np.abs(mu)), abs_floor)
+    return -log10_gauss_tail((m - mu) / sd) / 10.0
+
+
+def _quantile_x(m: np.ndarray, q: np.ndarray, abs_floor: float) -> np.ndarray:
+    """x for tail="quantile": the current averages in units of their histories' quantile."""
+    return np.maximum(m, 0.0) / np.maximum(q, abs_floor)
 
 
 def suppress_repeats(r: np.ndarray, window: int, damping: float) -> np.ndarray:
@@ -155,8 +169,7 @@ class StreamingLikelihood:
         if unknown:
             raise TypeError(f"unknown likelihood parameters: {sorted(unknown)}")
         p = {**_SURPRISE_DEFAULTS, **surprise_params}
-        if p["tail"] not in TAILS:
-            raise ValueError(f"tail must be one of {TAILS}, got {p['tail']!r}")
+        _check_tail(p["tail"])
         self.start, self.suppress, self.damping = max(start, 0), suppress, damping
         self.min_history, self.tail = p["min_history"], p["tail"]
         self.quantile, self.rel_floor, self.abs_floor = p["quantile"], p["rel_floor"], p["abs_floor"]
@@ -190,11 +203,10 @@ class StreamingLikelihood:
         if math.isnan(m) or n < self.min_history:
             return 0.0
         if self.tail == "quantile":
-            return max(m, 0.0) / max(self._quantile(), self.abs_floor)
+            return max(float(_quantile_x(m, self._quantile(), self.abs_floor)), 0.0)
         h = np.asarray(self._sorted)
-        mu = float(h.mean())
-        sd = max(float(h.std()), self.rel_floor * abs(mu), self.abs_floor)
-        return max(-float(log10_gauss_tail(np.array([(m - mu) / sd]))[0]) / 10.0, 0.0)
+        x = _gauss_x(np.array([m]), np.array([h.mean()]), np.array([h.std()]), self.rel_floor, self.abs_floor)
+        return max(float(x[0]), 0.0)
 
     def _quantile(self) -> float:
         """Linear interpolation between the two nearest ranks, as pandas' rolling quantile computes it."""

@@ -13,16 +13,13 @@ from harness.results.folder import HANDOFF
 from harness.results.schema import LatencyFigures, TimingResult
 from harness.tasks.base import Progress, RunContext, Task
 
-SETTINGS = ("batch", "warmup", "min_iterations", "min_duration_s", "rounds")
-
-
 def run(task: Task, ctx: RunContext, inputs: dict[str, Any], progress: Progress) -> tuple[TimingResult, dict[str, Any]]:
     from harness.backends import prepare
     from harness.timing import time_batches
 
     job = pickle.loads(inputs["score"][HANDOFF])
     compiled = prepare(job["spec"], job["model"], job["calibration"])
-    settings = {k: ctx.timing[k] for k in SETTINGS if k in ctx.timing}
+    settings = {k: v for k, v in ctx.timing.items() if k != "exclusive"}  # exclusive is placement, not measurement
     figures = time_batches(compiled.infer, job["windows"], **settings)
     progress(1)
     return (
