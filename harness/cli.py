@@ -36,6 +36,13 @@ def _parser() -> argparse.ArgumentParser:
                    "(comma-separated; repeatable), e.g. realTraffic or realTweets/Twitter_volume_AAPL.csv")
     r.add_argument("--resume", action="store_true", help="finish the interrupted run in --out (skips tasks done)")
 
+    sv = sub.add_parser("serve", help="deploy one cell's variant as a Ray Serve scoring service (until Ctrl-C)")
+    sv.add_argument("scenario", help="scenario YAML file (its serve: section shapes the deployment)")
+    sv.add_argument("--cell", required=True, help="the cell id (see `harness validate`)")
+    sv.add_argument("--port", type=int, help="HTTP port (default: the scenario's serve.port, 8000)")
+    sv.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
+    sv.add_argument("--address", help="Ray cluster to deploy on ('auto', or host:port); default: a private local Ray")
+
     lb = sub.add_parser("leaderboard", help="print a run's leaderboard (run detectors + NAB's published scores)")
     lb.add_argument("run_dir", help="a results folder written by `harness run`")
 
@@ -105,6 +112,30 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from harness.plan import service_config
+
+    config = service_config(args.scenario, args.cell, port=args.port, host=args.host)
+    from harness.execution.runner import RayRunner, check_address
+    from harness.execution.serving import deploy
+
+    check_address(args.address)
+    signal.signal(signal.SIGTERM, _terminate)
+    with RayRunner(args.address):
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ray's own handler would swallow Ctrl-C here
+        signal.signal(signal.SIGTERM, _terminate)
+        service = deploy(config, "scoring", route_prefix="/")
+        print(f"serving {args.cell} at {service.url} (status: {service.status_url}); Ctrl-C stops", flush=True)
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            from harness.execution.serving import undeploy
+
+            undeploy(service)
+            print("stopped", file=sys.stderr)
+    return 0
+
+
 def cmd_leaderboard(args) -> int:
     from harness.results.folder import RunFolder
 
@@ -152,6 +183,7 @@ def cmd_nab_score(args) -> int:
 COMMANDS = {
     ("validate",): cmd_validate,
     ("run",): cmd_run,
+    ("serve",): cmd_serve,
     ("leaderboard",): cmd_leaderboard,
     ("corpus", "synth"): cmd_corpus_synth,
     ("nab", "fetch"): cmd_nab_fetch,

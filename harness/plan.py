@@ -75,3 +75,21 @@ def plan(scenario_path: str | Path, corpus_override: str | None = None, only: li
             raise InputError(f"{exc.path}: {exc.detail}", scenario_path, "scoring.thresholds") from None
     corpus = load_corpus(root, only=scenario.corpus.only)
     return Plan(scenario_path, scenario, text, cells, corpus, profiles, thresholds)
+
+
+def service_config(scenario_path: str | Path, cell_id: str, port: int | None = None, host: str | None = None):
+    """The ServiceConfig that deploys one cell's variant with the scenario's `serve:` settings (and the
+    command line's port and host)."""
+    from harness.serving import ServeSpec, ServiceConfig, Variant
+
+    scenario, cells, _ = load_scenario(scenario_path)
+    cell = next((c for c in cells if c.id == cell_id), None)
+    if cell is None:
+        raise InputError(f"no cell {cell_id!r} in this scenario (its cells: {', '.join(c.id for c in cells)})", scenario_path, "--cell")
+    updates = {k: v for k, v in (("port", port), ("host", host)) if v is not None}
+    try:
+        serve = ServeSpec.model_validate({**(scenario.serve or ServeSpec()).model_dump(), **updates})
+    except ValueError as exc:
+        raise InputError(str(exc).splitlines()[-1].strip(), scenario_path, "--port") from None
+    variant = Variant(id=cell.id, type=cell.type, params=cell.params, backend=cell.backend)
+    return ServiceConfig(variant=variant, serve=serve, probation_percent=scenario.scoring.probation_percent)

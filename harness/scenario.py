@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.backends.base import BackendSpec
 from harness.errors import InputError
+from harness.serving import ServeSpec
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
@@ -109,6 +110,7 @@ class Scenario(_Strict):
     backends: list[BackendSpec] = Field(default_factory=list)
     timing: TimingSpec = Field(default_factory=TimingSpec)
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
+    serve: ServeSpec | None = Field(None, description="how a variant is deployed on Ray Serve (docs/serving.md)")
 
     @field_validator("backends")
     @classmethod

@@ -59,13 +59,19 @@ class StreamingDetector:
     def learn_one(self, timestamp: np.datetime64, value: float) -> None:
         """Update state with the record just scored (default: stateless)."""
 
+    def score_many(self, timestamps: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """The next records of the current stream, in order: each scored (`score_one`), then learned
+        (`learn_one`). What a service calls with the events of one stream that arrived together; detectors may
+        vectorise it, within the tolerance tests/test_streaming.py states for the record-by-record path."""
+        out = np.empty(len(values))
+        for i, (t, x) in enumerate(zip(timestamps, np.asarray(values, dtype=np.float64).tolist())):
+            out[i] = self.score_one(t, x)
+            self.learn_one(t, x)
+        return out
+
     def score_file(self, series: SeriesFile, probation: int) -> np.ndarray:
         """Scores of every record of a file, in order, each from the records up to it; the first `probation`
         records form the probationary period."""
         assert series.timestamps is not None and series.values is not None
         self.start(Stream(series.name, probation, series.n_rows))
-        out = np.empty(series.n_rows)
-        for i, (t, x) in enumerate(zip(series.timestamps, series.values.tolist())):
-            out[i] = self.score_one(t, x)
-            self.learn_one(t, x)
-        return out
+        return StreamingDetector.score_many(self, series.timestamps, series.values)  # record by record

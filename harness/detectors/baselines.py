@@ -81,15 +81,30 @@ class WindowedGaussian(StreamingDetector):
         self._ring[self._seen % self.params.window] = value
         self._seen += 1
 
-    def score_file(self, series: SeriesFile, probation: int) -> np.ndarray:
-        import pandas as pd
+    def score_many(self, timestamps, values) -> np.ndarray:
+        """Vectorised over the chunk: the window's values in order, then the chunk, through `_rolling_scores`."""
+        values = np.asarray(values, dtype=np.float64)
+        w, seen = self.params.window, self._seen
+        history = self._ring[:seen] if seen <= w else np.roll(self._ring, -(seen % w))
+        out = _rolling_scores(np.concatenate([history, values]), w, self.params.min_samples)[len(history):]
+        tail = values[-w:]
+        slots = (seen + len(values) - len(tail) + np.arange(len(tail))) % w
+        self._ring[slots] = tail
+        self._seen = seen + len(values)
+        return out
 
-        x = pd.Series(series.values)
-        rolling = x.rolling(self.params.window, min_periods=self.params.min_samples)
-        mean = rolling.mean().shift(1).to_numpy()
-        std = rolling.std(ddof=0).shift(1).to_numpy()
-        out = _score(series.values, mean, std)
-        return np.where(np.isnan(mean), 0.0, out)
+    def score_file(self, series: SeriesFile, probation: int) -> np.ndarray:
+        return _rolling_scores(np.asarray(series.values, dtype=np.float64), self.params.window, self.params.min_samples)
+
+
+def _rolling_scores(x: np.ndarray, window: int, min_samples: int) -> np.ndarray:
+    """The score of every value of x from the (up to `window`) values before it; 0 before `min_samples`."""
+    import pandas as pd
+
+    rolling = pd.Series(x).rolling(window, min_periods=min_samples)
+    mean = rolling.mean().shift(1).to_numpy()
+    std = rolling.std(ddof=0).shift(1).to_numpy()
+    return np.where(np.isnan(mean), 0.0, _score(x, mean, std))
 
 
 def _score(x, mean, std):

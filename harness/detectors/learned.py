@@ -343,6 +343,32 @@ class LearnedDetector(StreamingDetector):
             self._window.append(self._normalise_one(value))
         self._seen += 1
 
+    def score_many(self, timestamps, values) -> np.ndarray:
+        """`score_one` + `learn_one` over a chunk, with one batched inference for the chunk's scored records:
+        the probationary part is kept (scores 0), the model is trained when probation ends, and the rest is
+        windowed exactly as record by record (the same left padding), then fed to the likelihood in order."""
+        values = np.asarray(values, dtype=np.float64)
+        out = np.zeros(len(values))
+        k = min(len(values), max(self._stream.probation - self._seen, 0))
+        self._head.extend(values[:k].tolist())
+        self._seen += k
+        if k == len(values):
+            return out
+        if self._fitted is None:
+            self._begin_scoring(np.asarray(self._head, dtype=np.float64))
+        model, mean, scale = self._fitted
+        z = self.normalise(values[k:], mean, scale)
+        known = np.asarray(self._window, dtype=np.float32)
+        full = np.concatenate([known, z])
+        if len(known) < self.lag:  # windows reaching before the stream's first record see copies of it
+            full = np.concatenate([np.full(self.lag - len(known), full[0], np.float32), full])
+        inputs, targets = self.training_pairs(full)
+        errors = self.errors(inputs, self.run_inference(model, inputs), targets)
+        out[k:] = [self._likelihood.update(float(e)) for e in errors]
+        self._window.extend(z.tolist())
+        self._seen += len(z)
+        return out
+
     def _normalise_one(self, value: float) -> float:
         """`normalise` of one value, in plain floats (the same float64 arithmetic, then float32)."""
         _, mean, scale = self._fitted

@@ -1,0 +1,289 @@
+"""The scoring API's wire format, one module for both sides: the service decodes and checks requests with it, the
+load generator and tests encode them with it (docs/serving.md).
+
+Two encodings of the same request, a batch of events of one or more streams:
+
+- JSON (`application/json`): `{"events": [{"stream": "<id>", "timestamp": <ISO-8601 or epoch seconds>,
+  "value": <number>}, ...], "streams": {"<id>": {"probation": <int>, "length": <int>}}}`; `streams` and both its
+  keys are optional: how a stream new to the service starts (its probationary records, and its length when it
+  is known, as for a replayed file). Answer: `{"scores": [<float>, ...]}`.
+- Packed (`application/msgpack`): a msgpack map `{"streams": [<id>, ...], "index": <bin: uint32 per event, which
+  stream>, "timestamp": <bin: float64 epoch seconds per event>, "value": <bin: float64 per event>, "settings":
+  {"<id>": {"probation": <int>, "length": <int>}}}` (little-endian; `settings` optional). Answer: `{"scores": <bin: float64 per event>}`. No
+  per-event objects on either side, which is what lets one request carry 10,000 events cheaply.
+
+Every problem is a `RequestError` with an HTTP status and one line naming the field; nothing here imports Ray.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+JSON = "application/json"
+PACKED = "application/msgpack"
+ENCODINGS = {"json": JSON, "msgpack": PACKED}
+MAX_BODY_BYTES = 32 * 1024 * 1024  # an oversize body is refused (413) before it is parsed
+MAX_STREAM_ID = 256
+
+
+class RequestError(ValueError):
+    """A request the service refuses: `status` (4xx) and a one-line `message` naming the problem."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class EventBatch:
+    """Events in arrival order: event i belongs to `streams[index[i]]`. `settings` says how new streams start
+    (`probation`, `length`; either may be absent)."""
+
+    streams: list[str]
+    index: np.ndarray  # int64 (n,)
+    timestamp: np.ndarray  # float64 epoch seconds (n,)
+    value: np.ndarray  # float64 (n,)
+    settings: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    @classmethod
+    def of(cls, stream, timestamp, value, settings: dict[str, dict[str, int]] | None = None) -> "EventBatch":
+        """From one stream id per event."""
+        names, index = np.unique(np.asarray(stream, dtype=object).astype(str), return_inverse=True)
+        return cls([str(n) for n in names], index.astype(np.int64), np.asarray(timestamp, np.float64), np.asarray(value, np.float64), dict(settings or {}))
+
+    @classmethod
+    def concat(cls, batches: list["EventBatch"]) -> "EventBatch":
+        """The events of several batches, in order (what a shard scores together); a stream's settings come from
+        the first batch that gives them."""
+        names: dict[str, int] = {}
+        indices = []
+        for b in batches:
+            remap = np.array([names.setdefault(s, len(names)) for s in b.streams], np.int64)
+            indices.append(remap[b.index])
+        settings: dict[str, dict[str, int]] = {}
+        for b in reversed(batches):
+            settings.update(b.settings)
+        return cls(list(names), np.concatenate(indices), np.concatenate([b.timestamp for b in batches]),
+                   np.concatenate([b.value for b in batches]), settings)
+
+    def select(self, positions: np.ndarray) -> "EventBatch":
+        """The events at `positions` (in that order), streams renumbered."""
+        used, index = np.unique(self.index[positions], return_inverse=True)
+        names = [self.streams[i] for i in used]
+        return EventBatch(names, index.astype(np.int64), self.timestamp[positions], self.value[positions],
+                          {s: v for s, v in self.settings.items() if s in set(names)})
+
+
+# --- encoding (clients) ---------------------------------------------------------------------------------------
+
+
+def encode(batch: EventBatch, encoding: str = "json") -> tuple[bytes, str]:
+    """(body, content type) of a request carrying `batch`."""
+    if encoding == "json":
+        import orjson
+
+        events = [
+            {"stream": batch.streams[i], "timestamp": t, "value": v}
+            for i, t, v in zip(batch.index.tolist(), batch.timestamp.tolist(), batch.value.tolist())
+        ]
+        body: dict = {"events": events}
+        if batch.settings:
+            body["streams"] = batch.settings
+        return orjson.dumps(body), JSON
+    if encoding == "msgpack":
+        import msgpack
+
+        body = {
+            "streams": batch.streams,
+            "index": np.ascontiguousarray(batch.index, "<u4").tobytes(),
+            "timestamp": np.ascontiguousarray(batch.timestamp, "<f8").tobytes(),
+            "value": np.ascontiguousarray(batch.value, "<f8").tobytes(),
+        }
+        if batch.settings:
+            body["settings"] = batch.settings
+        return msgpack.packb(body), PACKED
+    raise ValueError(f"unknown encoding {encoding!r} (expected one of {', '.join(ENCODINGS)})")
+
+
+def decode_scores(body: bytes, content_type: str) -> np.ndarray:
+    """The scores of a 200 answer."""
+    if content_type.startswith(PACKED):
+        import msgpack
+
+        return np.frombuffer(msgpack.unpackb(body)["scores"], "<f8")
+    import orjson
+
+    return np.asarray(orjson.loads(body)["scores"], dtype=np.float64)
+
+
+def encode_scores(scores: np.ndarray, content_type: str) -> bytes:
+    if content_type == PACKED:
+        import msgpack
+
+        return msgpack.packb({"scores": np.ascontiguousarray(scores, "<f8").tobytes()})
+    import orjson
+
+    return orjson.dumps({"scores": np.asarray(scores, np.float64)}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+# --- decoding and checking (the service) ----------------------------------------------------------------------
+
+
+def decode(body: bytes, content_type: str | None) -> EventBatch:
+    """A checked `EventBatch` from a request body, or a RequestError naming what is wrong."""
+    if len(body) > MAX_BODY_BYTES:
+        raise RequestError(f"body of {len(body)} bytes exceeds the limit of {MAX_BODY_BYTES}", 413)
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind == PACKED:
+        batch = _decode_packed(body)
+    elif kind in (JSON, ""):
+        batch = _decode_json(body)
+    else:
+        raise RequestError(f"Content-Type {content_type!r} is not supported (expected {JSON} or {PACKED})", 415)
+    if not len(batch):
+        raise RequestError("events: expected at least one event, got an empty list")
+    if not np.isfinite(batch.value).all():
+        i = int(np.flatnonzero(~np.isfinite(batch.value))[0])
+        raise RequestError(f"events[{i}].value: expected a finite number, got {batch.value[i]}")
+    if not np.isfinite(batch.timestamp).all():
+        i = int(np.flatnonzero(~np.isfinite(batch.timestamp))[0])
+        raise RequestError(f"events[{i}].timestamp: expected a finite time, got {batch.timestamp[i]}")
+    for s in batch.streams:
+        _check_stream_id(s, "events[].stream")
+    return batch
+
+
+def _check_stream_id(s: object, where: str) -> None:
+    if not isinstance(s, str) or not s:
+        raise RequestError(f"{where}: expected a non-empty string, got {_kind(s) if s != '' else 'an empty string'}")
+    if len(s) > MAX_STREAM_ID:
+        raise RequestError(f"{where}: stream id longer than {MAX_STREAM_ID} characters")
+
+
+def _decode_json(body: bytes) -> EventBatch:
+    import orjson
+
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(f"body is not valid JSON ({exc}; NaN and Infinity are not JSON numbers)") from None
+    if not isinstance(doc, dict):
+        raise RequestError(f"body: expected a JSON object with 'events', got {_kind(doc)}")
+    extra = set(doc) - {"events", "streams"}
+    if extra:
+        raise RequestError(f"body: unknown field {sorted(extra)[0]!r} (expected 'events' and optionally 'streams')")
+    if "events" not in doc:
+        raise RequestError("events: required field is missing")
+    events = doc["events"]
+    if not isinstance(events, list):
+        raise RequestError(f"events: expected a list of events, got {_kind(events)}")
+    n = len(events)
+    ids: dict[str, int] = {}
+    index = np.empty(n, np.int64)
+    ts = np.empty(n, np.float64)
+    vs = np.empty(n, np.float64)
+    for i, e in enumerate(events):
+        if type(e) is not dict or len(e) != 3:
+            _bad_event(i, e)
+        try:
+            s, t, v = e["stream"], e["timestamp"], e["value"]
+        except KeyError:
+            _bad_event(i, e)
+        if type(s) is not str or not s:
+            raise RequestError(f"events[{i}].stream: expected a non-empty string, got {_kind(s) if s != '' else 'an empty string'}")
+        k = ids.get(s)
+        if k is None:
+            k = ids[s] = len(ids)
+        index[i] = k
+        ts[i] = t if type(t) in (int, float) else _timestamp(t, i)
+        if type(v) not in (int, float):
+            raise RequestError(f"events[{i}].value: expected a number, got {_kind(v)}")
+        vs[i] = v
+    return EventBatch(list(ids), index, ts, vs, _settings(doc.get("streams"), "streams"))
+
+
+def _bad_event(i: int, e: object) -> None:
+    if not isinstance(e, dict):
+        raise RequestError(f"events[{i}]: expected an object with stream, timestamp and value, got {_kind(e)}")
+    missing = [k for k in ("stream", "timestamp", "value") if k not in e]
+    if missing:
+        raise RequestError(f"events[{i}].{missing[0]}: required field is missing")
+    extra = sorted(set(e) - {"stream", "timestamp", "value"})
+    raise RequestError(f"events[{i}]: unknown field {extra[0]!r} (expected stream, timestamp, value)")
+
+
+def _timestamp(t: object, i: int) -> float:
+    if isinstance(t, str):
+        try:
+            d = datetime.fromisoformat(t)
+        except ValueError:
+            raise RequestError(f"events[{i}].timestamp: expected ISO-8601 or epoch seconds, got {t[:40]!r}") from None
+        return (d if d.tzinfo else d.replace(tzinfo=timezone.utc)).timestamp()
+    raise RequestError(f"events[{i}].timestamp: expected ISO-8601 string or epoch seconds, got {_kind(t)}")
+
+
+def _settings(streams: object, where: str) -> dict[str, dict[str, int]]:
+    if streams is None:
+        return {}
+    if not isinstance(streams, dict):
+        raise RequestError(f"{where}: expected an object of stream id -> {{probation, length}}, got {_kind(streams)}")
+    out = {}
+    for s, spec in streams.items():
+        _check_stream_id(s, where)
+        if not isinstance(spec, dict) or not set(spec) <= {"probation", "length"}:
+            raise RequestError(f"{where}.{s}: expected an object with 'probation' and/or 'length'")
+        for key, n in spec.items():
+            if type(n) is not int or n < 0:
+                raise RequestError(f"{where}.{s}.{key}: expected an integer >= 0, got {_kind(n)}")
+        out[s] = dict(spec)
+    return out
+
+
+def _decode_packed(body: bytes) -> EventBatch:
+    import msgpack
+
+    try:
+        doc = msgpack.unpackb(body, raw=False)
+    except Exception as exc:  # noqa: BLE001 - msgpack raises several types for garbage
+        raise RequestError(f"body is not valid msgpack ({type(exc).__name__})") from None
+    if not isinstance(doc, dict):
+        raise RequestError(f"body: expected a msgpack map with streams, index, timestamp, value, got {_kind(doc)}")
+    need = {"streams", "index", "timestamp", "value"}
+    missing, extra = sorted(need - set(doc)), sorted(set(doc) - need - {"settings"})
+    if missing:
+        raise RequestError(f"{missing[0]}: required field is missing")
+    if extra:
+        raise RequestError(f"body: unknown field {extra[0]!r}")
+    streams = doc["streams"]
+    if not isinstance(streams, list):
+        raise RequestError(f"streams: expected a list of stream ids, got {_kind(streams)}")
+    for s in streams:
+        _check_stream_id(s, "streams[]")
+    cols = {}
+    for key, dtype in (("index", "<u4"), ("timestamp", "<f8"), ("value", "<f8")):
+        raw = doc[key]
+        if not isinstance(raw, bytes) or len(raw) % np.dtype(dtype).itemsize:
+            raise RequestError(f"{key}: expected binary {np.dtype(dtype).name} data, got {_kind(raw)}")
+        cols[key] = np.frombuffer(raw, dtype)
+    n = len(cols["value"])
+    if len(cols["index"]) != n or len(cols["timestamp"]) != n:
+        raise RequestError(f"index, timestamp, value: expected one entry per event each, got {len(cols['index'])}, {len(cols['timestamp'])}, {n}")
+    if n and int(cols["index"].max()) >= len(streams):
+        raise RequestError(f"index: refers to stream {int(cols['index'].max())}, but only {len(streams)} are listed")
+    return EventBatch(list(streams), cols["index"].astype(np.int64), cols["timestamp"].astype(np.float64),
+                      cols["value"].astype(np.float64), _settings(doc.get("settings"), "settings"))
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    names = {list: "a list", str: "a string", type(None): "null", int: "an integer", float: "a number", bool: "a boolean", dict: "an object", bytes: "binary data"}
+    return names.get(type(value), f"a {type(value).__name__}")

@@ -1,0 +1,77 @@
+"""What a served variant is, and how events find their shard (plain Python; serve/app.py builds the Ray Serve
+application from a `ServiceConfig`, docs/serving.md).
+
+One stream's state must live in exactly one place, and Serve routes a deployment's requests to any of its
+replicas. So the state lives in `shards`: separate deployments of one replica each, a stream always on shard
+`crc32(stream id) % shards`; a stateless ingress (as many replicas as you like) decodes requests, splits their
+events by shard, and puts the answers back in order.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.backends.base import BackendSpec
+
+
+class ServeSpec(BaseModel):
+    """A scenario's `serve:` section: the deployment's shape and Ray Serve's throughput settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shards: int = Field(1, ge=1, le=64, description="stream shards (one replica each): the stateful replicas")
+    ingress_replicas: int = Field(1, ge=1, le=64, description="replicas of the stateless HTTP ingress")
+    max_ongoing_requests: int = Field(32, ge=1, description="Serve's per-replica concurrency cap (ingress and shards)")
+    max_batch_size: int = Field(16, ge=1, description="@serve.batch: requests a shard scores together")
+    batch_wait_timeout_s: float = Field(0.002, ge=0.0, le=1.0, description="@serve.batch: wait for a fuller batch")
+    probation: int = Field(750, ge=0, description="probationary records of a new stream that gives neither "
+                           "probation nor length (with a length: the scenario's probation_percent of it)")
+    max_streams: int = Field(100_000, ge=1, description="streams one shard keeps; more are refused (429)")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port of Serve's proxy")
+    host: str = Field("127.0.0.1", description="address the proxy listens on: loopback unless you ask")
+    cpus_per_shard: float = Field(1.0, gt=0.0)
+    cpus_per_ingress: float = Field(0.5, gt=0.0)
+
+
+class Variant(BaseModel):
+    """The detector a service runs: a cell's type, parameters and backend."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = "variant"
+    type: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    backend: BackendSpec | None = None
+
+
+class ServiceConfig(BaseModel):
+    """Everything serve/app.py needs: the variant, the deployment's settings, NAB's probation percentage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variant: Variant
+    serve: ServeSpec = Field(default_factory=ServeSpec)
+    probation_percent: float = Field(0.15, ge=0.0, lt=1.0)
+
+
+def shard_of(stream: str, shards: int) -> int:
+    """The shard that owns a stream: stable across processes and restarts (crc32, not Python's hash)."""
+    return zlib.crc32(stream.encode()) % shards
+
+
+def make_detector_factory(variant: Variant):
+    """A function returning a fresh detector for one stream (on the variant's backend)."""
+    from harness.detectors import resolve_detector
+
+    cls = resolve_detector(variant.type)
+
+    def make():
+        detector = cls(**variant.params)
+        if variant.backend is not None:
+            detector.use_backend(variant.backend)
+        return detector
+
+    return make

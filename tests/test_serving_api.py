@@ -1,0 +1,195 @@
+"""The scoring API's wire format and the service's stream state, in plain Python (the same code the Serve
+replicas run; tests/test_serve.py drives it over real HTTP)."""
+
+from __future__ import annotations
+
+import json
+
+import msgpack
+import numpy as np
+import pytest
+
+from harness.api import JSON, MAX_BODY_BYTES, PACKED, EventBatch, RequestError, decode, decode_scores, encode, encode_scores
+from harness.detectors import Stream, StreamingDetector, resolve_detector
+from harness.serving import ServiceConfig, Variant, make_detector_factory, shard_of
+from harness.streams import StreamTable
+
+
+def batch(n: int = 6, streams=("a", "b")) -> EventBatch:
+    rng = np.random.default_rng(0)
+    return EventBatch.of([streams[i % len(streams)] for i in range(n)], 1.7e9 + 300.0 * np.arange(n), rng.normal(size=n))
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+def test_both_encodings_round_trip(encoding: str) -> None:
+    b = batch()
+    b.settings = {"a": {"probation": 3, "length": 10}}
+    body, kind = encode(b, encoding)
+    got = decode(body, kind)
+    assert [got.streams[i] for i in got.index] == [b.streams[i] for i in b.index]
+    np.testing.assert_array_equal(got.value, b.value)
+    np.testing.assert_array_equal(got.timestamp, b.timestamp)
+    assert got.settings == {"a": {"probation": 3, "length": 10}}
+    scores = np.linspace(0, 1, len(b))
+    np.testing.assert_array_equal(decode_scores(encode_scores(scores, kind), kind), scores)
+
+
+def test_iso_timestamps_and_epoch_seconds_agree() -> None:
+    body = json.dumps({"events": [
+        {"stream": "s", "timestamp": "2026-01-01T00:05:00", "value": 1},
+        {"stream": "s", "timestamp": "2026-01-01T00:05:00+00:00", "value": 2.5},
+        {"stream": "s", "timestamp": 1767225900, "value": 3},
+    ]}).encode()
+    got = decode(body, JSON)
+    assert got.timestamp.tolist() == [1767225900.0] * 3
+    assert got.value.tolist() == [1.0, 2.5, 3.0]
+
+
+def ev(**over) -> dict:
+    return {"stream": "s", "timestamp": 1.0, "value": 1.0, **over}
+
+
+BAD_JSON = [
+    (b"{not json", 400, "not valid JSON"),
+    (b"[1, 2]", 400, "body: expected a JSON object"),
+    (b'"events"', 400, "body: expected a JSON object"),
+    (json.dumps({}).encode(), 400, "events: required field is missing"),
+    (json.dumps({"events": [ev()], "extra": 1}).encode(), 400, "unknown field 'extra'"),
+    (json.dumps({"events": {}}).encode(), 400, "events: expected a list"),
+    (json.dumps({"events": []}).encode(), 400, "events: expected at least one event"),
+    (json.dumps({"events": [5]}).encode(), 400, "events[0]: expected an object"),
+    (json.dumps({"events": [ev(), {"stream": "s", "value": 1}]}).encode(), 400, "events[1].timestamp: required field is missing"),
+    (json.dumps({"events": [ev(extra=2)]}).encode(), 400, "events[0]: unknown field 'extra'"),
+    (json.dumps({"events": [ev(stream="")]}).encode(), 400, "events[0].stream: expected a non-empty string, got an empty string"),
+    (json.dumps({"events": [ev(stream=7)]}).encode(), 400, "events[0].stream: expected a non-empty string, got an integer"),
+    (json.dumps({"events": [ev(value="1")]}).encode(), 400, "events[0].value: expected a number, got a string"),
+    (json.dumps({"events": [ev(value=True)]}).encode(), 400, "events[0].value: expected a number, got a boolean"),
+    (json.dumps({"events": [ev(value=None)]}).encode(), 400, "events[0].value: expected a number, got null"),
+    (b'{"events": [{"stream": "s", "timestamp": 1, "value": NaN}]}', 400, "NaN and Infinity are not JSON"),
+    (b'{"events": [{"stream": "s", "timestamp": 1, "value": 1e999}]}', 400, "not valid JSON"),
+    (json.dumps({"events": [ev(timestamp="soon")]}).encode(), 400, "events[0].timestamp: expected ISO-8601"),
+    (json.dumps({"events": [ev(timestamp=[1])]}).encode(), 400, "events[0].timestamp: expected ISO-8601 string or epoch seconds, got a list"),
+    (json.dumps({"events": [ev()], "streams": {"s": {"probation": -1}}}).encode(), 400, "streams.s.probation: expected an integer >= 0"),
+    (json.dumps({"events": [ev()], "streams": {"s": {"warmup": 3}}}).encode(), 400, "streams.s: expected an object with 'probation'"),
+]
+
+
+@pytest.mark.parametrize("body,status,says", BAD_JSON, ids=[b[2] for b in BAD_JSON])
+def test_every_bad_json_request_is_named(body: bytes, status: int, says: str) -> None:
+    with pytest.raises(RequestError) as info:
+        decode(body, JSON)
+    assert info.value.status == status
+    assert says in info.value.message, info.value.message
+    assert "\n" not in info.value.message
+
+
+def test_bad_packed_requests_oversize_bodies_and_content_types() -> None:
+    good = {"streams": ["s"], "index": np.zeros(2, "<u4").tobytes(), "timestamp": np.zeros(2).tobytes(), "value": np.ones(2).tobytes()}
+    cases = [
+        (b"\xc1", "not valid msgpack"),
+        (msgpack.packb([1]), "expected a msgpack map"),
+        (msgpack.packb({k: v for k, v in good.items() if k != "value"}), "value: required field is missing"),
+        (msgpack.packb({**good, "value": np.ones(3).tobytes()}), "expected one entry per event"),
+        (msgpack.packb({**good, "value": b"\x00" * 7}), "value: expected binary float64"),
+        (msgpack.packb({**good, "index": np.ones(2, "<u4").tobytes()}), "refers to stream 1, but only 1"),
+        (msgpack.packb({**good, "value": np.array([1.0, np.inf]).tobytes()}), "events[1].value: expected a finite number"),
+        (msgpack.packb({**good, "streams": [""]}), "expected a non-empty string"),
+    ]
+    for body, says in cases:
+        with pytest.raises(RequestError) as info:
+            decode(body, PACKED)
+        assert info.value.status == 400 and says in info.value.message, (says, info.value.message)
+    assert len(decode(msgpack.packb(good), PACKED)) == 2
+    with pytest.raises(RequestError) as info:
+        decode(b" " * (MAX_BODY_BYTES + 1), JSON)
+    assert info.value.status == 413
+    with pytest.raises(RequestError) as info:
+        decode(b"{}", "text/csv")
+    assert info.value.status == 415
+
+
+def test_concat_and_select_keep_every_event_in_order() -> None:
+    a, b = batch(5, ("x", "y")), batch(4, ("y", "z"))
+    both = EventBatch.concat([a, b])
+    assert [both.streams[i] for i in both.index] == [a.streams[i] for i in a.index] + [b.streams[i] for i in b.index]
+    np.testing.assert_array_equal(both.value, np.r_[a.value, b.value])
+    part = both.select(np.array([1, 3, 6]))
+    assert [part.streams[i] for i in part.index] == [both.streams[both.index[i]] for i in (1, 3, 6)]
+
+
+def test_shards_are_stable_and_spread() -> None:
+    owners = [shard_of(f"stream-{i}", 4) for i in range(400)]
+    assert owners == [shard_of(f"stream-{i}", 4) for i in range(400)]
+    assert set(owners) == {0, 1, 2, 3} and min(owners.count(k) for k in range(4)) > 60
+
+
+@pytest.mark.parametrize("kind,params", [
+    ("windowedGaussian", {"window": 50}),
+    ("random", {"seed": 4}),
+    ("autoencoder", {"window": 8, "hidden": 8, "bottleneck": 3, "epochs": 1}),
+    ("lstm", {"window": 8, "hidden": 8, "epochs": 1}),
+])
+def test_a_table_of_interleaved_streams_equals_each_stream_record_by_record(kind: str, params: dict) -> None:
+    """Events of three streams, interleaved and cut into requests of random sizes, score as each stream alone
+    does record by record (the learned ones on ONNX Runtime fp32: equal, as tests/test_streaming.py measures)."""
+    rng = np.random.default_rng(1)
+    n, names = 900, ["s0", "s1", "s2"]
+    values = {s: 5 * np.sin(np.arange(n) / (7 + k)) + rng.normal(0, 0.3, n) for k, s in enumerate(names)}
+    backend = {"backend": "onnxruntime", "precision": "fp32"} if kind in ("autoencoder", "lstm") else None
+    variant = Variant(type=kind, params=params, backend=backend)
+    table = StreamTable(make_detector_factory(variant), default_probation=100)
+    order = rng.permutation(np.repeat(np.arange(3), n))  # which stream each arriving event belongs to
+    cursor = {s: 0 for s in names}
+    got = {s: [] for s in names}
+    start = 0
+    while start < len(order):
+        size = int(rng.integers(1, 400))
+        ids = [names[k] for k in order[start : start + size]]
+        vals = []
+        for s in ids:
+            vals.append(values[s][cursor[s]])
+            cursor[s] += 1
+        req = EventBatch.of(ids, np.zeros(len(ids)), vals)
+        table.check(req)
+        scores = table.score(req)
+        for s, x in zip([req.streams[i] for i in req.index], scores):
+            got[s].append(x)
+        start += size
+    for s in names:
+        alone = make_detector_factory(variant)()
+        alone.start(Stream(s, 100))
+        ref = StreamingDetector.score_many(alone, np.zeros(n, "datetime64[ns]"), values[s])
+        np.testing.assert_allclose(got[s], ref, rtol=0, atol=1e-9, err_msg=s)
+    assert table.status()["streams"] == 3 and table.status()["warming"] == 0 and table.status()["events"] == 3 * n
+
+
+def test_stream_settings_apply_to_first_events_only() -> None:
+    table = StreamTable(make_detector_factory(Variant(type="windowedGaussian")), default_probation=750, probation_percent=0.15)
+    first = EventBatch.of(["a", "b", "c"], np.zeros(3), np.ones(3), {"a": {"probation": 2}, "b": {"length": 4000}})
+    table.check(first)
+    table.score(first)
+    assert (table.streams["a"].probation, table.streams["b"].probation, table.streams["c"].probation) == (2, 600, 750)
+    assert table.status()["warming"] == 3
+    again = EventBatch.of(["a"], np.zeros(1), np.ones(1), {"a": {"probation": 5}})
+    with pytest.raises(RequestError) as info:
+        table.check(again)
+    assert info.value.status == 409 and "streams.a" in info.value.message
+    same = EventBatch.of(["a"], np.zeros(1), np.ones(1), {"a": {"probation": 2}})
+    table.check(same)  # repeating the same settings is fine
+    pending: dict = {}
+    table.check(EventBatch.of(["d"], [0], [1], {"d": {"probation": 1}}), pending)
+    with pytest.raises(RequestError):  # a second request in the same serve batch may not restart it either
+        table.check(EventBatch.of(["d"], [0], [1], {"d": {"probation": 9}}), pending)
+    small = StreamTable(make_detector_factory(Variant(type="null")), 0, max_streams=2)
+    with pytest.raises(RequestError) as info:
+        small.check(EventBatch.of(["a", "b", "c"], np.zeros(3), np.ones(3)))
+    assert info.value.status == 429
+
+
+def test_service_config_is_strict() -> None:
+    with pytest.raises(ValueError):
+        ServiceConfig.model_validate({"variant": {"type": "null"}, "serve": {"shards": 0}})
+    with pytest.raises(ValueError):
+        ServiceConfig.model_validate({"variant": {"type": "null"}, "serve": {"replicas": 2}})
+    assert ServiceConfig.model_validate({"variant": {"type": "null"}}).serve.host == "127.0.0.1"
+    assert callable(resolve_detector("null"))
