@@ -117,23 +117,25 @@ def cmd_serve(args) -> int:
 
     config = service_config(args.scenario, args.cell, port=args.port, host=args.host)
     from harness.execution.runner import RayRunner, check_address
-    from harness.execution.serving import deploy
+    from harness.execution.serving import deploy, undeploy
 
     check_address(args.address)
     signal.signal(signal.SIGTERM, _terminate)
-    with RayRunner(args.address):
+    with RayRunner(args.address, code=config.user_code()):
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Ray's own handler would swallow Ctrl-C here
         signal.signal(signal.SIGTERM, _terminate)
-        service = deploy(config, "scoring", route_prefix="/")
-        print(f"serving {args.cell} at {service.url} (status: {service.status_url}); Ctrl-C stops", flush=True)
         try:
+            service = deploy(config, SERVE_APP, route_prefix="/")
+            print(f"serving {args.cell} at {service.url} (status: {service.status_url}); Ctrl-C stops", flush=True)
             signal.pause()
         except KeyboardInterrupt:
-            from harness.execution.serving import undeploy
-
-            undeploy(service)
-            print("stopped", file=sys.stderr)
+            print("harness: stopping the service", file=sys.stderr)
+        finally:
+            undeploy(SERVE_APP)
     return 0
+
+
+SERVE_APP = "scoring"  # the application `harness serve` deploys, at route /
 
 
 def cmd_leaderboard(args) -> int:
@@ -203,5 +205,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         how = "terminated" if _terminated else "interrupted"
-        print(f"harness: {how}; finished tasks are kept (finish the run with --resume --out DIR)", file=sys.stderr)
+        kept = "; finished tasks are kept (finish the run with --resume --out DIR)" if args.command == "run" else ""
+        print(f"harness: {how}{kept}", file=sys.stderr)
         return 143 if _terminated else 130

@@ -32,8 +32,13 @@ class ServeSpec(BaseModel):
     max_streams: int = Field(100_000, ge=1, description="streams one shard keeps; more are refused (429)")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port of Serve's proxy")
     host: str = Field("127.0.0.1", description="address the proxy listens on: loopback unless you ask")
-    cpus_per_shard: float = Field(1.0, gt=0.0)
-    cpus_per_ingress: float = Field(0.5, gt=0.0)
+    cpus_per_shard: float = Field(0.5, gt=0.0, description="Ray CPUs each shard replica reserves")
+    cpus_per_ingress: float = Field(0.25, gt=0.0, description="Ray CPUs each ingress replica reserves")
+
+    @property
+    def cpus(self) -> float:
+        """Ray CPUs the whole deployment reserves."""
+        return self.shards * self.cpus_per_shard + self.ingress_replicas * self.cpus_per_ingress
 
 
 class Variant(BaseModel):
@@ -55,6 +60,13 @@ class ServiceConfig(BaseModel):
     variant: Variant
     serve: ServeSpec = Field(default_factory=ServeSpec)
     probation_percent: float = Field(0.15, ge=0.0, lt=1.0)
+
+    def user_code(self) -> list[str]:
+        """The folder of a user's detector package, which the replicas need (shipped as Ray py_modules)."""
+        from harness.detectors import user_code_path
+
+        folder = user_code_path(self.variant.type)
+        return [str(folder)] if folder else []
 
 
 def shard_of(stream: str, shards: int) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Any
 
 import numpy as np
@@ -64,7 +65,7 @@ class StreamShard:
         return results
 
     def status(self) -> dict:
-        return {"shard": self.shard, **self.table.status()}
+        return {"shard": self.shard, "pid": os.getpid(), **self.table.status()}
 
 
 @serve.deployment

@@ -57,6 +57,14 @@ def deploy(config: ServiceConfig, name: str, route_prefix: str | None = None) ->
 
     from serve.app import build_app
 
+    import ray
+
+    from harness.errors import InputError
+
+    have = ray.cluster_resources().get("CPU", 0.0)
+    if config.serve.cpus > have:
+        raise InputError(f"the deployment reserves {config.serve.cpus:g} Ray CPUs (shards x cpus_per_shard + "
+                         f"ingress_replicas x cpus_per_ingress); the cluster has {have:g}", field="serve")
     started = time.perf_counter()
     start_serve(config.serve.host, config.serve.port)
     prefix = route_prefix if route_prefix is not None else f"/{name}"
@@ -66,7 +74,9 @@ def deploy(config: ServiceConfig, name: str, route_prefix: str | None = None) ->
     return Service(name, url, config, time.perf_counter() - started)
 
 
-def undeploy(service: Service) -> None:
+def undeploy(name: str) -> None:
+    """Delete application `name` if it is deployed (a deploy interrupted half-way included)."""
     from ray import serve
 
-    serve.delete(service.name)
+    if name in serve.status().applications:
+        serve.delete(name)
