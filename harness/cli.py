@@ -8,6 +8,8 @@ import json
 import signal
 import sys
 
+from harness.errors import InputError
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2 (argparse prints usage + message by default)
@@ -42,6 +44,26 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, help="HTTP port (default: the scenario's serve.port, 8000)")
     sv.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
     sv.add_argument("--address", help="Ray cluster to deploy on ('auto', or host:port); default: a private local Ray")
+
+    ld = sub.add_parser("load", help="load any endpoint speaking the scoring API and print the summary (docs/load.md)")
+    ld.add_argument("url", help="the service's URL (http://host:port, or its /v1/score)")
+    ld.add_argument("--events-per-request", type=int, required=True, metavar="N")
+    how = ld.add_mutually_exclusive_group(required=True)
+    how.add_argument("--rate", type=float, help="open loop: requests per second offered")
+    how.add_argument("--concurrency", type=int, help="closed loop: concurrent clients")
+    ld.add_argument("--duration", type=float, required=True, metavar="S", help="measured seconds")
+    ld.add_argument("--warmup", type=float, default=2.0, metavar="S", help="seconds of load before the measured window")
+    ld.add_argument("--arrivals", choices=["constant", "poisson"], default="constant", help="open loop: arrival process")
+    ld.add_argument("--think-time", type=float, default=0.0, metavar="S", help="closed loop: pause between a client's requests")
+    ld.add_argument("--encoding", choices=["json", "msgpack"], default="json")
+    ld.add_argument("--streams", type=int, default=8, help="streams replayed (synthetic, or the corpus's first files)")
+    ld.add_argument("--corpus", help="replay this NAB-layout folder's files instead of synthetic streams")
+    ld.add_argument("--max-in-flight", type=int, default=256, help="open loop: outstanding requests before new ones are dropped")
+    ld.add_argument("--timeout", type=float, default=10.0, metavar="S", help="per request")
+    ld.add_argument("--find-peak", action="store_true", help="search the highest rate whose p95 meets --slo-p95-ms (from --rate)")
+    ld.add_argument("--slo-p95-ms", type=float, default=100.0)
+    ld.add_argument("--min-duration", type=float, help="VALID needs this many measured seconds (default: min(10, --duration))")
+    ld.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
     lb = sub.add_parser("leaderboard", help="print a run's leaderboard (run detectors + NAB's published scores)")
     lb.add_argument("run_dir", help="a results folder written by `harness run`")
@@ -104,7 +126,11 @@ def cmd_run(args) -> int:
 
     signal.signal(signal.SIGTERM, _terminate)
     out, failed = execute(args.scenario, args.out, args.address, args.corpus, args.resume, _flatten(args.only))
-    print(RunFolder(out).table_markdown(), end="")
+    folder = RunFolder(out)
+    print(folder.table_markdown(), end="")
+    serving = folder.serving_markdown()
+    if serving:
+        print("\nServing (serving.md, latency_vs_throughput.png):\n" + serving, end="")
     print(f"\nresults: {out}")
     if failed:
         print(f"harness: {len(failed)} cell(s) did not finish ok: {', '.join(failed)} (see table.md)", file=sys.stderr)
@@ -136,6 +162,81 @@ def cmd_serve(args) -> int:
 
 
 SERVE_APP = "scoring"  # the application `harness serve` deploys, at route /
+
+
+def cmd_load(args) -> int:
+    """Exit 0 for a VALID run (or a peak found), 1 otherwise: a script can gate on it."""
+    from harness.load import LoadSettings, ValidityRules, drive, find_peak, rate_probe
+    from harness.load.payload import request_bodies, synthetic_streams
+
+    if args.events_per_request < 1:
+        raise InputError("expected at least 1", field="--events-per-request")
+    rules = ValidityRules(min_duration_s=args.min_duration if args.min_duration is not None else min(10.0, args.duration))
+    try:
+        settings = LoadSettings(rate=args.rate, concurrency=args.concurrency, events_per_request=args.events_per_request,
+                                duration_s=args.duration, warmup_s=args.warmup, arrivals=args.arrivals,
+                                think_time_s=args.think_time, max_in_flight=args.max_in_flight, timeout_s=args.timeout, rules=rules)
+    except ValueError as exc:
+        raise InputError(_first_error_line(exc), field="load settings") from None
+    if args.find_peak and args.rate is None:
+        raise InputError("--find-peak starts from --rate", field="--find-peak")
+    _check_url(args.url)
+    streams = _load_streams(args.corpus, args.streams) if args.corpus else synthetic_streams(args.streams)
+    bodies = request_bodies(streams, args.events_per_request, args.encoding)
+    if args.find_peak:
+        peak = find_peak(rate_probe(args.url, settings, bodies), start_rps=args.rate, slo_p95_ms=args.slo_p95_ms,
+                         max_error_rate=rules.max_error_rate)
+        print(peak.model_dump_json() if args.json else _peak_text(peak, args.events_per_request))
+        return 0 if peak.peak_rps is not None else 1
+    summary = drive(args.url, settings, bodies)
+    print(summary.to_json(per_second=False) if args.json else _summary_text(summary))
+    return 0 if summary.valid else 1
+
+
+def _check_url(url: str) -> None:
+    """An http(s) URL something answers on, or one InputError line (before any load is offered)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(f"expected an http:// or https:// URL, got {url!r}", field="url")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        socket.create_connection((parts.hostname, port), timeout=5).close()
+    except (OSError, ValueError) as exc:
+        raise InputError(f"nothing answers at {url} ({getattr(exc, 'strerror', None) or exc})", field="url") from None
+
+
+def _first_error_line(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1] if lines else str(exc)
+
+
+def _load_streams(corpus: str, n: int) -> dict:
+    from harness.corpus.layout import load_corpus
+
+    files = load_corpus(corpus).files[:n]
+    return {f.name: f.values for f in files}
+
+
+def _summary_text(s) -> str:
+    lat = s.latency_ms
+    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    head = (f"offered {s.offered_rps:g} req/s, " if s.offered_rps else f"{s.concurrency} clients, ")
+    return "\n".join([
+        f"{head}achieved {s.achieved_rps:.1f} req/s = {s.achieved_eps:,.0f} events/s over {s.duration_s:.1f} s",
+        f"latency ms: p50 {fmt(lat.p50)}  p90 {fmt(lat.p90)}  p95 {fmt(lat.p95)}  p99 {fmt(lat.p99)}  max {fmt(lat.max)}",
+        f"requests {s.requests}, errors {s.errors}{' ' + str(s.error_kinds) if s.error_kinds else ''}, dropped {s.dropped}",
+        "VALID" if s.valid else "INVALID: " + "; ".join(s.reasons),
+    ])
+
+
+def _peak_text(peak, epr: int) -> str:
+    probes = ", ".join(f"{p.rps:g}{'' if p.passed else ' (fail)'}" for p in peak.probes)
+    if peak.peak_rps is None:
+        return f"no rate passed (tried {probes})"
+    return f"peak {peak.peak_rps:g} req/s = {peak.summary.achieved_eps:,.0f} events/s at p95 {peak.summary.latency_ms.p95:.1f} ms (tried {probes})"
 
 
 def cmd_leaderboard(args) -> int:
@@ -186,6 +287,7 @@ COMMANDS = {
     ("validate",): cmd_validate,
     ("run",): cmd_run,
     ("serve",): cmd_serve,
+    ("load",): cmd_load,
     ("leaderboard",): cmd_leaderboard,
     ("corpus", "synth"): cmd_corpus_synth,
     ("nab", "fetch"): cmd_nab_fetch,

@@ -11,7 +11,7 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from harness.results.columns import BY_NAME, Column, columns
+from harness.results.columns import BY_NAME, LOAD_COLUMNS, Column, LoadRow, columns
 from harness.results.schema import CellResult, Status
 
 if TYPE_CHECKING:
@@ -120,6 +120,74 @@ def markdown(df: "pd.DataFrame") -> str:
         for row in shown.itertuples(index=False)
     ]
     return "\n".join([header, rule, *body]) + "\n"
+
+
+# --- the serving table and its plot -----------------------------------------------------------------------------
+def load_rows(results: list[CellResult]) -> list[LoadRow]:
+    """The serving table's rows: every run of every cell that has a load task, then its peak run per path; a
+    failed load task gives one row with its error."""
+    rows = []
+    for r in results:
+        if "load" not in r.kinds:
+            continue
+        if r.load is None:
+            if "load" in r.tasks:
+                rows.append(LoadRow(r, "", "failed", None))
+            continue
+        for point in r.load.points:
+            s = point.summary
+            run = f"rate {s.offered_rps:g}" if s.mode == "open" else f"clients {s.concurrency}"
+            rows.append(LoadRow(r, point.path, run, s))
+        for peak in r.load.peaks:
+            rows.append(LoadRow(r, peak.path, "peak", peak.summary))
+    return rows
+
+
+def build_serving_table(results: list[CellResult]) -> "pd.DataFrame | None":
+    """One row per load run (harness.results.columns.LOAD_COLUMNS); None when no cell was load-tested."""
+    import pandas as pd
+
+    rows = load_rows(results)
+    if not rows:
+        return None
+    return pd.DataFrame([{c.name: c.value(row) for c in LOAD_COLUMNS} for row in rows], columns=[c.name for c in LOAD_COLUMNS])
+
+
+def latency_plot(results: list[CellResult]) -> bytes | None:
+    """p50 / p95 / p99 against achieved events/s, one line per variant and path, over every measured run (the
+    rates asked for and the peak search's probes); None when nothing was load-tested."""
+    lines = {}
+    for r in results:
+        if r.load is None:
+            continue
+        for path in sorted({p.path for p in r.load.points} | {p.path for p in r.load.peaks}):
+            runs = [p.summary for p in r.load.points if p.path == path]
+            runs += [s for peak in r.load.peaks if peak.path == path for s in peak.runs]
+            runs = sorted((s for s in runs if s.requests), key=lambda s: s.achieved_eps)
+            if runs:
+                lines[f"{r.cell.id} ({path})"] = runs
+    if not lines:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for k, (label, runs) in enumerate(lines.items()):
+        colour = f"C{k % 10}"
+        x = [s.achieved_eps for s in runs]
+        for pct, style in (("p50", ":"), ("p95", "-"), ("p99", "--")):
+            ax.plot(x, [getattr(s.latency_ms, pct) for s in runs], style, color=colour, marker="o", ms=3,
+                    label=f"{label} {pct}")
+    ax.set(xlabel="achieved events/s", ylabel="latency (ms, from intended send time)", yscale="log")
+    ax.set_title("Latency against throughput (p50 dotted, p95 solid, p99 dashed)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="x-small", loc="best")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
 
 
 # --- the leaderboard ---------------------------------------------------------------------------------------------

@@ -112,8 +112,9 @@ def execute(
         manifest = previous.model_copy(update={"resumes": [*previous.resumes, resume_entry], "status": RunStatus.RUNNING, "finished_at": None})
     else:
         folder.check_new()
-    results = {c.id: folder.read_cell(c, kinds_of(c)) for c in p.cells}
-    tasks = plan_tasks(p.cells, p.scenario.timing.model_dump(), len(p.corpus.files))
+    loads = p.scenario.load is not None
+    results = {c.id: folder.read_cell(c, kinds_of(c, loads)) for c in p.cells}
+    tasks = plan_tasks(p.cells, p.scenario.timing.model_dump(), len(p.corpus.files), loads)
     todo = tasks_to_run(tasks, results)
     todo_ids = {t.id for t in todo}
     handed = {  # what finished tasks hand over to those about to run after them
@@ -151,7 +152,11 @@ def _run_tasks(
     from harness.progress import Progress
 
     code = [str(path) for t in todo if (path := user_code_path(t.cell.type)) is not None]
-    context = RunContext(p.corpus, p.profiles, p.thresholds, p.scenario.scoring.probation_percent, p.scenario.timing.model_dump())
+    context = RunContext(
+        p.corpus, p.profiles, p.thresholds, p.scenario.scoring.probation_percent, p.scenario.timing.model_dump(),
+        serve=p.scenario.serve.model_dump() if p.scenario.serve else None,
+        load=p.scenario.load.model_dump() if p.scenario.load else None,
+    )
     with RayRunner(address, code) as runner, Progress(sum(t.units for t in todo), "steps (files scored, timings)") as bar:
         manifest.ray = runner.describe()
         folder.write_manifest(manifest)
@@ -174,3 +179,6 @@ def render(folder: RunFolder, p: Plan, results: dict[str, CellResult]) -> None:
     csv, md = report.leaderboard(table, p)
     folder.write_leaderboard(csv, md)
     folder.write_plot(report.pr_plot({cid: folder.curve(cid) for cid in ok}))
+    serving = report.build_serving_table(ordered)
+    folder.write_serving(None if serving is None else (serving.to_csv(index=False), report.markdown(serving)),
+                         report.latency_plot(ordered))

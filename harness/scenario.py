@@ -8,13 +8,14 @@ from __future__ import annotations
 import itertools
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.backends.base import BackendSpec
 from harness.errors import InputError
+from harness.load.validity import ValidityRules
 from harness.serving import ServeSpec
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -102,6 +103,48 @@ class ScoringSpec(_Strict):
     probation_percent: float = Field(0.15, ge=0.0, lt=1.0)
 
 
+class LoadSpec(_Strict):
+    """A scenario's load test of every variant on Ray Serve (docs/load.md). Each variant is deployed once, its
+    streams warmed (trained) outside the measured window, then loaded at each rate (open loop) or concurrency
+    (closed loop), on each path, and optionally searched for its peak rate at the SLO."""
+
+    paths: list[Literal["http", "handle"]] = Field(["http", "handle"], min_length=1,
+                                                   description="http: through Serve's proxy; handle: a DeploymentHandle inside the cluster")
+    mode: Literal["open", "closed"] = "open"
+    arrivals: Literal["constant", "poisson"] = "constant"
+    rates: list[float] = Field(default_factory=list, description="open loop: requests/s, one measured run each")
+    concurrency: list[int] = Field(default_factory=list, description="closed loop: virtual clients, one run each")
+    think_time_s: float = Field(0.0, ge=0.0)
+    events_per_request: int = Field(1000, ge=1)
+    encoding: Literal["json", "msgpack"] = "json"
+    streams: int = Field(8, ge=1, description="corpus files replayed as streams (the first N)")
+    duration_s: float = Field(30.0, gt=0.0, description="measured window of each run")
+    warmup_s: float = Field(5.0, ge=0.0, description="load before the measured window of each run (not recorded)")
+    slo_p95_ms: float = Field(100.0, gt=0.0)
+    find_peak: bool = Field(False, description="search the highest rate whose p95 meets the SLO, VALID")
+    peak_start_rps: float = Field(20.0, gt=0.0)
+    peak_max_runs: int = Field(8, ge=2, le=30)
+    peak_precision: float = Field(0.05, gt=0.0, lt=1.0, description="relative width at which the search stops")
+    peak_duration_s: float | None = Field(None, gt=0.0, description="measured window of each probe (default duration_s)")
+    generators: int = Field(1, ge=1, le=16, description="load generator actors (their histograms are merged)")
+    max_in_flight: int = Field(256, ge=1)
+    timeout_s: float = Field(10.0, gt=0.0)
+    profile: bool = Field(False, description="py-spy flame graphs of every replica and the proxy during the first run")
+    kill_replica_at_s: float | None = Field(None, ge=0.0, description="fault: kill shard 0's replica this many "
+                                            "seconds into the first run's measured window")
+    rules: ValidityRules = Field(default_factory=ValidityRules)
+
+    @model_validator(mode="after")
+    def _something_to_run(self) -> "LoadSpec":
+        if self.mode == "open" and not self.rates and not self.find_peak:
+            raise ValueError("open loop needs 'rates' or 'find_peak: true'")
+        if self.mode == "closed" and not self.concurrency:
+            raise ValueError("closed loop needs 'concurrency'")
+        if self.find_peak and self.mode != "open":
+            raise ValueError("find_peak searches rates: it needs mode 'open'")
+        return self
+
+
 class Scenario(_Strict):
     name: str = Field(pattern=NAME)
     description: str = ""
@@ -111,6 +154,7 @@ class Scenario(_Strict):
     timing: TimingSpec = Field(default_factory=TimingSpec)
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     serve: ServeSpec | None = Field(None, description="how a variant is deployed on Ray Serve (docs/serving.md)")
+    load: LoadSpec | None = Field(None, description="load-test every variant on Ray Serve (docs/load.md)")
 
     @field_validator("backends")
     @classmethod

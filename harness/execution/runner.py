@@ -6,6 +6,8 @@ and knows nothing of what they compute.
 - Each task is one Ray task, with the options its needs give (harness.execution.placement); it starts once the
   tasks it depends on are done, and receives their artefacts. A task that no node can take, or whose
   dependency failed, fails at once with the reason; a worker that dies fails its task, not the run.
+- A kind marked ON_DRIVER (the load test, which deploys on Serve and starts its own actors) runs in the
+  driver, when nothing else runs: its measurement must not share the machine with other cells.
 - The runner yields each task's (record, artefacts) as it finishes, and reports progress as the tasks count
   their units (a scoring task: one per file), so a long cell shows movement.
 - User detector packages (`py_modules`) and `HARNESS_CACHE` travel in the runtime environment the driver joins
@@ -181,6 +183,8 @@ class RayRunner:
             for task in list(waiting):
                 if any(dep not in outputs for dep in task.dependencies):
                     continue
+                if _on_driver(task):
+                    continue  # below, once nothing else runs
                 waiting.remove(task)
                 try:
                     options = ray_options(task.needs, nodes)
@@ -194,7 +198,21 @@ class RayRunner:
                 )
                 running[refs[0]] = (task, refs[1])
             if not running:
-                break  # what is left waits on tasks that failed
+                ready_here = [t for t in waiting if _on_driver(t) and all(d in outputs for d in t.dependencies)]
+                if not ready_here:
+                    break  # what is left waits on tasks that failed
+                task = ready_here[0]
+                waiting.remove(task)
+                record, artefacts = self._run_on_driver(task, context, [outputs[d] for d in task.dependencies])
+                done_units += task.units
+                if record.status == Status.OK:
+                    outputs[task.id] = ray.put(artefacts)
+                else:
+                    waiting = self._drop_dependents(task, waiting)
+                if on_progress is not None:
+                    on_progress(done_units)
+                yield Finished(task, record, artefacts)
+                continue
             ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
             if not ready:
                 if on_progress is not None:
@@ -216,6 +234,14 @@ class RayRunner:
                 on_progress(done_units)
             yield Finished(task, record, artefacts)
 
+    def _run_on_driver(self, task: Task, context: RunContext, dependency_refs: list[Any]) -> tuple[TaskRecord, dict]:
+        """A kind that drives the cluster itself (a load test) runs here, in the driver, with nothing else running."""
+        from harness.execution.serving import RayServing
+
+        inputs = dict(zip(task.after, self._ray.get(dependency_refs)))
+        record, artefacts = execute(task, context, inputs, None, cluster=RayServing())
+        return record.model_copy(update={"node": NodeFacts(**node_facts())}), artefacts
+
     @staticmethod
     def _drop_dependents(task: Task, waiting: list[Task]) -> list[Task]:
         """Tasks that depend (transitively) on a failed one never run: their cell has failed already."""
@@ -228,6 +254,12 @@ class RayRunner:
                     gone.add(t.id)
                     changed = True
         return [t for t in waiting if t.id not in gone]
+
+
+def _on_driver(task: Task) -> bool:
+    from harness.tasks import KINDS
+
+    return bool(getattr(KINDS[task.kind], "ON_DRIVER", False))
 
 
 def _ray_error(exc: Exception) -> str:

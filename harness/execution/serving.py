@@ -33,15 +33,24 @@ class Service:
         return serve.get_app_handle(self.name)
 
     def replicas(self) -> list[dict[str, Any]]:
-        """Every replica of the service, and the proxy: deployment, actor name, pid, node id."""
-        from ray.util.state import list_actors
+        """Every replica of the service, and the proxy: deployment ("proxy" for the proxy), pid, node id.
+        (Serve's named actors, asked for their pid: this needs no dashboard.)"""
+        import os
+
+        import ray
 
         out = []
-        for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000):
-            cls = a.class_name or ""
-            if cls == "ProxyActor" or (f":{self.name}:" in (a.name or "") or (a.name or "").startswith(f"SERVE_REPLICA::{self.name}#")):
-                out.append({"deployment": "proxy" if cls == "ProxyActor" else (a.name.split("#")[1] if "#" in a.name else cls),
-                            "actor": a.name, "pid": a.pid, "node_id": a.node_id})
+        for entry in ray.util.list_named_actors(all_namespaces=True):
+            name = entry["name"]
+            if name.startswith("SERVE_PROXY_ACTOR"):
+                deployment = "proxy"
+            elif name.startswith(f"SERVE_REPLICA::{self.name}#"):
+                deployment = name.split("#")[1]
+            else:
+                continue
+            actor = ray.get_actor(name, namespace=entry["namespace"])
+            pid, node = ray.get(actor.__ray_call__.remote(lambda self: (os.getpid(), ray.get_runtime_context().get_node_id())))
+            out.append({"deployment": deployment, "pid": pid, "node_id": node})
         return out
 
 
@@ -80,3 +89,151 @@ def undeploy(name: str) -> None:
 
     if name in serve.status().applications:
         serve.delete(name)
+
+
+# Serve's environment settings that change throughput, recorded with every load cell
+SERVE_ENVIRONMENT = (
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_SERVE_RUN_SYNC_IN_THREADPOOL", "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE", "RAY_SERVE_LOG_TO_STDERR", "RAY_SERVE_ENABLE_TASK_EVENTS",
+    "RAY_SERVE_USE_COMPACT_SCHEDULING_STRATEGY", "RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S", "RAY_SERVE_HTTP_KEEP_ALIVE_TIMEOUT_S",
+)
+START_DELAY_S = 1.0  # generators start together this long after they are asked to (their series line up)
+
+
+class _Generator:
+    """A load generator (a Ray actor): one run of harness.load against the service, over HTTP or a handle."""
+
+    def run(self, settings: dict, path: str, url: str, app: str, bodies, start_at: float) -> dict:
+        import asyncio
+
+        from harness.load import LoadSettings, SendError, drive_async, run_load
+
+        s = LoadSettings.model_validate(settings)
+        if path == "http":
+            return asyncio.run(drive_async(url, s, bodies, start_at=start_at)).to_state()
+
+        async def through_handle():
+            from ray import serve
+
+            handle = serve.get_app_handle(app)
+
+            async def send(i: int) -> None:
+                body, kind = bodies[i % len(bodies)]
+                status, answer, _ = await handle.handle_body.remote(body, kind)
+                if status != 200:
+                    raise SendError(str(status), answer[:200].decode(errors="replace"))
+
+            return await run_load(s, send, events_per_request=bodies.events, start_at=start_at)
+
+        return asyncio.run(through_handle()).to_state()
+
+
+def _kill_later(pid: int, delay_s: float) -> float | None:
+    """SIGKILL `pid` after `delay_s` (a Ray task on the process's node); the time it did, or None if it was gone."""
+    import os
+    import signal
+
+    time.sleep(max(delay_s, 0.0))
+    try:
+        os.kill(pid, signal.SIGKILL)
+        return time.time()
+    except ProcessLookupError:
+        return None
+
+
+def _flame(pid: int, delay_s: float, duration_s: float) -> bytes:
+    """A py-spy flame graph (SVG) of `pid` over `duration_s`, starting in `delay_s` (a Ray task on its node)."""
+    import subprocess
+    import tempfile
+
+    time.sleep(max(delay_s, 0.0))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = f"{tmp}/flame.svg"
+        proc = subprocess.run(["py-spy", "record", "--pid", str(pid), "--duration", str(max(int(duration_s), 1)),
+                               "--rate", "100", "--nonblocking", "--format", "flamegraph", "--output", out],
+                              capture_output=True, text=True, timeout=duration_s + 60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"py-spy failed on pid {pid}: {proc.stderr.strip()[-300:]}")
+        with open(out, "rb") as f:
+            return f.read()
+
+
+class RayServing:
+    """The load task's `ServingCluster`, on the Ray cluster the driver joined (harness.tasks.load)."""
+
+    def deploy(self, config: ServiceConfig, name: str) -> Service:
+        return deploy(config, name)
+
+    def undeploy(self, name: str) -> None:
+        undeploy(name)
+
+    def post(self, service: Service, body: bytes, content_type: str) -> tuple[int, bytes]:
+        """One request through the proxy, from the driver (the driver runs on the head node, beside the proxy)."""
+        import urllib.request
+
+        req = urllib.request.Request(service.url, data=body, headers={"Content-Type": content_type}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def replicas(self, service: Service) -> list[dict[str, Any]]:
+        return service.replicas()
+
+    def serve_environment(self) -> dict[str, str]:
+        import os
+
+        return {k: os.environ[k] for k in SERVE_ENVIRONMENT if k in os.environ}
+
+    def load(self, service: Service, path: str, settings, bodies: list, profile: list[dict[str, Any]] | None = None,
+             kill: tuple[dict[str, Any], float] | None = None):
+        """One run: a generator actor per bodies list, started together, merged; meanwhile flame graphs of the
+        `profile` processes over the measured window and the `kill` (replica, seconds after the start)."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from harness.load import LoadOutcome
+
+        head = _head_node_id()
+        on = lambda node: NodeAffinitySchedulingStrategy(node, soft=False)  # noqa: E731
+        actor = ray.remote(num_cpus=0, max_restarts=0)(_Generator)
+        gens = [actor.options(scheduling_strategy=on(head)).remote() for _ in bodies]
+        per = settings.model_copy(update={"rate": settings.rate / len(bodies) if settings.rate else None,
+                                          "concurrency": max(1, settings.concurrency // len(bodies)) if settings.concurrency else None})
+        start_at = time.time() + START_DELAY_S
+        # each generator its own seed (Poisson schedules must not coincide), and constant-rate ones staggered
+        stagger = 1.0 / settings.rate if settings.rate else 0.0
+        runs = [g.run.remote({**per.model_dump(), "seed": settings.seed + k}, path, service.url, service.name, b, start_at + k * stagger)
+                for k, (g, b) in enumerate(zip(gens, bodies))]
+        flames = {}
+        if profile:
+            task = ray.remote(num_cpus=0, max_retries=0)(_flame)
+            delay = start_at - time.time() + settings.warmup_s
+            flames = {r["deployment"]: task.options(scheduling_strategy=on(r["node_id"])).remote(r["pid"], delay, settings.duration_s)
+                      for r in profile}
+        killed = None
+        if kill:
+            replica, after_s = kill
+            killed = ray.remote(num_cpus=0, max_retries=0)(_kill_later).options(
+                scheduling_strategy=on(replica["node_id"])).remote(replica["pid"], start_at - time.time() + after_s)
+        try:
+            states = ray.get(runs)
+        finally:
+            for g in gens:
+                ray.kill(g)
+        outcome = LoadOutcome.from_state(states[0])
+        for state in states[1:]:
+            outcome.merge(LoadOutcome.from_state(state))
+        svgs = {who: ray.get(ref) for who, ref in flames.items()}
+        killed_at = ray.get(killed) if killed is not None else None
+        return outcome, svgs, killed_at
+
+
+def _head_node_id() -> str:
+    import ray
+
+    for n in ray.nodes():
+        if n.get("Alive") and n.get("Resources", {}).get("node:__internal_head__"):
+            return n["NodeID"]
+    return ray.get_runtime_context().get_node_id()

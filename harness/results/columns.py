@@ -93,3 +93,66 @@ BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 
 def columns(with_backends: bool) -> list[Column]:
     return [c for c in COLUMNS if with_backends or not c.backend]
+
+
+# --- the serving table (serving.csv): one row per load run of a served variant ---------------------------------
+
+
+@dataclass(frozen=True)
+class LoadRow:
+    """One row of the serving table: a cell's load result, one of its runs (a rate, a number of clients, or the
+    run at the peak the search found) on one path."""
+
+    result: CellResult
+    path: str
+    run: str  # "rate 40", "clients 8", "peak"
+    summary: Any  # harness.load.LoadSummary, or None (a peak search that found no passing rate)
+
+    @property
+    def load(self) -> Any:
+        return self.result.load
+
+    def peak(self) -> Any:
+        return next((p for p in self.load.peaks if p.path == self.path), None) if self.load else None
+
+
+def _run(field: str) -> Callable[[LoadRow], Any]:
+    return lambda r: getattr(r.summary, field) if r.summary is not None else None
+
+
+def _ms(field: str) -> Callable[[LoadRow], Any]:
+    return lambda r: getattr(r.summary.latency_ms, field) if r.summary is not None else None
+
+
+LOAD_NOISE = "the per-second series in result.json (load.points[].summary.per_second)"
+LOAD_COLUMNS: tuple[Column, ...] = (
+    Column("cell", "the served variant's cell id", value=lambda r: r.result.cell.id),
+    Column("path", "`http`: through Serve's HTTP proxy; `handle`: a DeploymentHandle inside the cluster (no proxy)", value=lambda r: r.path),
+    Column("run", "`rate R` (open loop, R requests/s offered), `clients C` (closed loop) or `peak` (the run at the peak rate)", value=lambda r: r.run),
+    Column("offered_rps", "requests per second offered (open loop)", "requests/s", value=_run("offered_rps")),
+    Column("achieved_rps", "requests per second answered with 200 in the measured window", "requests/s", "higher", LOAD_NOISE, _run("achieved_rps")),
+    Column("offered_eps", "events per second offered: offered_rps x events per request", "events/s",
+           value=lambda r: r.summary.offered_rps * r.summary.events_per_request if r.summary is not None and r.summary.offered_rps else None),
+    Column("achieved_eps", "events per second scored and answered", "events/s", "higher", LOAD_NOISE, _run("achieved_eps")),
+    Column("p50_ms", "request latency, median, from each request's intended send time (docs/load.md)", "ms", "lower", LOAD_NOISE, _ms("p50")),
+    Column("p90_ms", "the same, 90th percentile", "ms", "lower", LOAD_NOISE, _ms("p90")),
+    Column("p95_ms", "the same, 95th percentile", "ms", "lower", LOAD_NOISE, _ms("p95")),
+    Column("p99_ms", "the same, 99th percentile", "ms", "lower", LOAD_NOISE, _ms("p99")),
+    Column("max_ms", "the same, maximum", "ms", "lower", LOAD_NOISE, _ms("max")),
+    Column("errors", "requests sent that failed (any status but 200, timeouts, connection errors)", "requests", "lower", value=_run("errors")),
+    Column("dropped", "requests due that the generator could not send on time (docs/load.md)", "requests", "lower", value=_run("dropped")),
+    Column("valid", "`VALID`, or `INVALID: <rules broken>` (docs/load.md)",
+           value=lambda r: None if r.summary is None else ("VALID" if r.summary.valid else "INVALID: " + "; ".join(r.summary.reasons))),
+    Column("peak_eps_at_slo", "the highest events/s whose p95 met `load.slo_p95_ms` with the run VALID, on this path (find_peak)", "events/s", "higher", LOAD_NOISE,
+           lambda r: r.peak().peak_eps if r.peak() is not None else None),
+    Column("nab_standard", "the variant's NAB standard score (its scoring task)", "points", "higher", DETERMINISTIC, lambda r: r.result.score.nab.profiles["standard"].score if r.result.score else None),
+    Column("inprocess_eps", "events/s the same variant scores in one process on the same requests (no Serve, no HTTP)", "events/s", "higher", "one 2 s measurement",
+           lambda r: r.load.inprocess_eps if r.load else None),
+    Column("served_vs_inprocess", "achieved_eps / inprocess_eps: what serving keeps of the in-process throughput", "x", "higher", LOAD_NOISE,
+           lambda r: r.summary.achieved_eps / r.load.inprocess_eps if r.summary is not None and r.load and r.load.inprocess_eps else None),
+    Column("warmup_s", "seconds to warm (train) every stream before the measured runs", "s", "lower", "machine load", lambda r: r.load.warmup.seconds if r.load else None),
+    Column("flame_graphs", "py-spy flame graphs of the replicas and the proxy (`load.profile`), in the cell's folder",
+           value=lambda r: " ".join(f"cells/{r.result.cell.id}/{f}" for f in r.load.profiles if f.startswith(f"flame-{r.path}-")) if r.load else None),
+    Column("error", "why the load task failed", value=lambda r: r.result.tasks["load"].error if "load" in r.result.tasks and r.load is None else None),
+)
+LOAD_BY_NAME: dict[str, Column] = {c.name: c for c in LOAD_COLUMNS}

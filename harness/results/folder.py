@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,15 @@ SCORES = "scores"  # list of float64 arrays, one per corpus file
 CURVE = "curve"  # {"threshold", "precision", "recall"}: arrays
 HANDOFF = "handoff"  # bytes, opaque to the folder (pickled by the task that made it)
 _FILES = {SCORES: "scores.npz", CURVE: "pr_curve.csv", HANDOFF: "handoff.pkl"}
+FLAME = re.compile(r"^flame-[A-Za-z0-9_.-]+\.svg$")  # a py-spy flame graph of a load task, stored under its own name
+
+
+def _file(name: str) -> str:
+    if name in _FILES:
+        return _FILES[name]
+    if FLAME.match(name):
+        return name
+    raise KeyError(f"unknown artefact {name!r}")
 
 
 class RunFolder:
@@ -136,7 +146,7 @@ class RunFolder:
         if SCORES in artefacts:
             shutil.rmtree(self._nab(result.cell.id), ignore_errors=True)  # exported from the scores it replaces
         for name, value in artefacts.items():
-            write_bytes(folder / _FILES[name], _encode(name, value))
+            write_bytes(folder / _file(name), _encode(name, value))
         updated = result.model_copy(update={"tasks": {**result.tasks, kind: record}})
         write_text(self._result(result.cell.id), updated.model_dump_json(indent=2) + "\n")
         return updated
@@ -145,7 +155,7 @@ class RunFolder:
         """Artefacts a finished task left, for the tasks that depend on it (a resumed run)."""
         out = {}
         for name in names:
-            path = self._cell(cell_id) / _FILES[name]
+            path = self._cell(cell_id) / _file(name)
             if not path.is_file():
                 raise InputError(f"missing: the {name} of a finished task; delete result.json to rerun the cell", path)
             out[name] = _decode(name, path.read_bytes())
@@ -202,6 +212,21 @@ class RunFolder:
             target.unlink(missing_ok=True)
         else:
             write_bytes(target, png)
+
+
+    def write_serving(self, table: tuple[str, str] | None, plot: bytes | None) -> None:
+        """The serving table (csv, markdown) and the latency-throughput plot; removed when there is none."""
+        for name, content in (("serving.csv", table and table[0]), ("serving.md", table and table[1]),
+                              ("latency_vs_throughput.png", plot)):
+            target = self.root / name
+            if content is None:
+                target.unlink(missing_ok=True)
+            else:
+                write_bytes(target, content if isinstance(content, bytes) else content.encode())
+
+    def serving_markdown(self) -> str | None:
+        path = self.root / "serving.md"
+        return path.read_text() if path.is_file() else None
 
 
 def _encode(name: str, value: Any) -> bytes:

@@ -12,10 +12,11 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
+from harness.load.summary import LoadSummary
 from harness.scenario import Cell
 from harness.scoring.nab import DetectionMetrics, ProfileScore
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Status(str, Enum):
@@ -102,7 +103,63 @@ class TimingResult(_Record):
     cache: str | None = None  # "hit": the artefacts the scoring task cached were reused
 
 
-TaskResult = Union[ScoreResult, TimingResult]
+class WarmupFigures(_Record):
+    """Streams trained before any load is measured: each sent its probationary records and one request more."""
+
+    seconds: float
+    events: int
+    streams: int
+
+
+class LoadPoint(_Record):
+    """One measured load run (a rate, or a number of clients) on one path."""
+
+    path: Literal["http", "handle"]
+    summary: LoadSummary
+
+
+class PeakFigures(_Record):
+    """The highest rate whose p95 met the SLO with the run VALID, as the peak search found it on one path."""
+
+    path: Literal["http", "handle"]
+    slo_p95_ms: float
+    peak_rps: float | None
+    peak_eps: float | None
+    summary: LoadSummary | None  # the run at the peak rate
+    converged: bool
+    probes: list[dict[str, Any]]  # every rate tried: rps, passed, p95_ms, error_rate, valid, why
+    runs: list[LoadSummary] = Field(default_factory=list)  # those runs' summaries (per-second series left out)
+
+
+class FaultFigures(_Record):
+    """A replica killed during the first run: the errors the run saw and how long until they stopped."""
+
+    replica: str
+    at_s: float  # into the measured window
+    killed: bool
+    errors: int
+    recovery_s: float  # from the kill to the end of the last second with errors or a p95 over the SLO
+
+
+class LoadResult(_Record):
+    """A load task: the variant on Ray Serve, under load (docs/load.md)."""
+
+    kind: Literal["load"] = "load"
+    deploy_s: float
+    warmup: WarmupFigures
+    inprocess_eps: float  # a StreamTable in one process, same requests, no Serve
+    serve: dict[str, Any]  # the ServeSpec the deployment ran with
+    serve_environment: dict[str, str]  # Ray Serve's throughput-related environment settings
+    events_per_request: int
+    encoding: str
+    streams: int
+    points: list[LoadPoint] = Field(default_factory=list)
+    peaks: list[PeakFigures] = Field(default_factory=list)
+    fault: FaultFigures | None = None
+    profiles: list[str] = Field(default_factory=list)  # flame graph files in the cell's folder
+
+
+TaskResult = Union[ScoreResult, TimingResult, LoadResult]
 
 
 class TaskRecord(_Record):
@@ -149,6 +206,11 @@ class CellResult(_Record):
     @property
     def timing(self) -> TimingResult | None:
         t = self.tasks.get("timing")
+        return t.result if t is not None and t.status == Status.OK else None  # type: ignore[return-value]
+
+    @property
+    def load(self) -> LoadResult | None:
+        t = self.tasks.get("load")
         return t.result if t is not None and t.status == Status.OK else None  # type: ignore[return-value]
 
     @property

@@ -4,7 +4,8 @@
 - `timing` (harness.tasks.timing): a backend cell's latency, after its scoring (it times the model the scoring
   trained and cached); with `timing.exclusive` it needs a node to itself.
 
-Load tests join as a third kind.
+- `load` (harness.tasks.load): the variant deployed on Ray Serve and loaded; after the scoring (its row shows
+  the NAB score beside), run by the driver, alone.
 """
 
 from __future__ import annotations
@@ -12,20 +13,21 @@ from __future__ import annotations
 from typing import Any
 
 from harness.scenario import Cell
-from harness.tasks import score, timing
+from harness.tasks import load, score, timing
 from harness.tasks.base import Needs, RunContext, Task, execute, failed, task_id
 
-KINDS = {"score": score, "timing": timing}
+KINDS = {"score": score, "timing": timing, "load": load}
 
 
-def kinds_of(cell: Cell) -> list[str]:
-    """The task kinds a cell needs, in dependency order."""
-    return ["score", "timing"] if cell.backend is not None else ["score"]
+def kinds_of(cell: Cell, load: bool = False) -> list[str]:
+    """The task kinds a cell needs, in dependency order (`load`: the scenario load-tests its variants)."""
+    return ["score"] + (["timing"] if cell.backend is not None else []) + (["load"] if load else [])
 
 
-def plan_tasks(cells: list[Cell], timing_settings: dict[str, Any], files: int) -> list[Task]:
+def plan_tasks(cells: list[Cell], timing_settings: dict[str, Any], files: int, load: bool = False) -> list[Task]:
     """Every cell's tasks: a scoring task reserving the backend's threads (1 CPU without a backend), and for a
-    backend cell a timing task after it, alone on its node when timing is exclusive."""
+    backend cell a timing task after it, alone on its node when timing is exclusive; with `load`, a load task
+    after the scoring (run by the driver)."""
     tasks = []
     for cell in cells:
         threads = cell.backend.threads if cell.backend is not None else 1
@@ -33,6 +35,8 @@ def plan_tasks(cells: list[Cell], timing_settings: dict[str, Any], files: int) -
         if "timing" in kinds_of(cell):
             needs = Needs(cpus=threads, exclusive=bool(timing_settings.get("exclusive", True)))
             tasks.append(Task("timing", cell, needs, after=("score",)))
+        if load:
+            tasks.append(Task("load", cell, Needs(cpus=0, exclusive=True), after=("score",)))
     return tasks
 
 

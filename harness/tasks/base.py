@@ -65,15 +65,21 @@ class RunContext:
     thresholds: dict[str, dict[str, float]] | None  # per detector label, per profile; None: optimise
     probation_percent: float
     timing: dict[str, Any]  # the scenario's timing settings (TimingSpec)
+    serve: dict[str, Any] | None = None  # the scenario's serve settings (ServeSpec)
+    load: dict[str, Any] | None = None  # the scenario's load settings (LoadSpec); None: no load tasks
 
 
-def execute(task: Task, context: RunContext, inputs: dict[str, dict[str, Any]], progress: Progress | None = None) -> tuple[TaskRecord, dict[str, Any]]:
-    """Run one task; a failure is data (a failed record with the error and traceback), never an exception."""
+def execute(task: Task, context: RunContext, inputs: dict[str, dict[str, Any]], progress: Progress | None = None,
+            cluster: Any = None) -> tuple[TaskRecord, dict[str, Any]]:
+    """Run one task; a failure is data (a failed record with the error and traceback), never an exception.
+    `cluster`: what a kind that runs on the driver (ON_DRIVER) drives, from the runner."""
     from harness.tasks import KINDS
 
+    kind = KINDS[task.kind]
     started, t0 = now(), time.perf_counter()
     try:
-        result, artefacts = KINDS[task.kind].run(task, context, inputs, progress or (lambda n: None))
+        extra = (cluster,) if getattr(kind, "ON_DRIVER", False) else ()
+        result, artefacts = kind.run(task, context, inputs, progress or (lambda n: None), *extra)
         return TaskRecord(kind=task.kind, status=Status.OK, started_at=started, seconds=time.perf_counter() - t0, result=result), artefacts
     except Exception as exc:  # noqa: BLE001 - any detector or backend failure is recorded, never fatal to the run
         return failed(task.kind, exc, started, time.perf_counter() - t0, traceback.format_exc()), {}

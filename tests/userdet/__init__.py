@@ -83,3 +83,29 @@ class LinearForecaster(LearnedDetector):
 
     def errors(self, inputs, outputs, targets):
         return np.abs(np.asarray(outputs, np.float64) - targets).reshape(-1)
+
+
+class StallParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    stall_s: float = 1.0
+    after_events: int = 30_000  # events this process scores before its one stall
+
+
+_STALLED = {"events": 0, "done": False}  # per process: a service's shard stalls once, whatever its streams
+
+
+class Stall(StreamingDetector):
+    """Scores 0, and stalls the scoring process once for `stall_s` after `after_events` events: the
+    coordinated-omission check (an open loop shows the stall in its p99, a closed loop hides it)."""
+
+    Params = StallParams
+
+    def score_many(self, timestamps, values):
+        _STALLED["events"] += len(values)
+        if not _STALLED["done"] and _STALLED["events"] >= self.params.after_events:
+            _STALLED["done"] = True
+            time.sleep(self.params.stall_s)
+        return np.zeros(len(values))
+
+    def score_file(self, series, probation):
+        return np.zeros(series.n_rows)

@@ -1,0 +1,118 @@
+"""Load generator for the scoring service: plain asyncio, no Ray, so the same code runs from the CLI
+(`drive`), inside a Ray actor (`run_load` with any async `send`, e.g. one calling a Serve DeploymentHandle),
+or in a test against a local server.
+
+    settings = LoadSettings(rate=200, duration_s=30, events_per_request=100)
+    bodies = request_bodies(streams, settings.events_per_request)
+    summary = drive("http://127.0.0.1:8000", settings, bodies)   # LoadSummary, judged VALID or not
+    print(summary.to_json())
+
+Pieces: schedule (when requests are due), open_loop / closed_loop (the two executors), recorder (HdrHistogram
+latencies and a per-second series), outcome (a run's mergeable result), summary (what is reported), validity
+(MLPerf-style VALID rules), peak (the highest rate within an SLO), http_target (the HTTP `send`), payload
+(pre-encoded request bodies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Callable, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from harness.load.closed_loop import run_closed_loop
+from harness.load.errors import SendError, error_kind
+from harness.load.open_loop import run_open_loop
+from harness.load.outcome import LoadOutcome, Send
+from harness.load.payload import RequestBodies, request_bodies, synthetic_streams
+from harness.load.peak import PeakResult, find_peak, find_peak_async
+from harness.load.recorder import Recorder
+from harness.load.summary import LatencyMs, LoadSummary, SecondStats
+from harness.load.validity import ValidityRules, judge
+
+__all__ = [
+    "LatencyMs", "LoadOutcome", "LoadSettings", "LoadSummary", "PeakResult", "Recorder", "RequestBodies",
+    "SecondStats", "Send", "SendError", "ValidityRules", "drive", "drive_async", "error_kind", "find_peak",
+    "find_peak_async", "judge", "rate_probe", "request_bodies", "run_closed_loop", "run_load", "run_open_loop",
+    "synthetic_streams",
+]
+
+
+class LoadSettings(BaseModel):
+    """One load run. `mode` may be left out: a `rate` means open loop, a `concurrency` closed loop."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["open", "closed"] | None = None
+    arrivals: Literal["constant", "poisson"] = "constant"
+    rate: float | None = Field(None, gt=0, description="requests per second offered (open loop)")
+    concurrency: int | None = Field(None, ge=1, description="virtual clients (closed loop)")
+    events_per_request: int = Field(1, ge=1)
+    duration_s: float = Field(30.0, gt=0, description="measured window")
+    warmup_s: float = Field(5.0, ge=0, description="sent before the window, not recorded")
+    think_time_s: float = Field(0.0, ge=0, description="closed loop: pause between a client's requests")
+    max_in_flight: int = Field(1024, ge=1, description="open loop: outstanding requests before new ones are dropped")
+    max_lateness_s: float = Field(0.1, gt=0, description="open loop: generator lag beyond which requests are dropped")
+    timeout_s: float = Field(10.0, gt=0, description="per request")
+    drain_s: float = Field(10.0, ge=0, description="wait for outstanding requests after the window")
+    seed: int = 0
+    rules: ValidityRules = Field(default_factory=ValidityRules)
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> "LoadSettings":
+        if self.mode is None:
+            if (self.rate is None) == (self.concurrency is None):
+                raise ValueError("give either rate (open loop) or concurrency (closed loop)")
+            self.mode = "open" if self.rate is not None else "closed"
+        if self.mode == "open" and self.rate is None:
+            raise ValueError("open loop needs a rate")
+        if self.mode == "closed" and self.concurrency is None:
+            raise ValueError("closed loop needs a concurrency")
+        return self
+
+    @property
+    def connections(self) -> int:
+        """The most requests this run can have in flight: the HTTP connection pool's size."""
+        return self.max_in_flight if self.mode == "open" else self.concurrency  # type: ignore[return-value]
+
+
+async def run_load(settings: LoadSettings, send: Send, *, events_per_request: int | Sequence[int] | None = None,
+                   start_at: float | None = None) -> LoadOutcome:
+    """Run `settings` with any async `send(i)`. `events_per_request` overrides the settings' count (per-body counts,
+    e.g. `bodies.events`); `start_at` (epoch seconds) lets several generators start together, so their per-second
+    series line up when merged."""
+    if start_at is not None:
+        await asyncio.sleep(max(start_at - time.time(), 0.0))
+    events = settings.events_per_request if events_per_request is None else events_per_request
+    if settings.mode == "open":
+        return await run_open_loop(
+            send, rate=settings.rate, duration_s=settings.duration_s, warmup_s=settings.warmup_s,
+            arrivals=settings.arrivals, seed=settings.seed, max_in_flight=settings.max_in_flight,
+            events_per_request=events, max_lateness_s=settings.max_lateness_s, drain_s=settings.drain_s)
+    return await run_closed_loop(
+        send, concurrency=settings.concurrency, duration_s=settings.duration_s, warmup_s=settings.warmup_s,
+        think_time_s=settings.think_time_s, events_per_request=events, drain_s=settings.drain_s)
+
+
+async def drive_async(url: str, settings: LoadSettings, bodies: Sequence[tuple[bytes, str]], *,
+                      check: bool = False, start_at: float | None = None) -> LoadOutcome:
+    """One run against the HTTP service at `url` (its base URL or its /v1/score), inside a running event loop."""
+    from harness.load.http_target import HttpTarget
+
+    events = getattr(bodies, "events", None) or settings.events_per_request
+    async with HttpTarget(url, bodies, settings.timeout_s, connections=settings.connections, check=check) as target:
+        return await run_load(settings, target.send, events_per_request=events, start_at=start_at)
+
+
+def drive(url: str, settings: LoadSettings, bodies: Sequence[tuple[bytes, str]], *, check: bool = False) -> LoadSummary:
+    """One run against the HTTP service at `url`, from synchronous code; judged by `settings.rules`."""
+    return asyncio.run(drive_async(url, settings, bodies, check=check)).summary(settings.rules)
+
+
+def rate_probe(url: str, settings: LoadSettings, bodies: Sequence[tuple[bytes, str]]) -> Callable[[float], LoadSummary]:
+    """A `measure` for `find_peak`: one open-loop `drive` of `settings` at the rate asked for."""
+    def measure(rate: float) -> LoadSummary:
+        return drive(url, settings.model_copy(update={"mode": "open", "rate": rate, "concurrency": None}), bodies)
+
+    return measure

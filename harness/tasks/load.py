@@ -1,0 +1,185 @@
+"""The load task: a variant deployed on Ray Serve (serve/app.py), its streams warmed, then loaded (docs/load.md).
+
+1. Deploy the cell's variant with the scenario's `serve:` settings.
+2. Warm-up: each stream (the first `load.streams` corpus files) is sent its probationary records and one request
+   more, stream by stream, so every model is trained before anything is measured; reported apart (`warmup`).
+3. In-process throughput: the same requests scored by a `StreamTable` in this process, no Serve, no HTTP:
+   what the served figures are compared with.
+4. For each path (http through the proxy, handle from inside the cluster), each rate (open loop) or
+   concurrency (closed loop) is one run of `load.generators` generators, merged; then, with `find_peak`, the
+   highest rate within the SLO. The first run may carry a py-spy profile and a replica kill (a fault).
+5. Take the deployment down, whatever happened.
+
+It runs in the driver, one at a time with nothing else running (a measurement needs the machine), through the
+`cluster` the runner hands it (harness.execution.serving.RayServing): this module imports no Ray.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Protocol
+
+import numpy as np
+
+from harness.load import LoadOutcome, LoadSettings, RequestBodies, find_peak, request_bodies
+from harness.results.schema import FaultFigures, LoadPoint, LoadResult, PeakFigures, WarmupFigures
+from harness.scoring.nab import probation_rows
+from harness.serving import ServeSpec, ServiceConfig, Variant
+from harness.tasks.base import Progress, RunContext, Task
+
+ON_DRIVER = True  # the runner runs this kind in its own process, alone
+
+
+class ServingCluster(Protocol):
+    """What the load task needs from the cluster (implemented with Ray in harness.execution.serving)."""
+
+    def deploy(self, config: ServiceConfig, name: str) -> Any: ...  # -> an object with .url and .deploy_s
+    def undeploy(self, name: str) -> None: ...
+    def post(self, service: Any, body: bytes, content_type: str) -> tuple[int, bytes]: ...
+    def replicas(self, service: Any) -> list[dict[str, Any]]: ...
+    def load(self, service: Any, path: str, settings: LoadSettings, bodies: list[RequestBodies],
+             profile: list[dict[str, Any]] | None = None, kill: tuple[dict[str, Any], float] | None = None
+             ) -> tuple[LoadOutcome, dict[str, bytes], float | None]: ...
+    def serve_environment(self) -> dict[str, str]: ...
+
+
+def app_name(cell_id: str) -> str:
+    return "load-" + re.sub(r"[^A-Za-z0-9-]+", "-", cell_id)[:40]
+
+
+def run(task: Task, ctx: RunContext, inputs: dict[str, Any], progress: Progress, cluster: ServingCluster) -> tuple[LoadResult, dict[str, Any]]:
+    spec = ctx.load
+    assert spec is not None, "a load task needs the scenario's load: section"
+    cell = task.cell
+    config = ServiceConfig(
+        variant=Variant(id=cell.id, type=cell.type, params=cell.params, backend=cell.backend),
+        serve=ServeSpec.model_validate(ctx.serve or {}),
+        probation_percent=ctx.probation_percent,
+    )
+    files = ctx.corpus.files[: spec["streams"]]
+    if not files:
+        raise ValueError("the corpus has no files to replay as streams")
+    streams = {f.name: np.asarray(f.values, np.float64) for f in files}
+    settings = {f.name: {"length": f.n_rows} for f in files}
+    epr, enc = spec["events_per_request"], spec["encoding"]
+    name = app_name(cell.id)
+    service = cluster.deploy(config, name)
+    try:
+        warmup, measured = _warm_up(cluster, service, streams, settings, epr, enc, ctx.probation_percent)
+        inprocess = _in_process_eps(config, streams, settings, epr, ctx.probation_percent)
+        result = LoadResult(
+            deploy_s=service.deploy_s, warmup=warmup, inprocess_eps=inprocess,
+            serve=config.serve.model_dump(), serve_environment=cluster.serve_environment(),
+            events_per_request=epr, encoding=enc, streams=len(files),
+        )
+        artefacts: dict[str, Any] = {}
+        first = True
+        for path in spec["paths"]:
+            gens = _split(measured, spec["generators"], epr, enc)
+            for point in _points(spec):
+                settings_ = _settings(spec, point, spec["duration_s"])
+                profile = cluster.replicas(service) if first and spec["profile"] else None
+                kill = None
+                if first and spec["kill_replica_at_s"] is not None:
+                    shard = next(r for r in cluster.replicas(service) if r["deployment"] == "StreamShard-0")
+                    kill = (shard, settings_.warmup_s + spec["kill_replica_at_s"])
+                outcome, flames, killed_at = cluster.load(service, path, settings_, gens, profile, kill)
+                summary = outcome.summary(settings_.rules)
+                result.points.append(LoadPoint(path=path, summary=summary))
+                if kill is not None:
+                    result.fault = _fault(summary, kill[0], spec["kill_replica_at_s"], killed_at, spec["slo_p95_ms"])
+                for who, svg in flames.items():
+                    key = f"flame-{path}-{who}.svg"
+                    artefacts[key] = svg
+                    result.profiles.append(key)
+                first = False
+            if spec["find_peak"]:
+                duration = spec["peak_duration_s"] or spec["duration_s"]
+
+                runs = []
+
+                def measure(rate: float, path=path, gens=gens, duration=duration, runs=runs):
+                    s = _settings(spec, rate, duration)
+                    summary = cluster.load(service, path, s, gens)[0].summary(s.rules)
+                    runs.append(summary.model_copy(update={"per_second": []}))
+                    return summary
+
+                peak = find_peak(measure, start_rps=spec["peak_start_rps"], slo_p95_ms=spec["slo_p95_ms"],
+                                 max_error_rate=spec["rules"]["max_error_rate"], precision=spec["peak_precision"],
+                                 max_runs=spec["peak_max_runs"])
+                result.peaks.append(PeakFigures(
+                    path=path, slo_p95_ms=spec["slo_p95_ms"], peak_rps=peak.peak_rps,
+                    peak_eps=None if peak.summary is None else peak.summary.achieved_eps,
+                    summary=peak.summary, converged=peak.converged, probes=[p.model_dump() for p in peak.probes], runs=runs,
+                ))
+        progress(1)
+        return result, artefacts
+    finally:
+        cluster.undeploy(name)
+
+
+def _points(spec: dict) -> list[float]:
+    return list(spec["rates"]) if spec["mode"] == "open" else [float(c) for c in spec["concurrency"]]
+
+
+def _settings(spec: dict, point: float, duration_s: float) -> LoadSettings:
+    common = dict(events_per_request=spec["events_per_request"], duration_s=duration_s, warmup_s=spec["warmup_s"],
+                  max_in_flight=spec["max_in_flight"], timeout_s=spec["timeout_s"], rules=spec["rules"])
+    if spec["mode"] == "open":
+        return LoadSettings(mode="open", arrivals=spec["arrivals"], rate=point, **common)
+    return LoadSettings(mode="closed", concurrency=int(point), think_time_s=spec["think_time_s"], **common)
+
+
+def _warm_up(cluster: ServingCluster, service: Any, streams: dict[str, np.ndarray], settings: dict, epr: int,
+             encoding: str, percent: float) -> tuple[WarmupFigures, dict[str, np.ndarray]]:
+    """Send each stream its probationary records and one request more (the model trains on the first scored
+    record); returns the figures and what is left of each stream for the measured runs."""
+    started, events, rest = time.perf_counter(), 0, {}
+    for name, values in streams.items():
+        cut = min(len(values), probation_rows(len(values), percent) + epr)
+        for body, kind in request_bodies({name: values[:cut]}, min(epr, cut), encoding, settings={name: settings[name]}):
+            status, answer = cluster.post(service, body, kind)
+            if status != 200:
+                raise RuntimeError(f"warm-up of stream {name} failed: HTTP {status}: {answer[:200]!r}")
+        events += cut
+        rest[name] = values[cut:] if cut < len(values) else values
+    return WarmupFigures(seconds=time.perf_counter() - started, events=events, streams=len(streams)), rest
+
+
+def _split(streams: dict[str, np.ndarray], generators: int, epr: int, encoding: str) -> list[RequestBodies]:
+    """Each generator replays its own streams, so a stream's events are sent by one generator, in order."""
+    names = list(streams)
+    return [request_bodies({n: streams[n] for n in names[k::generators]}, epr, encoding)
+            for k in range(min(generators, len(names)))]
+
+
+def _in_process_eps(config: ServiceConfig, streams: dict[str, np.ndarray], settings: dict, epr: int, percent: float) -> float:
+    """Events per second a StreamTable scores in this process, on the same variant and request size, after the
+    same warm-up: the ceiling the service is compared with."""
+    from harness.api import EventBatch
+    from harness.serving import make_detector_factory
+    from harness.streams import StreamTable
+
+    table = StreamTable(make_detector_factory(config.variant), config.serve.probation, percent)
+    chunks = []
+    for name, values in streams.items():
+        cut = min(len(values), probation_rows(len(values), percent) + epr)
+        table.score(EventBatch.of([name] * cut, np.zeros(cut), values[:cut], {name: settings[name]}))
+        rest = values[cut:] if cut < len(values) else values
+        chunks += [EventBatch.of([name] * len(rest[i : i + epr]), np.zeros(len(rest[i : i + epr])), rest[i : i + epr]) for i in range(0, len(rest), epr)]
+    events, started = 0, time.perf_counter()
+    while time.perf_counter() - started < 2.0:
+        for chunk in chunks:
+            table.score(chunk)
+            events += len(chunk)
+    return events / (time.perf_counter() - started)
+
+
+def _fault(summary, replica: dict, at_s: float, killed_at: float | None, slo_p95_ms: float) -> FaultFigures:
+    """What the kill cost: the run's errors, and the time from the kill to the end of the last second that had
+    errors or a p95 over the SLO (requests held while Serve restarts the replica show as latency, not errors)."""
+    bad = [s.t for s in summary.per_second
+           if s.t >= int(at_s) and (s.errors or (s.p95_ms is not None and s.p95_ms > slo_p95_ms))]
+    return FaultFigures(replica=replica["deployment"], at_s=at_s, killed=killed_at is not None, errors=summary.errors,
+                        recovery_s=(max(bad) + 1 - at_s) if bad else 0.0)

@@ -1,0 +1,117 @@
+"""Load tests against real Ray Serve deployments on the test cluster (inside its private network namespace).
+
+- `harness load` against `harness serve`: an open loop shows a 1 s stall of the deployment in its p99; a closed
+  loop with one client on the same stall hides it (coordinated omission).
+- `harness run` of a scenario with `serve:` and `load:`: both paths, the peak search, flame graphs of every
+  replica and the proxy, a shard killed mid-run, the serving table and the latency-throughput plot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from conftest import REPO, RayCluster
+from test_serve import PORT, URL, Served
+
+USERDET = str(REPO / "tests")
+
+
+def stall_scenario(tmp: Path, after_events: int) -> Path:
+    path = tmp / f"stall-{after_events}.yaml"
+    path.write_text(f"name: stall\ndetectors: [{{type: 'userdet:Stall', params: {{stall_s: 1.0, after_events: {after_events}}}}}]\n")
+    return path
+
+
+def load(cluster: RayCluster, *args: str) -> dict:
+    proc = cluster.run([sys.executable, "-m", "harness", "load", URL, "--json", *args], timeout=120)
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+def test_an_open_loop_shows_a_stall_that_a_closed_loop_hides(ray_cluster: RayCluster, tmp_path: Path, monkeypatch) -> None:
+    """The deployment stalls once, 1 s, about 3 s into the measured window: after 8,000 events in the open loop
+    (20 req/s x 100 events), after 30,000 in the closed loop (one client, ~100 req/s)."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [USERDET, os.environ.get("PYTHONPATH")])))
+    figures = {}
+    for mode, after, args in [("open", 8000, ["--rate", "20"]), ("closed", 30000, ["--concurrency", "1"])]:
+        served = Served(ray_cluster, stall_scenario(tmp_path, after), "Stall", tmp_path / f"serve-{mode}.log")
+        try:
+            figures[mode] = load(ray_cluster, "--events-per-request", "100", "--duration", "6", "--warmup", "1",
+                                 "--min-duration", "5", *args)
+        finally:
+            served.stop()
+    opened, closed = figures["open"], figures["closed"]
+    assert opened["errors"] == 0 and closed["errors"] == 0
+    # open loop: the ~20 requests due during the stall all wait for it, measured from when they were due
+    assert opened["latency_ms"]["p99"] >= 500, opened["latency_ms"]
+    # closed loop: its one client simply stops sending during the stall, one slow request among hundreds
+    assert closed["requests"] > 200, closed
+    assert closed["latency_ms"]["max"] >= 900, closed["latency_ms"]  # the stall did happen to it
+    assert closed["latency_ms"]["p99"] < 0.25 * opened["latency_ms"]["p99"], (closed["latency_ms"], opened["latency_ms"])
+
+
+def test_a_load_scenario_runs_end_to_end(ray_cluster: RayCluster, tmp_path: Path) -> None:
+    scen = tmp_path / "load.yaml"
+    scen.write_text(f"""
+name: load-e2e
+corpus: {{synthetic: {{seed: 7, rows: 2000}}}}
+detectors:
+  - type: windowedGaussian
+    params: {{window: 200}}
+serve: {{shards: 2, port: {PORT}}}
+load:
+  paths: [http, handle]
+  rates: [20]
+  events_per_request: 500
+  streams: 4
+  duration_s: 5
+  warmup_s: 1
+  find_peak: true
+  peak_start_rps: 20
+  peak_max_runs: 2
+  peak_duration_s: 3
+  profile: true
+  kill_replica_at_s: 2
+  slo_p95_ms: 100
+  rules: {{min_duration_s: 2, min_requests: 30}}
+""")
+    out = tmp_path / "out"
+    proc = ray_cluster.run([sys.executable, "-m", "harness", "run", str(scen), "--out", str(out), "--address", ray_cluster.gcs_address], timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Serving (serving.md" in proc.stdout
+    result = json.loads((out / "cells" / "windowedGaussian" / "result.json").read_text())
+    assert result["status"] == "ok" and result["kinds"] == ["score", "load"]
+    load = result["tasks"]["load"]["result"]
+    assert load["warmup"]["streams"] == 4 and load["warmup"]["seconds"] > 0 and load["inprocess_eps"] > 0
+    assert [p["path"] for p in load["points"]] == ["http", "handle"]
+    killed = load["points"][0]["summary"]  # the first run had the kill
+    assert load["fault"]["killed"] and load["fault"]["replica"] == "StreamShard-0"
+    assert killed["requests"] + killed["errors"] + killed["dropped"] > 0
+    handle = load["points"][1]["summary"]
+    assert handle["valid"], handle["reasons"]
+    assert handle["achieved_rps"] == handle["requests"] / handle["duration_s"]
+    assert abs(handle["achieved_rps"] - 20) <= 1 and handle["errors"] == 0
+    assert {p["path"] for p in load["peaks"]} == {"http", "handle"}
+    for peak in load["peaks"]:
+        assert len(peak["probes"]) <= 2 and len(peak["runs"]) == len(peak["probes"])
+    for who in ("proxy", "ScoreIngress", "StreamShard-0", "StreamShard-1"):
+        svg = out / "cells" / "windowedGaussian" / f"flame-http-{who}.svg"
+        assert svg.is_file() and svg.read_bytes().lstrip().startswith(b"<?xml"), who
+    table = pd.read_csv(out / "serving.csv")
+    assert list(table["path"]) == ["http", "handle", "http", "handle"]
+    assert list(table["run"]) == ["rate 20", "rate 20", "peak", "peak"]
+    from harness.results.columns import LOAD_COLUMNS
+
+    assert list(table.columns) == [c.name for c in LOAD_COLUMNS]
+    assert (table["nab_standard"] == result["tasks"]["score"]["result"]["nab"]["profiles"]["standard"]["score"]).all()
+    assert table.loc[1, "served_vs_inprocess"] == handle["achieved_eps"] / load["inprocess_eps"]
+    assert "flame-http-proxy.svg" in table.loc[0, "flame_graphs"]
+    assert (out / "latency_vs_throughput.png").stat().st_size > 10_000
+    # the deployment is gone afterwards: nothing answers on the port
+    gone = ray_cluster.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{PORT}/load-windowedGaussian/v1/status"], timeout=30)
+    assert gone.stdout.strip() in ("404", "000"), gone.stdout
