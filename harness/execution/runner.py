@@ -38,6 +38,9 @@ def ray_environment(private: bool) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if private:
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's switch for a loopback-only node
+        # Serve's fast path (uvloop, no per-request access logs, user code on the replica's own loop): measured
+        # here 92k -> 129k events/s through the proxy (docs/serving.md). A cluster you join keeps its own setting.
+        os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
 
 
 def check_address(address: str | None) -> None:

@@ -8,6 +8,7 @@
 4. For each path (http through the proxy, handle from inside the cluster), each rate (open loop) or
    concurrency (closed loop) is one run of `load.generators` generators, merged; then, with `find_peak`, the
    highest rate within the SLO. The first run may carry a py-spy profile and a replica kill (a fault).
+   The kill hits the replica holding shard 0's streams (the only replica, for a single-deployment service).
 5. Take the deployment down, whatever happened.
 
 It runs in the driver, one at a time with nothing else running (a measurement needs the machine), through the
@@ -82,7 +83,7 @@ def run(task: Task, ctx: RunContext, inputs: dict[str, Any], progress: Progress,
                 profile = cluster.replicas(service) if first and spec["profile"] else None
                 kill = None
                 if first and spec["kill_replica_at_s"] is not None:
-                    shard = next(r for r in cluster.replicas(service) if r["deployment"] == "StreamShard-0")
+                    shard = next(r for r in cluster.replicas(service) if r["deployment"] == config.serve.owner(0))
                     kill = (shard, settings_.warmup_s + spec["kill_replica_at_s"])
                 outcome, flames, killed_at = cluster.load(service, path, settings_, gens, profile, kill)
                 summary = outcome.summary(settings_.rules)
