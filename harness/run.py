@@ -157,7 +157,7 @@ def _run_tasks(
         serve=p.scenario.serve.model_dump() if p.scenario.serve else None,
         load=p.scenario.load.model_dump() if p.scenario.load else None,
     )
-    with RayRunner(address, code) as runner, Progress(sum(t.units for t in todo), "steps (files scored, timings)") as bar:
+    with RayRunner(address, code) as runner, Progress(sum(t.units for t in todo), "steps (files scored, timings, load tests)") as bar:
         manifest.ray = runner.describe()
         folder.write_manifest(manifest)
         for done in runner.run(todo, context, handed, on_progress=bar.update):

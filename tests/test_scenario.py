@@ -391,6 +391,14 @@ CASES = [
         ("timing.batch", "2"),
         cli=False,
     ),
+    Case("load without rates", _text(f"name: x\n{GOOD_DETECTORS}load: {{mode: open}}\n"), ("load", "rates")),
+    Case("load with an unknown path", _text(f"name: x\n{GOOD_DETECTORS}load: {{rates: [10], paths: [ftp]}}\n"),
+         ("load.paths[0]", "http"), cli=False),
+    Case("closed loop without clients", _text(f"name: x\n{GOOD_DETECTORS}load: {{mode: closed}}\n"),
+         ("load", "concurrency"), cli=False),
+    Case("serve with no shard", _text(f"name: x\n{GOOD_DETECTORS}serve: {{shards: 0}}\n"), ("serve.shards", "1"), cli=False),
+    Case("serve with an unknown key", _text(f"name: x\n{GOOD_DETECTORS}serve: {{replicas: 2}}\n"),
+         ("serve.replicas", "unknown key"), cli=False),
     Case(
         "thresholds file does not exist",
         _missing_thresholds,
@@ -478,8 +486,15 @@ def test_resume_of_a_missing_folder_creates_nothing(good: Path, tmp_path: Path, 
 
 @pytest.mark.parametrize(
     "args",
-    [("run",), ("bogus",), (), ("validate",), ("run", "scenarios/quickstart.yaml", "--no-such-flag"), ("corpus",)],
-    ids=["run without file", "unknown command", "no command", "validate without file", "unknown flag", "corpus without subcommand"],
+    [("run",), ("bogus",), (), ("validate",), ("run", "scenarios/quickstart.yaml", "--no-such-flag"), ("corpus",),
+     ("serve", "scenarios/quickstart.yaml", "--cell", "nope"), ("serve", "scenarios/quickstart.yaml"),
+     ("load", "ftp://x", "--events-per-request", "1", "--rate", "1", "--duration", "1"),
+     ("load", "http://127.0.0.1:9", "--events-per-request", "1", "--rate", "1", "--duration", "1"),
+     ("load", "http://127.0.0.1:9", "--events-per-request", "1", "--duration", "1"),
+     ("load", "http://127.0.0.1:9", "--events-per-request", "1", "--rate", "-5", "--duration", "1")],
+    ids=["run without file", "unknown command", "no command", "validate without file", "unknown flag", "corpus without subcommand",
+         "serve an unknown cell", "serve without --cell", "load a non-http URL", "load a port nothing answers on",
+         "load without rate or concurrency", "load at a negative rate"],
 )
 def test_usage_error_is_one_line_exit_2(args: tuple[str, ...], cli_env) -> None:
     line = one_error_line(harness(cli_env, *args))

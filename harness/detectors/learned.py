@@ -364,7 +364,7 @@ class LearnedDetector(StreamingDetector):
             full = np.concatenate([np.full(self.lag - len(known), full[0], np.float32), full])
         inputs, targets = self.training_pairs(full)
         errors = self.errors(inputs, self.run_inference(model, inputs), targets)
-        out[k:] = [self._likelihood.update(float(e)) for e in errors]
+        out[k:] = self._likelihood.update_many(errors)
         self._window.extend(z.tolist())
         self._seen += len(z)
         return out
@@ -384,9 +384,7 @@ class LearnedDetector(StreamingDetector):
         if P:
             z = self.normalise(head, mean, scale)
             inputs, targets = self.pairs(z)
-            err = self.history_errors(self.errors(inputs, self.run_inference(model, inputs), targets), P)
-            for e in err:
-                self._likelihood.update(e)
+            self._likelihood.update_many(self.history_errors(self.errors(inputs, self.run_inference(model, inputs), targets), P))
             self._window.extend(z.tolist())
         self._head = []
 

@@ -198,6 +198,56 @@ class StreamingLikelihood:
         self.i += 1
         return score if self.i > self.start else 0.0
 
+    def update_many(self, errors: np.ndarray) -> np.ndarray:
+        """`update` of each error in turn, vectorised over the chunk (what a service scoring many events of one
+        stream at once calls). The windows become pandas rolling windows over the state's tail followed by the
+        chunk (the suppression maximum's monotonic queue placed at its rows: what it drops can never be a window's
+        maximum), and the state is rebuilt from the end of that sequence. It agrees with `update` one by one to
+        float rounding (tests/test_streaming.py)."""
+        import pandas as pd
+
+        e = np.asarray(errors, dtype=np.float64)
+        k, i0 = len(e), self.i
+        if k == 0:
+            return np.zeros(0)
+        s, L = self._short.maxlen, self._history.maxlen
+        short = np.concatenate([np.asarray(self._short, dtype=np.float64), e])
+        m = e.copy() if s == 1 else pd.Series(short).rolling(s, min_periods=1).mean().to_numpy()[len(self._short):]
+        known = np.asarray(self._history, dtype=np.float64)
+        hist = np.concatenate([known, m])
+        window = pd.Series(hist).shift(1).rolling(L, min_periods=self.min_history)
+        x = np.zeros(k)
+        if self.tail == "quantile":
+            q = window.quantile(self.quantile).to_numpy()[len(known):]
+            ok = np.isfinite(m) & np.isfinite(q)
+            x[ok] = _quantile_x(m[ok], q[ok], self.abs_floor)
+        else:
+            mu, sd = window.mean().to_numpy()[len(known):], window.std(ddof=0).to_numpy()[len(known):]
+            ok = np.isfinite(m) & np.isfinite(mu) & np.isfinite(sd)
+            x[ok] = _gauss_x(m[ok], mu[ok], sd[ok], self.rel_floor, self.abs_floor)
+        x = np.maximum(x, 0.0)
+        x[: max(self.start - i0, 0)] = 0.0
+        r = x / (1.0 + x)
+        score = r
+        if self.suppress > 0:
+            K = self.suppress
+            placed = np.full(K + k, -np.inf)  # rows i0 - K .. i0 + k - 1
+            for row, value in self._peaks:
+                if row >= i0 - K:
+                    placed[row - (i0 - K)] = value
+            placed[K:] = r
+            prev = pd.Series(placed).shift(1).rolling(K, min_periods=1).max().to_numpy()[K:]
+            score = np.where(r > prev * (1.0 + FIRE_MARGIN), r, self.damping * r)
+            later = np.concatenate([np.maximum.accumulate(placed[::-1])[::-1][1:], [-np.inf]])
+            keep = np.flatnonzero((placed > later) & (np.arange(K + k) >= k))  # rows >= i0 + k - K, strictly decreasing
+            self._peaks = deque(zip((keep + i0 - K).tolist(), placed[keep].tolist()))
+        self._short.extend(e.tolist())
+        tail = hist[-L:]
+        self._history = deque(tail.tolist(), maxlen=L)
+        self._sorted = np.sort(tail[np.isfinite(tail)]).tolist()
+        self.i = i0 + k
+        return score
+
     def _surprise(self, m: float) -> float:
         n = len(self._sorted)
         if math.isnan(m) or n < self.min_history:

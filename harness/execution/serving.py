@@ -7,6 +7,7 @@ the user asks otherwise: nothing is reachable from outside the machine by defaul
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,7 @@ def deploy(config: ServiceConfig, name: str, route_prefix: str | None = None) ->
     if config.serve.cpus > have:
         raise InputError(f"the deployment reserves {config.serve.cpus:g} Ray CPUs (shards x cpus_per_shard + "
                          f"ingress_replicas x cpus_per_ingress); the cluster has {have:g}", field="serve")
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # the driver's own "deploying..." lines; errors still show
     started = time.perf_counter()
     start_serve(config.serve.host, config.serve.port)
     prefix = route_prefix if route_prefix is not None else f"/{name}"

@@ -23,7 +23,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from harness.api import EventBatch, encode
 from harness.load import LoadOutcome, LoadSettings, RequestBodies, find_peak, request_bodies
+from harness.load.payload import START_TIME
 from harness.results.schema import FaultFigures, LoadPoint, LoadResult, PeakFigures, WarmupFigures
 from harness.scoring.nab import probation_rows
 from harness.serving import ServeSpec, ServiceConfig, Variant
@@ -139,8 +141,11 @@ def _warm_up(cluster: ServingCluster, service: Any, streams: dict[str, np.ndarra
     started, events, rest = time.perf_counter(), 0, {}
     for name, values in streams.items():
         cut = min(len(values), probation_rows(len(values), percent) + epr)
-        for body, kind in request_bodies({name: values[:cut]}, min(epr, cut), encoding, settings={name: settings[name]}):
-            status, answer = cluster.post(service, body, kind)
+        for start in range(0, cut, epr):
+            chunk = values[start : min(start + epr, cut)]
+            batch = EventBatch.of([name] * len(chunk), START_TIME + 300.0 * np.arange(start, start + len(chunk)), chunk,
+                                  {name: settings[name]})
+            status, answer = cluster.post(service, *encode(batch, encoding))
             if status != 200:
                 raise RuntimeError(f"warm-up of stream {name} failed: HTTP {status}: {answer[:200]!r}")
         events += cut
@@ -158,7 +163,6 @@ def _split(streams: dict[str, np.ndarray], generators: int, epr: int, encoding: 
 def _in_process_eps(config: ServiceConfig, streams: dict[str, np.ndarray], settings: dict, epr: int, percent: float) -> float:
     """Events per second a StreamTable scores in this process, on the same variant and request size, after the
     same warm-up: the ceiling the service is compared with."""
-    from harness.api import EventBatch
     from harness.serving import make_detector_factory
     from harness.streams import StreamTable
 

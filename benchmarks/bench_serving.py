@@ -1,0 +1,133 @@
+"""Serving figures on this machine (docs/load.md): prints them, asserts nothing.
+
+1. The peak rate at p95 <= 100 ms, VALID, over HTTP: `harness serve` (windowedGaussian, one deployment, a private
+   Ray on 127.0.0.1) loaded by `harness load --find-peak`, with 1,000-event JSON and 10,000-event msgpack requests.
+2. Fidelity: `harness load` and hey (if installed: apt install hey) on the same endpoint, closed loop, same
+   concurrency and body size; achieved rate and p95 side by side.
+3. A load cell with a 30 s measured window: `harness run`'s wall time for it, deployment and warm-up included.
+
+Everything listens on 127.0.0.1 only and every run is bounded. Run from the repository root:
+    python benchmarks/bench_serving.py [--port 8123] [--skip-cell]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CELL = "windowedGaussian.window-288"
+
+
+def harness(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def serve(port: int, log: Path) -> subprocess.Popen:
+    out = open(log, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "serve", "scenarios/quickstart.yaml", "--cell", CELL, "--port", str(port)],
+                            stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while "Ctrl-C stops" not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"harness serve did not start:\n{log.read_text()[-2000:]}")
+        time.sleep(0.3)
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def peak(url: str, events: int, encoding: str, start: float) -> None:
+    r = harness("load", url, "--events-per-request", str(events), "--encoding", encoding, "--rate", str(start),
+                "--duration", "10", "--warmup", "2", "--find-peak", "--slo-p95-ms", "100", "--json")
+    p = json.loads(r.stdout)
+    s = p["summary"]
+    if s is None:
+        print(f"  {encoding:8} {events:>6} events/request: no rate passed ({[x['rps'] for x in p['probes']]})")
+        return
+    print(f"  {encoding:8} {events:>6} events/request: peak {p['peak_rps']:g} req/s = {s['achieved_eps']:,.0f} events/s, "
+          f"p95 {s['latency_ms']['p95']:.1f} ms, VALID {s['valid']} (probes {[x['rps'] for x in p['probes']]})")
+
+
+def fidelity(url: str, concurrency: int, seconds: int) -> None:
+    from harness.load.payload import request_bodies, synthetic_streams
+
+    body = Path(tempfile.mkdtemp()) / "body.json"
+    body.write_bytes(request_bodies(synthetic_streams(8), 1000, "json")[3][0])
+    for attempt in range(2):
+        r = harness("load", url, "--events-per-request", "1000", "--concurrency", str(concurrency),
+                    "--duration", str(seconds), "--warmup", "2", "--json")
+        ours = json.loads(r.stdout)
+        h = subprocess.run(["hey", "-z", f"{seconds}s", "-c", str(concurrency), "-m", "POST", "-T", "application/json",
+                            "-D", str(body), url.rstrip("/") + "/v1/score"], capture_output=True, text=True, timeout=seconds + 60).stdout
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", h).group(1))
+        p95 = 1000 * float(re.search(r"95% in ([\d.]+) secs", h).group(1))
+        print(f"  run {attempt + 1}: harness load {ours['achieved_rps']:.1f} req/s p95 {ours['latency_ms']['p95']:.1f} ms | "
+              f"hey {rps:.1f} req/s p95 {p95:.1f} ms | rate {100 * (ours['achieved_rps'] / rps - 1):+.1f}%, "
+              f"p95 {100 * (ours['latency_ms']['p95'] / p95 - 1):+.1f}%")
+
+
+def load_cell(port: int) -> None:
+    tmp = Path(tempfile.mkdtemp())
+    scenario = tmp / "cell.yaml"
+    scenario.write_text(f"""name: bench-cell
+detectors: [{{type: windowedGaussian}}]
+serve: {{port: {port}}}
+load: {{paths: [http], rates: [100], events_per_request: 1000, duration_s: 30, warmup_s: 5}}
+""")
+    t0 = time.perf_counter()
+    r = harness("run", str(scenario), "--out", str(tmp / "out"))
+    wall = time.perf_counter() - t0
+    result = json.loads((tmp / "out" / "cells" / "windowedGaussian" / "result.json").read_text())
+    task = result["tasks"]["load"]
+    s = task["result"]["points"][0]["summary"]
+    print(f"  load task {task['seconds']:.1f} s (deploy {task['result']['deploy_s']:.1f} s, warm-up "
+          f"{task['result']['warmup']['seconds']:.1f} s, 5 s load warm-up + 30 s measured); whole `harness run` {wall:.1f} s "
+          f"(Ray start, scoring); run: {s['achieved_eps']:,.0f} events/s p95 {s['latency_ms']['p95']:.1f} ms VALID {s['valid']}")
+    if r.returncode:
+        print(r.stderr[-2000:])
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    a = argparse.ArgumentParser()
+    a.add_argument("--port", type=int, default=8123)
+    a.add_argument("--skip-cell", action="store_true")
+    args = a.parse_args()
+    url = f"http://127.0.0.1:{args.port}"
+    log = Path(tempfile.mkdtemp()) / "serve.log"
+    proc = serve(args.port, log)
+    try:
+        print(f"Peak at p95 <= 100 ms over HTTP ({CELL}, harness serve, private Ray):")
+        peak(url, 1000, "json", 100)
+        peak(url, 10000, "msgpack", 40)
+        if shutil.which("hey"):
+            print("Fidelity, closed loop of 8 clients, 1,000-event JSON, 15 s:")
+            fidelity(url, 8, 15)
+        else:
+            print("Fidelity: hey not installed (apt install hey); skipped")
+    finally:
+        stop(proc)
+    if not args.skip_cell:
+        print("A load cell of 30 s measured:")
+        load_cell(args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The load task's orchestration in plain Python, through its `ServingCluster` protocol: what it deploys, how it
+warms streams, that the deployment is always taken down, and how a failure and a fault are recorded. (Real
+Serve and real load: tests/test_load_serve.py.)"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from harness.api import decode
+from harness.load import LoadOutcome, Recorder
+from harness.plan import plan
+from harness.scenario import LoadSpec
+from harness.tasks import RunContext, execute, plan_tasks
+from harness.tasks.load import _fault
+
+from conftest import REPO
+
+
+@dataclass
+class Deployed:
+    url: str = "http://127.0.0.1:1/v1/score"
+    deploy_s: float = 0.5
+
+
+@dataclass
+class FakeCluster:
+    """Answers every request with 200 and records what the task asked for; `fail_load` makes load runs raise."""
+
+    fail_load: bool = False
+    calls: list = field(default_factory=list)
+    posted: list = field(default_factory=list)
+
+    def deploy(self, config, name):
+        self.calls.append(("deploy", name, config.serve.shards))
+        return Deployed()
+
+    def undeploy(self, name):
+        self.calls.append(("undeploy", name))
+
+    def post(self, service, body, content_type):
+        self.posted.append(decode(body, content_type))
+        return 200, b'{"scores": []}'
+
+    def replicas(self, service):
+        return [{"deployment": "ScoreIngress", "pid": 1, "node_id": "n"}]
+
+    def serve_environment(self):
+        return {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+
+    def load(self, service, path, settings, bodies, profile=None, kill=None):
+        self.calls.append(("load", path, settings.rate, len(bodies)))
+        if self.fail_load:
+            raise RuntimeError("generator lost")
+        rec = Recorder(window_s=settings.duration_s)
+        for i in range(int(settings.rate * settings.duration_s)):
+            rec.record(0.01, i / settings.rate, settings.events_per_request)
+        outcome = LoadOutcome("open", rec, arrivals="constant", offered_rps=settings.rate,
+                              scheduled=int(settings.rate * settings.duration_s), events_per_request=settings.events_per_request)
+        return outcome, {}, None
+
+
+def context(load: dict) -> tuple:
+    p = plan(REPO / "scenarios" / "quickstart.yaml")
+    cell = next(c for c in p.cells if c.id == "windowedGaussian.window-288")
+    spec = LoadSpec.model_validate(load).model_dump()
+    ctx = RunContext(p.corpus, p.profiles, None, 0.15, {}, serve={"shards": 1}, load=spec)
+    (task,) = [t for t in plan_tasks([cell], {}, len(p.corpus.files), load=True) if t.kind == "load"]
+    return task, ctx
+
+
+def test_a_load_task_warms_every_stream_then_loads_each_path_and_undeploys() -> None:
+    task, ctx = context({"paths": ["http", "handle"], "rates": [30], "streams": 3, "events_per_request": 500,
+                         "duration_s": 2, "warmup_s": 0, "rules": {"min_duration_s": 1, "min_requests": 10}})
+    cluster = FakeCluster()
+    record, artefacts = execute(task, ctx, {}, None, cluster=cluster)
+    assert record.status.value == "ok", record.error
+    assert cluster.calls[0] == ("deploy", "load-windowedGaussian-window-288", 1)
+    assert cluster.calls[-1] == ("undeploy", "load-windowedGaussian-window-288")
+    assert [c[1] for c in cluster.calls if c[0] == "load"] == ["http", "handle"]
+    # warm-up: each of the 3 streams gets its probation (15% of 4032 = 604) + one request of 500, in order,
+    # its first request carrying its length (so the service applies the offline probation)
+    streams = [b.streams[0] for b in cluster.posted]
+    assert streams == sorted(streams, key=streams.index) and len(set(streams)) == 3
+    per_stream = {s: sum(len(b) for b in cluster.posted if b.streams[0] == s) for s in set(streams)}
+    assert set(per_stream.values()) == {604 + 500}
+    assert all(b.settings == {b.streams[0]: {"length": 4032}} for b in cluster.posted)
+    result = record.result
+    assert result.warmup.streams == 3 and result.warmup.events == 3 * 1104
+    assert result.inprocess_eps > 0 and result.serve_environment == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+    assert [p.summary.valid for p in result.points] == [True, True]
+
+
+def test_a_failed_load_is_recorded_and_the_deployment_still_goes() -> None:
+    task, ctx = context({"rates": [30], "streams": 1, "duration_s": 1, "warmup_s": 0})
+    cluster = FakeCluster(fail_load=True)
+    record, artefacts = execute(task, ctx, {}, None, cluster=cluster)
+    assert record.status.value == "failed" and "generator lost" in record.error
+    assert cluster.calls[-1][0] == "undeploy" and artefacts == {}
+
+
+@pytest.mark.parametrize("seconds,expected", [([(1, 0, 10.0), (2, 0, 900.0), (3, 2, 10.0), (4, 0, 10.0)], 2.0), ([(1, 0, 10.0)], 0.0)])
+def test_fault_recovery_runs_to_the_last_bad_second(seconds, expected) -> None:
+    from harness.load import LoadSummary, SecondStats
+    from harness.load.summary import LatencyMs
+
+    s = LoadSummary(mode="open", events_per_request=1, duration_s=5, requests=1, events=1, achieved_rps=1, achieved_eps=1,
+                    latency_ms=LatencyMs(), errors=2, dropped=0,
+                    per_second=[SecondStats(t=t, rps=1, eps=1, errors=e, p95_ms=p) for t, e, p in seconds])
+    fault = _fault(s, {"deployment": "StreamShard-0"}, 2.0, 123.0, slo_p95_ms=100)
+    assert fault.recovery_s == expected and fault.killed and fault.replica == "StreamShard-0"
