@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from harness.results.schema import SCHEMA_VERSION
+
 from conftest import REPO, harness_cmd, needs_netns, private_net, ray_env
 
 pytestmark = needs_netns
@@ -62,7 +64,7 @@ def test_quickstart_writes_table_manifest_and_prints_table(quickstart_run):
     assert env["packages"]["ray"] == "2.60.0" and len(env["code"]["tree_sha256"]) == 64
     assert len(manifest["corpus"]["fingerprint"]) == 64 and manifest["corpus"]["files"] == 13
     record = json.loads((out / "cells" / "random" / "result.json").read_text())
-    assert record["schema_version"] == 2 and record["status"] == "ok" and list(record["tasks"]) == ["score"]
+    assert record["schema_version"] == SCHEMA_VERSION and record["status"] == "ok" and list(record["tasks"]) == ["score"]
     node = record["tasks"]["score"]["node"]  # where the task ran
     assert node["node_id"] and node["hostname"] and node["cores"] >= 1 and node["memory_bytes"] > 0 and node["arch"]
 

@@ -193,3 +193,17 @@ def test_service_config_is_strict() -> None:
         ServiceConfig.model_validate({"variant": {"type": "null"}, "serve": {"replicas": 2}})
     assert ServiceConfig.model_validate({"variant": {"type": "null"}}).serve.host == "127.0.0.1"
     assert callable(resolve_detector("null"))
+
+
+def test_the_serve_config_file_deploys_a_valid_service() -> None:
+    """serve/config.yaml (for `serve run` outside the harness) names the app builder and a valid ServiceConfig."""
+    import yaml
+
+    from conftest import REPO
+
+    config = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
+    (app,) = config["applications"]
+    assert app["import_path"] == "serve.app:build_app"
+    assert config["http_options"]["host"] == "127.0.0.1"
+    service = ServiceConfig.model_validate(app["args"])
+    assert callable(make_detector_factory(service.variant))

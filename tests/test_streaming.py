@@ -100,21 +100,27 @@ def test_record_by_record_equals_score_file_on_every_nab_file(tmp_path) -> None:
             assert got["tie_rows"] <= MAX_TIE_SHARE * got["rows"], f"{kind}: {got['tie_rows']} near-tie rows of {got['rows']}"
 
 
+def random_errors(rng: np.random.Generator, longest: int) -> tuple[np.ndarray, dict]:
+    """A random error stream (NaNs first, zeros, heavy tails, any scale) and random likelihood settings."""
+    n = int(rng.integers(5, longest))
+    e = np.abs(rng.standard_t(2, n)) * rng.choice([1e-6, 1.0, 1e4])
+    e[rng.random(n) < 0.2] = 0.0
+    e[: int(rng.integers(0, 10))] = np.nan
+    kw = dict(
+        start=int(rng.integers(0, n)), short_window=int(rng.integers(1, 12)), long_window=int(rng.integers(2, 300)),
+        min_history=int(rng.integers(2, 30)), suppress=int(rng.integers(0, 50)), tail=str(rng.choice(["gauss", "quantile"])),
+        quantile=float(rng.choice([0.5, 0.99, 0.995, 1.0])), damping=float(rng.choice([0.0, 0.5])),
+    )
+    kw["min_history"] = min(kw["min_history"], kw["long_window"])
+    return e, kw
+
+
 def test_streaming_likelihood_equals_the_vectorised_one() -> None:
     """The incremental likelihood against pandas' rolling windows, over random error streams with NaNs, zeros,
     heavy tails and every parameter moving: equal to float rounding (measured worst 8e-13)."""
     rng = np.random.default_rng(11)
     for trial in range(300):
-        n = int(rng.integers(5, 500))
-        e = np.abs(rng.standard_t(2, n)) * rng.choice([1e-6, 1.0, 1e4])
-        e[rng.random(n) < 0.2] = 0.0
-        e[: int(rng.integers(0, 10))] = np.nan
-        kw = dict(
-            start=int(rng.integers(0, n)), short_window=int(rng.integers(1, 12)), long_window=int(rng.integers(2, 300)),
-            min_history=int(rng.integers(2, 30)), suppress=int(rng.integers(0, 50)), tail=str(rng.choice(["gauss", "quantile"])),
-            quantile=float(rng.choice([0.5, 0.99, 0.995, 1.0])), damping=float(rng.choice([0.0, 0.5])),
-        )
-        kw["min_history"] = min(kw["min_history"], kw["long_window"])
+        e, kw = random_errors(rng, 500)
         stream = StreamingLikelihood(**kw)
         np.testing.assert_allclose([stream.update(v) for v in e], anomaly_likelihood(e, **kw), rtol=0, atol=1e-10, err_msg=f"trial {trial}: {kw}")
 
@@ -125,16 +131,8 @@ def test_the_likelihood_in_chunks_equals_it_record_by_record() -> None:
     worst 1.1e-13)."""
     rng = np.random.default_rng(12)
     for trial in range(300):
-        n = int(rng.integers(5, 800))
-        e = np.abs(rng.standard_t(2, n)) * rng.choice([1e-6, 1.0, 1e4])
-        e[rng.random(n) < 0.2] = 0.0
-        e[: int(rng.integers(0, 10))] = np.nan
-        kw = dict(
-            start=int(rng.integers(0, n)), short_window=int(rng.integers(1, 12)), long_window=int(rng.integers(2, 300)),
-            min_history=int(rng.integers(2, 30)), suppress=int(rng.integers(0, 50)), tail=str(rng.choice(["gauss", "quantile"])),
-            quantile=float(rng.choice([0.5, 0.99, 0.995, 1.0])), damping=float(rng.choice([0.0, 0.5])),
-        )
-        kw["min_history"] = min(kw["min_history"], kw["long_window"])
+        e, kw = random_errors(rng, 800)
+        n = len(e)
         one = StreamingLikelihood(**kw)
         want = [one.update(v) for v in e]
         mixed = StreamingLikelihood(**kw)
