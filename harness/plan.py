@@ -80,7 +80,7 @@ def plan(scenario_path: str | Path, corpus_override: str | None = None, only: li
 def service_config(scenario_path: str | Path, cell_id: str, port: int | None = None, host: str | None = None):
     """The ServiceConfig that deploys one cell's variant with the scenario's `serve:` settings (and the
     command line's port and host)."""
-    from harness.serving import ServeSpec, ServiceConfig, Variant
+    from harness.serving import ServeSpec, ServiceConfig
 
     scenario, cells, _ = load_scenario(scenario_path)
     cell = next((c for c in cells if c.id == cell_id), None)
@@ -91,5 +91,4 @@ def service_config(scenario_path: str | Path, cell_id: str, port: int | None = N
         serve = ServeSpec.model_validate({**(scenario.serve or ServeSpec()).model_dump(), **updates})
     except ValueError as exc:
         raise InputError(str(exc).splitlines()[-1].strip(), scenario_path, "--port") from None
-    variant = Variant(id=cell.id, type=cell.type, params=cell.params, backend=cell.backend)
-    return ServiceConfig(variant=variant, serve=serve, probation_percent=scenario.scoring.probation_percent)
+    return ServiceConfig.for_cell(cell, serve, scenario.scoring.probation_percent)

@@ -11,11 +11,14 @@ the streams itself: a single deployment, one hop (and its serialisation) less.
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.backends.base import BackendSpec
+
+if TYPE_CHECKING:
+    from harness.scenario import Cell
 
 
 class ServeSpec(BaseModel):
@@ -72,6 +75,12 @@ class ServiceConfig(BaseModel):
     variant: Variant
     serve: ServeSpec = Field(default_factory=ServeSpec)
     probation_percent: float = Field(0.15, ge=0.0, lt=1.0)
+
+    @classmethod
+    def for_cell(cls, cell: "Cell", serve: ServeSpec | None, probation_percent: float) -> "ServiceConfig":
+        """The service of a scenario's cell: its variant, the scenario's `serve:` settings and probation."""
+        variant = Variant(id=cell.id, type=cell.type, params=cell.params, backend=cell.backend)
+        return cls(variant=variant, serve=serve or ServeSpec(), probation_percent=probation_percent)
 
     def user_code(self) -> list[str]:
         """The folder of a user's detector package, which the replicas need (shipped as Ray py_modules)."""

@@ -85,12 +85,13 @@ def deploy(config: ServiceConfig, name: str, route_prefix: str | None = None) ->
     return Service(name, url, config, time.perf_counter() - started)
 
 
-def undeploy(name: str) -> None:
-    """Delete application `name` if it is deployed (a deploy interrupted half-way included)."""
+def undeploy(name: str, wait: bool = True) -> None:
+    """Delete application `name` if it is deployed (a deploy interrupted half-way included). Serve's controller
+    takes ~30 s here to report an application gone; `wait=False` returns once the deletion is asked for."""
     from ray import serve
 
     if name in serve.status().applications:
-        serve.delete(name)
+        serve.delete(name, _blocking=wait)
 
 
 # Serve's environment settings that change throughput, recorded with every load cell
@@ -167,7 +168,7 @@ class RayServing:
         return deploy(config, name)
 
     def undeploy(self, name: str) -> None:
-        undeploy(name)
+        undeploy(name, wait=False)  # each load cell deploys under its own name: the next need not wait
 
     def post(self, service: Service, body: bytes, content_type: str) -> tuple[int, bytes]:
         """One request through the proxy, from the driver (the driver runs on the head node, beside the proxy)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import time
+import zlib
 from typing import Any, Protocol
 
 import numpy as np
@@ -28,7 +29,7 @@ from harness.load import LoadOutcome, LoadSettings, RequestBodies, find_peak, re
 from harness.load.payload import START_TIME
 from harness.results.schema import FaultFigures, LoadPoint, LoadResult, PeakFigures, WarmupFigures
 from harness.scoring.nab import probation_rows
-from harness.serving import ServeSpec, ServiceConfig, Variant
+from harness.serving import ServeSpec, ServiceConfig
 from harness.tasks.base import Progress, RunContext, Task
 
 ON_DRIVER = True  # the runner runs this kind in its own process, alone
@@ -48,18 +49,17 @@ class ServingCluster(Protocol):
 
 
 def app_name(cell_id: str) -> str:
-    return "load-" + re.sub(r"[^A-Za-z0-9-]+", "-", cell_id)[:40]
+    """The Serve application (and route) of a cell's load test: its id, made safe; shortened ones keep a hash so
+    two long ids never share a name."""
+    safe = re.sub(r"[^A-Za-z0-9-]+", "-", cell_id)
+    return "load-" + (safe if len(safe) <= 48 else f"{safe[:39]}-{zlib.crc32(cell_id.encode()):08x}")
 
 
 def run(task: Task, ctx: RunContext, inputs: dict[str, Any], progress: Progress, cluster: ServingCluster) -> tuple[LoadResult, dict[str, Any]]:
     spec = ctx.load
     assert spec is not None, "a load task needs the scenario's load: section"
     cell = task.cell
-    config = ServiceConfig(
-        variant=Variant(id=cell.id, type=cell.type, params=cell.params, backend=cell.backend),
-        serve=ServeSpec.model_validate(ctx.serve or {}),
-        probation_percent=ctx.probation_percent,
-    )
+    config = ServiceConfig.for_cell(cell, ServeSpec.model_validate(ctx.serve or {}), ctx.probation_percent)
     files = ctx.corpus.files[: spec["streams"]]
     if not files:
         raise ValueError("the corpus has no files to replay as streams")
@@ -69,8 +69,9 @@ def run(task: Task, ctx: RunContext, inputs: dict[str, Any], progress: Progress,
     name = app_name(cell.id)
     service = cluster.deploy(config, name)
     try:
-        warmup, measured = _warm_up(cluster, service, streams, settings, epr, enc, ctx.probation_percent)
-        inprocess = _in_process_eps(config, streams, settings, epr, ctx.probation_percent)
+        warm, measured = _cut(streams, ctx.probation_percent, epr)
+        warmup = _warm_up(cluster, service, warm, settings, epr, enc)
+        inprocess = _in_process_eps(config, warm, measured, settings, epr)
         result = LoadResult(
             deploy_s=service.deploy_s, warmup=warmup, inprocess_eps=inprocess,
             serve=config.serve.model_dump(), serve_environment=cluster.serve_environment(),
@@ -134,23 +135,29 @@ def _settings(spec: dict, point: float, duration_s: float) -> LoadSettings:
     return LoadSettings(mode="closed", concurrency=int(point), think_time_s=spec["think_time_s"], **common)
 
 
-def _warm_up(cluster: ServingCluster, service: Any, streams: dict[str, np.ndarray], settings: dict, epr: int,
-             encoding: str, percent: float) -> tuple[WarmupFigures, dict[str, np.ndarray]]:
-    """Send each stream its probationary records and one request more (the model trains on the first scored
-    record); returns the figures and what is left of each stream for the measured runs."""
-    started, events, rest = time.perf_counter(), 0, {}
+def _cut(streams: dict[str, np.ndarray], percent: float, epr: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Each stream cut where its warm-up ends (its probationary records and one request more: the model trains on
+    the first scored record); the rest (the whole stream again if nothing is left) is what the runs replay."""
+    warm, rest = {}, {}
     for name, values in streams.items():
         cut = min(len(values), probation_rows(len(values), percent) + epr)
-        for start in range(0, cut, epr):
-            chunk = values[start : min(start + epr, cut)]
+        warm[name], rest[name] = values[:cut], (values[cut:] if cut < len(values) else values)
+    return warm, rest
+
+
+def _warm_up(cluster: ServingCluster, service: Any, warm: dict[str, np.ndarray], settings: dict, epr: int,
+             encoding: str) -> WarmupFigures:
+    """Send each stream its warm-up records, in requests of `epr`, its first ones with its settings."""
+    started = time.perf_counter()
+    for name, values in warm.items():
+        for start in range(0, len(values), epr):
+            chunk = values[start : start + epr]
             batch = EventBatch.of([name] * len(chunk), START_TIME + 300.0 * np.arange(start, start + len(chunk)), chunk,
                                   {name: settings[name]})
             status, answer = cluster.post(service, *encode(batch, encoding))
             if status != 200:
                 raise RuntimeError(f"warm-up of stream {name} failed: HTTP {status}: {answer[:200]!r}")
-        events += cut
-        rest[name] = values[cut:] if cut < len(values) else values
-    return WarmupFigures(seconds=time.perf_counter() - started, events=events, streams=len(streams)), rest
+    return WarmupFigures(seconds=time.perf_counter() - started, events=sum(map(len, warm.values())), streams=len(warm))
 
 
 def _split(streams: dict[str, np.ndarray], generators: int, epr: int, encoding: str) -> list[RequestBodies]:
@@ -160,19 +167,18 @@ def _split(streams: dict[str, np.ndarray], generators: int, epr: int, encoding: 
             for k in range(min(generators, len(names)))]
 
 
-def _in_process_eps(config: ServiceConfig, streams: dict[str, np.ndarray], settings: dict, epr: int, percent: float) -> float:
+def _in_process_eps(config: ServiceConfig, warm: dict[str, np.ndarray], rest: dict[str, np.ndarray], settings: dict,
+                    epr: int) -> float:
     """Events per second a StreamTable scores in this process, on the same variant and request size, after the
     same warm-up: the ceiling the service is compared with."""
     from harness.serving import make_detector_factory
     from harness.streams import StreamTable
 
-    table = StreamTable(make_detector_factory(config.variant), config.serve.probation, percent)
-    chunks = []
-    for name, values in streams.items():
-        cut = min(len(values), probation_rows(len(values), percent) + epr)
-        table.score(EventBatch.of([name] * cut, np.zeros(cut), values[:cut], {name: settings[name]}))
-        rest = values[cut:] if cut < len(values) else values
-        chunks += [EventBatch.of([name] * len(rest[i : i + epr]), np.zeros(len(rest[i : i + epr])), rest[i : i + epr]) for i in range(0, len(rest), epr)]
+    table = StreamTable(make_detector_factory(config.variant), config.serve.probation, config.probation_percent)
+    for name, values in warm.items():
+        table.score(EventBatch.of([name] * len(values), np.zeros(len(values)), values, {name: settings[name]}))
+    chunks = [EventBatch.of([name] * len(c), np.zeros(len(c)), c)
+              for name, values in rest.items() for c in (values[i : i + epr] for i in range(0, len(values), epr))]
     events, started = 0, time.perf_counter()
     while time.perf_counter() - started < 2.0:
         for chunk in chunks:
