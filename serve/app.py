@@ -147,10 +147,7 @@ def build_app(args: dict[str, Any]):
     cfg = ServiceConfig.model_validate(args)
     s = cfg.serve
     config = cfg.model_dump(mode="json")
-    # a replica that is told to stop has nothing worth 20 s of draining (Serve's default): a deleted application
-    # otherwise takes ~30 s to go, measured here, which a load cell would pay every time
-    common = {"max_ongoing_requests": s.max_ongoing_requests, "graceful_shutdown_timeout_s": 2.0,
-              "graceful_shutdown_wait_loop_s": 0.5}
+    common = {"max_ongoing_requests": s.max_ongoing_requests}
     if s.single:
         return ScoreIngress.options(num_replicas=1, ray_actor_options={"num_cpus": s.cpus_per_shard}, **common).bind(config)
     shards = [
