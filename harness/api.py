@@ -9,8 +9,9 @@ Two encodings of the same request, a batch of events of one or more streams:
   is known, as for a replayed file). Answer: `{"scores": [<float>, ...]}`.
 - Packed (`application/msgpack`): a msgpack map `{"streams": [<id>, ...], "index": <bin: uint32 per event, which
   stream>, "timestamp": <bin: float64 epoch seconds per event>, "value": <bin: float64 per event>, "settings":
-  {"<id>": {"probation": <int>, "length": <int>}}}` (little-endian; `settings` optional). Answer: `{"scores": <bin: float64 per event>}`. No
-  per-event objects on either side, which is what lets one request carry 10,000 events cheaply.
+  {"<id>": {"probation": <int>, "length": <int>}}}` (little-endian; `settings` optional). Answer:
+  `{"scores": <bin: float64 per event>}`. No per-event objects on either side, which is what lets one request
+  carry 10,000 events cheaply.
 
 Every problem is a `RequestError` with an HTTP status and one line naming the field; nothing here imports Ray.
 """

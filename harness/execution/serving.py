@@ -28,11 +28,6 @@ class Service:
     def status_url(self) -> str:
         return self.url.rsplit("/v1/score", 1)[0] + "/v1/status"
 
-    def handle(self):
-        from ray import serve
-
-        return serve.get_app_handle(self.name)
-
     def replicas(self) -> list[dict[str, Any]]:
         """Every replica of the service, and the proxy: deployment ("proxy" for the proxy), pid, node id.
         (Serve's named actors, asked for their pid: this needs no dashboard.)"""
