@@ -91,4 +91,4 @@ def service_config(scenario_path: str | Path, cell_id: str, port: int | None = N
         serve = ServeSpec.model_validate({**(scenario.serve or ServeSpec()).model_dump(), **updates})
     except ValueError as exc:
         raise InputError(str(exc).splitlines()[-1].strip(), scenario_path, "--port") from None
-    return ServiceConfig.for_cell(cell, serve, scenario.scoring.probation_percent)
+    return ServiceConfig.for_cell(cell, serve, scenario.scoring.probation_percent, scenario.target_labels(cell))

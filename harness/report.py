@@ -33,7 +33,7 @@ def build_table(results: list[CellResult]) -> "pd.DataFrame":
     import pandas as pd
 
     with_backends = any(r.cell.backend is not None for r in results)
-    cols = columns(with_backends)
+    cols = columns(with_backends, any(r.cell.target for r in results))
     df = pd.DataFrame([{c.name: c.value(r) for c in cols if c.value is not None} for r in results], columns=[c.name for c in cols])
     if with_backends:
         _compare_with_references(df)
@@ -47,7 +47,9 @@ def _reference(df: "pd.DataFrame", key: "pd.Series", rows: "pd.Series") -> "pd.S
 
 
 def _compare_with_references(df: "pd.DataFrame") -> None:
-    model = df["detector"].astype(str) + "\0" + df["params"].astype(str)
+    model = df["detector"].astype(str) + "\0" + df["params"].astype(str)  # the same model on the same target
+    if "target" in df:
+        model = model + "\0" + df["target"].astype(str)
     fp32 = df["precision"] == "fp32"
     torch_ref = _reference(df, model, fp32 & (df["backend"] == "torch"))  # includes rows that are not ok
     ok_ref = torch_ref.where(torch_ref.map(lambda i: not _isnan(i) and df.at[int(i), "status"] == Status.OK.value))
@@ -150,7 +152,8 @@ def build_serving_table(results: list[CellResult]) -> "pd.DataFrame | None":
     rows = load_rows(results)
     if not rows:
         return None
-    return pd.DataFrame([{c.name: c.value(row) for c in LOAD_COLUMNS} for row in rows], columns=[c.name for c in LOAD_COLUMNS])
+    cols = [c for c in LOAD_COLUMNS if not c.target or any(r.cell.target for r in results)]
+    return pd.DataFrame([{c.name: c.value(row) for c in cols} for row in rows], columns=[c.name for c in cols])
 
 
 def latency_plot(results: list[CellResult]) -> bytes | None:

@@ -114,7 +114,7 @@ def execute(
         folder.check_new()
     loads = p.scenario.load is not None
     results = {c.id: folder.read_cell(c, kinds_of(c, loads)) for c in p.cells}
-    tasks = plan_tasks(p.cells, p.scenario.timing.model_dump(), len(p.corpus.files), loads)
+    tasks = plan_tasks(p.cells, p.scenario.timing.model_dump(), len(p.corpus.files), loads, p.scenario.targets)
     todo = tasks_to_run(tasks, results)
     todo_ids = {t.id for t in todo}
     handed = {  # what finished tasks hand over to those about to run after them
@@ -156,6 +156,7 @@ def _run_tasks(
         p.corpus, p.profiles, p.thresholds, p.scenario.scoring.probation_percent, p.scenario.timing.model_dump(),
         serve=p.scenario.serve.model_dump() if p.scenario.serve else None,
         load=p.scenario.load.model_dump() if p.scenario.load else None,
+        targets={name: t.model_dump() for name, t in p.scenario.targets.items()},
     )
     with RayRunner(address, code) as runner, Progress(sum(t.units for t in todo), "steps (files scored, timings, load tests)") as bar:
         manifest.ray = runner.describe()

@@ -145,6 +145,42 @@ class LoadSpec(_Strict):
         return self
 
 
+class TargetSpec(_Strict):
+    """A node group cells run on, chosen by Ray node labels (`ray start --labels tier=edge`), with the limits
+    its tasks keep to there."""
+
+    labels: dict[str, str] = Field(min_length=1, description="node labels a node of this target has, e.g. {tier: edge}")
+    cpus: float | None = Field(None, gt=0.0, description="CPUs a scoring task reserves here (default: the backend's threads, 1 without)")
+    threads: int | None = Field(None, ge=1, le=64, description="backend intra-op threads here (replaces the backend entry's threads)")
+    memory: int | None = Field(None, gt=0, description="bytes of memory each task reserves here (Ray's memory resource); "
+                               "'512MiB', '2GiB' and '1.5GB' are read as bytes")
+
+    @field_validator("labels")
+    @classmethod
+    def _label_values(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?", str(key)) or not re.fullmatch(r"[A-Za-z0-9._-]*", str(value)):
+                raise ValueError(f"label {key}={value}: expected letters, digits, '.', '_' or '-'")
+        return {str(k): str(val) for k, val in v.items()}
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _bytes(cls, v: Any) -> Any:
+        return parse_bytes(v) if isinstance(v, str) else v
+
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+    """'512MiB', '2GiB', '1.5GB', '1000' -> bytes; ValueError naming the expected form otherwise."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ValueError(f"expected a size like 512MiB, 2GiB or 1.5GB, got {text!r}")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
 class Scenario(_Strict):
     name: str = Field(pattern=NAME)
     description: str = ""
@@ -155,6 +191,20 @@ class Scenario(_Strict):
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     serve: ServeSpec | None = Field(None, description="how a variant is deployed on Ray Serve (docs/serving.md)")
     load: LoadSpec | None = Field(None, description="load-test every variant on Ray Serve (docs/load.md)")
+    targets: dict[str, TargetSpec] = Field(default_factory=dict, description="node groups every cell runs on "
+                                           "(each cell crossed with each target); none: wherever Ray puts it")
+
+    def target_labels(self, cell: "Cell") -> dict[str, str]:
+        """The node labels of the target `cell` runs on (none without a target)."""
+        return dict(self.targets[cell.target].labels) if cell.target else {}
+
+    @field_validator("targets")
+    @classmethod
+    def _target_names(cls, v: dict[str, TargetSpec]) -> dict[str, TargetSpec]:
+        for name in v:
+            if not re.fullmatch(NAME, name):
+                raise ValueError(f"target name {name!r}: expected letters, digits, '.', '_' or '-'")
+        return v
 
     @field_validator("backends")
     @classmethod
@@ -184,6 +234,7 @@ class Cell(BaseModel):
     params: dict[str, Any]
     axes: dict[str, Any]  # the swept values that distinguish this cell
     backend: BackendSpec | None = None  # None: the detector's own (torch) inference, or no model at all
+    target: str | None = None  # the scenario target (node group) its tasks run on; None: wherever Ray puts them
 
 
 def _cell_token(value: Any) -> str:
@@ -191,8 +242,8 @@ def _cell_token(value: Any) -> str:
 
 
 def expand(scenario: Scenario) -> list[Cell]:
-    """Cells: each detector crossed with the cartesian product of its grid, and learned detectors with the
-    scenario's backends."""
+    """Cells: each detector crossed with the cartesian product of its grid, learned detectors with the
+    scenario's backends, and everything with the scenario's targets (id suffix `@target`)."""
     from harness.detectors import resolve_detector
 
     cells: list[Cell] = []
@@ -220,6 +271,8 @@ def expand(scenario: Scenario) -> list[Cell]:
                         backend=backend,
                     )
                 )
+    if scenario.targets:
+        cells = [on_target(c, name, t) for c in cells for name, t in scenario.targets.items()]
     if scenario.backends and not any(c.backend for c in cells):
         raise ScenarioFieldError(
             "backends", "no detector here runs a model (lstm, autoencoder, or a LearnedDetector subclass); remove 'backends'"
@@ -229,6 +282,15 @@ def expand(scenario: Scenario) -> list[Cell]:
     if dupes:
         raise ValueError(f"cells would share the id {dupes[0]!r}: give detectors distinct labels")
     return cells
+
+
+def on_target(cell: Cell, name: str, target: TargetSpec) -> Cell:
+    """`cell` on target `name`: its id gains `@name`, and its backend the target's thread count."""
+    backend = cell.backend
+    if backend is not None and target.threads is not None:
+        backend = backend.model_copy(update={"threads": target.threads})
+    return cell.model_copy(update={"id": f"{cell.id}@{name}", "target": name, "backend": backend,
+                                   "axes": {**cell.axes, "target": name}})
 
 
 def read_yaml_mapping(path: str | Path) -> tuple[dict, str]:

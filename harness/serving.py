@@ -75,12 +75,16 @@ class ServiceConfig(BaseModel):
     variant: Variant
     serve: ServeSpec = Field(default_factory=ServeSpec)
     probation_percent: float = Field(0.15, ge=0.0, lt=1.0)
+    labels: dict[str, str] = Field(default_factory=dict, description="node labels every replica's node has (its "
+                                   "target's); none: wherever Ray puts them")
 
     @classmethod
-    def for_cell(cls, cell: "Cell", serve: ServeSpec | None, probation_percent: float) -> "ServiceConfig":
-        """The service of a scenario's cell: its variant, the scenario's `serve:` settings and probation."""
+    def for_cell(cls, cell: "Cell", serve: ServeSpec | None, probation_percent: float,
+                 labels: dict[str, str] | None = None) -> "ServiceConfig":
+        """The service of a scenario's cell: its variant, the scenario's `serve:` settings and probation, and its
+        target's node labels."""
         variant = Variant(id=cell.id, type=cell.type, params=cell.params, backend=cell.backend)
-        return cls(variant=variant, serve=serve or ServeSpec(), probation_percent=probation_percent)
+        return cls(variant=variant, serve=serve or ServeSpec(), probation_percent=probation_percent, labels=labels or {})
 
     def user_code(self) -> list[str]:
         """The folder of a user's detector package, which the replicas need (shipped as Ray py_modules)."""

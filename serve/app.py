@@ -148,12 +148,14 @@ def build_app(args: dict[str, Any]):
     s = cfg.serve
     config = cfg.model_dump(mode="json")
     common = {"max_ongoing_requests": s.max_ongoing_requests}
+    placed = {"label_selector": dict(cfg.labels)} if cfg.labels else {}  # the target's nodes only
     if s.single:
-        return ScoreIngress.options(num_replicas=1, ray_actor_options={"num_cpus": s.cpus_per_shard}, **common).bind(config)
+        return ScoreIngress.options(num_replicas=1, ray_actor_options={"num_cpus": s.cpus_per_shard, **placed}, **common).bind(config)
     shards = [
-        StreamShard.options(name=f"StreamShard-{k}", num_replicas=1, ray_actor_options={"num_cpus": s.cpus_per_shard}, **common).bind(config, k)
+        StreamShard.options(name=f"StreamShard-{k}", num_replicas=1, ray_actor_options={"num_cpus": s.cpus_per_shard, **placed},
+                            **common).bind(config, k)
         for k in range(s.shards)
     ]
     return ScoreIngress.options(
-        num_replicas=s.ingress_replicas, ray_actor_options={"num_cpus": s.cpus_per_ingress}, **common
+        num_replicas=s.ingress_replicas, ray_actor_options={"num_cpus": s.cpus_per_ingress, **placed}, **common
     ).bind(config, *shards)

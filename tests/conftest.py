@@ -120,15 +120,16 @@ class RayCluster:
     def run(self, cmd: list[str], timeout: float = 300, env: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
         return subprocess.run(self.cmd(cmd), capture_output=True, text=True, timeout=timeout, env=ray_env(**(env or {})), cwd=REPO, **kw)
 
-    def start_node(self, *args: str) -> subprocess.Popen:
+    def start_node(self, *args: str, env: dict[str, str] | None = None, wrapper: list[str] = ()) -> subprocess.Popen:
         """`ray start ... --block` in its own session (so it can be stopped by process group); returns once it
-        says the node runs."""
+        says the node runs. `env`: more environment for the node's processes; `wrapper`: a command (in the
+        namespace) that execs the rest."""
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         log = self.temp_dir / f"ray-start-{len(self.nodes)}.log"
         with open(log, "w") as out:
             proc = subprocess.Popen(
-                self.cmd(["ray", "start", "--block", "--disable-usage-stats", *args]),
-                stdout=out, stderr=subprocess.STDOUT, env=ray_env(), start_new_session=True,
+                self.cmd([*wrapper, "ray", "start", "--block", "--disable-usage-stats", *args]),
+                stdout=out, stderr=subprocess.STDOUT, env=ray_env(**(env or {})), start_new_session=True,
             )
         self.nodes.append(proc)
         deadline = time.monotonic() + 120

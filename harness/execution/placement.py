@@ -55,20 +55,58 @@ def node_facts() -> dict[str, Any]:
     ctx = ray.get_runtime_context()
     node_id = ctx.get_node_id()
     labels = {k: str(v) for k, v in ctx.get_node_labels().items()}
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        memory = 0
     return {
         "node_id": node_id,
         "labels": labels,
         "hostname": platform.node(),
         "cpu_model": cpu_model(),
-        "cores": os.cpu_count() or 0,
+        "cores": usable_cores(),
         "ray_cpus": _node_cpus(node_id),
-        "memory_bytes": int(memory),
+        "memory_bytes": usable_memory(),
         "arch": platform.machine(),
     }
+
+
+def usable_cores() -> int:
+    """Logical CPUs this process may run on (its affinity: a node limited to a cpuset sees its own)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 0
+
+
+def usable_memory() -> int:
+    """Bytes of memory this process may use: the machine's, or less under a cgroup memory limit (v1 or v2)."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = 0
+    limit = _cgroup_memory_limit()
+    return int(min(memory, limit) if limit and memory else (limit or memory))
+
+
+def _cgroup_memory_limit() -> int | None:
+    """The tightest memory limit of this process's cgroup: at its own path in the hierarchy, or at the hierarchy's
+    root as a container (or a node of `harness cluster up`, which mounts its cgroup there) shows it."""
+    paths = ["/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory.max"]
+    try:
+        for line in open("/proc/self/cgroup").read().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if "memory" in controllers.split(","):
+                paths.append(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")
+            elif controllers == "":
+                paths.append(f"/sys/fs/cgroup{path}/memory.max")
+    except (OSError, ValueError):
+        pass
+    limits = []
+    for path in paths:
+        try:
+            text = open(path).read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:  # v1 says "no limit" with a huge number, v2 with "max"
+            limits.append(int(text))
+    return min(limits) if limits else None
 
 
 def _node_cpus(node_id: str) -> float | None:

@@ -193,7 +193,7 @@ class RayRunner:
                     options = ray_options(task.needs, nodes)
                 except Unplaceable as exc:
                     done_units += task.units
-                    yield Finished(task, failed(task.kind, str(exc)), {})
+                    yield Finished(task, failed(task.kind, _unplaceable(task, exc)), {})
                     waiting = self._drop_dependents(task, waiting)
                     continue
                 refs = remote.options(**options).remote(
@@ -206,7 +206,11 @@ class RayRunner:
                     break  # what is left waits on tasks that failed
                 task = ready_here[0]
                 waiting.remove(task)
-                record, artefacts = self._run_on_driver(task, context, [outputs[d] for d in task.dependencies])
+                try:
+                    ray_options(task.needs, ray.nodes())  # its target must still have a node
+                    record, artefacts = self._run_on_driver(task, context, [outputs[d] for d in task.dependencies])
+                except Unplaceable as exc:
+                    record, artefacts = failed(task.kind, _unplaceable(task, exc)), {}
                 done_units += task.units
                 if record.status == Status.OK:
                     outputs[task.id] = ray.put(artefacts)
@@ -218,6 +222,19 @@ class RayRunner:
                 continue
             ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
             if not ready:
+                latest = ray.nodes()
+                if _lost_nodes(nodes, latest):
+                    # tasks on the lost node fail by themselves (their worker is gone); tasks still queued for a
+                    # target that has no node left would wait forever: they are cancelled, and fail with why
+                    for ref, (task, _) in list(running.items()):
+                        reason = _stranded(task, latest)
+                        if reason:
+                            ray.cancel(ref, force=True)
+                            del running[ref]
+                            done_units += task.units
+                            waiting = self._drop_dependents(task, waiting)
+                            yield Finished(task, failed(task.kind, reason), {})
+                nodes = latest
                 if on_progress is not None:
                     partial = ray.get(actor.snapshot.remote())
                     on_progress(done_units + sum(min(partial.get(t.id, 0), t.units) for t, _ in running.values()))
@@ -257,6 +274,25 @@ class RayRunner:
                     gone.add(t.id)
                     changed = True
         return [t for t in waiting if t.id not in gone]
+
+
+def _unplaceable(task: Task, exc: Unplaceable) -> str:
+    return f"target {task.cell.target}: {exc}" if task.cell.target else str(exc)
+
+
+def _stranded(task: Task, nodes: list[dict[str, Any]]) -> str | None:
+    """Why `task` can no longer run on the cluster's `nodes` (its target lost its last node), or None."""
+    try:
+        ray_options(task.needs, nodes)
+        return None
+    except Unplaceable as exc:
+        return f"a node left the cluster, and now {_unplaceable(task, exc)}"
+
+
+def _lost_nodes(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> bool:
+    """Whether a node alive in `before` is dead or gone in `after`."""
+    alive = {n["NodeID"] for n in after if n.get("Alive")}
+    return any(n.get("Alive") and n["NodeID"] not in alive for n in before)
 
 
 def _on_driver(task: Task) -> bool:

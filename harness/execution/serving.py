@@ -2,7 +2,11 @@
 and take it down. Like the runner, this is Ray code; what a service computes lives in harness.streams.
 
 Serve's HTTP proxy runs on the head node only (`HeadOnly`) and listens on the ServeSpec's host, 127.0.0.1 unless
-the user asks otherwise: nothing is reachable from outside the machine by default.
+the user asks otherwise: nothing is reachable from outside the machine by default. A service on a target (node
+labels) runs its replicas on the target's nodes and is called through the proxy of one of them: proxies then run
+on every node (`EveryNode`), and the URL is that node's address (127.0.0.1 when it is the driver's own node). On
+a real cluster, a remote node's proxy answers there only with `serve.host: 0.0.0.0`; on `harness cluster up`'s
+topology, the relay in each node's namespace forwards the node's address to its loopback proxy (docs/topology.md).
 """
 
 from __future__ import annotations
@@ -50,10 +54,10 @@ class Service:
         return out
 
 
-def start_serve(host: str, port: int) -> None:
+def start_serve(host: str, port: int, every_node: bool = False) -> None:
     from ray import serve
 
-    serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly")
+    serve.start(http_options={"host": host, "port": port}, proxy_location="EveryNode" if every_node else "HeadOnly")
 
 
 def deploy(config: ServiceConfig, name: str, route_prefix: str | None = None) -> Service:
@@ -66,18 +70,35 @@ def deploy(config: ServiceConfig, name: str, route_prefix: str | None = None) ->
 
     from harness.errors import InputError
 
-    have = ray.cluster_resources().get("CPU", 0.0)
+    from harness.execution.placement import matching_nodes
+    from harness.tasks.base import Needs
+
+    nodes = matching_nodes(Needs(labels=config.labels), ray.nodes())
+    where = " on the nodes labelled " + ", ".join(f"{k}={v}" for k, v in config.labels.items()) if config.labels else ""
+    have = sum(n.get("Resources", {}).get("CPU", 0.0) for n in nodes)
     if config.serve.cpus > have:
         raise InputError(f"the deployment reserves {config.serve.cpus:g} Ray CPUs (shards x cpus_per_shard + "
-                         f"ingress_replicas x cpus_per_ingress); the cluster has {have:g}", field="serve")
+                         f"ingress_replicas x cpus_per_ingress); the cluster has {have:g}{where}", field="serve")
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # the driver's own "deploying..." lines; errors still show
     started = time.perf_counter()
-    start_serve(config.serve.host, config.serve.port)
+    start_serve(config.serve.host, config.serve.port, every_node=bool(config.labels))
     prefix = route_prefix if route_prefix is not None else f"/{name}"
     serve.run(build_app(config.model_dump(mode="json")), name=name, route_prefix=prefix)
-    host = config.serve.host if config.serve.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    host = _proxy_host(config, nodes)
     url = f"http://{host}:{config.serve.port}{prefix.rstrip('/')}/v1/score"
     return Service(name, url, config, time.perf_counter() - started)
+
+
+def _proxy_host(config: ServiceConfig, nodes: list[dict[str, Any]]) -> str:
+    """Where the driver reaches the service: the proxy of the driver's own node when it may host replicas (or
+    the service has no target), else the address of the first node of the target."""
+    import ray
+
+    here = ray.get_runtime_context().get_node_id()
+    loopback = config.serve.host if config.serve.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    if not config.labels or any(n["NodeID"] == here for n in nodes):
+        return loopback
+    return nodes[0]["NodeManagerAddress"]
 
 
 def undeploy(name: str, wait: bool = True) -> None:
@@ -166,7 +187,7 @@ class RayServing:
         undeploy(name, wait=False)  # each load cell deploys under its own name: the next need not wait
 
     def post(self, service: Service, body: bytes, content_type: str) -> tuple[int, bytes]:
-        """One request through the proxy, from the driver (the driver runs on the head node, beside the proxy)."""
+        """One request through the proxy, from the driver."""
         import urllib.request
 
         req = urllib.request.Request(service.url, data=body, headers={"Content-Type": content_type}, method="POST")
@@ -193,10 +214,10 @@ class RayServing:
 
         from harness.load import LoadOutcome
 
-        head = _head_node_id()
+        here = ray.get_runtime_context().get_node_id()  # the generators run beside the driver: the client side
         on = lambda node: NodeAffinitySchedulingStrategy(node, soft=False)  # noqa: E731
         actor = ray.remote(num_cpus=0, max_restarts=0)(_Generator)
-        gens = [actor.options(scheduling_strategy=on(head)).remote() for _ in bodies]
+        gens = [actor.options(scheduling_strategy=on(here)).remote() for _ in bodies]
         per = settings.model_copy(update={"rate": settings.rate / len(bodies) if settings.rate else None,
                                           "concurrency": max(1, settings.concurrency // len(bodies)) if settings.concurrency else None})
         start_at = time.time() + START_DELAY_S
@@ -226,12 +247,3 @@ class RayServing:
         svgs = {who: ray.get(ref) for who, ref in flames.items()}
         killed_at = ray.get(killed) if killed is not None else None
         return outcome, svgs, killed_at
-
-
-def _head_node_id() -> str:
-    import ray
-
-    for n in ray.nodes():
-        if n.get("Alive") and n.get("Resources", {}).get("node:__internal_head__"):
-            return n["NodeID"]
-    return ray.get_runtime_context().get_node_id()

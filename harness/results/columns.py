@@ -26,6 +26,7 @@ class Column:
     noise: str | None = None  # a column holding this one's noise figure, or where it comes from
     value: Callable[[CellResult], Any] | None = None  # None: derived from other columns by the table
     backend: bool = False  # shown only when the run has backend cells
+    target: bool = False  # shown only when the run has cells on targets
     exact: bool = False  # printed with every digit (thresholds: 0.99999999999955 must not read as 1)
 
 
@@ -45,6 +46,16 @@ def _backend(field: str) -> Callable[[CellResult], Any]:
     return lambda r: getattr(r.cell.backend, field) if r.cell.backend else None
 
 
+def hardware(record: Any) -> str | None:
+    """Where a task ran, in one cell of the table: its node's labels, then host, usable CPUs, memory, architecture."""
+    node = getattr(record, "node", None)
+    if node is None:
+        return None
+    labels = ",".join(f"{k}={v}" for k, v in sorted(node.labels.items()) if not k.startswith("ray.io/"))
+    machine = f"{node.hostname} {node.cores} CPU {node.memory_bytes / 2**30:.1f} GiB {node.arch}"
+    return f"{labels} {machine}" if labels else machine
+
+
 TIMING_NOISE = "throughput_spread_pct"
 B1_NOISE = "the batch-1 timing rounds' spread (timing.batch1.spread_pct in result.json)"
 
@@ -52,6 +63,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("cell", "the cell id: the detector label, then `.param-value` for each grid axis, then the backend", value=lambda r: r.cell.id),
     Column("detector", "the detector label", value=lambda r: r.cell.detector),
     Column("params", "every parameter of the cell, as `key=value`", value=lambda r: " ".join(f"{k}={v}" for k, v in r.cell.params.items())),
+    Column("target", "the scenario target (node group, by labels) the cell ran on", value=lambda r: r.cell.target, target=True),
     Column("status", "`ok`, `failed` (see `error`) or `pending` (a task never finished); `--resume` reruns every task not `ok`", value=lambda r: r.status.value),
     Column("nab_standard", "NAB v1.1 normalised score, standard profile (100 = perfect, 0 = the null detector), at its threshold", "points", "higher", DETERMINISTIC, _nab("standard")),
     Column("nab_reward_low_FP_rate", "the same, reward_low_FP_rate profile", "points", "higher", DETERMINISTIC, _nab("reward_low_FP_rate")),
@@ -85,14 +97,16 @@ COLUMNS: tuple[Column, ...] = (
     Column("model_bytes", "size of what the backend loads (ONNX file, OpenVINO IR, torch state dict)", "bytes", "lower", DETERMINISTIC, lambda r: r.score.model_bytes if r.score else None, backend=True),
     Column("gate", "INT8 rows: `PASS`, `FAIL: <why>`, or `n/a: <why>` (see below)", backend=True),
     Column("seconds", "the cell's tasks' wall time on their workers (scoring, and timing for a backend cell)", "s", "lower", "machine load", lambda r: r.seconds or None),
+    Column("hardware", "where the scoring task ran: node labels, host, CPUs it could use, memory it could use, architecture",
+           value=lambda r: hardware(r.tasks.get("score"))),
     Column("error", "the first line of a failed task's error", value=lambda r: r.error),
 )
 
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 
 
-def columns(with_backends: bool) -> list[Column]:
-    return [c for c in COLUMNS if with_backends or not c.backend]
+def columns(with_backends: bool, with_targets: bool = False) -> list[Column]:
+    return [c for c in COLUMNS if (with_backends or not c.backend) and (with_targets or not c.target)]
 
 
 # --- the serving table (serving.csv): one row per load run of a served variant ---------------------------------
@@ -127,6 +141,7 @@ def _ms(field: str) -> Callable[[LoadRow], Any]:
 LOAD_NOISE = "the per-second series in result.json (load.points[].summary.per_second)"
 LOAD_COLUMNS: tuple[Column, ...] = (
     Column("cell", "the served variant's cell id", value=lambda r: r.result.cell.id),
+    Column("target", "the target (node group) its replicas ran on", value=lambda r: r.result.cell.target, target=True),
     Column("path", "`http`: through Serve's HTTP proxy; `handle`: a DeploymentHandle inside the cluster (no proxy)", value=lambda r: r.path),
     Column("run", "`rate R` (open loop, R requests/s offered), `clients C` (closed loop) or `peak` (the run at the peak rate)", value=lambda r: r.run),
     Column("offered_rps", "requests per second offered (open loop)", "requests/s", value=_run("offered_rps")),
@@ -150,6 +165,8 @@ LOAD_COLUMNS: tuple[Column, ...] = (
            lambda r: r.load.inprocess_eps if r.load else None),
     Column("served_vs_inprocess", "achieved_eps / inprocess_eps: what serving keeps of the in-process throughput", "x", "higher", LOAD_NOISE,
            lambda r: r.summary.achieved_eps / r.load.inprocess_eps if r.summary is not None and r.load and r.load.inprocess_eps else None),
+    Column("network", "the shaping on the path from the load generators to the service's node (`harness cluster up`): "
+           "delay ± jitter, bandwidth, method (`netem` or `relay`)", value=lambda r: r.load.network.describe() if r.load and r.load.network else None, target=True),
     Column("warmup_s", "seconds to warm (train) every stream before the measured runs", "s", "lower", "machine load", lambda r: r.load.warmup.seconds if r.load else None),
     Column("flame_graphs", "py-spy flame graphs of the replicas and the proxy (`load.profile`), in the cell's folder",
            value=lambda r: " ".join(f"cells/{r.result.cell.id}/{f}" for f in r.load.profiles if f.startswith(f"flame-{r.path}-")) if r.load else None),

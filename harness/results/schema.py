@@ -44,9 +44,9 @@ class NodeFacts(_Record):
     labels: dict[str, str] = Field(default_factory=dict)
     hostname: str
     cpu_model: str
-    cores: int  # logical CPUs the operating system shows
+    cores: int  # logical CPUs the task could run on (its affinity: a node's cpuset)
     ray_cpus: float | None = None  # CPUs the Ray node offers
-    memory_bytes: int
+    memory_bytes: int  # memory the task could use: the machine's, or its cgroup's limit
     arch: str
 
 
@@ -141,6 +141,20 @@ class FaultFigures(_Record):
     recovery_s: float  # from the kill to the end of the last second with errors or a p95 over the SLO
 
 
+class NetworkFigures(_Record):
+    """The shaping injected on the path from the load generators to the service's node (`harness cluster up`)."""
+
+    node: str  # the topology's node the service was called on
+    method: str  # "netem", "relay" (a delaying TCP relay in the node's namespace), or "none"
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    rate_mbit: float | None = None
+
+    def describe(self) -> str:
+        rate = f", {self.rate_mbit:g} Mbit/s" if self.rate_mbit else ""
+        return f"{self.node}: {self.delay_ms:g} ms ± {self.jitter_ms:g} ms{rate} ({self.method})"
+
+
 class LoadResult(_Record):
     """A load task: the variant on Ray Serve, under load (docs/load.md)."""
 
@@ -157,6 +171,7 @@ class LoadResult(_Record):
     peaks: list[PeakFigures] = Field(default_factory=list)
     fault: FaultFigures | None = None
     profiles: list[str] = Field(default_factory=list)  # flame graph files in the cell's folder
+    network: NetworkFigures | None = None  # shaping between generators and service (a `harness cluster up` topology)
 
 
 TaskResult = Union[ScoreResult, TimingResult, LoadResult]

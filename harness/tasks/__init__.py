@@ -24,19 +24,25 @@ def kinds_of(cell: Cell, load: bool = False) -> list[str]:
     return ["score"] + (["timing"] if cell.backend is not None else []) + (["load"] if load else [])
 
 
-def plan_tasks(cells: list[Cell], timing_settings: dict[str, Any], files: int, load: bool = False) -> list[Task]:
+def plan_tasks(cells: list[Cell], timing_settings: dict[str, Any], files: int, load: bool = False,
+               targets: dict[str, Any] | None = None) -> list[Task]:
     """Every cell's tasks: a scoring task reserving the backend's threads (1 CPU without a backend), and for a
     backend cell a timing task after it, alone on its node when timing is exclusive; with `load`, a load task
-    after the scoring (run by the driver)."""
+    after the scoring (run by the driver). A cell on a target (`targets`: the scenario's TargetSpecs by name)
+    asks for that target's node labels, and keeps to its CPU and memory limits."""
     tasks = []
     for cell in cells:
+        target = (targets or {}).get(cell.target) if cell.target else None
+        labels = dict(target.labels) if target else {}
+        memory = target.memory if target else None
         threads = cell.backend.threads if cell.backend is not None else 1
-        tasks.append(Task("score", cell, Needs(cpus=threads), units=max(files, 1)))
+        cpus = target.cpus if target is not None and target.cpus is not None else threads
+        tasks.append(Task("score", cell, Needs(cpus=cpus, memory_bytes=memory, labels=labels), units=max(files, 1)))
         if "timing" in kinds_of(cell):
-            needs = Needs(cpus=threads, exclusive=bool(timing_settings.get("exclusive", True)))
+            needs = Needs(cpus=cpus, memory_bytes=memory, labels=labels, exclusive=bool(timing_settings.get("exclusive", True)))
             tasks.append(Task("timing", cell, needs, after=("score",)))
         if load:
-            tasks.append(Task("load", cell, Needs(cpus=0, exclusive=True), after=("score",)))
+            tasks.append(Task("load", cell, Needs(cpus=0, labels=labels, exclusive=True), after=("score",)))
     return tasks
 
 

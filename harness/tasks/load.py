@@ -59,7 +59,8 @@ def run(task: Task, ctx: RunContext, inputs: dict[str, Any], progress: Progress,
     spec = ctx.load
     assert spec is not None, "a load task needs the scenario's load: section"
     cell = task.cell
-    config = ServiceConfig.for_cell(cell, ServeSpec.model_validate(ctx.serve or {}), ctx.probation_percent)
+    labels = ctx.targets[cell.target]["labels"] if cell.target else {}
+    config = ServiceConfig.for_cell(cell, ServeSpec.model_validate(ctx.serve or {}), ctx.probation_percent, labels)
     files = ctx.corpus.files[: spec["streams"]]
     if not files:
         raise ValueError("the corpus has no files to replay as streams")

@@ -46,6 +46,7 @@ class SlowParams(BaseModel):
     tag: str = ""  # only to make several cells
     hold_file: str = ""  # while this file exists: write our PID to pid_file and wait (to be killed)
     pid_file: str = ""
+    hold_where: str = ""  # NAME=VALUE: hold only in a process with that environment variable (on one node)
 
 
 class Slow(StreamingDetector):
@@ -56,11 +57,31 @@ class Slow(StreamingDetector):
 
     def score_file(self, series, probation):
         p = self.params
-        if p.hold_file and Path(p.hold_file).exists():
+        name, _, value = p.hold_where.partition("=")
+        if p.hold_file and Path(p.hold_file).exists() and (not name or os.environ.get(name) == value):
             Path(p.pid_file).write_text(str(os.getpid()))
             while Path(p.hold_file).exists():
                 time.sleep(0.1)
         time.sleep(p.seconds)
+        return jumps(series.values)
+
+
+class HogParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    megabytes: int = 4096  # held at once, allocated 64 MB every 0.1 s (the pace of a growing model or buffer)
+    tag: str = ""
+
+
+class Hog(StreamingDetector):
+    """Allocates (and touches) `megabytes` before scoring: on a node with less memory, its worker is killed."""
+
+    Params = HogParams
+
+    def score_file(self, series, probation):
+        held = []
+        for _ in range(self.params.megabytes // 64):
+            held.append(np.ones(64 * 2**20 // 8))
+            time.sleep(0.1)
         return jumps(series.values)
 
 
