@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--only", action="append", type=_only, help="run on these corpus categories or files only "
                    "(comma-separated; repeatable), e.g. realTraffic or realTweets/Twitter_volume_AAPL.csv")
     r.add_argument("--resume", action="store_true", help="finish the interrupted run in --out (skips tasks done)")
+    r.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics (cells, live load figures) at http://HOST:PORT/metrics while the run lasts")
+    r.add_argument("--metrics-host", default="127.0.0.1", help="address the metrics listen on (default 127.0.0.1)")
 
     sv = sub.add_parser("serve", help="deploy one cell's variant as a Ray Serve scoring service (until Ctrl-C)")
     sv.add_argument("scenario", help="scenario YAML file (its serve: section shapes the deployment)")
@@ -125,7 +128,8 @@ def cmd_run(args) -> int:
     from harness.run import execute
 
     signal.signal(signal.SIGTERM, _terminate)
-    out, failed = execute(args.scenario, args.out, args.address, args.corpus, args.resume, _flatten(args.only))
+    metrics = (args.metrics_host, args.metrics_port) if args.metrics_port is not None else None
+    out, failed = execute(args.scenario, args.out, args.address, args.corpus, args.resume, _flatten(args.only), metrics)
     folder = RunFolder(out)
     print(folder.table_markdown(), end="")
     serving = folder.serving_markdown()

@@ -10,6 +10,7 @@ the ones the folder was started with.
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from harness import report
 from harness.environment import environment, now
 from harness.errors import InputError
+from harness.metrics import RunMetrics
 from harness.plan import Plan, plan
 from harness.results.folder import HANDOFF, RunFolder
 from harness.results.schema import CellResult, Manifest, RunStatus, Status
@@ -95,8 +97,10 @@ def execute(
     corpus_override: str | None = None,
     resume: bool = False,
     only: list[str] | None = None,
+    metrics: tuple[str, int] | None = None,
 ) -> tuple[Path, list[str]]:
-    """Run (or resume) a scenario; returns the run folder and the ids of cells that did not finish ok."""
+    """Run (or resume) a scenario; returns the run folder and the ids of cells that did not finish ok.
+    `metrics`: (host, port) to serve the run's Prometheus metrics on while it runs (harness.metrics)."""
     if resume and out is None:
         raise InputError("--resume needs --out: the folder of the run to finish")
     p = plan(scenario_path, corpus_override, only)
@@ -123,10 +127,20 @@ def execute(
         for kind in t.after
         if task_id(t.cell.id, kind) not in todo_ids
     }
-    folder.write_scenario(p.scenario_text)
-    folder.write_manifest(manifest)
+    with ExitStack() as stack:
+        # the metrics' port is taken before anything is written: a busy one is refused with nothing left behind
+        served = stack.enter_context(RunMetrics(p.scenario.name, metrics[1], metrics[0])) if metrics else None
+        folder.write_scenario(p.scenario_text)
+        folder.write_manifest(manifest)
+        _run_and_record(p, folder, manifest, results, todo, handed, address, served)
+    return folder.root, [cid for cid, r in results.items() if r.status != Status.OK]
+
+
+def _run_and_record(p: Plan, folder: RunFolder, manifest: Manifest, results: dict[str, CellResult], todo: list[Task],
+                    handed: dict[str, dict[str, Any]], address: str | None, metrics: RunMetrics | None) -> None:
+    """Run the tasks; whatever happens, the manifest says how the run ended and the reports are rebuilt."""
     try:
-        _run_tasks(p, folder, manifest, results, todo, handed, address)
+        _run_tasks(p, folder, manifest, results, todo, handed, address, metrics)
         manifest.status = RunStatus.COMPLETE
     except KeyboardInterrupt:
         manifest.status = RunStatus.INTERRUPTED
@@ -135,7 +149,6 @@ def execute(
         manifest.finished_at = now()
         folder.write_manifest(manifest)
         render(folder, p, results)
-    return folder.root, [cid for cid, r in results.items() if r.status != Status.OK]
 
 
 def _run_tasks(
@@ -146,6 +159,7 @@ def _run_tasks(
     todo: list[Task],
     handed: dict[str, dict[str, Any]],
     address: str | None,
+    metrics: RunMetrics | None,
 ) -> None:
     from harness.detectors import user_code_path
     from harness.execution.runner import RayRunner
@@ -158,14 +172,19 @@ def _run_tasks(
         load=p.scenario.load.model_dump() if p.scenario.load else None,
         targets={name: t.model_dump() for name, t in p.scenario.targets.items()},
     )
-    with RayRunner(address, code) as runner, Progress(sum(t.units for t in todo), "steps (files scored, timings, load tests)") as bar:
+    with RayRunner(address, code, metrics) as runner, Progress(sum(t.units for t in todo), "steps (files scored, timings, load tests)") as bar:
         manifest.ray = runner.describe()
         folder.write_manifest(manifest)
+        if metrics is not None:
+            metrics.planned(len({t.cell.id for t in todo}))
+            bar.write(f"metrics: {metrics.url}")
         for done in runner.run(todo, context, handed, on_progress=bar.update):
             cell = done.task.cell.id
             results[cell] = folder.record(results[cell], done.task.kind, done.record, done.artefacts)
             if done.record.status != Status.OK:
                 bar.write(f"cell {cell} failed ({done.task.kind}): {done.record.error}")
+            if metrics is not None and results[cell].status != Status.PENDING:
+                metrics.finished(results[cell].status == Status.OK)
 
 
 def render(folder: RunFolder, p: Plan, results: dict[str, CellResult]) -> None:

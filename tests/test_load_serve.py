@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,6 +22,39 @@ from conftest import REPO, RayCluster
 from test_serve import PORT, URL, Served
 
 USERDET = str(REPO / "tests")
+METRICS_PORT = 9464
+
+
+class Scraper:
+    """Scrapes a Prometheus endpoint inside the cluster's namespace every 0.3 s while the block runs (as a
+    Prometheus server would, only faster); `samples`: each scrape's series as (name, labels, value)."""
+
+    def __init__(self, cluster: RayCluster, url: str):
+        self.cluster, self.url = cluster, url
+        self.samples: list[list[tuple[str, dict[str, str], float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._scrape, daemon=True)
+
+    def _scrape(self) -> None:
+        while not self._stop.wait(0.3):
+            got = subprocess.run(self.cluster.cmd(["curl", "-s", "--max-time", "2", self.url]), capture_output=True, text=True)
+            if got.returncode == 0 and got.stdout:
+                from prometheus_client.parser import text_string_to_metric_families
+
+                self.samples.append([(x.name, x.labels, x.value) for family in text_string_to_metric_families(got.stdout)
+                                     for x in family.samples])
+
+    def seen(self, name: str, **labels: str) -> list[float]:
+        """Every value scraped of the series `name` whose labels include `labels`."""
+        return [v for scrape in self.samples for n, ls, v in scrape if n == name and labels.items() <= ls.items()]
+
+    def __enter__(self) -> "Scraper":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 def stall_scenario(tmp: Path, after_events: int) -> Path:
@@ -82,8 +117,16 @@ load:
   rules: {{min_duration_s: 2, min_requests: 30}}
 """)
     out = tmp_path / "out"
-    proc = ray_cluster.run([sys.executable, "-m", "harness", "run", str(scen), "--out", str(out), "--address", ray_cluster.gcs_address], timeout=400)
+    with Scraper(ray_cluster, f"http://127.0.0.1:{METRICS_PORT}/metrics") as scraped:
+        proc = ray_cluster.run([sys.executable, "-m", "harness", "run", str(scen), "--out", str(out), "--address", ray_cluster.gcs_address,
+                                "--metrics-port", str(METRICS_PORT)], timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # Prometheus metrics, scraped from the run's endpoint while it ran: the load test second by second, the cell
+    assert 1 in scraped.seen("harness_cells_planned", scenario="load-e2e"), scraped.samples[-1:]
+    load_test = {"scenario": "load-e2e", "cell": "windowedGaussian", "path": "handle"}
+    assert any(v > 0 for v in scraped.seen("harness_load_achieved_rps", **load_test)), "no second of the load test reported while it ran"
+    assert any(v > 0 for v in scraped.seen("harness_load_latency_ms", **load_test, quantile="0.95"))
+    assert 1 in scraped.seen("harness_cells_finished_total", scenario="load-e2e", status="ok")
     assert "Serving (serving.md" in proc.stdout
     result = json.loads((out / "cells" / "windowedGaussian" / "result.json").read_text())
     assert result["status"] == "ok" and result["kinds"] == ["score", "load"]
@@ -108,7 +151,7 @@ load:
     assert list(table["run"]) == ["rate 20", "rate 20", "peak", "peak"]
     from harness.results.columns import LOAD_COLUMNS
 
-    assert list(table.columns) == [c.name for c in LOAD_COLUMNS]
+    assert list(table.columns) == [c.name for c in LOAD_COLUMNS if not c.target]  # no targets here
     assert (table["nab_standard"] == result["tasks"]["score"]["result"]["nab"]["profiles"]["standard"]["score"]).all()
     assert table.loc[1, "served_vs_inprocess"] == handle["achieved_eps"] / load["inprocess_eps"]
     assert "flame-http-proxy.svg" in table.loc[0, "flame_graphs"]

@@ -160,6 +160,30 @@ def test_expand_property(windows: list[int], min_samples: list[int], seeds: list
     assert all(CELL_ID.match(i) for i in ids), ids
 
 
+def test_targets_cross_every_cell_and_set_its_limits() -> None:
+    from harness.tasks import plan_tasks
+
+    scenario = Scenario.model_validate({
+        "name": "t", "detectors": [{"type": "windowedGaussian"}, {"type": "autoencoder", "params": {"epochs": 1}}],
+        "backends": [{"backend": "onnxruntime", "precision": "fp32", "threads": 2}],
+        "targets": {"cloud": {"labels": {"tier": "cloud"}}, "edge": {"labels": {"tier": "edge"}, "threads": 1, "memory": "1.5GiB"}},
+    })
+    cells = {c.id: c for c in expand(scenario)}
+    assert sorted(cells) == ["autoencoder.onnxruntime-fp32.threads-2@cloud", "autoencoder.onnxruntime-fp32.threads-2@edge",
+                             "windowedGaussian@cloud", "windowedGaussian@edge"]
+    edge_ae = cells["autoencoder.onnxruntime-fp32.threads-2@edge"]
+    assert edge_ae.target == "edge" and edge_ae.axes["target"] == "edge" and edge_ae.backend.threads == 1
+    assert cells["autoencoder.onnxruntime-fp32.threads-2@cloud"].backend.threads == 2
+    assert scenario.target_labels(edge_ae) == {"tier": "edge"}
+    needs = {(t.cell.id, t.kind): t.needs for t in plan_tasks(list(cells.values()), {"exclusive": True}, 3, True, scenario.targets)}
+    score = needs[("autoencoder.onnxruntime-fp32.threads-2@edge", "score")]
+    assert score.labels == {"tier": "edge"} and score.cpus == 1 and score.memory_bytes == int(1.5 * 2**30)
+    timing = needs[("autoencoder.onnxruntime-fp32.threads-2@edge", "timing")]
+    assert timing.exclusive and timing.labels == {"tier": "edge"}
+    assert needs[("windowedGaussian@cloud", "load")].labels == {"tier": "cloud"}
+    assert needs[("windowedGaussian@cloud", "score")].memory_bytes is None
+
+
 def test_grid_values_that_differ_only_in_sign_give_distinct_cells() -> None:
     """Regression: `_cell_token` used to strip '-' from both ends, so -1 and 1 shared a token and the scenario
     was rejected with "cells would share the id 'random.seed-1'" although its cells differ."""
@@ -289,6 +313,13 @@ CASES = [
         _text(f"name: x\ncorpus:\n  synthetic: {{rows: -5}}\n{GOOD_DETECTORS}"),
         ("corpus.synthetic.rows",),
     ),
+    Case("target without labels", _text(f"name: x\ntargets:\n  edge: {{cpus: 1}}\n{GOOD_DETECTORS}"), ("targets.edge.labels", "missing")),
+    Case("target memory not a size", _text(f"name: x\ntargets:\n  edge: {{labels: {{tier: edge}}, memory: lots}}\n{GOOD_DETECTORS}"),
+         ("targets.edge.memory", "512MiB"), cli=False),
+    Case("target label with a space", _text(f"name: x\ntargets:\n  edge: {{labels: {{tier: 'far away'}}}}\n{GOOD_DETECTORS}"),
+         ("targets.edge.labels", "far away"), cli=False),
+    Case("target name with a space", _text(f"name: x\ntargets:\n  'far edge': {{labels: {{tier: edge}}}}\n{GOOD_DETECTORS}"),
+         ("targets", "far edge"), cli=False),
     Case(
         "corpus with both sources",
         _text(f"name: x\ncorpus:\n  synthetic: {{rows: 600}}\n  path: somewhere\n{GOOD_DETECTORS}"),

@@ -101,10 +101,12 @@ class _Progress:
 
 
 class RayRunner:
-    def __init__(self, address: str | None = None, code: list[str] | None = None):
-        """`code`: folders of user detector packages, shipped to the workers (Ray `py_modules`)."""
+    def __init__(self, address: str | None = None, code: list[str] | None = None, metrics: Any = None):
+        """`code`: folders of user detector packages, shipped to the workers (Ray `py_modules`); `metrics`: the
+        run's harness.metrics.RunMetrics, which load tests report to while they run."""
         self.address = address if address is not None or not inside_ray_job() else "auto"
         self.code = sorted(set(code or []))
+        self.metrics = metrics
         self._ray: Any = None
 
     def __enter__(self) -> "RayRunner":
@@ -259,7 +261,7 @@ class RayRunner:
         from harness.execution.serving import RayServing
 
         inputs = dict(zip(task.after, self._ray.get(dependency_refs)))
-        record, artefacts = execute(task, context, inputs, None, cluster=RayServing())
+        record, artefacts = execute(task, context, inputs, None, cluster=RayServing(self.metrics))
         return record.model_copy(update={"node": NodeFacts(**node_facts())}), artefacts
 
     @staticmethod

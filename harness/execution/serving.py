@@ -120,7 +120,16 @@ START_DELAY_S = 1.0  # generators start together this long after they are asked 
 
 
 class _Generator:
-    """A load generator (a Ray actor): one run of harness.load against the service, over HTTP or a handle."""
+    """A load generator (a Ray actor with two threads): one run of harness.load against the service, over HTTP or
+    a handle, while `second` reads the run's finished seconds (live metrics)."""
+
+    def __init__(self) -> None:
+        from harness.load import Recorder
+
+        self.recorder = Recorder()
+
+    def second(self, t: int) -> dict | None:
+        return self.recorder.second_state(t)
 
     def run(self, settings: dict, path: str, url: str, app: str, bodies, start_at: float) -> dict:
         import asyncio
@@ -129,7 +138,7 @@ class _Generator:
 
         s = LoadSettings.model_validate(settings)
         if path == "http":
-            return asyncio.run(drive_async(url, s, bodies, start_at=start_at)).to_state()
+            return asyncio.run(drive_async(url, s, bodies, start_at=start_at, recorder=self.recorder)).to_state()
 
         async def through_handle():
             from ray import serve
@@ -142,7 +151,7 @@ class _Generator:
                 if status != 200:
                     raise SendError(str(status), answer[:200].decode(errors="replace"))
 
-            return await run_load(s, send, events_per_request=bodies.events, start_at=start_at)
+            return await run_load(s, send, events_per_request=bodies.events, start_at=start_at, recorder=self.recorder)
 
         return asyncio.run(through_handle()).to_state()
 
@@ -178,7 +187,11 @@ def _flame(pid: int, delay_s: float, duration_s: float) -> bytes:
 
 
 class RayServing:
-    """The load task's `ServingCluster`, on the Ray cluster the driver joined (harness.tasks.load)."""
+    """The load task's `ServingCluster`, on the Ray cluster the driver joined (harness.tasks.load). `metrics`
+    (harness.metrics.RunMetrics): where each second of a running load test is reported."""
+
+    def __init__(self, metrics: Any = None):
+        self.metrics = metrics
 
     def deploy(self, config: ServiceConfig, name: str) -> Service:
         return deploy(config, name)
@@ -216,7 +229,7 @@ class RayServing:
 
         here = ray.get_runtime_context().get_node_id()  # the generators run beside the driver: the client side
         on = lambda node: NodeAffinitySchedulingStrategy(node, soft=False)  # noqa: E731
-        actor = ray.remote(num_cpus=0, max_restarts=0)(_Generator)
+        actor = ray.remote(num_cpus=0, max_restarts=0, max_concurrency=2)(_Generator)
         gens = [actor.options(scheduling_strategy=on(here)).remote() for _ in bodies]
         per = settings.model_copy(update={"rate": settings.rate / len(bodies) if settings.rate else None,
                                           "concurrency": max(1, settings.concurrency // len(bodies)) if settings.concurrency else None})
@@ -237,7 +250,7 @@ class RayServing:
             killed = ray.remote(num_cpus=0, max_retries=0)(_kill_later).options(
                 scheduling_strategy=on(replica["node_id"])).remote(replica["pid"], start_at - time.time() + after_s)
         try:
-            states = ray.get(runs)
+            states = self._wait(runs, gens, start_at + settings.warmup_s, service.config.variant.id, path)
         finally:
             for g in gens:
                 ray.kill(g)
@@ -247,3 +260,25 @@ class RayServing:
         svgs = {who: ray.get(ref) for who, ref in flames.items()}
         killed_at = ray.get(killed) if killed is not None else None
         return outcome, svgs, killed_at
+
+    def _wait(self, runs: list, gens: list, window_at: float, cell: str, path: str) -> list[dict]:
+        """The generators' results; meanwhile, with metrics, each finished second of the measured window
+        (starting at epoch `window_at`), merged over the generators."""
+        import math
+
+        import ray
+
+        from harness.load.recorder import merged_second
+        from harness.metrics import QUANTILES
+
+        reported = -1
+        while True:
+            done, _ = ray.wait(runs, num_returns=len(runs), timeout=0.5 if self.metrics else None)
+            if len(done) == len(runs):
+                return ray.get(runs)
+            last = math.floor(time.time() - window_at) - 1  # the last whole second, with a margin for stragglers
+            if last > reported:
+                reported = last
+                states = [s for s in ray.get([g.second.remote(last) for g in gens]) if s is not None]
+                if states:
+                    self.metrics.load_second(cell, path, *merged_second(states, QUANTILES))

@@ -78,10 +78,10 @@ class LoadSettings(BaseModel):
 
 
 async def run_load(settings: LoadSettings, send: Send, *, events_per_request: int | Sequence[int] | None = None,
-                   start_at: float | None = None) -> LoadOutcome:
+                   start_at: float | None = None, recorder: Recorder | None = None) -> LoadOutcome:
     """Run `settings` with any async `send(i)`. `events_per_request` overrides the settings' count (per-body counts,
     e.g. `bodies.events`); `start_at` (epoch seconds) lets several generators start together, so their per-second
-    series line up when merged."""
+    series line up when merged; `recorder`: record into this one (another thread may read finished seconds)."""
     if start_at is not None:
         await asyncio.sleep(max(start_at - time.time(), 0.0))
     events = settings.events_per_request if events_per_request is None else events_per_request
@@ -89,20 +89,20 @@ async def run_load(settings: LoadSettings, send: Send, *, events_per_request: in
         return await run_open_loop(
             send, rate=settings.rate, duration_s=settings.duration_s, warmup_s=settings.warmup_s,
             arrivals=settings.arrivals, seed=settings.seed, max_in_flight=settings.max_in_flight,
-            events_per_request=events, max_lateness_s=settings.max_lateness_s, drain_s=settings.drain_s)
+            events_per_request=events, max_lateness_s=settings.max_lateness_s, drain_s=settings.drain_s, recorder=recorder)
     return await run_closed_loop(
         send, concurrency=settings.concurrency, duration_s=settings.duration_s, warmup_s=settings.warmup_s,
-        think_time_s=settings.think_time_s, events_per_request=events, drain_s=settings.drain_s)
+        think_time_s=settings.think_time_s, events_per_request=events, drain_s=settings.drain_s, recorder=recorder)
 
 
 async def drive_async(url: str, settings: LoadSettings, bodies: Sequence[tuple[bytes, str]], *,
-                      check: bool = False, start_at: float | None = None) -> LoadOutcome:
+                      check: bool = False, start_at: float | None = None, recorder: Recorder | None = None) -> LoadOutcome:
     """One run against the HTTP service at `url` (its base URL or its /v1/score), inside a running event loop."""
     from harness.load.http_target import HttpTarget
 
     events = getattr(bodies, "events", None) or settings.events_per_request
     async with HttpTarget(url, bodies, settings.timeout_s, connections=settings.connections, check=check) as target:
-        return await run_load(settings, target.send, events_per_request=events, start_at=start_at)
+        return await run_load(settings, target.send, events_per_request=events, start_at=start_at, recorder=recorder)
 
 
 def drive(url: str, settings: LoadSettings, bodies: Sequence[tuple[bytes, str]], *, check: bool = False) -> LoadSummary:

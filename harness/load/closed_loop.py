@@ -30,13 +30,15 @@ async def run_closed_loop(
     think_time_s: float = 0.0,
     events_per_request: int | Sequence[int] = 1,
     drain_s: float = 10.0,
+    recorder: Recorder | None = None,
 ) -> LoadOutcome:
     """Run `concurrency` clients sharing one request counter (so request i is sent once, by whichever is free)."""
     if concurrency < 1 or duration_s <= 0 or warmup_s < 0 or think_time_s < 0:
         raise ValueError("need concurrency >= 1, duration_s > 0, warmup_s >= 0 and think_time_s >= 0")
     loop = asyncio.get_running_loop()
     events = EventsPerRequest(events_per_request)
-    rec = Recorder(window_s=duration_s)
+    rec = recorder if recorder is not None else Recorder()  # given: someone reads it live (metrics)
+    rec.window_s = duration_s
     outcome = LoadOutcome("closed", rec, concurrency=concurrency, events_per_request=events.mean, warmup_s=warmup_s)
     t0 = loop.time()
     window = t0 + warmup_s

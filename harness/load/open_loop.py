@@ -44,13 +44,15 @@ async def run_open_loop(
     events_per_request: int | Sequence[int] = 1,
     max_lateness_s: float = 0.1,
     drain_s: float = 10.0,
+    recorder: Recorder | None = None,
 ) -> LoadOutcome:
     """Offer `rate` requests per second for `warmup_s + duration_s`; `send(i)` sends request i, raising on failure."""
     if duration_s <= 0 or warmup_s < 0 or max_in_flight < 1:
         raise ValueError("need duration_s > 0, warmup_s >= 0 and max_in_flight >= 1")
     loop = asyncio.get_running_loop()
     events = EventsPerRequest(events_per_request)
-    rec = Recorder(window_s=duration_s)
+    rec = recorder if recorder is not None else Recorder()  # given: someone reads it live (metrics)
+    rec.window_s = duration_s
     outcome = LoadOutcome("open", rec, arrivals=arrivals, offered_rps=rate, events_per_request=events.mean,
                           warmup_s=warmup_s, max_send_lag_s=0.0)
     end = warmup_s + duration_s

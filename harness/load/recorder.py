@@ -129,6 +129,15 @@ class Recorder:
         self.last_s = max(self.last_s, other.last_s)
         return self
 
+    def second_state(self, t: int) -> dict[str, Any] | None:
+        """Second `t` as `to_state` lists it, or None if nothing completed in it: read, while the run goes on, by
+        another thread (live metrics) once the second is over."""
+        s = self.seconds.get(t)
+        if s is None:
+            return None
+        return {"t": t, "requests": s.requests, "events": s.events, "errors": s.errors, "dropped": s.dropped,
+                "latency": _encode(s.latency)}
+
     # --- shipping between processes ------------------------------------------------------------------------
 
     def to_state(self) -> dict[str, Any]:
@@ -196,6 +205,15 @@ class Recorder:
             "dropped": self.dropped,
             "per_second": per_second,
         }
+
+
+def merged_second(states: list[dict[str, Any]], quantiles: tuple[float, ...]) -> tuple[int, int, int, dict[float, float | None]]:
+    """Several generators' states of one second, merged: requests, events, errors, latency ms at each quantile."""
+    total = Second()
+    for state in states:
+        total.add(Second(state["requests"], state["events"], state["errors"], state["dropped"], _decode(state["latency"])))
+    latency = {q: (_ms(total.latency, 100 * q) if total.requests else None) for q in quantiles}
+    return total.requests, total.events, total.errors, latency
 
 
 def _ms(h: HdrHistogram, percentile: float) -> float:

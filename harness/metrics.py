@@ -1,0 +1,73 @@
+"""Prometheus metrics of a run, beside Ray's and Serve's own: cells planned and finished, and, while a load cell
+runs, its achieved rate and latency percentiles second by second (clusters/monitoring/ scrapes and charts them).
+
+`harness run --metrics-port 9464` serves them at http://127.0.0.1:9464/metrics for as long as the run lasts
+(`--metrics-host` to listen elsewhere). The registry is the run's own, so nothing of the process leaks into it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+QUANTILES = (0.5, 0.95, 0.99)
+
+
+class RunMetrics:
+    """The run's metrics and their HTTP endpoint."""
+
+    def __init__(self, scenario: str, port: int, host: str = "127.0.0.1"):
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        self.scenario, self.port, self.host = scenario, port, host
+        self.registry = CollectorRegistry()
+        load = ["scenario", "cell", "path"]
+        self._planned = Gauge("harness_cells_planned", "cells this run has to finish", ["scenario"], registry=self.registry)
+        self._finished = Counter("harness_cells_finished", "cells finished, by outcome (ok or failed)", ["scenario", "status"],
+                                 registry=self.registry)
+        self._rps = Gauge("harness_load_achieved_rps", "requests/s answered in the load run's last whole second", load,
+                          registry=self.registry)
+        self._eps = Gauge("harness_load_achieved_eps", "events/s answered in the load run's last whole second", load,
+                          registry=self.registry)
+        self._latency = Gauge("harness_load_latency_ms", "request latency in the last whole second, by quantile",
+                              [*load, "quantile"], registry=self.registry)
+        self._errors = Counter("harness_load_errors", "failed requests of load runs", load, registry=self.registry)
+        for status in ("ok", "failed"):  # both series exist from the start: a rate() over them works at once
+            self._finished.labels(scenario, status)
+        self._server: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/metrics"
+
+    def __enter__(self) -> "RunMetrics":
+        from prometheus_client import start_http_server
+
+        from harness.errors import InputError
+
+        try:
+            self._server, _ = start_http_server(self.port, addr=self.host, registry=self.registry)
+        except OSError as exc:
+            raise InputError(f"cannot serve metrics at {self.host}:{self.port} ({exc.strerror or exc})", field="--metrics-port") from None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def planned(self, cells: int) -> None:
+        self._planned.labels(self.scenario).set(cells)
+
+    def finished(self, ok: bool) -> None:
+        self._finished.labels(self.scenario, "ok" if ok else "failed").inc()
+
+    def load_second(self, cell: str, path: str, requests: int, events: int, errors: int,
+                    latency_ms: dict[float, float | None]) -> None:
+        """One whole second of a running load test (every generator's, merged)."""
+        labels = (self.scenario, cell, path)
+        self._rps.labels(*labels).set(requests)
+        self._eps.labels(*labels).set(events)
+        self._errors.labels(*labels).inc(errors)
+        for q, ms in latency_ms.items():
+            if ms is not None:
+                self._latency.labels(*labels, str(q)).set(ms)
