@@ -49,6 +49,10 @@ class FakeCluster:
     def serve_environment(self):
         return {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
+    def beside(self, config, fn, *args):
+        self.calls.append(("beside", config.labels))
+        return fn(*args)
+
     def load(self, service, path, settings, bodies, profile=None, kill=None):
         self.calls.append(("load", path, settings.rate, len(bodies)))
         if self.fail_load:

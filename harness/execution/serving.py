@@ -213,6 +213,14 @@ class RayServing:
     def replicas(self, service: Service) -> list[dict[str, Any]]:
         return service.replicas()
 
+    def beside(self, config: ServiceConfig, fn: Any, *args: Any) -> Any:
+        """`fn(*args)` as a Ray task on a node the service's replicas may use (its target's). It reserves no CPU:
+        the deployment holds some of a small node's already, and a load test runs alone."""
+        import ray
+
+        options = {"num_cpus": 0, "max_retries": 0, **({"label_selector": dict(config.labels)} if config.labels else {})}
+        return ray.get(ray.remote(fn).options(**options).remote(*args))
+
     def serve_environment(self) -> dict[str, str]:
         import os
 

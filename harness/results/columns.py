@@ -96,6 +96,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("throughput_spread_pct", "(max - min) / median of the large-batch timing rounds' medians: a speedup smaller than this is noise", "%", "lower", value=_lat("batchN", "spread_pct"), backend=True),
     Column("model_bytes", "size of what the backend loads (ONNX file, OpenVINO IR, torch state dict)", "bytes", "lower", DETERMINISTIC, lambda r: r.score.model_bytes if r.score else None, backend=True),
     Column("gate", "INT8 rows: `PASS`, `FAIL: <why>`, or `n/a: <why>` (see below)", backend=True),
+    Column("scoring_eps", "records the scoring task got through per second on its node: corpus rows / detection time "
+           "(training, likelihood and inference included; no backend needed)", "events/s", "higher", "machine load",
+           lambda r: r.score.rows / r.score.detect_s if r.score and r.score.detect_s else None),
     Column("seconds", "the cell's tasks' wall time on their workers (scoring, and timing for a backend cell)", "s", "lower", "machine load", lambda r: r.seconds or None),
     Column("hardware", "where the scoring task ran: node labels, host, CPUs it could use, memory it could use, architecture",
            value=lambda r: hardware(r.tasks.get("score"))),

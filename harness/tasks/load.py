@@ -3,8 +3,8 @@
 1. Deploy the cell's variant with the scenario's `serve:` settings.
 2. Warm-up: each stream (the first `load.streams` corpus files) is sent its probationary records and one request
    more, stream by stream, so every model is trained before anything is measured; reported apart (`warmup`).
-3. In-process throughput: the same requests scored by a `StreamTable` in this process, no Serve, no HTTP:
-   what the served figures are compared with.
+3. In-process throughput: the same requests scored by a `StreamTable` in one process on the service's own nodes
+   (its target's), no Serve, no HTTP: what the served figures are compared with.
 4. For each path (http through the proxy, handle from inside the cluster), each rate (open loop) or
    concurrency (closed loop) is one run of `load.generators` generators, merged; then, with `find_peak`, the
    highest rate within the SLO. The first run may carry a py-spy profile and a replica kill (a fault).
@@ -46,6 +46,7 @@ class ServingCluster(Protocol):
              profile: list[dict[str, Any]] | None = None, kill: tuple[dict[str, Any], float] | None = None
              ) -> tuple[LoadOutcome, dict[str, bytes], float | None]: ...
     def serve_environment(self) -> dict[str, str]: ...
+    def beside(self, config: ServiceConfig, fn: Any, *args: Any) -> Any: ...  # fn(*args) on a node of the service's
 
 
 def app_name(cell_id: str) -> str:
@@ -72,7 +73,7 @@ def run(task: Task, ctx: RunContext, inputs: dict[str, Any], progress: Progress,
     try:
         warm, measured = _cut(streams, ctx.probation_percent, epr)
         warmup = _warm_up(cluster, service, warm, settings, epr, enc)
-        inprocess = _in_process_eps(config, warm, measured, settings, epr)
+        inprocess = cluster.beside(config, in_process_eps, config, warm, measured, settings, epr)
         result = LoadResult(
             deploy_s=service.deploy_s, warmup=warmup, inprocess_eps=inprocess,
             serve=config.serve.model_dump(), serve_environment=cluster.serve_environment(),
@@ -168,7 +169,7 @@ def _split(streams: dict[str, np.ndarray], generators: int, epr: int, encoding: 
             for k in range(min(generators, len(names)))]
 
 
-def _in_process_eps(config: ServiceConfig, warm: dict[str, np.ndarray], rest: dict[str, np.ndarray], settings: dict,
+def in_process_eps(config: ServiceConfig, warm: dict[str, np.ndarray], rest: dict[str, np.ndarray], settings: dict,
                     epr: int) -> float:
     """Events per second a StreamTable scores in this process, on the same variant and request size, after the
     same warm-up: the ceiling the service is compared with."""
