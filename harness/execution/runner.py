@@ -304,7 +304,14 @@ def _on_driver(task: Task) -> bool:
 
 
 def _ray_error(exc: Exception) -> str:
-    """One line for a task Ray could not finish (a dead worker, a runtime env that failed to set up...)."""
+    """One line for a task Ray could not finish (a dead worker or node, a runtime env that failed to set up...):
+    its first line, without the advice that follows its first sentences."""
     text = f"{type(exc).__name__}: {exc}"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[0] if lines else type(exc).__name__
+    line = lines[0] if lines else type(exc).__name__
+    kept = ""
+    for sentence in line.split(". "):
+        kept = f"{kept}. {sentence}" if kept else sentence
+        if len(kept) >= 160:
+            break
+    return kept if kept.endswith(".") or kept == line else kept + "."
