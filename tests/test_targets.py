@@ -22,10 +22,10 @@ EDGE_PORTS = ("--dashboard-agent-listen-port=52366", "--dashboard-agent-grpc-por
 SCENARIO = """
 name: targets
 corpus: {{synthetic: {{seed: 3, rows: 600}}}}
-detectors:
-  - type: windowedGaussian
+detectors:  # Slow first: on the 1-CPU edge node it holds the CPU, and windowedGaussian@edge waits behind it
   - type: userdet:Slow
     params: {{seconds: 0.05, hold_file: "{hold}", pid_file: "{pid}", hold_where: HARNESS_TEST_NODE=edge}}
+  - type: windowedGaussian
 targets:
   cloud: {{labels: {{tier: cloud}}}}
   edge: {{labels: {{tier: edge}}, memory: 200MiB}}
@@ -87,7 +87,10 @@ def test_targets_place_cells_and_a_lost_node_fails_only_its_cells_until_resumed(
     assert status["windowedGaussian@cloud"] == status["Slow@cloud"] == "ok"
     for cid in ("windowedGaussian@moon", "Slow@moon"):
         assert first[cid]["tasks"]["score"]["error"] == "target moon: no node of the cluster has the labels tier=moon"
-    assert status["Slow@edge"] == "failed"
+    assert status["Slow@edge"] == "failed" and first["Slow@edge"]["tasks"]["score"]["error"].startswith("NodeDiedError: ")
+    # queued for a target that has no node left: cancelled with the reason, not left waiting forever
+    assert first["windowedGaussian@edge"]["tasks"]["score"]["error"] == (
+        "a node left the cluster, and now target edge: no node of the cluster has the labels tier=edge")
     for cid, r in first.items():  # every task ran where its target says
         node = r["tasks"]["score"].get("node")
         if r["status"] == "ok":

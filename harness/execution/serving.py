@@ -27,6 +27,7 @@ class Service:
     url: str  # the POST /v1/score endpoint
     config: ServiceConfig
     deploy_s: float
+    network: dict[str, Any] | None = None  # the shaping on the way from this node to the service (NetworkFigures)
 
     @property
     def status_url(self) -> str:
@@ -86,7 +87,7 @@ def deploy(config: ServiceConfig, name: str, route_prefix: str | None = None) ->
     serve.run(build_app(config.model_dump(mode="json")), name=name, route_prefix=prefix)
     host = _proxy_host(config, nodes)
     url = f"http://{host}:{config.serve.port}{prefix.rstrip('/')}/v1/score"
-    return Service(name, url, config, time.perf_counter() - started)
+    return Service(name, url, config, time.perf_counter() - started, network=network_to(host))
 
 
 def _proxy_host(config: ServiceConfig, nodes: list[dict[str, Any]]) -> str:
@@ -99,6 +100,25 @@ def _proxy_host(config: ServiceConfig, nodes: list[dict[str, Any]]) -> str:
     if not config.labels or any(n["NodeID"] == here for n in nodes):
         return loopback
     return nodes[0]["NodeManagerAddress"]
+
+
+def network_to(host: str) -> dict[str, Any] | None:
+    """The shaping a `harness cluster up` topology puts between this process and the node at `host` (from the
+    state file `harness cluster exec` names in HARNESS_TOPOLOGY); None on any other cluster."""
+    import os
+
+    path = os.environ.get("HARNESS_TOPOLOGY")
+    if not path:
+        return None
+    from harness.topology import load_state
+
+    state = load_state(path)
+    node = state.node_by_ip(host)
+    if node is None or node.link is None or host.startswith("127."):
+        return {"node": node.name if node else host, "method": "none"}
+    link = node.link
+    return {"node": node.name, "method": state.method, "delay_ms": link.delay_ms, "jitter_ms": link.jitter_ms,
+            "rate_mbit": link.rate_mbit}
 
 
 def undeploy(name: str, wait: bool = True) -> None:

@@ -77,7 +77,7 @@ def run(task: Task, ctx: RunContext, inputs: dict[str, Any], progress: Progress,
         result = LoadResult(
             deploy_s=service.deploy_s, warmup=warmup, inprocess_eps=inprocess,
             serve=config.serve.model_dump(), serve_environment=cluster.serve_environment(),
-            events_per_request=epr, encoding=enc, streams=len(files),
+            events_per_request=epr, encoding=enc, streams=len(files), network=getattr(service, "network", None),
         )
         artefacts: dict[str, Any] = {}
         first = True
