@@ -68,6 +68,18 @@ def _parser() -> argparse.ArgumentParser:
     ld.add_argument("--min-duration", type=float, help="VALID needs this many measured seconds (default: min(10, --duration))")
     ld.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
+    cl = sub.add_parser("cluster", help="a local Ray cluster of network namespaces: cloud and edge nodes on this machine "
+                        "(docs/topology.md)").add_subparsers(dest="cluster_cmd", required=True, parser_class=_Parser)
+    cu = cl.add_parser("up", help="start the topology of FILE: namespaces, shaped links, limited `ray start` nodes")
+    cu.add_argument("file", help="topology YAML, e.g. clusters/local-cloud-edge.yaml")
+    cd = cl.add_parser("down", help="stop a topology's nodes and remove everything it made")
+    cd.add_argument("name", help="its name, or its file")
+    cs = cl.add_parser("status", help="the nodes of a topology that is up")
+    cs.add_argument("name", help="its name, or its file")
+    ce = cl.add_parser("exec", help="run a command in the topology's client namespace, joined to the cluster")
+    ce.add_argument("name", help="its name, or its file")
+    ce.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND...")
+
     lb = sub.add_parser("leaderboard", help="print a run's leaderboard (run detectors + NAB's published scores)")
     lb.add_argument("run_dir", help="a results folder written by `harness run`")
 
@@ -243,6 +255,44 @@ def _peak_text(peak, epr: int) -> str:
     return f"peak {peak.peak_rps:g} req/s = {peak.summary.achieved_eps:,.0f} events/s at p95 {peak.summary.latency_ms.p95:.1f} ms (tried {probes})"
 
 
+def cmd_cluster_up(args) -> int:
+    from harness.topology import describe, up
+
+    state = up(args.file)
+    print(f"topology {state.name} is up ({state.method} shapes delay and jitter; auth {state.auth}):")
+    print("\n".join("  " + line for line in describe(state)))
+    print(f"next: harness cluster exec {state.name} -- harness run scenarios/cloud-vs-edge.yaml --address {state.head_address}")
+    print(f"stop: harness cluster down {state.name}")
+    return 0
+
+
+def cmd_cluster_down(args) -> int:
+    from harness.topology import down
+
+    print(f"{args.name}: {'removed' if down(args.name) else 'nothing was up'}")
+    return 0
+
+
+def cmd_cluster_status(args) -> int:
+    from harness.topology import describe, resolve
+
+    state = resolve(args.name)
+    if state is None:
+        raise InputError(f"no topology {args.name!r} is up", field="NAME")
+    print(f"topology {state.name}: head {state.head_address}, {state.method} shapes delay and jitter, auth {state.auth}")
+    print("\n".join("  " + line for line in describe(state)))
+    return 0
+
+
+def cmd_cluster_exec(args) -> int:
+    from harness.topology import exec_in
+
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise InputError("expected a command after --", field="cluster exec")
+    return exec_in(args.name, cmd)
+
+
 def cmd_leaderboard(args) -> int:
     from harness.results.folder import RunFolder
 
@@ -293,6 +343,10 @@ COMMANDS = {
     ("serve",): cmd_serve,
     ("load",): cmd_load,
     ("leaderboard",): cmd_leaderboard,
+    ("cluster", "up"): cmd_cluster_up,
+    ("cluster", "down"): cmd_cluster_down,
+    ("cluster", "status"): cmd_cluster_status,
+    ("cluster", "exec"): cmd_cluster_exec,
     ("corpus", "synth"): cmd_corpus_synth,
     ("nab", "fetch"): cmd_nab_fetch,
     ("nab", "score"): cmd_nab_score,
@@ -303,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     from harness.errors import InputError
 
     args = _parser().parse_args(argv)
-    key = tuple(x for x in (args.command, getattr(args, "corpus_cmd", None), getattr(args, "nab_cmd", None)) if x)
+    sub = (getattr(args, f"{args.command}_cmd", None),)
+    key = tuple(x for x in (args.command, *sub) if x)
     try:
         return COMMANDS[key](args)
     except InputError as exc:

@@ -32,19 +32,6 @@ targets:
   moon: {{labels: {{tier: moon}}}}
 """
 
-# the cgroup's memory controller mounted where Ray (and a container) looks, showing the node's own group: Ray's
-# memory monitor then knows the node's limit, as it would in a container or on a small edge host
-CGROUP_VIEW = r"""set -e
-mount -t tmpfs cgroups /sys/fs/cgroup
-mkdir /sys/fs/cgroup/memory /sys/fs/cgroup/.all
-mount -t cgroup -o memory cgroup /sys/fs/cgroup/.all
-echo $$ > "/sys/fs/cgroup/.all/$GROUP/tasks"
-mount --bind "/sys/fs/cgroup/.all/$GROUP" /sys/fs/cgroup/memory
-umount -l /sys/fs/cgroup/.all
-exec "$@"
-"""
-
-
 def start_edge(cluster, *extra: str, env: dict[str, str] | None = None, wrapper: list[str] = ()) -> subprocess.Popen:
     return cluster.start_node(f"--address={cluster.gcs_address}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
                               "--labels=tier=edge", *EDGE_PORTS, *extra, env=env, wrapper=wrapper)
@@ -148,8 +135,10 @@ targets:
 """)
     # Ray's memory monitor acts at 80% of the node's memory (default 95%: a fast allocation can reach the kernel's
     # OOM killer first, and a worker it kills tells no reason)
-    edge = start_edge(ray_cluster, "--memory=1500000000", env={"GROUP": memory_group, "RAY_memory_usage_threshold": "0.8"},
-                      wrapper=["sh", "-c", CGROUP_VIEW, "sh"])
+    from harness.topology import cgroups
+
+    wrapper, env = cgroups.wrapper(memory_group, ["memory"])  # the node's group shown where Ray looks for its limit
+    edge = start_edge(ray_cluster, "--memory=1500000000", env={**env, "RAY_memory_usage_threshold": "0.8"}, wrapper=wrapper)
     try:
         proc = run(ray_cluster, scenario, tmp_path / "run")
     finally:

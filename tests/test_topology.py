@@ -1,0 +1,151 @@
+"""The local cloud + edge topology: its file checked like a scenario, the delaying relay on its own, and one real
+`harness cluster up` of clusters/local-cloud-edge.yaml (under a test name): nodes joined with their labels and
+limits, the edge's delay seen from the client and the cloud's not, and `down` leaving nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from harness.topology import relay
+
+from conftest import REPO, harness, needs_netns, one_error_line
+
+EXAMPLE = REPO / "clusters" / "local-cloud-edge.yaml"
+
+
+@pytest.mark.parametrize("change, expect", [
+    ({"nodes": {"a": {"labels": {"tier": "cloud"}}}}, "exactly one node with head: true"),
+    ({"subnet": "8.8.8.0/24"}, "subnet"),
+    ({"nodes": {"cloud": {"head": True, "cpus": "two"}}}, "nodes.cloud.cpus"),
+    ({"nodes": {"cloud": {"head": True, "link": {"delay_ms": -1}}}}, "nodes.cloud.link.delay_ms"),
+    ({"colour": "red"}, "colour"),
+])
+def test_a_bad_topology_is_one_line_exit_2(change: dict, expect: str, tmp_path: Path, cli_env) -> None:
+    data = {**yaml.safe_load(EXAMPLE.read_text()), **change}
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(data))
+    line = one_error_line(harness(cli_env, "cluster", "up", path))
+    assert str(path) in line and expect in line, line
+
+
+def test_the_relay_delays_each_direction_and_keeps_the_bytes_in_order() -> None:
+    async def scenario() -> tuple[float, bytes, bytes]:
+        async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            while data := await r.read(65536):
+                w.write(data)
+                await w.drain()
+            w.close()
+
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        proxy = await relay.serve(("127.0.0.1", 0), ("127.0.0.1", port), delay_ms=20, jitter_ms=5, seed=1)
+        r, w = await asyncio.open_connection(*proxy.sockets[0].getsockname()[:2])
+        payload = os.urandom(1 << 20)
+        t0 = time.perf_counter()
+        w.write(b"x")
+        await w.drain()
+        first = await r.readexactly(1)
+        rtt = time.perf_counter() - t0
+        w.write(payload)  # a megabyte in many chunks, each delayed at random: it must come back whole, in order
+        await w.drain()
+        w.write_eof()
+        back = await r.read(-1)
+        w.close()
+        proxy.close()
+        server.close()
+        return rtt, first + back, b"x" + payload
+
+    rtt, got, sent = asyncio.run(scenario())
+    assert rtt >= 0.030, rtt  # 20 ms +- 5 each way
+    assert got == sent
+
+
+@pytest.fixture
+def topology(tmp_path: Path):
+    """The example topology under a test-unique name and subnet; always taken down."""
+    name = f"t{uuid.uuid4().hex[:6]}"
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data.update(name=name, subnet="10.232.7.0/24")
+    path = tmp_path / "topology.yaml"
+    path.write_text(yaml.safe_dump(data))
+    env = {**os.environ, "HARNESS_STATE_DIR": str(tmp_path / "state")}
+    yield name, path, env
+    subprocess.run([sys.executable, "-m", "harness", "cluster", "down", name], env=env, capture_output=True, timeout=120)
+
+
+def cli(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+PROBE = """
+import json, socket, time, ray
+ray.init(address="auto", logging_level="ERROR")
+nodes = {n["Labels"].get("tier"): {"ip": n["NodeManagerAddress"], "cpus": n["Resources"].get("CPU")} for n in ray.nodes() if n["Alive"]}
+def rtt(ip):
+    best = 1e9
+    for _ in range(5):
+        s = socket.create_connection((ip, 8000), timeout=5)
+        t0 = time.perf_counter(); s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n"); s.recv(1); best = min(best, time.perf_counter() - t0); s.close()
+    return best
+print(json.dumps({"nodes": nodes, "rtt": {t: rtt(n["ip"]) for t, n in nodes.items() if t in ("cloud", "edge")}}))
+"""
+
+
+@needs_netns
+def test_up_builds_the_topology_and_down_removes_all_of_it(topology) -> None:
+    from harness.topology import cgroups, load_state
+
+    name, path, env = topology
+    t0 = time.monotonic()
+    up = cli(env, "cluster", "up", str(path))
+    up_s = time.monotonic() - t0
+    assert up.returncode == 0, up.stderr[-3000:]
+    state_file = Path(env["HARNESS_STATE_DIR"]) / f"{name}.json"
+    state = load_state(state_file)
+    assert oct(state_file.stat().st_mode & 0o777) == "0o600" and state.auth == "token" and state.token
+    edge = next(n for n in state.nodes if n.name == "edge")
+    # a web server on each node's loopback, where Serve's proxy would listen: reached through the node's relay
+    servers = [subprocess.Popen(["ip", "netns", "exec", n.namespace, sys.executable, "-m", "http.server", "8000", "--bind", "127.0.0.1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for n in state.nodes if n.name in ("cloud", "edge")]
+    try:
+        time.sleep(1.0)
+        probe = cli(env, "cluster", "exec", name, "--", sys.executable, "-c", PROBE)
+    finally:
+        for s in servers:
+            s.kill()
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    seen = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert sorted(seen["nodes"]) == ["client", "cloud", "edge"]
+    assert seen["nodes"]["edge"] == {"ip": edge.ip, "cpus": 1.0}
+    assert seen["rtt"]["edge"] >= 0.035 and seen["rtt"]["cloud"] < 0.02, seen["rtt"]  # 40 +- 5 ms away, and near
+    # the edge node's limits, and its raylet inside them
+    assert (cgroups.ROOT / "cpuset" / edge.cgroup / "cpuset.cpus").read_text().strip() == "1"
+    assert int((cgroups.ROOT / "memory" / edge.cgroup / "memory.limit_in_bytes").read_text()) == 3 * 2**30
+    raylets = [p for p in psutil.process_iter(["cmdline"]) if "raylet" in " ".join(p.info["cmdline"] or []) and state.temp_root in " ".join(p.info["cmdline"] or [])]
+    in_edge = set(cgroups.pids(edge.cgroup, "memory"))
+    assert any(p.pid in in_edge for p in raylets), "the edge raylet is not in the edge's memory cgroup"
+    status = cli(env, "cluster", "status", name)
+    assert status.returncode == 0 and "40 ms ± 5 ms, 100 Mbit/s" in status.stdout, status.stdout
+
+    t0 = time.monotonic()
+    down = cli(env, "cluster", "down", name)
+    down_s = time.monotonic() - t0
+    assert down.returncode == 0, down.stderr
+    print(f"up {up_s:.1f} s, down {down_s:.1f} s")
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert name not in namespaces
+    assert not any((cgroups.ROOT / c / n.cgroup).exists() for n in state.nodes for c in cgroups.CONTROLLERS)
+    assert not state_file.exists() and not Path(state.temp_root).exists()
+    assert not [p for p in psutil.process_iter(["cmdline"]) if state.temp_root in " ".join(p.info["cmdline"] or [])]
+    assert cli(env, "cluster", "down", name).stdout.strip().endswith("nothing was up")  # idempotent
