@@ -122,6 +122,8 @@ class RayRunner:
         if self.address is None:
             ray.init(address="local", include_dashboard=False, **kwargs)
         else:
+            if os.environ.get("HARNESS_NODE_IP"):  # several nodes share this host (harness cluster exec): Ray would
+                kwargs["_node_ip_address"] = os.environ["HARNESS_NODE_IP"]  # join the head's, not the one here
             ray.init(address=self.address, **kwargs)
         signal.signal(signal.SIGTERM, handler)  # Ray's core installs a handler that dumps a stack and aborts
         return self

@@ -201,7 +201,10 @@ def exec_in(name: str, cmd: list[str]) -> int:
     state = resolve(name)
     if state is None:
         raise InputError(f"no topology {name!r} is up (harness cluster up FILE)", field="NAME")
-    env = {**os.environ, **state.environment(), "HARNESS_TOPOLOGY": str(state_path(state.name))}
+    # HARNESS_NODE_IP: the node a driver started here must join (Ray would pick the head's raylet: every node's
+    # processes are visible on this one host); `ray.init(_node_ip_address=...)` does the same for other drivers
+    env = {**os.environ, **state.environment(), "HARNESS_TOPOLOGY": str(state_path(state.name)),
+           "HARNESS_NODE_IP": state.client.ip}
     return subprocess.run(["ip", "netns", "exec", state.client.namespace, *cmd], env=env).returncode
 
 
