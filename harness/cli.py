@@ -68,6 +68,35 @@ def _parser() -> argparse.ArgumentParser:
     ld.add_argument("--min-duration", type=float, help="VALID needs this many measured seconds (default: min(10, --duration))")
     ld.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
+    h = sub.add_parser("history", help="runs indexed in the history store, and a metric's trend (docs/history.md)"
+                       ).add_subparsers(dest="history_cmd", required=True, parser_class=_Parser)
+    hl = h.add_parser("list", help="the latest runs")
+    hl.add_argument("--scenario", help="only this scenario's runs")
+    hl.add_argument("--limit", type=int, default=20)
+    hs = h.add_parser("show", help="a metric's values over runs (a table column, or e.g. 'p95_ms[http peak]')")
+    hs.add_argument("metric")
+    hs.add_argument("--cell", help="only this cell")
+    hs.add_argument("--plot", metavar="FILE.png", help="also write the trend as a plot")
+    hi = h.add_parser("index", help="(re)index a run folder (runs index themselves when they end)")
+    hi.add_argument("run_dir")
+    for hp in (hl, hs, hi):
+        hp.add_argument("--history", metavar="PATH", help="the store (default $HARNESS_HISTORY, else results/history.sqlite)")
+
+    cmp_ = sub.add_parser("compare", help="run A vs run B, metric by metric, with noise-aware verdicts; exit 1 on a regression")
+    cmp_.add_argument("run_a", help="a run folder, or a run id in the history")
+    cmp_.add_argument("run_b")
+    cmp_.add_argument("--threshold", type=float, default=0.10, help="relative change that a measured figure must "
+                      "exceed (beside its measured noise) to count (default 0.10)")
+    cmp_.add_argument("--all", action="store_true", help="list unchanged figures too")
+    cmp_.add_argument("--json", action="store_true")
+    cmp_.add_argument("--history", metavar="PATH", help="where run ids are looked up")
+
+    ex = sub.add_parser("export", help="export a run elsewhere").add_subparsers(dest="export_cmd", required=True, parser_class=_Parser)
+    em = ex.add_parser("mlflow", help="each cell as an MLflow run: parameters, metrics, tables and plots")
+    em.add_argument("run_dir")
+    em.add_argument("--tracking-uri", default=None, help="default $MLFLOW_TRACKING_URI, else file:./mlruns")
+    em.add_argument("--experiment", help="default: the scenario's name")
+
     cl = sub.add_parser("cluster", help="a local Ray cluster of network namespaces: cloud and edge nodes on this machine "
                         "(docs/topology.md)").add_subparsers(dest="cluster_cmd", required=True, parser_class=_Parser)
     cu = cl.add_parser("up", help="start the topology of FILE: namespaces, shaped links, limited `ray start` nodes")
@@ -255,6 +284,73 @@ def _peak_text(peak, epr: int) -> str:
     return f"peak {peak.peak_rps:g} req/s = {peak.summary.achieved_eps:,.0f} events/s at p95 {peak.summary.latency_ms.p95:.1f} ms (tried {probes})"
 
 
+def cmd_history_list(args) -> int:
+    from harness.history.store import runs, store_path
+
+    path = store_path(args.history)
+    rows = runs(path, args.scenario, args.limit) if path else []
+    if not rows:
+        print(f"no runs in {path}" if path else "the history is off (HARNESS_HISTORY=off)")
+        return 0
+    print(f"{'run':<48} {'scenario':<20} {'started':<27} {'status':<11} {'ok/cells':>8}  code")
+    for r in rows:
+        print(f"{r['run_id']:<48} {r['scenario'] or '':<20} {r['started_at'] or '':<27} {r['status']:<11} {r['ok']:>3}/{r['cells']:<4}  {(r['git_commit'] or '')[:12]}")
+    return 0
+
+
+def cmd_history_show(args) -> int:
+    from harness.history.store import store_path, trend
+
+    path = store_path(args.history)
+    rows = trend(path, args.metric, args.cell) if path else []
+    if not rows:
+        raise InputError(f"no values of {args.metric!r}{' for ' + args.cell if args.cell else ''} in {path}", field="metric")
+    for r in rows:
+        noise = f" ± {r['noise_pct']:.1f}%" if r["noise_pct"] is not None else ""
+        print(f"{r['started_at']}  {r['run_id']}  {r['cell']}  {r['value']:.6g}{noise}  {(r['git_commit'] or '')[:12]}")
+    if args.plot:
+        from harness.atomic import write_bytes
+        from harness.history.trend import plot
+
+        write_bytes(args.plot, plot(rows, args.metric))
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def cmd_history_index(args) -> int:
+    from harness.history.store import index_run, store_path
+
+    path = store_path(args.history)
+    if path is None:
+        raise InputError("the history is off (HARNESS_HISTORY=off); give --history PATH", field="--history")
+    print(f"{index_run(args.run_dir, path)} indexed in {path}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    """Exit 0 when nothing regressed, 1 when something did: a scheduled sweep can alert on it."""
+    from harness.history.compare import compare, markdown
+    from harness.history.store import DEFAULT, folder_of, store_path
+
+    if not 0 <= args.threshold < 10:
+        raise InputError("expected a fraction such as 0.1", field="--threshold")
+    path = store_path(args.history) or DEFAULT
+    result = compare(folder_of(path, args.run_a), folder_of(path, args.run_b), args.threshold)
+    print(json.dumps(result.to_dict()) if args.json else markdown(result, only_changes=not args.all), end="" if not args.json else "\n")
+    return 1 if result.regressions else 0
+
+
+def cmd_export_mlflow(args) -> int:
+    import os
+
+    from harness.history.mlflow_export import export_run
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "file:./mlruns"
+    ids = export_run(args.run_dir, uri, args.experiment)
+    print(f"{len(ids)} MLflow run(s) logged to {uri}")
+    return 0
+
+
 def cmd_cluster_up(args) -> int:
     from harness.topology import describe, up
 
@@ -343,6 +439,11 @@ COMMANDS = {
     ("serve",): cmd_serve,
     ("load",): cmd_load,
     ("leaderboard",): cmd_leaderboard,
+    ("history", "list"): cmd_history_list,
+    ("history", "show"): cmd_history_show,
+    ("history", "index"): cmd_history_index,
+    ("compare",): cmd_compare,
+    ("export", "mlflow"): cmd_export_mlflow,
     ("cluster", "up"): cmd_cluster_up,
     ("cluster", "down"): cmd_cluster_down,
     ("cluster", "status"): cmd_cluster_status,

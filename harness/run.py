@@ -133,7 +133,21 @@ def execute(
         folder.write_scenario(p.scenario_text)
         folder.write_manifest(manifest)
         _run_and_record(p, folder, manifest, results, todo, handed, address, served)
+    index_in_history(folder.root)
     return folder.root, [cid for cid, r in results.items() if r.status != Status.OK]
+
+
+def index_in_history(root: Path) -> None:
+    """Index the run into the history store (harness.history); a failure is one warning, never the run's."""
+    from harness.history.store import index_run, store_path
+
+    path = store_path()
+    if path is None:
+        return
+    try:
+        index_run(root, path)
+    except Exception as exc:  # noqa: BLE001 - the run's own results are safe in its folder whatever happens here
+        print(f"harness: warning: the run was not indexed in {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 def _run_and_record(p: Plan, folder: RunFolder, manifest: Manifest, results: dict[str, CellResult], todo: list[Task],

@@ -50,6 +50,10 @@ def require(met: bool, reason: str) -> None:
 
 
 def pytest_configure(config) -> None:
+    import tempfile
+
+    # runs index themselves into the history store: in tests, a throwaway one, never the checkout's results/
+    os.environ.setdefault("HARNESS_HISTORY", str(Path(tempfile.mkdtemp(prefix="harness-history-")) / "history.sqlite"))
     for name, (_, reason) in REQUIREMENTS.items():
         config.addinivalue_line("markers", f"{name}: {reason}")
 

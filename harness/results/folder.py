@@ -129,10 +129,7 @@ class RunFolder:
             raw = path.read_bytes()
             if not raw.strip():
                 raise ValueError("the file is empty")
-            data = json.loads(raw)
-            if isinstance(data, dict):
-                data.pop("status", None)  # derived, written for readers
-            result = CellResult.model_validate(data)
+            result = CellResult.from_data(json.loads(raw))
         except (ValueError, ValidationError) as exc:
             why = _first(exc) if isinstance(exc, ValidationError) else str(exc).splitlines()[0]
             raise InputError(f"unreadable cell result ({why}); delete it to rerun that cell", path) from None

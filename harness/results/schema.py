@@ -204,6 +204,13 @@ class CellResult(_Record):
             return Status.FAILED
         return Status.OK if all(s == Status.OK for s in states) else Status.PENDING
 
+    @classmethod
+    def from_data(cls, data: Any) -> "CellResult":
+        """A result.json's content; its `status`, derived and written for readers, is recomputed instead."""
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k != "status"}
+        return cls.model_validate(data)
+
     @property
     def error(self) -> str:
         """The first failed task's error, prefixed with its kind unless it is the scoring."""

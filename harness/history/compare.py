@@ -1,0 +1,99 @@
+"""Run A against run B, metric by metric, with verdicts that respect noise (as asv does):
+
+- A deterministic figure (NAB scores, F1... on the same corpus) must not move: any worsening is a regression.
+- A measured figure (throughput, latency) regresses only when it is worse by more than the relative threshold
+  AND by more than the larger of the two runs' own measured spreads; smaller moves are `noise`.
+- Figures with no better direction (settings such as the batch) are not judged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness.history.rows import Figure, figures, read_run
+
+EXACT = 1e-9  # relative: equal up to float formatting
+
+
+@dataclass
+class Verdict:
+    cell: str
+    metric: str
+    a: float | None
+    b: float | None
+    delta_pct: float | None
+    noise_pct: float | None
+    verdict: str  # same, noise, improved, regressed, new, missing
+
+
+@dataclass
+class Comparison:
+    a: str
+    b: str
+    same_inputs: bool  # the same corpus fingerprint: deterministic figures must match
+    threshold_pct: float
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    @property
+    def regressions(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.verdict == "regressed"]
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "regressions": len(self.regressions)}
+
+
+def compare(folder_a: str | Path, folder_b: str | Path, threshold: float = 0.10) -> Comparison:
+    manifest_a, results_a = read_run(folder_a)
+    manifest_b, results_b = read_run(folder_b)
+    same = manifest_a.corpus.get("fingerprint") == manifest_b.corpus.get("fingerprint")
+    out = Comparison(str(folder_a), str(folder_b), same, 100.0 * threshold)
+    fa = {(f.cell, f.metric): f for f in figures(results_a)}
+    fb = {(f.cell, f.metric): f for f in figures(results_b)}
+    for key in sorted(set(fa) | set(fb)):
+        out.verdicts.append(judge(fa.get(key), fb.get(key), threshold, same))
+    return out
+
+
+def judge(a: Figure | None, b: Figure | None, threshold: float, same_inputs: bool) -> Verdict:
+    f = a or b
+    assert f is not None
+    if a is None or b is None:
+        return Verdict(f.cell, f.metric, a and a.value, b and b.value, None, None, "new" if a is None else "missing")
+    delta = (b.value - a.value) / abs(a.value) if a.value else (0.0 if b.value == a.value else float("inf"))
+    worse = delta < 0 if f.better == "higher" else delta > 0
+    if f.deterministic:
+        if abs(b.value - a.value) <= EXACT * max(1.0, abs(a.value)):
+            verdict = "same"
+        elif not same_inputs:
+            verdict = "changed inputs"  # another corpus: a different score is expected, not judged
+        else:
+            verdict = "regressed" if worse else "improved"
+        return Verdict(f.cell, f.metric, a.value, b.value, 100.0 * delta, None, verdict)
+    noise = max((x for x in (a.noise_pct, b.noise_pct) if x is not None), default=None)
+    bar = max(threshold, (noise or 0.0) / 100.0)
+    if delta == 0:
+        verdict = "same"
+    elif abs(delta) <= bar * (1 + EXACT):
+        verdict = "noise"
+    else:
+        verdict = "regressed" if worse else "improved"
+    return Verdict(f.cell, f.metric, a.value, b.value, 100.0 * delta, noise, verdict)
+
+
+def markdown(c: Comparison, only_changes: bool = True) -> str:
+    """The side-by-side table (changes only, unless asked) and a summary line."""
+    shown = [v for v in c.verdicts if not only_changes or v.verdict not in ("same",)]
+    fmt = lambda x: "" if x is None else f"{x:.6g}"  # noqa: E731
+    lines = ["| cell | metric | A | B | delta % | noise % | verdict |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {v.cell} | {v.metric} | {fmt(v.a)} | {fmt(v.b)} | {'' if v.delta_pct is None else f'{v.delta_pct:+.2f}'} | "
+              f"{'' if v.noise_pct is None else f'{v.noise_pct:.2f}'} | {'**regressed**' if v.verdict == 'regressed' else v.verdict} |"
+              for v in shown]
+    counts: dict[str, int] = {}
+    for v in c.verdicts:
+        counts[v.verdict] = counts.get(v.verdict, 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    head = f"{len(c.regressions)} regression(s) over {len(c.verdicts)} figures ({summary}); threshold {c.threshold_pct:g}% or the measured noise"
+    if not c.same_inputs:
+        head += "; the corpora differ, so deterministic figures are not judged"
+    return "\n".join(lines + ["", head]) + "\n"

@@ -1,0 +1,95 @@
+"""A run folder's figures as (cell, metric) rows, with the direction that is better and the noise each carries:
+read from the same column descriptors the tables render from (harness.results.columns)."""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import InputError
+from harness.results.columns import BY_NAME, DETERMINISTIC, LOAD_BY_NAME, TIMING_NOISE, Column
+from harness.results.schema import CellResult, Manifest
+
+
+@dataclass(frozen=True)
+class Figure:
+    cell: str
+    target: str | None
+    metric: str  # a table column, or `column[path run]` for a serving row
+    value: float
+    better: str | None  # "higher", "lower"
+    deterministic: bool  # identical inputs must give this exact value
+    noise_pct: float | None  # the run's own measured spread of this figure, in percent
+    unit: str
+
+
+def read_run(folder: str | Path) -> tuple[Manifest, list[CellResult]]:
+    """The manifest and every recorded cell of a run folder; one InputError line if it is not one."""
+    root = Path(folder)
+    manifest_file = root / "manifest.json"
+    if not manifest_file.is_file():
+        raise InputError("not a run folder (no manifest.json): give a folder written by `harness run`", root)
+    try:
+        manifest = Manifest.model_validate_json(manifest_file.read_text())
+    except ValueError as exc:
+        raise InputError(f"unreadable manifest.json ({str(exc).splitlines()[0]})", root) from None
+    results = []
+    for cell_id in manifest.cells:
+        path = root / "cells" / cell_id / "result.json"
+        if path.is_file():
+            try:
+                results.append(CellResult.from_data(json.loads(path.read_text())))
+            except ValueError as exc:
+                raise InputError(f"unreadable cell result ({str(exc).splitlines()[0]})", path) from None
+    return manifest, results
+
+
+def figures(results: list[CellResult]) -> list[Figure]:
+    """Every numeric figure of the run's table and serving table, for its ok cells."""
+    from harness import report
+
+    out: list[Figure] = []
+    ok = [r for r in results if r.status.value == "ok"]
+    if not ok:
+        return out
+    target = {r.cell.id: r.cell.target for r in ok}
+    table = report.build_table(ok)
+    for _, row in table.iterrows():
+        for name, value in row.items():
+            col = BY_NAME.get(str(name))
+            if col is None or col.better is None or not _number(value):
+                continue
+            spread = row.get(TIMING_NOISE) if col.noise == TIMING_NOISE or (col.noise or "").startswith("the batch-1") else None
+            out.append(Figure(row["cell"], target[row["cell"]], col.name, float(value), col.better, col.noise == DETERMINISTIC,
+                              float(spread) if _number(spread) else None, col.unit))
+    serving = report.build_serving_table(ok)
+    if serving is not None:
+        rows = report.load_rows(ok)
+        for (_, row), load_row in zip(serving.iterrows(), rows):
+            spread = _load_spread(load_row.summary)
+            for name, value in row.items():
+                col: Column | None = LOAD_BY_NAME.get(str(name))
+                if col is None or col.better is None or not _number(value):
+                    continue
+                out.append(Figure(row["cell"], target[row["cell"]], f"{col.name}[{row['path']} {row['run']}]", float(value),
+                                  col.better, col.noise == DETERMINISTIC, None if col.noise == DETERMINISTIC else spread, col.unit))
+    return out
+
+
+def _load_spread(summary) -> float | None:
+    """The run's own noise on a rate: the 95% half-width of the mean of its per-second rates, in percent."""
+    if summary is None:
+        return None
+    eps = [s.eps for s in summary.per_second if s.rps]
+    if len(eps) < 3:
+        return None
+    mean = sum(eps) / len(eps)
+    sd = math.sqrt(sum((e - mean) ** 2 for e in eps) / (len(eps) - 1))
+    return 100.0 * 1.96 * sd / math.sqrt(len(eps)) / mean if mean else None
+
+
+def _number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,111 @@
+"""The history store: one SQLite file (stdlib, no server) that every run is indexed into, so runs can be listed,
+compared and charted long after their folders moved.
+
+Location: `--history PATH`, else `$HARNESS_HISTORY`, else `results/history.sqlite`; `HARNESS_HISTORY=off` stops
+`harness run` from indexing. Indexing a folder again (after `--resume`) replaces its rows, in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from harness.errors import InputError
+from harness.history.rows import figures, read_run
+
+DEFAULT = Path("results") / "history.sqlite"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, path TEXT, scenario TEXT, started_at TEXT, finished_at TEXT, status TEXT,
+    git_commit TEXT, tree_sha256 TEXT, corpus_fingerprint TEXT, platform TEXT, cpu TEXT, nodes INTEGER);
+CREATE TABLE IF NOT EXISTS cells (
+    run_id TEXT, cell TEXT, detector TEXT, target TEXT, backend TEXT, precision TEXT, params TEXT, status TEXT,
+    hardware TEXT, error TEXT, PRIMARY KEY (run_id, cell));
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT, cell TEXT, target TEXT, metric TEXT, value REAL, better TEXT, deterministic INTEGER,
+    noise_pct REAL, unit TEXT, PRIMARY KEY (run_id, cell, metric));
+"""
+
+
+def store_path(given: str | Path | None = None) -> Path | None:
+    """Where the history lives; None when it is switched off."""
+    if given is not None:
+        return Path(given)
+    env = os.environ.get("HARNESS_HISTORY")
+    if env == "off":
+        return None
+    return Path(env) if env else DEFAULT
+
+
+def run_id(folder: str | Path) -> str:
+    """The folder's name and a short hash of its absolute path: stable, readable, unique across machines' folders."""
+    root = Path(folder).resolve()
+    return f"{root.name}-{hashlib.sha256(str(root).encode()).hexdigest()[:6]}"
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path)
+    db.row_factory = sqlite3.Row
+    db.executescript(SCHEMA)
+    return db
+
+
+def index_run(folder: str | Path, path: Path) -> str:
+    """Index (or re-index) a run folder; returns its run id."""
+    from harness.results.columns import hardware
+
+    manifest, results = read_run(folder)
+    rid = run_id(folder)
+    env, ray = manifest.environment, manifest.ray or {}
+    run = (rid, str(Path(folder).resolve()), manifest.scenario.get("resolved", {}).get("name"), manifest.started_at,
+           manifest.finished_at, manifest.status.value, env.get("code", {}).get("git_commit"), env.get("code", {}).get("tree_sha256"),
+           manifest.corpus.get("fingerprint"), env.get("platform"), json.dumps(env.get("cpu")), ray.get("nodes"))
+    cells = [(rid, r.cell.id, r.cell.detector, r.cell.target, r.cell.backend.backend if r.cell.backend else None,
+              r.cell.backend.precision if r.cell.backend else None, json.dumps(r.cell.params, sort_keys=True, default=str),
+              r.status.value, hardware(r.tasks.get("score")), r.error or None) for r in results]
+    rows = [(rid, f.cell, f.target, f.metric, f.value, f.better, int(f.deterministic), f.noise_pct, f.unit) for f in figures(results)]
+    with connect(path) as db:  # one transaction: a reader sees the run whole or not at all
+        for table in ("runs", "cells", "metrics"):
+            db.execute(f"DELETE FROM {table} WHERE run_id = ?", (rid,))
+        db.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", run)
+        db.executemany("INSERT INTO cells VALUES (?,?,?,?,?,?,?,?,?,?)", cells)
+        db.executemany("INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?,?)", rows)
+    return rid
+
+
+def runs(path: Path, scenario: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with connect(path) as db:
+        where, args = ("WHERE scenario = ?", (scenario,)) if scenario else ("", ())
+        q = (f"SELECT r.*, (SELECT count(*) FROM cells c WHERE c.run_id = r.run_id) AS cells, "
+             f"(SELECT count(*) FROM cells c WHERE c.run_id = r.run_id AND c.status = 'ok') AS ok "
+             f"FROM runs r {where} ORDER BY started_at DESC LIMIT ?")
+        return [dict(row) for row in db.execute(q, (*args, limit))]
+
+
+def trend(path: Path, metric: str, cell: str | None = None) -> list[dict[str, Any]]:
+    """A metric's values over runs, oldest first: run, started_at, code, cell, value, noise."""
+    if not path.is_file():
+        return []
+    with connect(path) as db:
+        q = ("SELECT r.run_id, r.started_at, r.git_commit, m.cell, m.value, m.noise_pct FROM metrics m "
+             "JOIN runs r USING (run_id) WHERE m.metric = ?" + (" AND m.cell = ?" if cell else "") + " ORDER BY r.started_at, m.cell")
+        return [dict(row) for row in db.execute(q, (metric, cell) if cell else (metric,))]
+
+
+def folder_of(path: Path, ref: str) -> Path:
+    """A run folder given as a folder, or as a run id in the history."""
+    if Path(ref).is_dir():
+        return Path(ref)
+    if path.is_file():
+        with connect(path) as db:
+            row = db.execute("SELECT path FROM runs WHERE run_id = ?", (ref,)).fetchone()
+        if row is not None:
+            return Path(row["path"])
+    raise InputError(f"neither a run folder nor a run id in {path}", field=ref)

@@ -1,0 +1,117 @@
+"""The history store and `harness compare`, on run folders built from typed results (no Ray): indexing is
+idempotent; identical runs compare clean (exit 0); a planted 20% throughput drop and a changed NAB score are
+regressions (exit 1); a drop inside the run's measured spread is noise; a trend is listed and plotted; each
+cell exports to MLflow as a run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.results.schema import Manifest
+
+from conftest import harness, one_error_line
+from test_report import result
+
+
+def write_run(root: Path, nab: float = 50.0, eps: float = 1000.0, spread_pct: float = 0.0, started: str = "2026-11-01T00:00:00+00:00",
+              fingerprint: str = "corpus-1") -> Path:
+    cells = [result("ae.ort-fp32", "onnxruntime", "fp32", nab, eps), result("wg", None, "fp32", 40.0, 0.0, detector="wg")]
+    timing = cells[0].tasks["timing"].result
+    timing.batchN.spread_pct = spread_pct
+    manifest = Manifest(scenario={"resolved": {"name": "hist"}}, corpus={"fingerprint": fingerprint}, cells=[c.cell.id for c in cells],
+                        command=["harness", "run"], environment={"code": {"git_commit": "abc123", "tree_sha256": "f00"}},
+                        started_at=started, status="complete")
+    (root / "cells").mkdir(parents=True)
+    (root / "manifest.json").write_text(manifest.model_dump_json())
+    for c in cells:
+        (root / "cells" / c.cell.id).mkdir()
+        (root / "cells" / c.cell.id / "result.json").write_text(c.model_dump_json())
+    return root
+
+
+@pytest.fixture
+def env(cli_env, tmp_path) -> dict[str, str]:
+    return {**cli_env, "HARNESS_HISTORY": str(tmp_path / "history.sqlite")}
+
+
+def test_index_list_and_trend(env, tmp_path) -> None:
+    a = write_run(tmp_path / "run-a", eps=1000.0, started="2026-11-01T00:00:00+00:00")
+    b = write_run(tmp_path / "run-b", eps=1100.0, started="2026-11-02T00:00:00+00:00")
+    for run in (a, b, a):  # a twice: re-indexing replaces, never duplicates
+        assert harness(env, "history", "index", run).returncode == 0
+    listed = harness(env, "history", "list")
+    assert listed.returncode == 0 and listed.stdout.count("run-a-") == 1 and listed.stdout.count("run-b-") == 1, listed.stdout
+    shown = harness(env, "history", "show", "throughput_eps", "--cell", "ae.ort-fp32", "--plot", tmp_path / "trend.png")
+    assert shown.returncode == 0, shown.stderr
+    values = [float(line.split()[3]) for line in shown.stdout.splitlines() if "ae.ort-fp32" in line]
+    assert values == [1000.0, 1100.0]  # oldest first
+    assert (tmp_path / "trend.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def compare(env, a: Path, b: Path, *extra: str) -> tuple[int, dict]:
+    proc = harness(env, "compare", a, b, "--json", *extra)
+    assert proc.returncode in (0, 1), proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def verdict(report: dict, cell: str, metric: str) -> str:
+    return next(v["verdict"] for v in report["verdicts"] if v["cell"] == cell and v["metric"] == metric)
+
+
+def test_identical_runs_compare_clean(env, tmp_path) -> None:
+    code, report = compare(env, write_run(tmp_path / "a"), write_run(tmp_path / "b"))
+    assert code == 0 and report["regressions"] == 0
+    assert {v["verdict"] for v in report["verdicts"]} == {"same"}
+
+
+def test_a_planted_throughput_drop_and_a_changed_nab_score_are_regressions(env, tmp_path) -> None:
+    base = write_run(tmp_path / "a")
+    code, report = compare(env, base, write_run(tmp_path / "slow", eps=800.0))  # 20% fewer events/s
+    assert code == 1 and verdict(report, "ae.ort-fp32", "throughput_eps") == "regressed"
+    assert verdict(report, "ae.ort-fp32", "nab_standard") == "same"
+    code, report = compare(env, base, write_run(tmp_path / "worse", nab=49.9))  # the same corpus, another score
+    assert code == 1 and verdict(report, "ae.ort-fp32", "nab_standard") == "regressed"
+    text = harness(env, "compare", base, tmp_path / "worse")
+    assert text.returncode == 1 and "**regressed**" in text.stdout and "1 regression" not in text.stdout.splitlines()[0]
+
+
+def test_a_drop_within_the_measured_spread_is_noise_and_other_inputs_are_not_judged(env, tmp_path) -> None:
+    code, report = compare(env, write_run(tmp_path / "a", spread_pct=30.0), write_run(tmp_path / "b", eps=800.0, spread_pct=30.0))
+    assert code == 0 and verdict(report, "ae.ort-fp32", "throughput_eps") == "noise"
+    code, report = compare(env, write_run(tmp_path / "c"), write_run(tmp_path / "d", nab=30.0, fingerprint="corpus-2"))
+    assert code == 0 and verdict(report, "ae.ort-fp32", "nab_standard") == "changed inputs"
+    code, report = compare(env, write_run(tmp_path / "e"), write_run(tmp_path / "f", eps=1300.0))
+    assert code == 0 and verdict(report, "ae.ort-fp32", "throughput_eps") == "improved"
+
+
+@pytest.mark.parametrize("args, expect", [
+    (("compare", "nowhere", "nowhere-else"), "neither a run folder nor a run id"),
+    (("history", "show", "no_such_metric"), "no values of 'no_such_metric'"),
+    (("history", "index", "."), "not a run folder"),
+])
+def test_bad_input_is_one_line_exit_2(env, args, expect) -> None:
+    assert expect in one_error_line(harness(env, *args))
+
+
+def test_each_cell_exports_as_an_mlflow_run(env, tmp_path, monkeypatch) -> None:
+    mlflow = pytest.importorskip("mlflow", reason="the mlflow extra (pip install -e '.[test]' installs it)")
+    run = write_run(tmp_path / "run")
+    (run / "table.csv").write_text("cell\nx\n")
+    uri = f"file:{tmp_path / 'mlruns'}"
+    proc = harness(env, "export", "mlflow", run, "--tracking-uri", uri, "--experiment", "sweeps")
+    assert proc.returncode == 0, proc.stderr
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow's local file store, for reading it back here
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id])
+    by_cell = {r.data.params["cell"]: r for r in runs}
+    assert sorted(by_cell) == ["ae.ort-fp32", "wg"]
+    ae = by_cell["ae.ort-fp32"]
+    assert ae.data.metrics["throughput_eps"] == 1000.0 and ae.data.params["backend"] == "onnxruntime"
+    assert {a.path for a in client.list_artifacts(ae.info.run_id)} >= {"table.csv", "manifest.json", "cell"}
+    assert mlflow.__version__
