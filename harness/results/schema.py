@@ -151,6 +151,8 @@ class NetworkFigures(_Record):
     rate_mbit: float | None = None
 
     def describe(self) -> str:
+        if self.method == "none":
+            return f"{self.node}: no shaping"
         rate = f", {self.rate_mbit:g} Mbit/s" if self.rate_mbit else ""
         return f"{self.node}: {self.delay_ms:g} ms ± {self.jitter_ms:g} ms{rate} ({self.method})"
 
