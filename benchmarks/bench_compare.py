@@ -2,7 +2,8 @@
 
 1. K runs of one small scenario (a learned detector on ONNX Runtime fp32, so throughput and latency are timed,
    and windowedGaussian; a private Ray on 127.0.0.1), one after the other on this machine, compared pairwise:
-   every regression reported between them is a false alarm.
+   every regression reported between them is a false alarm. Twice: with each run's own spread only, and with
+   the K runs in a history store, whose run-to-run spread then counts as noise too.
 2. Two planted changes in a copy of the first run: its throughput cut by 20% (latencies raised to match), and
    its NAB score moved by 0.1 point. Both must be flagged.
 
@@ -41,8 +42,9 @@ def run(scenario: Path, out: Path) -> None:
         raise SystemExit(f"run failed: {proc.stderr[-2000:]}")
 
 
-def compare(a: Path, b: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "harness", "compare", str(a), str(b), "--json"], capture_output=True, text=True)
+def compare(a: Path, b: Path, history: Path) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "harness", "compare", str(a), str(b), "--json", "--history", str(history)],
+                          capture_output=True, text=True)
     if proc.returncode not in (0, 1):
         raise SystemExit(proc.stderr)
     return json.loads(proc.stdout)
@@ -82,23 +84,32 @@ def main() -> None:
             run(scenario, out)
         runs.append(out)
         print(f"run {k}: {out}", flush=True)
-    false_alarms, pairs = 0, 0
-    for a, b in itertools.combinations(runs, 2):
-        report = compare(a, b)
-        pairs += 1
-        moved = [v for v in report["verdicts"] if v["verdict"] not in ("same",)]
-        false_alarms += report["regressions"]
-        worst = max((abs(v["delta_pct"] or 0) for v in moved), default=0.0)
-        print(f"{a.name} vs {b.name}: {report['regressions']} regressions; {len(moved)} figures moved (largest {worst:.1f}%), "
-              f"all within noise or threshold" if not report["regressions"] else
-              f"{a.name} vs {b.name}: FALSE ALARM {[(v['cell'], v['metric'], round(v['delta_pct'], 1)) for v in report['regressions']]}")
-    print(f"same code, same machine: {false_alarms} false regression(s) over {pairs} pairs of {len(runs)} runs")
-    slow = compare(runs[0], plant(runs[0], work / "planted-slow", throughput=0.8))
-    flagged = sorted({v["metric"] for v in slow["regressions"]})
-    print(f"planted 20% throughput drop: {'flagged' if 'throughput_eps' in flagged else 'MISSED'} ({', '.join(flagged)})")
-    nab = compare(runs[0], plant(runs[0], work / "planted-nab", nab_shift=-0.1))
-    flagged = sorted({v["metric"] for v in nab["regressions"]})
-    print(f"planted NAB score change (-0.1): {'flagged' if 'nab_standard' in flagged else 'MISSED'} ({', '.join(flagged)})")
+    history = work / "history.sqlite"
+    history.unlink(missing_ok=True)
+    for label, store in (("each run's own spread", work / "none.sqlite"), ("with the runs' history", history)):
+        if store == history:
+            for r in runs:
+                subprocess.run([sys.executable, "-m", "harness", "history", "index", str(r), "--history", str(history)],
+                               check=True, capture_output=True)
+        false_alarms, pairs, pairs_alarmed = 0, 0, 0
+        for a, b in itertools.combinations(runs, 2):
+            report = compare(a, b, store)
+            pairs += 1
+            regressed = [v for v in report["verdicts"] if v["verdict"] == "regressed"]
+            false_alarms += len(regressed)
+            pairs_alarmed += bool(regressed)
+            worst = max((abs(v["delta_pct"] or 0) for v in report["verdicts"]), default=0.0)
+            print(f"  {label}: {a.name} vs {b.name}: largest move {worst:.1f}%; false alarms: "
+                  f"{[(v['cell'], v['metric'], round(v['delta_pct'], 1)) for v in regressed] or 'none'}")
+        print(f"same code, same machine, {label}: {false_alarms} false regression(s) in {pairs_alarmed} of {pairs} pairs of {len(runs)} runs")
+        slow = compare(runs[0], plant(runs[0], work / "planted-slow", throughput=0.8), store)
+        flagged = sorted({v["metric"] for v in slow["verdicts"] if v["verdict"] == "regressed"})
+        print(f"planted 20% throughput drop, {label}: {'flagged' if 'throughput_eps' in flagged else 'MISSED'} ({', '.join(flagged) or 'nothing'})")
+        nab = compare(runs[0], plant(runs[0], work / "planted-nab", nab_shift=-0.1), store)
+        flagged = sorted({v["metric"] for v in nab["verdicts"] if v["verdict"] == "regressed"})
+        print(f"planted NAB score change (-0.1), {label}: {'flagged' if 'nab_standard' in flagged else 'MISSED'} ({', '.join(flagged)})")
+        for planted in ("planted-slow", "planted-nab"):
+            shutil.rmtree(work / planted)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 

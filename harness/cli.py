@@ -89,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
                       "exceed (beside its measured noise) to count (default 0.10)")
     cmp_.add_argument("--all", action="store_true", help="list unchanged figures too")
     cmp_.add_argument("--json", action="store_true")
-    cmp_.add_argument("--history", metavar="PATH", help="where run ids are looked up")
+    cmp_.add_argument("--history", metavar="PATH", help="where run ids are looked up, and earlier runs give each "
+                      "figure's run-to-run noise")
 
     ex = sub.add_parser("export", help="export a run elsewhere").add_subparsers(dest="export_cmd", required=True, parser_class=_Parser)
     em = ex.add_parser("mlflow", help="each cell as an MLflow run: parameters, metrics, tables and plots")
@@ -335,7 +336,7 @@ def cmd_compare(args) -> int:
     if not 0 <= args.threshold < 10:
         raise InputError("expected a fraction such as 0.1", field="--threshold")
     path = store_path(args.history) or DEFAULT
-    result = compare(folder_of(path, args.run_a), folder_of(path, args.run_b), args.threshold)
+    result = compare(folder_of(path, args.run_a), folder_of(path, args.run_b), args.threshold, history=path)
     print(json.dumps(result.to_dict()) if args.json else markdown(result, only_changes=not args.all), end="" if not args.json else "\n")
     return 1 if result.regressions else 0
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPO, harness_cmd, needs_netns, ray_env
+from conftest import REPO, harness_cmd, needs_netns, ray_env, require
 
 EDGE_PORTS = ("--dashboard-agent-listen-port=52366", "--dashboard-agent-grpc-port=52367", "--metrics-export-port=52368")
 
@@ -107,8 +107,7 @@ def test_targets_place_cells_and_a_lost_node_fails_only_its_cells_until_resumed(
 def memory_group():
     """A cgroup (v1 memory) of 1.5 GiB for an edge node, removed afterwards."""
     root = Path("/sys/fs/cgroup/memory")
-    if not (root / "memory.limit_in_bytes").is_file():
-        pytest.skip("no cgroup v1 memory controller at /sys/fs/cgroup/memory")
+    require((root / "memory.limit_in_bytes").is_file(), "no cgroup v1 memory controller at /sys/fs/cgroup/memory")
     name = f"harness-test-{uuid.uuid4().hex[:8]}"
     (root / name).mkdir()
     (root / name / "memory.limit_in_bytes").write_text(str(int(1.5 * 2**30)))

@@ -2,7 +2,8 @@
 
 - A deterministic figure (NAB scores, F1... on the same corpus) must not move: any worsening is a regression.
 - A measured figure (throughput, latency) regresses only when it is worse by more than the relative threshold
-  AND by more than the larger of the two runs' own measured spreads; smaller moves are `noise`.
+  AND by more than its noise: the larger of the two runs' own measured spreads and, when the history holds three
+  runs or more of the same scenario, how much the figure varies from run to run there; smaller moves are `noise`.
 - Figures with no better direction (settings such as the batch) are not judged.
 """
 
@@ -43,19 +44,24 @@ class Comparison:
         return {**asdict(self), "regressions": len(self.regressions)}
 
 
-def compare(folder_a: str | Path, folder_b: str | Path, threshold: float = 0.10) -> Comparison:
+def compare(folder_a: str | Path, folder_b: str | Path, threshold: float = 0.10, history: Path | None = None) -> Comparison:
+    """`history`: the store whose earlier runs of the same scenario give each figure's run-to-run noise."""
+    from harness.history.store import run_id, spread_between_runs
+
     manifest_a, results_a = read_run(folder_a)
     manifest_b, results_b = read_run(folder_b)
     same = manifest_a.corpus.get("fingerprint") == manifest_b.corpus.get("fingerprint")
     out = Comparison(str(folder_a), str(folder_b), same, 100.0 * threshold)
+    scenario = manifest_b.scenario.get("resolved", {}).get("name")
+    between = spread_between_runs(history, scenario, {run_id(folder_b)})
     fa = {(f.cell, f.metric): f for f in figures(results_a)}
     fb = {(f.cell, f.metric): f for f in figures(results_b)}
     for key in sorted(set(fa) | set(fb)):
-        out.verdicts.append(judge(fa.get(key), fb.get(key), threshold, same))
+        out.verdicts.append(judge(fa.get(key), fb.get(key), threshold, same, between.get(key)))
     return out
 
 
-def judge(a: Figure | None, b: Figure | None, threshold: float, same_inputs: bool) -> Verdict:
+def judge(a: Figure | None, b: Figure | None, threshold: float, same_inputs: bool, between_pct: float | None = None) -> Verdict:
     f = a or b
     assert f is not None
     if a is None or b is None:
@@ -70,7 +76,7 @@ def judge(a: Figure | None, b: Figure | None, threshold: float, same_inputs: boo
         else:
             verdict = "regressed" if worse else "improved"
         return Verdict(f.cell, f.metric, a.value, b.value, 100.0 * delta, None, verdict)
-    noise = max((x for x in (a.noise_pct, b.noise_pct) if x is not None), default=None)
+    noise = max((x for x in (a.noise_pct, b.noise_pct, between_pct) if x is not None), default=None)
     bar = max(threshold, (noise or 0.0) / 100.0)
     if delta == 0:
         verdict = "same"

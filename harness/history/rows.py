@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import InputError
-from harness.results.columns import BY_NAME, DETERMINISTIC, LOAD_BY_NAME, TIMING_NOISE, Column
+from harness.results.columns import BY_NAME, COLUMNS, DETERMINISTIC, LOAD_BY_NAME, TIMING_NOISE, Column
+
+NOISE_FIGURES = {c.noise for c in COLUMNS}  # columns that are other columns' noise: context, not figures to judge
 from harness.results.schema import CellResult, Manifest
 
 
@@ -60,7 +62,7 @@ def figures(results: list[CellResult]) -> list[Figure]:
     for _, row in table.iterrows():
         for name, value in row.items():
             col = BY_NAME.get(str(name))
-            if col is None or col.better is None or not _number(value):
+            if col is None or col.better is None or col.name in NOISE_FIGURES or not _number(value):
                 continue
             spread = row.get(TIMING_NOISE) if col.noise == TIMING_NOISE or (col.noise or "").startswith("the batch-1") else None
             out.append(Figure(row["cell"], target[row["cell"]], col.name, float(value), col.better, col.noise == DETERMINISTIC,

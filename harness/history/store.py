@@ -99,6 +99,32 @@ def trend(path: Path, metric: str, cell: str | None = None) -> list[dict[str, An
         return [dict(row) for row in db.execute(q, (metric, cell) if cell else (metric,))]
 
 
+def spread_between_runs(path: Path | None, scenario: str | None, exclude: set[str], minimum: int = 3) -> dict[tuple[str, str], float]:
+    """Per (cell, measured metric): how much it varies from run to run in the history (same scenario; the runs in
+    `exclude` left out), in percent: 2 x the robust standard deviation (1.4826 x MAD) over the median, from
+    `minimum` runs or more. The within-run spread misses what changes between runs (another tenant on the host,
+    a slower hour); this is the noise a single run cannot show."""
+    if path is None or not path.is_file() or scenario is None:
+        return {}
+    import numpy as np
+
+    with connect(path) as db:
+        rows = db.execute("SELECT m.run_id, m.cell, m.metric, m.value FROM metrics m JOIN runs r USING (run_id) "
+                          "WHERE r.scenario = ? AND m.deterministic = 0", (scenario,)).fetchall()
+    values: dict[tuple[str, str], list[float]] = {}
+    for row in rows:
+        if row["run_id"] not in exclude:
+            values.setdefault((row["cell"], row["metric"]), []).append(row["value"])
+    out = {}
+    for key, v in values.items():
+        if len(v) >= minimum:
+            x = np.asarray(v)
+            median = float(np.median(x))
+            if median:
+                out[key] = 100.0 * 2 * 1.4826 * float(np.median(np.abs(x - median))) / abs(median)
+    return out
+
+
 def folder_of(path: Path, ref: str) -> Path:
     """A run folder given as a folder, or as a run id in the history."""
     if Path(ref).is_dir():
