@@ -149,3 +149,25 @@ def test_up_builds_the_topology_and_down_removes_all_of_it(topology) -> None:
     assert not state_file.exists() and not Path(state.temp_root).exists()
     assert not [p for p in psutil.process_iter(["cmdline"]) if state.temp_root in " ".join(p.info["cmdline"] or [])]
     assert cli(env, "cluster", "down", name).stdout.strip().endswith("nothing was up")  # idempotent
+
+
+def test_a_load_test_records_the_shaping_toward_its_service(tmp_path, monkeypatch) -> None:
+    """What `harness cluster exec` hands a run (HARNESS_TOPOLOGY) becomes the `network` beside its load figures."""
+    from harness.execution.serving import network_to
+    from harness.results.schema import NetworkFigures
+    from harness.topology import Link, NodeState, TopologyState
+
+    def node(name: str, ip: str, link: Link | None) -> NodeState:
+        return NodeState(name=name, namespace=f"t-{name}", ip=ip, labels={"tier": name}, cpus=1, link=link)
+
+    state = TopologyState(name="t", file="t.yaml", method="relay", hub="t-hub", head_address="10.9.0.2:6379", auth="token",
+                          temp_root="/tmp/rt-x", service_ports=[8000],
+                          nodes=[node("cloud", "10.9.0.2", None), node("edge", "10.9.0.3", Link(delay_ms=40, jitter_ms=5, rate_mbit=100))])
+    (tmp_path / "t.json").write_text(state.model_dump_json())
+    monkeypatch.setenv("HARNESS_TOPOLOGY", str(tmp_path / "t.json"))
+    edge = NetworkFigures(**network_to("10.9.0.3"))
+    assert edge.describe() == "edge: 40 ms ± 5 ms, 100 Mbit/s (relay)"
+    assert NetworkFigures(**network_to("10.9.0.2")).describe() == "cloud: no shaping"
+    assert NetworkFigures(**network_to("127.0.0.1")).method == "none"
+    monkeypatch.delenv("HARNESS_TOPOLOGY")
+    assert network_to("10.9.0.3") is None  # any other cluster: nothing to record

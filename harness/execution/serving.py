@@ -63,16 +63,13 @@ def start_serve(host: str, port: int, every_node: bool = False) -> None:
 
 def deploy(config: ServiceConfig, name: str, route_prefix: str | None = None) -> Service:
     """Deploy `config` as application `name` (route `/<name>` unless given) and wait until it runs."""
+    import ray
     from ray import serve
 
-    from serve.app import build_app
-
-    import ray
-
     from harness.errors import InputError
-
     from harness.execution.placement import matching_nodes
     from harness.tasks.base import Needs
+    from serve.app import build_app
 
     nodes = matching_nodes(Needs(labels=config.labels), ray.nodes())
     where = " on the nodes labelled " + ", ".join(f"{k}={v}" for k, v in config.labels.items()) if config.labels else ""

@@ -221,5 +221,5 @@ def describe(state: TopologyState) -> list[str]:
             link = f"{n.link.delay_ms:g} ms ± {n.link.jitter_ms:g} ms{rate} ({state.method})"
         labels = ",".join(f"{k}={v}" for k, v in n.labels.items()) or "-"
         lines.append(f"{n.name:<8} {role:<6} {n.namespace:<22} {n.ip:<14} {labels:<12} {n.cpus:g} CPU "
-                     f"(cores {n.cpuset or cgroups.last_cores(n.cpus) if 'cpuset' in n.controllers else 'any'}), {mem}, {link}")
+                     f"(cores {(n.cpuset or cgroups.last_cores(n.cpus)) if 'cpuset' in n.controllers else 'any'}), {mem}, {link}")
     return lines
