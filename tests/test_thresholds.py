@@ -4,6 +4,7 @@ the streaming path decides exactly as the whole-stream path, and each flags what
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -51,3 +52,35 @@ def test_each_policy_flags_a_spike_in_noise() -> None:
         assert alerts[2_500], policy
         assert alerts.sum() <= 30, (policy, alerts.sum())  # few false alarms on pure noise
     assert not Spot(n_init=1_000).apply(t[:900], scores[:900]).any()  # no alert before the tail is fitted
+
+
+def test_cross_validation_scores_each_category_at_a_threshold_from_the_others(synthetic_root) -> None:
+    """Checked against NAB's scorer itself: each fold's files scored at its fold threshold, raw scores summed and
+    normalised over the corpus, give the cross-validated number."""
+    from harness.corpus.layout import load_corpus
+    from harness.scoring.nab import score_detector
+    from harness.scoring.profiles import NAB_PROFILES
+    from harness.thresholds.crossval import category, cross_validate
+
+    corpus = load_corpus(synthetic_root)
+    rng = np.random.default_rng(0)
+    scores = []
+    for f in corpus.files:  # a noisy detector that does see the windows
+        s = rng.uniform(0.0, 0.8, f.n_rows)
+        for start, end in f.windows:
+            s[start + (end - start) // 3] = rng.uniform(0.7, 1.0)
+        scores.append(s)
+    cv = cross_validate(corpus.files, scores, label_windows=corpus.label_windows)
+    oracle = score_detector(corpus.files, scores, label_windows=corpus.label_windows)
+    for p in NAB_PROFILES:
+        result = cv[p.name]
+        assert result.oracle == oracle.profiles[p.name].score
+        assert sorted(result.folds) == ["synthNoAnomaly", "synthWithAnomaly"]
+        raw = 0.0
+        for fold, threshold in result.folds.items():
+            idx = [i for i, f in enumerate(corpus.files) if category(f) == fold]
+            part = score_detector([corpus.files[i] for i in idx], [scores[i] for i in idx], thresholds={q.name: threshold for q in NAB_PROFILES})
+            raw += part.profiles[p.name].raw
+        null = -p.fn_weight * sum(len(f.windows) for f in corpus.files)  # every window here lies after probation
+        perfect = p.tp_weight * corpus.label_windows
+        assert result.cross_validated == pytest.approx(100.0 * (raw - null) / (perfect - null), abs=1e-9)
