@@ -122,9 +122,12 @@ class _Tail:
         gamma = 0.5 * (1.0 - mean * mean / var)
         sigma = 0.5 * mean * (mean * mean / var + 1.0)
         r = risk * seen / self.n
+        if r >= 1.0:  # excesses are rarer than the risk asked for: the risk's level lies below t itself
+            return t
         if abs(gamma) < 1e-9:
             return t - sigma * math.log(r)
-        return t + sigma / gamma * (r ** (-gamma) - 1.0)
+        power = -gamma * math.log(r)
+        return math.inf if power > 700 else t + sigma / gamma * (math.exp(power) - 1.0)
 
 
 class Spot(ThresholdPolicy):
