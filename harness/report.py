@@ -156,6 +156,29 @@ def build_serving_table(results: list[CellResult]) -> "pd.DataFrame | None":
     return pd.DataFrame([{c.name: c.value(row) for c in cols} for row in rows], columns=[c.name for c in cols])
 
 
+def build_thresholds_table(results: list[CellResult]) -> "pd.DataFrame | None":
+    """One row per cell and threshold policy (harness.results.columns.POLICY_COLUMNS): NAB's optimised threshold
+    first, then the scenario's policies; None when no cell has a cross-validated score."""
+    import pandas as pd
+
+    from harness.results.columns import POLICY_COLUMNS
+
+    rows = []
+    for r in results:
+        if r.score is None or not r.score.cross_validated:
+            continue
+        at = r.score.nab.detection["standard"]
+        optimized = {"policy": "optimized", "oracle_params": f"threshold {r.score.nab.profiles['standard'].threshold!r}",
+                     "nab_standard": r.score.nab.profiles["standard"].score, "nab_standard_cv": r.score.cross_validated["standard"],
+                     "folds": {k: f"threshold {v!r}" for k, v in (r.score.cv_folds or {}).get("standard", {}).items()},
+                     "f1": at.f1, "precision": at.precision, "recall": at.recall, "latency_mean_s": at.latency_mean_s,
+                     "fp_events": at.fp_events}
+        rows += [(r, optimized)] + [(r, p.model_dump()) for p in r.score.policies]
+    if not rows:
+        return None
+    return pd.DataFrame([{c.name: c.value(x) for c in POLICY_COLUMNS} for x in rows], columns=[c.name for c in POLICY_COLUMNS])
+
+
 def latency_plot(results: list[CellResult]) -> bytes | None:
     """p50 / p95 / p99 against achieved events/s, one line per variant and path, over every measured run (the
     rates asked for and the peak search's probes); None when nothing was load-tested."""
@@ -194,8 +217,8 @@ def latency_plot(results: list[CellResult]) -> bytes | None:
 
 
 # --- the leaderboard ---------------------------------------------------------------------------------------------
-BOARD_METRICS = ["nab_standard", "nab_reward_low_FP_rate", "nab_reward_low_FN_rate", "f1", "alert_precision", "recall",
-                 "range_f1", "latency_mean_s", "fp_events"]
+BOARD_METRICS = ["nab_standard", "nab_standard_cv", "nab_reward_low_FP_rate", "nab_reward_low_FN_rate", "f1", "alert_precision",
+                 "recall", "range_f1", "latency_mean_s", "fp_events"]
 
 
 def leaderboard(table: "pd.DataFrame", p: "Plan") -> tuple[str, str]:
@@ -252,6 +275,7 @@ def _rescore_published(p: "Plan") -> tuple[list[dict[str, Any]], list[str]]:
     from harness.scoring.nab import CorpusIndex, score_detector
     from harness.scoring.profiles import load_thresholds
     from harness.scoring.results_layout import read_results_dir
+    from harness.thresholds.crossval import category, cross_validate
 
     results = p.corpus_root / "results"
     if not results.is_dir():
@@ -273,10 +297,14 @@ def _rescore_published(p: "Plan") -> tuple[list[dict[str, Any]], list[str]]:
         index = index or CorpusIndex.build(p.corpus.files, p.scenario.scoring.probation_percent, p.corpus.label_windows)
         rep = score_detector(index, scores, name, thresholds, p.profiles)
         at = rep.detection["standard"]
+        cv = None
+        if thresholds is None and len({category(f) for f in p.corpus.files}) >= 2:
+            cv = cross_validate(p.corpus.files, scores, p.profiles, p.scenario.scoring.probation_percent, p.corpus.label_windows)
         rows.append({
             "detector": name,
             "source": "NAB raw outputs, re-scored",
             **{f"nab_{k}": rep.profiles[k].score for k in PROFILES if k in rep.profiles},
+            "nab_standard_cv": cv["standard"].cross_validated if cv and "standard" in cv else None,
             "f1": at.f1, "alert_precision": at.precision, "recall": at.recall, "range_f1": at.range_f1,
             "latency_mean_s": at.latency_mean_s, "fp_events": at.fp_events,
         })

@@ -185,6 +185,7 @@ def _run_tasks(
         serve=p.scenario.serve.model_dump() if p.scenario.serve else None,
         load=p.scenario.load.model_dump() if p.scenario.load else None,
         targets={name: t.model_dump() for name, t in p.scenario.targets.items()},
+        policies=[x.model_dump() for x in p.scenario.scoring.policies],
     )
     with RayRunner(address, code, metrics) as runner, Progress(sum(t.units for t in todo), "steps (files scored, timings, load tests)") as bar:
         manifest.ray = runner.describe()
@@ -213,6 +214,8 @@ def render(folder: RunFolder, p: Plan, results: dict[str, CellResult]) -> None:
     csv, md = report.leaderboard(table, p)
     folder.write_leaderboard(csv, md)
     folder.write_plot(report.pr_plot({cid: folder.curve(cid) for cid in ok}))
+    policies = report.build_thresholds_table(ordered)
+    folder.write_thresholds(None if policies is None else (policies.to_csv(index=False), report.markdown(policies)))
     serving = report.build_serving_table(ordered)
     folder.write_serving(None if serving is None else (serving.to_csv(index=False), report.markdown(serving)),
                          report.latency_plot(ordered))

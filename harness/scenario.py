@@ -98,9 +98,38 @@ class TimingSpec(_Strict):
     )
 
 
+class PolicySpec(_Strict):
+    """A threshold policy applied to every cell's scores (docs/thresholds.md); `grid` values are the candidates
+    its parameters are chosen among (on all files for the oracle, on the other categories for the honest number)."""
+
+    type: Literal["fixed", "rolling_quantile", "spot"]
+    params: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+
+    def candidates(self) -> list[Any]:
+        from harness.thresholds import POLICIES
+
+        keys = list(self.grid)
+        return [POLICIES[self.type](**{**self.params, **dict(zip(keys, combo))})
+                for combo in (itertools.product(*(self.grid[k] for k in keys)) if keys else [()])]
+
+    @model_validator(mode="after")
+    def _valid(self) -> "PolicySpec":
+        for k, values in self.grid.items():
+            if not values:
+                raise ValueError(f"grid {k!r} needs at least one value")
+        try:
+            self.candidates()
+        except ValidationError as exc:
+            field, msg = _first_error(exc)
+            raise ValueError(f"{field}: {msg}") from None
+        return self
+
+
 class ScoringSpec(_Strict):
     thresholds: str = Field("optimize", description="'optimize', or a thresholds file in NAB's format")
     probation_percent: float = Field(0.15, ge=0.0, lt=1.0)
+    policies: list[PolicySpec] = Field(default_factory=list, description="threshold policies to apply to every cell's scores")
 
 
 class LoadSpec(_Strict):

@@ -105,3 +105,33 @@ def test_a_policy_grid_is_cross_validated_by_category(synthetic_root) -> None:
     assert cv.oracle == pytest.approx(max(direct.values())) and direct[cv.oracle_policy] == pytest.approx(cv.oracle)
     assert cv.oracle_policy == repr(Fixed(value=0.9))  # only the planted detections reach it
     assert sorted(cv.folds) == ["synthNoAnomaly", "synthWithAnomaly"] and cv.cross_validated <= 100.0
+
+
+def test_a_scoring_task_reports_the_honest_number_and_every_policy(synthetic_root) -> None:
+    """The scenario's policies run in the cell's scoring task; thresholds.csv gets the optimised threshold's row
+    and one per policy, each with its cross-validated number."""
+    from harness.corpus.layout import load_corpus
+    from harness.report import build_table, build_thresholds_table
+    from harness.results.schema import CellResult
+    from harness.scenario import Cell, PolicySpec
+    from harness.scoring.profiles import NAB_PROFILES
+    from harness.tasks import RunContext, Task, execute
+    from harness.tasks.base import Needs
+
+    corpus = load_corpus(synthetic_root)
+    policies = [PolicySpec(type="fixed", grid={"value": [0.5, 0.9]}), PolicySpec(type="spot", params={"n_init": 500}, grid={"risk": [1e-3, 1e-2]})]
+    ctx = RunContext(corpus, NAB_PROFILES, None, 0.15, {}, policies=[p.model_dump() for p in policies])
+    cell = Cell(id="wg", detector="windowedGaussian", type="windowedGaussian", params={}, axes={})
+    record, _ = execute(Task("score", cell, Needs()), ctx, {})
+    assert record.status.value == "ok", record.error
+    result = CellResult(cell=cell, kinds=["score"], tasks={"score": record})
+    score = record.result
+    assert set(score.cross_validated) == {p.name for p in NAB_PROFILES}
+    assert set(score.cv_folds["standard"]) == {"synthNoAnomaly", "synthWithAnomaly"}
+    row = build_table([result]).iloc[0]
+    assert row["nab_standard_cv"] == score.cross_validated["standard"]
+    assert row["cv_gap"] == pytest.approx(row["nab_standard"] - row["nab_standard_cv"])
+    table = build_thresholds_table([result])
+    assert list(table["policy"]) == ["optimized", "fixed", "spot"]
+    assert table.loc[1, "oracle_params"] in ("Fixed(value=0.5)", "Fixed(value=0.9)")
+    assert all(0 <= f <= 1 for f in table["f1"]) and (table["folds"].str.count(":") >= 2).all()

@@ -68,6 +68,12 @@ COLUMNS: tuple[Column, ...] = (
     Column("nab_standard", "NAB v1.1 normalised score, standard profile (100 = perfect, 0 = the null detector), at its threshold", "points", "higher", DETERMINISTIC, _nab("standard")),
     Column("nab_reward_low_FP_rate", "the same, reward_low_FP_rate profile", "points", "higher", DETERMINISTIC, _nab("reward_low_FP_rate")),
     Column("nab_reward_low_FN_rate", "the same, reward_low_FN_rate profile", "points", "higher", DETERMINISTIC, _nab("reward_low_FN_rate")),
+    Column("nab_standard_cv", "NAB standard with each category's files scored at the threshold optimised on the other "
+           "categories: the honest number (docs/thresholds.md)", "points", "higher", DETERMINISTIC,
+           lambda r: r.score.cross_validated.get("standard") if r.score and r.score.cross_validated else None),
+    Column("cv_gap", "nab_standard - nab_standard_cv: what fitting the threshold to the labels it is judged on was worth",
+           "points", None, value=lambda r: r.score.nab.profiles["standard"].score - r.score.cross_validated["standard"]
+           if r.score and r.score.cross_validated else None),
     Column("backend", "where the model ran: `torch`, `onnxruntime`, `openvino`", value=_backend("backend"), backend=True),
     Column("precision", "the model's numeric precision: `fp32`, `int8`", value=_backend("precision"), backend=True),
     Column("f1", "event-based F1 at the standard profile's threshold (docs/metrics.md)", "", "higher", DETERMINISTIC, _det("f1")),
@@ -176,3 +182,25 @@ LOAD_COLUMNS: tuple[Column, ...] = (
     Column("error", "why the load task failed", value=lambda r: r.result.tasks["load"].error if "load" in r.result.tasks and r.load is None else None),
 )
 LOAD_BY_NAME: dict[str, Column] = {c.name: c for c in LOAD_COLUMNS}
+
+
+# --- the threshold policies' table (thresholds.csv): one row per cell and policy ------------------------------
+
+POLICY_COLUMNS: tuple[Column, ...] = (
+    Column("cell", "the cell id", value=lambda x: x[0].cell.id),
+    Column("policy", "`optimized` (NAB's threshold: an oracle), `fixed`, `rolling_quantile` or `spot`", value=lambda x: x[1]["policy"]),
+    Column("oracle_params", "the candidate best on every file (for `optimized`: the threshold)", value=lambda x: x[1]["oracle_params"]),
+    Column("nab_standard", "NAB standard of that candidate: an oracle, chosen on the labels it is judged on", "points", "higher", DETERMINISTIC,
+           lambda x: x[1]["nab_standard"]),
+    Column("nab_standard_cv", "each category at the candidate best on the other categories: the honest number", "points", "higher",
+           DETERMINISTIC, lambda x: x[1]["nab_standard_cv"]),
+    Column("cv_gap", "nab_standard - nab_standard_cv", "points", value=lambda x: x[1]["nab_standard"] - x[1]["nab_standard_cv"]),
+    Column("f1", "event-based F1 of the oracle candidate's alerts", "", "higher", DETERMINISTIC, lambda x: x[1]["f1"]),
+    Column("alert_precision", "detected windows / (detected windows + false-positive alert events)", "", "higher", DETERMINISTIC,
+           lambda x: x[1]["precision"]),
+    Column("recall", "detected windows / windows", "", "higher", DETERMINISTIC, lambda x: x[1]["recall"]),
+    Column("latency_mean_s", "mean seconds from a window's first row to its first alert", "s", "lower", DETERMINISTIC,
+           lambda x: x[1]["latency_mean_s"]),
+    Column("fp_events", "false-positive alert events", "events", "lower", DETERMINISTIC, lambda x: x[1]["fp_events"]),
+    Column("folds", "each category's candidate (cross-validation by category)", value=lambda x: "; ".join(f"{k}: {v}" for k, v in x[1]["folds"].items())),
+)

@@ -221,6 +221,14 @@ class RunFolder:
             else:
                 write_bytes(target, content if isinstance(content, bytes) else content.encode())
 
+    def write_thresholds(self, table: tuple[str, str] | None) -> None:
+        """The threshold policies' table (csv, markdown); removed when there is none."""
+        for name, content in (("thresholds.csv", table and table[0]), ("thresholds.md", table and table[1])):
+            if content is None:
+                (self.root / name).unlink(missing_ok=True)
+            else:
+                write_text(self.root / name, content)
+
     def serving_markdown(self) -> str | None:
         path = self.root / "serving.md"
         return path.read_text() if path.is_file() else None

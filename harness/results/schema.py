@@ -58,6 +58,23 @@ class NabResult(_Record):
     detection: dict[str, DetectionMetrics]
 
 
+class PolicyFigures(_Record):
+    """A threshold policy over a cell's scores (docs/thresholds.md): its alerts scored by NAB as binary detections,
+    with the candidate (parameters) best on every file (the oracle) and each category's best on the others."""
+
+    policy: str  # its type: fixed, rolling_quantile, spot
+    oracle_params: str  # the candidate best on every file
+    nab_standard: float  # that candidate's NAB standard score (an oracle, like NAB's optimised threshold)
+    nab_standard_cv: float  # each category with the candidate best on the other categories
+    folds: dict[str, str]  # category -> the candidate it ran with
+    f1: float
+    precision: float
+    recall: float
+    latency_mean_s: float
+    fp_events: int
+    seconds: float  # applying and scoring every candidate
+
+
 class ScoreResult(_Record):
     """A scoring task: the detector over every corpus file, then NAB scoring."""
 
@@ -70,6 +87,9 @@ class ScoreResult(_Record):
     prepare_s: float | None = None  # of detect_s: exporting / quantizing / compiling models for the backend
     model_bytes: int | None = None
     backend_info: dict[str, Any] | None = None  # settings, threads, versions, cache hits, output error vs torch
+    cross_validated: dict[str, float] | None = None  # per profile: NAB score at thresholds chosen on other categories
+    cv_folds: dict[str, dict[str, float]] | None = None  # per profile: category -> the threshold its files were scored at
+    policies: list[PolicyFigures] = Field(default_factory=list)  # the scenario's threshold policies (scoring.policies)
 
 
 class LatencyFigures(_Record):

@@ -68,6 +68,7 @@ class RunContext:
     serve: dict[str, Any] | None = None  # the scenario's serve settings (ServeSpec)
     load: dict[str, Any] | None = None  # the scenario's load settings (LoadSpec); None: no load tasks
     targets: dict[str, dict[str, Any]] = field(default_factory=dict)  # the scenario's targets (TargetSpec) by name
+    policies: list[dict[str, Any]] = field(default_factory=list)  # the scenario's threshold policies (PolicySpec)
 
 
 def execute(task: Task, context: RunContext, inputs: dict[str, dict[str, Any]], progress: Progress | None = None,

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 
 from harness.results.folder import CURVE, HANDOFF, SCORES
-from harness.results.schema import NabResult, ScoreResult
+from harness.results.schema import NabResult, PolicyFigures, ScoreResult
 from harness.scoring.nab import probation_rows, score_detector
 from harness.tasks.base import Progress, RunContext, Task
+from harness.thresholds.crossval import category, cross_validate
 
 
 def run(task: Task, ctx: RunContext, inputs: dict[str, Any], progress: Progress) -> tuple[ScoreResult, dict[str, Any]]:
@@ -51,6 +52,11 @@ def run(task: Task, ctx: RunContext, inputs: dict[str, Any], progress: Progress)
         probation_percent=ctx.probation_percent,
         detect_s=detect_s,
     )
+    if thresholds is None and len({category(f) for f in ctx.corpus.files}) >= 2:  # the honest number beside NAB's
+        cv = cross_validate(ctx.corpus.files, scores, ctx.profiles, ctx.probation_percent, ctx.corpus.label_windows)
+        result.cross_validated = {name: r.cross_validated for name, r in cv.items()}
+        result.cv_folds = {name: r.folds for name, r in cv.items()}
+        result.policies = [policy_figures(spec, ctx, scores) for spec in ctx.policies]
     if cell.backend is not None:
         if detector.last_compiled is None:
             raise RuntimeError("the backend never ran: no file had rows to score")
@@ -66,3 +72,21 @@ def run(task: Task, ctx: RunContext, inputs: dict[str, Any], progress: Progress)
             }
         )
     return result, artefacts
+
+
+def policy_figures(spec: dict[str, Any], ctx: RunContext, scores: list[np.ndarray]) -> PolicyFigures:
+    """A threshold policy's candidates over the cell's scores: the oracle, the cross-validated number, and the
+    oracle candidate's detection metrics at NAB's standard profile."""
+    from harness.scenario import PolicySpec
+    from harness.thresholds.evaluate import alerts, cross_validate_policy, score_alerts
+
+    started = time.perf_counter()
+    candidates = PolicySpec.model_validate(spec).candidates()
+    standard = next(p for p in ctx.profiles if p.name == "standard")
+    cv = cross_validate_policy(ctx.corpus.files, scores, candidates, standard, ctx.corpus.label_windows, ctx.probation_percent)
+    best = next(c for c in candidates if repr(c) == cv.oracle_policy)
+    at = score_alerts(ctx.corpus.files, alerts(best, ctx.corpus.files, scores), ctx.profiles, ctx.corpus.label_windows,
+                      ctx.probation_percent).detection["standard"]
+    return PolicyFigures(policy=spec["type"], oracle_params=cv.oracle_policy, nab_standard=cv.oracle, nab_standard_cv=cv.cross_validated,
+                         folds=cv.folds, f1=at.f1, precision=at.precision, recall=at.recall, latency_mean_s=at.latency_mean_s,
+                         fp_events=at.fp_events, seconds=time.perf_counter() - started)
