@@ -83,6 +83,8 @@ def deploy(config: ServiceConfig, name: str, route_prefix: str | None = None) ->
     prefix = route_prefix if route_prefix is not None else f"/{name}"
     serve.run(build_app(config.model_dump(mode="json")), name=name, route_prefix=prefix)
     host = _proxy_host(config, nodes)
+    if host != config.serve.host:
+        _wait_for_proxy(host, config.serve.port)
     url = f"http://{host}:{config.serve.port}{prefix.rstrip('/')}/v1/score"
     return Service(name, url, config, time.perf_counter() - started, network=network_to(host))
 
@@ -97,6 +99,25 @@ def _proxy_host(config: ServiceConfig, nodes: list[dict[str, Any]]) -> str:
     if not config.labels or any(n["NodeID"] == here for n in nodes):
         return loopback
     return nodes[0]["NodeManagerAddress"]
+
+
+def _wait_for_proxy(host: str, port: int, timeout_s: float = 60.0) -> None:
+    """A remote node's Serve proxy starts after the node's first replica does: wait until it answers, or say which
+    node has none (rather than fail the first request with a closed connection)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/-/healthz", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no Serve proxy answers at {host}:{port} after {timeout_s:g} s, although the service's "
+                               "replicas run on that node (serve.host must be reachable from the driver: docs/targets.md)")
+        time.sleep(1.0)
 
 
 def network_to(host: str) -> dict[str, Any] | None:
