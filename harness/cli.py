@@ -88,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--threshold", type=float, default=0.10, help="relative change that a measured figure must "
                       "exceed (beside its measured noise) to count (default 0.10)")
     cmp_.add_argument("--all", action="store_true", help="list unchanged figures too")
+    cmp_.add_argument("--skip", action="append", default=[], metavar="GLOB", help="leave out figures matching this "
+                      "(repeatable), e.g. seconds, 'p99_ms[*]'")
     cmp_.add_argument("--json", action="store_true")
     cmp_.add_argument("--history", metavar="PATH", help="where run ids are looked up, and earlier runs give each "
                       "figure's run-to-run noise")
@@ -336,9 +338,9 @@ def cmd_compare(args) -> int:
     if not 0 <= args.threshold < 10:
         raise InputError("expected a fraction such as 0.1", field="--threshold")
     path = store_path(args.history) or DEFAULT
-    result = compare(folder_of(path, args.run_a), folder_of(path, args.run_b), args.threshold, history=path)
+    result = compare(folder_of(path, args.run_a), folder_of(path, args.run_b), args.threshold, history=path, skip=tuple(args.skip))
     print(json.dumps(result.to_dict()) if args.json else markdown(result, only_changes=not args.all), end="" if not args.json else "\n")
-    return 1 if result.regressions else 0
+    return 1 if result.failures else 0
 
 
 def cmd_export_mlflow(args) -> int:
@@ -353,11 +355,17 @@ def cmd_export_mlflow(args) -> int:
 
 
 def cmd_cluster_up(args) -> int:
-    from harness.topology import describe, up
+    from harness.topology import UpFailed, describe, up
 
-    state = up(args.file)
+    signal.signal(signal.SIGTERM, _terminate)  # as Ctrl-C: `up` removes what it made before it exits
+    try:
+        state = up(args.file)
+    except UpFailed as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return 1
     print(f"topology {state.name} is up ({state.method} shapes delay and jitter; auth {state.auth}):")
     print("\n".join("  " + line for line in describe(state)))
+    print(f"delayed by {state.delays}")
     print(f"next: harness cluster exec {state.name} -- harness run scenarios/cloud-vs-edge.yaml --address {state.head_address}")
     print(f"stop: harness cluster down {state.name}")
     return 0
@@ -378,6 +386,8 @@ def cmd_cluster_status(args) -> int:
         raise InputError(f"no topology {args.name!r} is up", field="NAME")
     print(f"topology {state.name}: head {state.head_address}, {state.method} shapes delay and jitter, auth {state.auth}")
     print("\n".join("  " + line for line in describe(state)))
+    if state.delays:
+        print(f"delayed by {state.delays}")
     return 0
 
 

@@ -1,16 +1,19 @@
-"""The cluster configs a user applies: the launcher configs valid against the schema Ray itself ships, every
-config authenticating with a token it never contains, dashboards kept off public interfaces, the KubeRay
-manifests well formed, the monitoring configs naming the harness's metrics; and a real token-authenticated head
-that runs a job submitted with the token and refuses one without it."""
+"""The cluster configs a user applies (clusters/): the launcher configs valid against the schema Ray itself ships and
+their start commands run as a shell runs them; every config authenticating with a token it never contains;
+dashboards kept off public interfaces; the KubeRay manifests well formed and in step with each other; the edge join
+script; the monitoring configs naming the harness's metrics; and a real token-authenticated head that runs a job
+submitted with the token and refuses one with a wrong token or none."""
 
 from __future__ import annotations
 
 import json
-import os
+import platform
 import re
 import secrets
 import shutil
+import stat
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,13 +22,42 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import REPO, kill_stragglers, needs_netns, stop_group
+from conftest import REPO, kill_stragglers, needs_netns, ray_env, stop_group
 
 CLUSTERS = REPO / "clusters"
+KUBERAY = CLUSTERS / "kuberay"
 LAUNCHER = [CLUSTERS / "aws.yaml", CLUSTERS / "gcp.yaml"]
 HARNESS_METRICS = ("harness_cells_planned", "harness_cells_finished_total", "harness_load_achieved_rps",
                    "harness_load_achieved_eps", "harness_load_latency_ms", "harness_load_errors_total")
-TOKEN_LIKE = re.compile(r"\b[0-9a-f]{32,}\b")
+SERVE_METRICS = ("ray_serve_num_http_requests_total", "ray_serve_http_request_latency_ms_bucket")
+TOKEN_LIKE = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{32,}(?![0-9A-Za-z])")  # what secrets.token_hex makes
+SECRET = {"name": "harness-ray-token", "key": "auth_token"}  # the key KubeRay's authOptions.secretName reads
+CRON_FIELD = re.compile(r"(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*")
+CRON_RANGES = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]
+
+
+def valid_cron(schedule: str) -> bool:
+    fields = schedule.split()
+    if len(fields) != 5:
+        return False
+    for field, (lo, hi) in zip(fields, CRON_RANGES):
+        if not CRON_FIELD.fullmatch(field):
+            return False
+        if any(not lo <= int(n) <= hi for n in re.findall(r"(?<!/)\b\d+", field)):
+            return False
+    return True
+
+
+def test_the_cron_check_itself() -> None:
+    assert valid_cron("0 2 * * *") and valid_cron("*/15 0-6 1,15 * 1-5")
+    assert not valid_cron("0 2 * *") and not valid_cron("61 2 * * *") and not valid_cron("@daily")
+
+
+# --- the cluster launcher configs (aws.yaml, gcp.yaml) ----------------------------------------------------------
+
+
+def start_commands(config: dict) -> list[tuple[str, str]]:
+    return [(key, c) for key in ("head_start_ray_commands", "worker_start_ray_commands") for c in config[key] if "ray start" in c]
 
 
 @pytest.mark.parametrize("path", LAUNCHER, ids=lambda p: p.name)
@@ -33,92 +65,244 @@ def test_launcher_configs_are_valid_and_authenticate(path: Path) -> None:
     import ray
 
     schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
-    config = yaml.safe_load(path.read_text())
+    text = path.read_text()
+    config = yaml.safe_load(text)
     jsonschema.validate(config, schema)
-    starts = [c for key in ("head_start_ray_commands", "worker_start_ray_commands") for c in config[key] if "ray start" in c]
-    assert len(starts) == 2
-    for command in starts:
-        assert "RAY_AUTH_MODE=token" in command and "RAY_AUTH_TOKEN" in command, command
-    head = next(c for c in config["head_start_ray_commands"] if "ray start" in c)
-    assert "--dashboard-host=127.0.0.1" in head
-    tiers = {t["labels"]["tier"] for t in config["available_node_types"].values()}
-    assert tiers == {"cloud", "edge"}
-    assert not TOKEN_LIKE.search(path.read_text()), "a literal token in the config"
+
+    starts = start_commands(config)
+    assert [k for k, _ in starts] == ["head_start_ray_commands", "worker_start_ray_commands"]
+    for _, command in starts:
+        assert "RAY_AUTH_MODE=token" in command and "RAY_USAGE_STATS_ENABLED=0" in command, command
+        # the token is exported from a file the user made, never written here
+        assert re.search(r'RAY_AUTH_TOKEN="\$\(cat [^)]+\)"', command), command
+        assert command.index("export") < command.index("ray start"), command
+        assert "0.0.0.0" not in command
+    head = starts[0][1]
+    assert "--dashboard-host=127.0.0.1" in head and "--labels=tier=cloud" in head
+    assert config["file_mounts"]["~/.ray/harness_token"] == "~/.ray/harness_token"  # where the commands read it
+
+    # labels: the launcher hands each node type's labels to its `ray start` (RAY_OVERRIDE_LABELS)
+    types = config["available_node_types"]
+    assert types[config["head_node_type"]]["labels"]["tier"] == "cloud"
+    assert {t["labels"]["tier"] for t in types.values()} == {"cloud", "edge"}
+
+    # the firewall: groups/networks the user made (SSH from their CIDR, intra-cluster only), never the launcher's
+    # default (an AWS group it makes also admits SSH from 0.0.0.0/0)
+    for name, t in types.items():
+        if config["provider"]["type"] == "aws":
+            assert t["node_config"]["SecurityGroupIds"], name
+        else:
+            assert all("subnetworks/harness-ray" in n["subnetwork"] for n in t["node_config"]["networkInterfaces"]), name
+    assert "0.0.0.0/0" not in json.dumps(config)
+    assert not TOKEN_LIKE.search(text), "a literal token in the config"
+
+
+@pytest.mark.parametrize("path", LAUNCHER, ids=lambda p: p.name)
+def test_launcher_start_commands_export_the_token_as_bash_runs_them(path: Path, tmp_path: Path) -> None:
+    """Each start command, run by bash with a stand-in `ray` on PATH: `ray start` sees token mode and the token from
+    the file the launcher mounted, and the token is not on its command line."""
+    token = secrets.token_hex(32)
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "harness_token").write_text(token + "\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "ray"
+    fake.write_text('#!/bin/sh\n[ "$1" = start ] || exit 0\n'
+                    'printf "%s\\n" "MODE=$RAY_AUTH_MODE" "TOKEN=$RAY_AUTH_TOKEN" "STATS=$RAY_USAGE_STATS_ENABLED" "ARGS=$*"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(home), "RAY_HEAD_IP": "10.0.0.2"}
+    for _, command in start_commands(yaml.safe_load(path.read_text())):
+        out = subprocess.run(["bash", "-c", command], check=False, env=env, capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        seen = dict(line.split("=", 1) for line in out.stdout.splitlines())
+        assert seen["MODE"] == "token" and seen["TOKEN"] == token and seen["STATS"] == "0", seen
+        assert token not in seen["ARGS"]
+
+
+# --- KubeRay --------------------------------------------------------------------------------------------------------
 
 
 def documents(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
-def containers(spec: dict) -> list[dict]:
-    groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
-    return [c for g in groups for c in g["template"]["spec"]["containers"]]
+def groups(cluster: dict) -> list[dict]:
+    return [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
 
 
 def check_ray_job_spec(spec: dict) -> None:
-    assert spec["entrypoint"].startswith("harness run ")
+    entry = spec["entrypoint"].split()
+    assert entry[:3] == ["harness", "run", "scenarios/cloud-vs-edge.yaml"], spec["entrypoint"]
+    assert entry[entry.index("--address") + 1] == "auto" and entry[entry.index("--out") + 1].startswith("/results/")
+    assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] > 0
     cluster = spec["rayClusterSpec"]
-    assert cluster["authOptions"] == {"mode": "token", "secretName": "harness-ray-token"}
-    assert cluster["headGroupSpec"]["rayStartParams"]["dashboard-host"] == "127.0.0.1"
-    assert spec["submissionMode"] == "SidecarMode"  # submitted from beside the head: the dashboard stays local
-    labels = [g["rayStartParams"]["labels"] for g in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]]
-    assert "tier=cloud" in labels and "tier=edge" in labels
-    for c in containers(cluster):
-        env = {e["name"]: e for e in c["env"]}
-        assert env["RAY_AUTH_MODE"]["value"] == "token"
-        assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "harness-ray-token", "key": "auth_token"}
+    assert cluster["rayVersion"] == "2.60.0"
+    assert cluster["authOptions"] == {"mode": "token", "secretName": SECRET["name"]}
+    head, workers = cluster["headGroupSpec"], cluster["workerGroupSpecs"]
+    assert workers and all(w["groupName"] and w["template"]["spec"]["containers"] for w in workers)
+    # nothing exposes the head: its Service stays ClusterIP, no Ingress
+    assert head.get("serviceType", "ClusterIP") == "ClusterIP" and not head.get("enableIngress", False)
+    tiers = [g["labels"]["tier"] for g in groups(cluster)]
+    assert tiers[0] == "cloud" and set(tiers) == {"cloud", "edge"}
+    for g in groups(cluster):
+        assert "labels" not in g.get("rayStartParams", {}), "labels twice: the group's labels field overrides it"
+        for c in g["template"]["spec"]["containers"]:
+            env = {e["name"]: e for e in c["env"]}
+            assert env["RAY_AUTH_MODE"] == {"name": "RAY_AUTH_MODE", "value": "token"}, c["name"]
+            assert env["RAY_AUTH_TOKEN"] == {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": SECRET}}, c["name"]
+            assert env["RAY_USAGE_STATS_ENABLED"]["value"] == "0"
+    # /results on the head is the PVC of results-pvc.yaml
+    pod = head["template"]["spec"]
+    (mount,) = [m for c in pod["containers"] for m in c.get("volumeMounts", []) if m["mountPath"] == "/results"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    (pvc,) = documents(KUBERAY / "results-pvc.yaml")
+    assert pvc["kind"] == "PersistentVolumeClaim" and volume["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
 
 
-def test_kuberay_manifests() -> None:
-    for path in sorted((CLUSTERS / "kuberay").glob("*.yaml")):
+def all_kuberay_documents() -> list[tuple[Path, dict]]:
+    """Every document of every manifest, and the RayJob the CronJob's ConfigMap carries."""
+    found = []
+    for path in sorted(KUBERAY.glob("*.yaml")):
         for doc in documents(path):
-            assert doc["apiVersion"] and doc["kind"] and doc["metadata"]["name"], path
-            assert not (doc["kind"] == "Service" and doc.get("spec", {}).get("type") in ("LoadBalancer", "NodePort")), path
-            assert doc["kind"] != "Ingress", path
-        assert not TOKEN_LIKE.search(path.read_text()), path
-    (job,) = documents(CLUSTERS / "kuberay" / "rayjob.yaml")
-    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob") and job["spec"]["shutdownAfterJobFinishes"]
+            found.append((path, doc))
+            if doc["kind"] == "ConfigMap":
+                found += [(path, d) for v in doc["data"].values() for d in yaml.safe_load_all(v) if d]
+    return found
+
+
+def test_every_kuberay_manifest_is_well_formed_and_exposes_nothing() -> None:
+    found = all_kuberay_documents()
+    assert {p.name for p, _ in found} == {"rayjob.yaml", "raycronjob.yaml", "cronjob.yaml", "results-pvc.yaml"}
+    for path, doc in found:
+        assert doc["apiVersion"] and doc["kind"], path
+        assert doc["metadata"].get("name") or doc["metadata"].get("generateName"), (path, doc["kind"])
+        assert not (doc["kind"] == "Service" and doc.get("spec", {}).get("type") in ("LoadBalancer", "NodePort")), path
+        assert doc["kind"] != "Ingress", path
+        if doc["kind"] in ("RayJob", "RayCronJob"):
+            assert doc["apiVersion"] == "ray.io/v1", path
+    for path in KUBERAY.glob("*.yaml"):
+        text = path.read_text()
+        assert not TOKEN_LIKE.search(text), f"a literal token in {path.name}"
+        assert "LoadBalancer" not in text and "NodePort" not in text, path
+
+
+def test_the_rayjob() -> None:
+    (job,) = documents(KUBERAY / "rayjob.yaml")
+    assert (job["apiVersion"], job["kind"], job["metadata"]["name"]) == ("ray.io/v1", "RayJob", "harness-sweep")
     check_ray_job_spec(job["spec"])
-    (cron,) = documents(CLUSTERS / "kuberay" / "raycronjob.yaml")
+
+
+def test_the_raycronjob_runs_the_same_rayjob_nightly() -> None:
+    (job,) = documents(KUBERAY / "rayjob.yaml")
+    (cron,) = documents(KUBERAY / "raycronjob.yaml")
     assert (cron["apiVersion"], cron["kind"]) == ("ray.io/v1", "RayCronJob")
-    assert re.fullmatch(r"(\S+\s+){4}\S+", cron["spec"]["schedule"]), cron["spec"]["schedule"]
+    assert valid_cron(cron["spec"]["schedule"]), cron["spec"]["schedule"]
+    # KubeRay 1.6's RayCronJobSpec: jobTemplate (a RayJobSpec), schedule, suspend (timeZone came later)
+    assert set(cron["spec"]) <= {"jobTemplate", "schedule", "suspend"}
+    assert cron["spec"]["jobTemplate"] == job["spec"]
     check_ray_job_spec(cron["spec"]["jobTemplate"])
-    kinds = {d["kind"]: d for d in documents(CLUSTERS / "kuberay" / "cronjob.yaml")}
-    assert kinds["CronJob"]["apiVersion"] == "batch/v1"
-    assert re.fullmatch(r"(\S+\s+){4}\S+", kinds["CronJob"]["spec"]["schedule"])
-    (rule,) = kinds["Role"]["rules"]
-    assert rule["resources"] == ["rayjobs"] and "*" not in rule["verbs"]  # allowed to make RayJobs, nothing else
 
 
-def test_monitoring_configs_name_the_harness_metrics() -> None:
-    dashboard = json.loads((CLUSTERS / "monitoring" / "grafana-dashboard.json").read_text())
-    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
-    for metric in HARNESS_METRICS:
-        assert metric in exprs, metric
-    prometheus = yaml.safe_load((CLUSTERS / "monitoring" / "prometheus.yml").read_text())
-    jobs = {j["job_name"]: j for j in prometheus["scrape_configs"]}
-    assert jobs["harness"]["static_configs"][0]["targets"] == ["127.0.0.1:9464"]
-    assert jobs["ray"]["file_sd_configs"][0]["files"] == ["/tmp/ray/prom_metrics_service_discovery.json"]
+def test_the_plain_cronjob_creates_the_same_rayjob_with_an_account_that_can_do_little_else() -> None:
+    (job,) = documents(KUBERAY / "rayjob.yaml")
+    kinds = {d["kind"]: d for d in documents(KUBERAY / "cronjob.yaml")}
+    assert set(kinds) == {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "CronJob"}
+    cron = kinds["CronJob"]
+    assert cron["apiVersion"] == "batch/v1" and valid_cron(cron["spec"]["schedule"])
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"][:2] == ["kubectl", "create"]
+    # the RayJob it creates: rayjob.yaml's spec, under a new name each night
+    (created,) = [d for d in yaml.safe_load_all(kinds["ConfigMap"]["data"]["rayjob.yaml"]) if d]
+    assert created["kind"] == "RayJob" and created["metadata"]["generateName"] and "name" not in created["metadata"]
+    assert created["spec"] == job["spec"]
+    # the account: bound to the pod, allowed create/get/delete on rayjobs only
+    sa = kinds["ServiceAccount"]["metadata"]["name"]
+    assert pod["serviceAccountName"] == sa
+    binding = kinds["RoleBinding"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa}]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": kinds["Role"]["metadata"]["name"]}
+    assert kinds["Role"]["rules"] == [{"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["create", "get", "delete"]}]
+    assert pod["securityContext"]["runAsNonRoot"] is True and container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+# --- the edge join script ---------------------------------------------------------------------------------------
 
 
 def test_the_edge_join_script_is_valid_shell() -> None:
     script = CLUSTERS / "edge" / "join.sh"
-    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
-    text = script.read_text()
-    assert "RAY_AUTH_MODE=token" in text and "--labels=" in text and "tier=edge" in text
+    assert subprocess.run(["bash", "-n", str(script)], check=False, capture_output=True).returncode == 0
+    if shutil.which("shellcheck"):
+        out = subprocess.run(["shellcheck", str(script)], check=False, capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout
+
+
+def test_the_edge_join_script_joins_with_the_token_and_labels(tmp_path: Path) -> None:
+    """join.sh with a stand-in `ray` on PATH: the `ray start` it execs, and its environment."""
+    token = secrets.token_hex(32)
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "harness_token").write_text(token + "\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "ray"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "MODE=$RAY_AUTH_MODE" "TOKEN=$RAY_AUTH_TOKEN" '
+                    '"MEMTHRESH=$RAY_memory_usage_threshold" "STATS=$RAY_USAGE_STATS_ENABLED"\nprintf "ARG=%s\\n" "$@"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    env = {"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home), "HEAD": "10.8.0.1", "NODE_IP": "10.8.0.7"}
+    script = str(CLUSTERS / "edge" / "join.sh")
+    out = subprocess.run(["bash", script, "2", "1500000000"], check=False, env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    args = [line[4:] for line in lines if line.startswith("ARG=")]
+    seen = dict(line.split("=", 1) for line in lines if not line.startswith("ARG="))
+    assert seen == {"MODE": "token", "TOKEN": token, "MEMTHRESH": "0.8", "STATS": "0"}
+    assert args[0] == "start" and "--block" in args
+    assert {"--address=10.8.0.1:6379", "--node-ip-address=10.8.0.7", f"--labels=tier=edge,arch={platform.machine()}",
+            "--num-cpus=2", "--memory=1500000000"} <= set(args), args
+    assert not any(token in a for a in args)
+    # no token at all: refused before Ray starts
+    (home / ".ray" / "harness_token").unlink()
+    out = subprocess.run(["bash", script], check=False, env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "no RAY_AUTH_TOKEN" in out.stderr and "MODE=" not in out.stdout
+
+
+# --- monitoring -------------------------------------------------------------------------------------------------
+
+
+def test_monitoring_configs_name_the_harness_metrics() -> None:
+    dashboard = json.loads((CLUSTERS / "monitoring" / "grafana-dashboard.json").read_text())
+    assert [i["name"] for i in dashboard["__inputs"]] == ["DS_PROMETHEUS"] and dashboard["title"] and dashboard["uid"]
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    for p in panels:
+        assert p["datasource"] == {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}, p["title"]
+        assert p["targets"] and all(t["expr"] and t["refId"] for t in p["targets"]) and p["gridPos"]["w"] > 0
+    per_panel = [" ".join(t["expr"] for t in p["targets"]) for p in panels]
+    for metric in (*HARNESS_METRICS, *SERVE_METRICS):
+        assert any(re.search(rf"\b{metric}\b", e) for e in per_panel), metric
+    assert sum(any(m in e for m in SERVE_METRICS) for e in per_panel) >= 2  # two panels of Serve's own
+
+    prometheus = yaml.safe_load((CLUSTERS / "monitoring" / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in prometheus["scrape_configs"]}
+    assert jobs["harness"]["static_configs"] == [{"targets": ["127.0.0.1:9464"]}]
+    assert jobs["ray"]["file_sd_configs"] == [{"files": ["/tmp/ray/prom_metrics_service_discovery.json"]}]
 
 
 # --- a real head with token authentication ----------------------------------------------------------------------
 
 
 @needs_netns
-def test_a_token_head_runs_jobs_with_the_token_and_refuses_them_without(tmp_path) -> None:
+def test_a_token_head_runs_jobs_with_the_token_and_refuses_them_without(tmp_path: Path) -> None:
     ns, temp = f"harness-tok-{uuid.uuid4().hex[:6]}", f"/tmp/rayk-{uuid.uuid4().hex[:6]}"
     token = secrets.token_hex(32)
-    base = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "HOME": str(tmp_path)}  # no stray ~/.ray
-    base.pop("RAY_AUTH_TOKEN_PATH", None)
+    # everything explicit: token mode, and HOME without a ~/.ray/auth_token that Ray would otherwise read
+    base = ray_env(RAY_AUTH_MODE="token", HOME=str(tmp_path))
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
+        base.pop(name, None)
     subprocess.run(["ip", "netns", "add", ns], check=True)
-    head = None
+    head, runs = None, []
     try:
         subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
         log = tmp_path / "head.log"
@@ -133,20 +317,35 @@ def test_a_token_head_runs_jobs_with_the_token_and_refuses_them_without(tmp_path
             assert head.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
 
-        def submit(env: dict) -> subprocess.CompletedProcess:
+        def submit(env: dict) -> subprocess.Popen:
             cmd = ["ray", "job", "submit", "--address", "http://127.0.0.1:8265", "--", "python", "-c", "print('hello-' + 'token')"]
-            return subprocess.run(["ip", "netns", "exec", ns, *cmd], env=env, capture_output=True, text=True, timeout=120)
+            return subprocess.Popen(["ip", "netns", "exec", ns, *cmd], env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
 
-        ok = submit({**base, "RAY_AUTH_TOKEN": token})
-        assert ok.returncode == 0 and "hello-token" in ok.stdout, ok.stdout[-2000:] + ok.stderr[-2000:]
-        for env in ({**base, "RAY_AUTH_TOKEN": secrets.token_hex(32)}, base):  # a wrong token, and none at all
-            refused = submit(env)
-            assert refused.returncode != 0 and "hello-token" not in refused.stdout, refused.stdout[-2000:]
-            said = (refused.stdout + refused.stderr).lower()
+        # all at once: the token; a wrong token; a client that sends none
+        runs = [submit({**base, "RAY_AUTH_TOKEN": token}), submit({**base, "RAY_AUTH_TOKEN": secrets.token_hex(32)}),
+                submit({**base, "RAY_AUTH_MODE": "disabled"})]
+        (ok_out, ok_err), *refusals = [r.communicate(timeout=120) for r in runs]
+        assert runs[0].returncode == 0 and "hello-token" in ok_out, ok_out[-2000:] + ok_err[-2000:]
+        for run, (out, err) in zip(runs[1:], refusals):
+            assert run.returncode != 0 and "hello-token" not in out, out[-2000:]
+            said = (out + err).lower()
             assert "token" in said or "unauthori" in said or "401" in said, said[-2000:]  # refused for its credentials
+        # and the server itself, asked over plain HTTP: 401 without a token, 403 with a wrong one, 200 with it
+        probe = ("import sys, urllib.request, urllib.error\n"
+                 "for t in sys.argv[1:]:\n"
+                 "    req = urllib.request.Request('http://127.0.0.1:8265/api/jobs/', headers={'Authorization': 'Bearer ' + t} if t else {})\n"
+                 "    try: print(urllib.request.urlopen(req, timeout=30).status)\n"
+                 "    except urllib.error.HTTPError as e: print(e.code)\n")
+        codes = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", probe, "", secrets.token_hex(32), token],
+                               capture_output=True, text=True, timeout=60, env=base, check=True).stdout.split()
+        assert codes == ["401", "403", "200"], codes
     finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
         if head is not None:
-            stop_group(head)
+            stop_group(head, grace_s=3)  # `ray start --block` lingers on SIGTERM; the rest of its group with it
         kill_stragglers(temp)
         subprocess.run(["ip", "netns", "del", ns], check=False)
         shutil.rmtree(temp, ignore_errors=True)

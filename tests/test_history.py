@@ -17,12 +17,12 @@ from test_report import result
 
 
 def write_run(root: Path, nab: float = 50.0, eps: float = 1000.0, spread_pct: float = 0.0, started: str = "2026-11-01T00:00:00+00:00",
-              fingerprint: str = "corpus-1") -> Path:
-    cells = [result("ae.ort-fp32", "onnxruntime", "fp32", nab, eps), result("wg", None, "fp32", 40.0, 0.0, detector="wg")]
+              fingerprint: str = "corpus-1", tree: str = "f00", threshold: float = 0.9) -> Path:
+    cells = [result("ae.ort-fp32", "onnxruntime", "fp32", nab, eps, threshold=threshold), result("wg", None, "fp32", 40.0, 0.0, detector="wg")]
     timing = cells[0].tasks["timing"].result
     timing.batchN.spread_pct = spread_pct
     manifest = Manifest(scenario={"resolved": {"name": "hist"}}, corpus={"fingerprint": fingerprint}, cells=[c.cell.id for c in cells],
-                        command=["harness", "run"], environment={"code": {"git_commit": "abc123", "tree_sha256": "f00"}},
+                        command=["harness", "run"], environment={"code": {"git_commit": "abc123", "tree_sha256": tree}},
                         started_at=started, status="complete")
     (root / "cells").mkdir(parents=True)
     (root / "manifest.json").write_text(manifest.model_dump_json())
@@ -49,6 +49,13 @@ def test_index_list_and_trend(env, tmp_path) -> None:
     values = [float(line.split()[3]) for line in shown.stdout.splitlines() if "ae.ort-fp32" in line]
     assert values == [1000.0, 1100.0]  # oldest first
     assert (tmp_path / "trend.png").read_bytes()[:4] == b"\x89PNG"
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "history.sqlite")
+    assert db.execute("SELECT count(*) FROM runs").fetchone() == (2,)
+    stored = {m for (m,) in db.execute("SELECT metric FROM metrics WHERE cell = 'ae.ort-fp32'")}
+    assert {"nab_standard", "throughput_eps", "throughput_spread_pct", "batch", "threshold"} <= stored  # every numeric column
+    assert db.execute("SELECT backend, precision FROM cells WHERE cell = 'ae.ort-fp32'").fetchall() == [("onnxruntime", "fp32")] * 2
 
 
 def compare(env, a: Path, b: Path, *extra: str) -> tuple[int, dict]:
@@ -63,8 +70,9 @@ def verdict(report: dict, cell: str, metric: str) -> str:
 
 def test_identical_runs_compare_clean(env, tmp_path) -> None:
     code, report = compare(env, write_run(tmp_path / "a"), write_run(tmp_path / "b"))
-    assert code == 0 and report["regressions"] == 0
+    assert code == 0 and report["regressions"] == 0 and report["failures"] == 0
     assert {v["verdict"] for v in report["verdicts"]} == {"same"}
+    assert not any(v["metric"] == "throughput_spread_pct" for v in report["verdicts"])  # a noise figure: not judged
 
 
 def test_a_planted_throughput_drop_and_a_changed_nab_score_are_regressions(env, tmp_path) -> None:
@@ -72,10 +80,24 @@ def test_a_planted_throughput_drop_and_a_changed_nab_score_are_regressions(env, 
     code, report = compare(env, base, write_run(tmp_path / "slow", eps=800.0))  # 20% fewer events/s
     assert code == 1 and verdict(report, "ae.ort-fp32", "throughput_eps") == "regressed"
     assert verdict(report, "ae.ort-fp32", "nab_standard") == "same"
+    code, report = compare(env, base, tmp_path / "slow", "--skip", "throughput*", "--skip", "latency_*")
+    assert code == 0 and not any(v["metric"].startswith("throughput") for v in report["verdicts"])
     code, report = compare(env, base, write_run(tmp_path / "worse", nab=49.9))  # the same corpus, another score
     assert code == 1 and verdict(report, "ae.ort-fp32", "nab_standard") == "regressed"
     text = harness(env, "compare", base, tmp_path / "worse")
     assert text.returncode == 1 and "**regressed**" in text.stdout and "1 regression" not in text.stdout.splitlines()[0]
+
+
+def test_a_deterministic_figure_that_moves_under_the_same_code_and_corpus_fails(env, tmp_path) -> None:
+    base = write_run(tmp_path / "a")
+    code, report = compare(env, base, write_run(tmp_path / "better", nab=50.1))  # same code, same corpus: not deterministic
+    assert code == 1 and verdict(report, "ae.ort-fp32", "nab_standard") == "changed" and report["failures"] > 0
+    code, report = compare(env, base, write_run(tmp_path / "new-code", nab=50.1, tree="f01"))  # other code: a real gain
+    assert code == 0 and verdict(report, "ae.ort-fp32", "nab_standard") == "improved"
+    code, report = compare(env, base, write_run(tmp_path / "threshold", threshold=0.8))  # directionless, same inputs
+    assert code == 1 and verdict(report, "ae.ort-fp32", "threshold") == "changed"
+    code, report = compare(env, base, write_run(tmp_path / "threshold-new-code", threshold=0.8, tree="f01"))
+    assert code == 0 and verdict(report, "ae.ort-fp32", "threshold") == "changed"
 
 
 def test_a_drop_within_the_measured_spread_is_noise_and_other_inputs_are_not_judged(env, tmp_path) -> None:

@@ -1,15 +1,21 @@
 """Run A against run B, metric by metric, with verdicts that respect noise (as asv does):
 
-- A deterministic figure (NAB scores, F1... on the same corpus) must not move: any worsening is a regression.
+- A deterministic figure (NAB scores, F1... on the same corpus) must not move. Worse is `regressed`; better is
+  `improved` when the code differs, but `changed` when the code is the same too (the same inputs gave another
+  answer: something is not deterministic); a directionless one (the NAB threshold) that moves is `changed`.
 - A measured figure (throughput, latency) regresses only when it is worse by more than the relative threshold
   AND by more than its noise: the larger of the two runs' own measured spreads and, when the history holds three
   runs or more of the same scenario, how much the figure varies from run to run there; smaller moves are `noise`.
-- Figures with no better direction (settings such as the batch) are not judged.
+- A setting with no better direction (the batch, the offered rate) is `same` or `changed`, never a failure;
+  columns that are other columns' noise (throughput_spread_pct) are not judged.
+
+A comparison fails (exit 1) on any `regressed`, and on any `changed` deterministic figure of identical inputs.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from harness.history.rows import Figure, figures, read_run
@@ -25,7 +31,8 @@ class Verdict:
     b: float | None
     delta_pct: float | None
     noise_pct: float | None
-    verdict: str  # same, noise, improved, regressed, new, missing
+    verdict: str  # same, noise, improved, regressed, changed, changed inputs, new, missing
+    fails: bool = False  # counts against the exit status
 
 
 @dataclass
@@ -34,48 +41,67 @@ class Comparison:
     b: str
     same_inputs: bool  # the same corpus fingerprint: deterministic figures must match
     threshold_pct: float
+    same_code: bool = False  # the same source tree hash: with the same corpus, deterministic figures must not move at all
     verdicts: list[Verdict] = field(default_factory=list)
 
     @property
     def regressions(self) -> list[Verdict]:
         return [v for v in self.verdicts if v.verdict == "regressed"]
 
+    @property
+    def failures(self) -> list[Verdict]:
+        """What makes `harness compare` exit 1: regressions, and deterministic figures that moved under the same inputs."""
+        return [v for v in self.verdicts if v.fails]
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "regressions": len(self.regressions)}
+        return {**asdict(self), "regressions": len(self.regressions), "failures": len(self.failures)}
 
 
-def compare(folder_a: str | Path, folder_b: str | Path, threshold: float = 0.10, history: Path | None = None) -> Comparison:
-    """`history`: the store whose earlier runs of the same scenario give each figure's run-to-run noise."""
+def compare(folder_a: str | Path, folder_b: str | Path, threshold: float = 0.10, history: Path | None = None,
+            skip: tuple[str, ...] = ()) -> Comparison:
+    """`history`: the store whose earlier runs of the same scenario give each figure's run-to-run noise; `skip`:
+    glob patterns of figures left out (`seconds`, `p99_ms[*]`), for a sweep that should not alert on them."""
     from harness.history.store import run_id, spread_between_runs
 
     manifest_a, results_a = read_run(folder_a)
     manifest_b, results_b = read_run(folder_b)
     same = manifest_a.corpus.get("fingerprint") == manifest_b.corpus.get("fingerprint")
-    out = Comparison(str(folder_a), str(folder_b), same, 100.0 * threshold)
+    tree_a, tree_b = (m.environment.get("code", {}).get("tree_sha256") for m in (manifest_a, manifest_b))
+    out = Comparison(str(folder_a), str(folder_b), same, 100.0 * threshold, same_code=bool(tree_a) and tree_a == tree_b)
     scenario = manifest_b.scenario.get("resolved", {}).get("name")
     between = spread_between_runs(history, scenario, {run_id(folder_b)})
-    fa = {(f.cell, f.metric): f for f in figures(results_a)}
-    fb = {(f.cell, f.metric): f for f in figures(results_b)}
+    kept = lambda f: f.judged and not any(fnmatchcase(f.metric, p) for p in skip)  # noqa: E731
+    fa = {(f.cell, f.metric): f for f in figures(results_a) if kept(f)}
+    fb = {(f.cell, f.metric): f for f in figures(results_b) if kept(f)}
     for key in sorted(set(fa) | set(fb)):
-        out.verdicts.append(judge(fa.get(key), fb.get(key), threshold, same, between.get(key)))
+        out.verdicts.append(judge(fa.get(key), fb.get(key), threshold, same, between.get(key), out.same_code))
     return out
 
 
-def judge(a: Figure | None, b: Figure | None, threshold: float, same_inputs: bool, between_pct: float | None = None) -> Verdict:
+def judge(a: Figure | None, b: Figure | None, threshold: float, same_inputs: bool, between_pct: float | None = None,
+          same_code: bool = False) -> Verdict:
     f = a or b
     assert f is not None
     if a is None or b is None:
         return Verdict(f.cell, f.metric, a and a.value, b and b.value, None, None, "new" if a is None else "missing")
     delta = (b.value - a.value) / abs(a.value) if a.value else (0.0 if b.value == a.value else float("inf"))
     worse = delta < 0 if f.better == "higher" else delta > 0
+    moved = abs(b.value - a.value) > EXACT * max(1.0, abs(a.value))
     if f.deterministic:
-        if abs(b.value - a.value) <= EXACT * max(1.0, abs(a.value)):
+        fails = False
+        if not moved:
             verdict = "same"
         elif not same_inputs:
             verdict = "changed inputs"  # another corpus: a different score is expected, not judged
-        else:
-            verdict = "regressed" if worse else "improved"
-        return Verdict(f.cell, f.metric, a.value, b.value, 100.0 * delta, None, verdict)
+        elif f.better is not None and worse:
+            verdict, fails = "regressed", True
+        elif f.better is not None and not same_code:
+            verdict = "improved"
+        else:  # the same corpus and code gave another value, or a directionless figure moved
+            verdict, fails = "changed", same_code
+        return Verdict(f.cell, f.metric, a.value, b.value, 100.0 * delta, None, verdict, fails)
+    if f.better is None:  # a setting: reported, not judged
+        return Verdict(f.cell, f.metric, a.value, b.value, 100.0 * delta, None, "changed" if moved else "same")
     noise = max((x for x in (a.noise_pct, b.noise_pct, between_pct) if x is not None), default=None)
     bar = max(threshold, (noise or 0.0) / 100.0)
     if delta == 0:
@@ -84,7 +110,7 @@ def judge(a: Figure | None, b: Figure | None, threshold: float, same_inputs: boo
         verdict = "noise"
     else:
         verdict = "regressed" if worse else "improved"
-    return Verdict(f.cell, f.metric, a.value, b.value, 100.0 * delta, noise, verdict)
+    return Verdict(f.cell, f.metric, a.value, b.value, 100.0 * delta, noise, verdict, verdict == "regressed")
 
 
 def markdown(c: Comparison, only_changes: bool = True) -> str:
@@ -93,13 +119,16 @@ def markdown(c: Comparison, only_changes: bool = True) -> str:
     fmt = lambda x: "" if x is None else f"{x:.6g}"  # noqa: E731
     lines = ["| cell | metric | A | B | delta % | noise % | verdict |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {v.cell} | {v.metric} | {fmt(v.a)} | {fmt(v.b)} | {'' if v.delta_pct is None else f'{v.delta_pct:+.2f}'} | "
-              f"{'' if v.noise_pct is None else f'{v.noise_pct:.2f}'} | {'**regressed**' if v.verdict == 'regressed' else v.verdict} |"
+              f"{'' if v.noise_pct is None else f'{v.noise_pct:.2f}'} | {f'**{v.verdict}**' if v.fails else v.verdict} |"
               for v in shown]
     counts: dict[str, int] = {}
     for v in c.verdicts:
         counts[v.verdict] = counts.get(v.verdict, 0) + 1
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-    head = f"{len(c.regressions)} regression(s) over {len(c.verdicts)} figures ({summary}); threshold {c.threshold_pct:g}% or the measured noise"
+    head = (f"{len(c.regressions)} regression(s), {len(c.failures)} failure(s) over {len(c.verdicts)} figures ({summary}); "
+            f"threshold {c.threshold_pct:g}% or the measured noise")
     if not c.same_inputs:
         head += "; the corpora differ, so deterministic figures are not judged"
+    elif c.same_code:
+        head += "; the same corpus and code, so deterministic figures must not move"
     return "\n".join(lines + ["", head]) + "\n"

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import InputError
-from harness.results.columns import BY_NAME, COLUMNS, DETERMINISTIC, LOAD_BY_NAME, TIMING_NOISE, Column
+from harness.results.columns import B1_NOISE, BY_NAME, COLUMNS, DETERMINISTIC, LOAD_BY_NAME, TIMING_NOISE, Column
+from harness.results.schema import CellResult, Manifest
 
 NOISE_FIGURES = {c.noise for c in COLUMNS}  # columns that are other columns' noise: context, not figures to judge
-from harness.results.schema import CellResult, Manifest
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,11 @@ class Figure:
     deterministic: bool  # identical inputs must give this exact value
     noise_pct: float | None  # the run's own measured spread of this figure, in percent
     unit: str
+
+    @property
+    def judged(self) -> bool:
+        """False for a column that is another column's noise (throughput_spread_pct): stored, shown, not judged."""
+        return self.metric.partition("[")[0] not in NOISE_FIGURES
 
 
 def read_run(folder: str | Path) -> tuple[Manifest, list[CellResult]]:
@@ -50,7 +55,8 @@ def read_run(folder: str | Path) -> tuple[Manifest, list[CellResult]]:
 
 
 def figures(results: list[CellResult]) -> list[Figure]:
-    """Every numeric figure of the run's table and serving table, for its ok cells."""
+    """Every numeric figure of the run's table and serving table, for its ok cells: with a better direction or
+    not (a setting such as the batch, the NAB threshold), and the columns that are other columns' noise."""
     from harness import report
 
     out: list[Figure] = []
@@ -58,14 +64,16 @@ def figures(results: list[CellResult]) -> list[Figure]:
     if not ok:
         return out
     target = {r.cell.id: r.cell.target for r in ok}
+    by_id = {r.cell.id: r for r in ok}
     table = report.build_table(ok)
     for _, row in table.iterrows():
         for name, value in row.items():
             col = BY_NAME.get(str(name))
-            if col is None or col.better is None or col.name in NOISE_FIGURES or not _number(value):
+            if col is None or not _number(value):
                 continue
-            spread = row.get(TIMING_NOISE) if col.noise == TIMING_NOISE or (col.noise or "").startswith("the batch-1") else None
-            out.append(Figure(row["cell"], target[row["cell"]], col.name, float(value), col.better, col.noise == DETERMINISTIC,
+            spread = row.get(TIMING_NOISE) if col.noise == TIMING_NOISE else _b1_spread(by_id[row["cell"]]) if col.noise == B1_NOISE else None
+            deterministic = col.noise == DETERMINISTIC or col.exact  # exact: the NAB threshold, found by deterministic code
+            out.append(Figure(row["cell"], target[row["cell"]], col.name, float(value), col.better, deterministic,
                               float(spread) if _number(spread) else None, col.unit))
     serving = report.build_serving_table(ok)
     if serving is not None:
@@ -74,11 +82,16 @@ def figures(results: list[CellResult]) -> list[Figure]:
             spread = _load_spread(load_row.summary)
             for name, value in row.items():
                 col: Column | None = LOAD_BY_NAME.get(str(name))
-                if col is None or col.better is None or not _number(value):
+                if col is None or not _number(value):
                     continue
                 out.append(Figure(row["cell"], target[row["cell"]], f"{col.name}[{row['path']} {row['run']}]", float(value),
                                   col.better, col.noise == DETERMINISTIC, None if col.noise == DETERMINISTIC else spread, col.unit))
     return out
+
+
+def _b1_spread(result: CellResult) -> float | None:
+    """The batch-1 timing rounds' spread, which the table leaves out (it is in the cell's result.json)."""
+    return result.timing.batch1.spread_pct if result.timing is not None else None
 
 
 def _load_spread(summary) -> float | None:

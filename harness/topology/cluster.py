@@ -12,20 +12,19 @@ import ipaddress
 import os
 import secrets
 import shutil
-import signal
 import subprocess
-import sys
-import time
 import zlib
 from pathlib import Path
 
 from harness.errors import InputError
-from harness.topology import cgroups, net
+from harness.topology import cgroups, net, nodes
+from harness.topology.nodes import GCS_PORT
 from harness.topology.spec import Topology, load_topology
 from harness.topology.state import NodeState, TopologyState, load_state, save_state, state_path
 
-GCS_PORT = 6379
-JOIN_TIMEOUT_S = 90
+
+class UpFailed(RuntimeError):
+    """`up` failed and removed what it had made; the message is one line."""
 
 
 def _tag(name: str) -> str:
@@ -33,7 +32,8 @@ def _tag(name: str) -> str:
 
 
 def up(path: str | Path) -> TopologyState:
-    """Build the topology of file `path`; on any failure, tear down what was made and raise."""
+    """Build the topology of file `path` and return once every node has joined. On any failure, tear down what
+    was made and raise UpFailed (one line); on Ctrl-C, tear down and re-raise."""
     topo = load_topology(path)
     if os.geteuid() != 0:
         raise InputError("needs root (network namespaces, tc, cgroups)", path)
@@ -43,100 +43,99 @@ def up(path: str | Path) -> TopologyState:
     if state_path(topo.name).exists():
         raise InputError(f"topology {topo.name!r} is up already (harness cluster down {topo.name})", path)
     state = _plan(topo, Path(path))
+    taken = sorted(({n.namespace for n in state.nodes} | {state.hub}) & net.namespaces())
+    taken += [f"{c}/{n.cgroup}" for n in state.nodes for c in cgroups.CONTROLLERS if (cgroups.ROOT / c / n.cgroup).exists()]
+    taken += [state.temp_root] if Path(state.temp_root).exists() else []
+    if taken:  # never adopt (nor later delete) what this command did not make
+        raise InputError(f"{', '.join(taken)} exist(s) already: left by another program, or by an `up` killed "
+                         f"outright (remove them by hand)", path, "name")
     save_state(state)
     try:
         _build(topo, state)
-    except BaseException:
+    except KeyboardInterrupt:
         down(topo.name)
         raise
+    except Exception as exc:
+        kept = _keep_logs(state)
+        down(topo.name)
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UpFailed(f"cluster up {topo.name} failed, and removed what it had made: {why}"
+                       + (f" (logs: {kept})" if kept else "")) from exc
     return state
+
+
+def _delays(method: str, ports: list[int]) -> str:
+    if method == "netem":
+        return ("netem on both ends of each shaped veth (half the delay and jitter each way): every packet of the "
+                f"link, Ray's own traffic included; the relays on {ports} only forward")
+    return (f"the relay: TCP to the service ports {ports} only (node_ip:port -> the node's 127.0.0.1:port), half the "
+            "delay and jitter each way; Ray's own traffic between nodes is not delayed (tbf limits its bandwidth)")
 
 
 def _plan(topo: Topology, path: Path) -> TopologyState:
     tag = _tag(topo.name)
     hosts = list(ipaddress.ip_network(topo.subnet).hosts())
     order = [topo.head] + [n for n in topo.nodes if n != topo.head]
-    nodes = []
+    planned = []
     for i, name in enumerate(order):
         spec = topo.nodes[name]
         link = spec.link if (spec.link.delay_ms or spec.link.jitter_ms or spec.link.rate_mbit) else None
-        nodes.append(NodeState(name=name, namespace=f"{topo.name}-{name}", ip=str(hosts[i + 1]), labels=spec.labels,
+        planned.append(NodeState(name=name, namespace=f"{topo.name}-{name}", ip=str(hosts[i + 1]), labels=spec.labels,
                                cpus=spec.cpus, cpuset=spec.cpuset, memory_bytes=spec.memory, link=link, head=spec.head,
                                client=name == topo.client, cgroup=f"harness-{topo.name}-{name}"))
+    method = "netem" if net.netem_works() else "relay"
     return TopologyState(
-        name=topo.name, file=str(path.resolve()), method="netem" if net.netem_works() else "relay",
-        hub=f"{topo.name}-hub", head_address=f"{nodes[0].ip}:{GCS_PORT}", auth=topo.auth,
+        name=topo.name, file=str(path.resolve()), method=method, delays=_delays(method, list(topo.service_ports)),
+        hub=f"{topo.name}-hub", head_address=f"{planned[0].ip}:{GCS_PORT}", auth=topo.auth,
         token=secrets.token_hex(32) if topo.auth == "token" else None, temp_root=f"/tmp/rt-{tag}",
-        service_ports=list(topo.service_ports), nodes=nodes,
+        service_ports=list(topo.service_ports), nodes=planned,
     )
 
 
 def _build(topo: Topology, state: TopologyState) -> None:
+    """Each step is recorded in the state file before it is taken, so `down` finds it even if `up` dies."""
     prefix = ipaddress.ip_network(topo.subnet).prefixlen
     net.add_hub(state.hub)
     for i, node in enumerate(state.nodes):
         net.add_namespace(node.namespace)
         hub_dev = f"h{_tag(topo.name)}n{i}"
         state.veths.append(hub_dev)
+        node.controllers = [c for c in cgroups.CONTROLLERS if c in cgroups.available()]  # may be made: down looks
         save_state(state)
         net.join(state.hub, node.namespace, hub_dev, node.ip, prefix)
         link = node.link
-        if link is not None:  # each direction: half the delay, the whole jitter's share, the rate
+        if link is not None:  # each direction: half the delay, half the jitter, the rate
             for ns, dev in ((node.namespace, net.NODE_DEV), (state.hub, hub_dev)):
                 net.shape(ns, dev, link.delay_ms / 2, link.jitter_ms / 2, link.rate_mbit, state.method == "netem")
         node.controllers = cgroups.create(node.cgroup, node.cpus, node.cpuset, node.memory_bytes)
         save_state(state)
-    for node in state.nodes:  # the head first: the others join it
-        node.pids.append(_start_ray(state, node).pid)
-        save_state(state)
+    head, workers = state.nodes[0], state.nodes[1:]
+    for group in ([head], workers):  # the head first; then the workers together, each joining it
+        started = []
+        for node in group:
+            proc = nodes.start_ray(state, node)
+            node.pids.append(proc.pid)
+            save_state(state)
+            started.append((node, proc))
+        nodes.wait_started(state, started)
+    relays = []
+    for node in state.nodes:
         for port in state.service_ports:
-            node.pids.append(_start_relay(state, node, port).pid)
+            proc = nodes.start_relay(state, node, port)
+            node.pids.append(proc.pid)
+            relays.append((node, port, proc))
         save_state(state)
+    nodes.wait_relays(state, relays)
 
 
-def _log(state: TopologyState, node: NodeState, what: str) -> Path:
-    folder = Path(state.temp_root)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{node.name}-{what}.log"
-
-
-def _start_ray(state: TopologyState, node: NodeState) -> subprocess.Popen:
-    """`ray start --block` for `node`, in its namespace and cgroups; returns once the node runs."""
-    labels = ",".join(f"{k}={v}" for k, v in node.labels.items())
-    args = ["ray", "start", "--block", "--disable-usage-stats", f"--node-ip-address={node.ip}", f"--num-cpus={node.cpus:g}",
-            f"--temp-dir={state.temp_root}/{node.name}"]
-    args += [f"--labels={labels}"] if labels else []
-    args += [f"--memory={node.memory_bytes}"] if node.memory_bytes else []
-    if node.head:
-        args += ["--head", f"--port={GCS_PORT}", "--include-dashboard=false"]
-    else:
-        args += [f"--address={state.head_address}"]
-    prefix, extra = cgroups.wrapper(node.cgroup, node.controllers)
-    env = {**os.environ, **state.environment(), **extra}
-    env.pop("RAY_ADDRESS", None)
-    env.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")  # Serve's fast path, as a private local Ray has it
-    if node.memory_bytes:  # Ray's monitor acts before the kernel's OOM killer, which would kill without a reason
-        env["RAY_memory_usage_threshold"] = "0.8"
-    log = _log(state, node, "ray")
-    with open(log, "w") as out:
-        proc = subprocess.Popen(["ip", "netns", "exec", node.namespace, *prefix, *args], stdout=out,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    deadline = time.monotonic() + JOIN_TIMEOUT_S
-    while "Ray runtime started" not in log.read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"node {node.name} did not start: {log.read_text()[-1500:]}")
-        time.sleep(0.2)
-    return proc
-
-
-def _start_relay(state: TopologyState, node: NodeState, port: int) -> subprocess.Popen:
-    """node_ip:port → the node's own 127.0.0.1:port, delayed by the link when netem does not do it."""
-    link = node.link if state.method == "relay" else None
-    delay = ["--delay-ms", f"{link.delay_ms / 2:g}", "--jitter-ms", f"{link.jitter_ms / 2:g}"] if link else []
-    cmd = [sys.executable, "-m", "harness.topology.relay", "--listen", f"{node.ip}:{port}", "--to", f"127.0.0.1:{port}", *delay]
-    with open(_log(state, node, f"relay-{port}"), "w") as out:
-        return subprocess.Popen(["ip", "netns", "exec", node.namespace, *cmd], stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+def _keep_logs(state: TopologyState) -> Path | None:
+    """The logs of a failed `up`, copied beside the state file before `down` removes the temp dir."""
+    logs = sorted(Path(state.temp_root).glob("*.log"))
+    if not logs:
+        return None
+    kept = state_path(state.name).with_suffix(".up-failed.log")
+    kept.write_text("".join(f"==> {log.name}\n{log.read_text(errors='replace')[-20000:]}\n" for log in logs))
+    return kept
 
 
 def resolve(name_or_file: str) -> TopologyState | None:
@@ -149,23 +148,20 @@ def resolve(name_or_file: str) -> TopologyState | None:
 
 
 def down(name_or_file: str) -> bool:
-    """Stop every process, remove cgroups, links and namespaces, delete the state. False if nothing was up."""
+    """Stop every process, remove cgroups, links and namespaces, delete the state. False if nothing was up.
+
+    The workers are stopped first (their raylets leave a live GCS within ~2 s), then the head (whose GCS and
+    raylet take over 10 s to end on SIGTERM: it gets a short grace, then SIGKILL; nothing of it is kept)."""
     state = resolve(name_or_file)
     if state is None:
         return False
+    nodes.stop([pid for n in state.nodes if not n.head for pid in n.pids], grace_s=5.0)
+    nodes.stop([pid for n in state.nodes if n.head for pid in n.pids], grace_s=2.0)
     for node in state.nodes:
-        for pid in node.pids:
-            _signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_alive(pid) for n in state.nodes for pid in n.pids):
-        time.sleep(0.1)
-    for node in state.nodes:
-        for pid in node.pids:
-            _signal_group(pid, signal.SIGKILL)
-        for c in node.controllers:  # anything left in the node's groups (a worker that left its session)
+        for c in node.controllers:  # anything left in the node's groups (a Ray worker runs in its own session)
             for pid in cgroups.pids(node.cgroup, c):
-                _kill(pid)
-    for node in state.nodes:
+                nodes.kill(pid)
+    for node in state.nodes:  # and anything left in its namespace; the veths go with the namespaces
         net.delete_namespace(node.namespace)
     net.delete_namespace(state.hub)
     for node in state.nodes:
@@ -173,28 +169,6 @@ def down(name_or_file: str) -> bool:
     shutil.rmtree(state.temp_root, ignore_errors=True)
     state_path(state.name).unlink(missing_ok=True)
     return True
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.killpg(pid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
 
 
 def exec_in(name: str, cmd: list[str]) -> int:
@@ -206,20 +180,23 @@ def exec_in(name: str, cmd: list[str]) -> int:
     # processes are visible on this one host); `ray.init(_node_ip_address=...)` does the same for other drivers
     env = {**os.environ, **state.environment(), "HARNESS_TOPOLOGY": str(state_path(state.name)),
            "HARNESS_NODE_IP": state.client.ip}
-    return subprocess.run(["ip", "netns", "exec", state.client.namespace, *cmd], env=env).returncode
+    return subprocess.run(["ip", "netns", "exec", state.client.namespace, *cmd], env=env, check=False).returncode
 
 
 def describe(state: TopologyState) -> list[str]:
     """One line per node: name, namespace, address, labels, CPUs, memory, link."""
     lines = []
+    width = max(len(n.namespace) for n in state.nodes)
     for n in state.nodes:
         role = "head" if n.head else ("client" if n.client else "worker")
         mem = f"{n.memory_bytes / 2**30:.1f} GiB" if n.memory_bytes else "no memory limit"
+        if n.memory_bytes and "memory" not in n.controllers:  # no cgroup v1 memory hierarchy here
+            mem += " (Ray's share only, not enforced)"
         link = "no shaping"
         if n.link is not None:
             rate = f", {n.link.rate_mbit:g} Mbit/s" if n.link.rate_mbit else ""
             link = f"{n.link.delay_ms:g} ms ± {n.link.jitter_ms:g} ms{rate} ({state.method})"
         labels = ",".join(f"{k}={v}" for k, v in n.labels.items()) or "-"
-        lines.append(f"{n.name:<8} {role:<6} {n.namespace:<22} {n.ip:<14} {labels:<12} {n.cpus:g} CPU "
+        lines.append(f"{n.name:<8} {role:<6} {n.namespace:<{width}} {n.ip:<14} {labels:<12} {n.cpus:g} CPU "
                      f"(cores {(n.cpuset or cgroups.last_cores(n.cpus)) if 'cpuset' in n.controllers else 'any'}), {mem}, {link}")
     return lines

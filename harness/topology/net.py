@@ -4,6 +4,7 @@ relay does it, harness.topology.relay). Every address is private, inside namespa
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 BRIDGE = "br0"
@@ -11,7 +12,7 @@ NODE_DEV = "eth0"
 
 
 def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(list(cmd), capture_output=True, text=True)
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)}: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc
@@ -41,7 +42,7 @@ def delete_namespace(ns: str) -> None:
 
 def netem_works() -> bool:
     """Whether this kernel has the netem qdisc (probed in a throwaway namespace)."""
-    probe = "harness-netem-probe"
+    probe = f"harness-probe-{os.getpid()}"  # its own: two `up`s at once must not share it
     delete_namespace(probe)
     add_namespace(probe)
     try:

@@ -15,6 +15,7 @@ import asyncio
 import random
 
 CHUNK = 65536
+MAX_HELD = 256  # chunks held at once, per direction of a connection
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay_s: float, jitter_s: float,
@@ -22,7 +23,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dela
     """Copy reader → writer; each chunk is written `delay ± jitter` after it arrived, in order. The end of the
     stream is passed on as a half-close, so the other direction goes on until it ends too."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(MAX_HELD)  # full: stop reading (backpressure)
 
     async def release() -> None:
         while True:

@@ -59,7 +59,7 @@ class Topology(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _shape(self) -> "Topology":
+    def _shape(self) -> Topology:
         import re
 
         for name in self.nodes:

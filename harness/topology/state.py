@@ -35,6 +35,7 @@ class TopologyState(BaseModel):
     name: str
     file: str
     method: str  # "netem" or "relay": how delay and jitter are applied
+    delays: str = ""  # what that method delays, in words (`harness cluster status` shows it)
     hub: str  # the namespace holding the bridge
     head_address: str  # GCS host:port
     auth: str
@@ -79,4 +80,5 @@ def save_state(state: TopologyState) -> Path:
 
 
 def load_state(path: str | Path) -> TopologyState:
+    """The state file `harness cluster up` wrote (`harness cluster exec` names it in $HARNESS_TOPOLOGY)."""
     return TopologyState.model_validate_json(Path(path).read_text())
