@@ -97,10 +97,8 @@ def test_launcher_configs_are_valid_and_authenticate(path: Path) -> None:
     assert not TOKEN_LIKE.search(text), "a literal token in the config"
 
 
-@pytest.mark.parametrize("path", LAUNCHER, ids=lambda p: p.name)
-def test_launcher_start_commands_export_the_token_as_bash_runs_them(path: Path, tmp_path: Path) -> None:
-    """Each start command, run by bash with a stand-in `ray` on PATH: `ray start` sees token mode and the token from
-    the file the launcher mounted, and the token is not on its command line."""
+def stand_in_ray(tmp_path: Path, body: str) -> tuple[str, Path, Path]:
+    """A token file in a fresh HOME, and a `ray` on a PATH folder that runs `body` (sh) instead: (token, HOME, folder)."""
     token = secrets.token_hex(32)
     home = tmp_path / "home"
     (home / ".ray").mkdir(parents=True)
@@ -108,9 +106,17 @@ def test_launcher_start_commands_export_the_token_as_bash_runs_them(path: Path, 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "ray"
-    fake.write_text('#!/bin/sh\n[ "$1" = start ] || exit 0\n'
-                    'printf "%s\\n" "MODE=$RAY_AUTH_MODE" "TOKEN=$RAY_AUTH_TOKEN" "STATS=$RAY_USAGE_STATS_ENABLED" "ARGS=$*"\n')
+    fake.write_text("#!/bin/sh\n" + body)
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    return token, home, bin_dir
+
+
+@pytest.mark.parametrize("path", LAUNCHER, ids=lambda p: p.name)
+def test_launcher_start_commands_export_the_token_as_bash_runs_them(path: Path, tmp_path: Path) -> None:
+    """Each start command, run by bash with a stand-in `ray` on PATH: `ray start` sees token mode and the token from
+    the file the launcher mounted, and the token is not on its command line."""
+    token, home, bin_dir = stand_in_ray(tmp_path, '[ "$1" = start ] || exit 0\n'
+                                        'printf "%s\\n" "MODE=$RAY_AUTH_MODE" "TOKEN=$RAY_AUTH_TOKEN" "STATS=$RAY_USAGE_STATS_ENABLED" "ARGS=$*"\n')
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(home), "RAY_HEAD_IP": "10.0.0.2"}
     for _, command in start_commands(yaml.safe_load(path.read_text())):
         out = subprocess.run(["bash", "-c", command], check=False, env=env, capture_output=True, text=True, timeout=30)
@@ -240,16 +246,8 @@ def test_the_edge_join_script_is_valid_shell() -> None:
 
 def test_the_edge_join_script_joins_with_the_token_and_labels(tmp_path: Path) -> None:
     """join.sh with a stand-in `ray` on PATH: the `ray start` it execs, and its environment."""
-    token = secrets.token_hex(32)
-    home = tmp_path / "home"
-    (home / ".ray").mkdir(parents=True)
-    (home / ".ray" / "harness_token").write_text(token + "\n")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "ray"
-    fake.write_text('#!/bin/sh\nprintf "%s\\n" "MODE=$RAY_AUTH_MODE" "TOKEN=$RAY_AUTH_TOKEN" '
-                    '"MEMTHRESH=$RAY_memory_usage_threshold" "STATS=$RAY_USAGE_STATS_ENABLED"\nprintf "ARG=%s\\n" "$@"\n')
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    token, home, bin_dir = stand_in_ray(tmp_path, 'printf "%s\\n" "MODE=$RAY_AUTH_MODE" "TOKEN=$RAY_AUTH_TOKEN" '
+                                        '"MEMTHRESH=$RAY_memory_usage_threshold" "STATS=$RAY_USAGE_STATS_ENABLED"\nprintf "ARG=%s\\n" "$@"\n')
     env = {"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home), "HEAD": "10.8.0.1", "NODE_IP": "10.8.0.7"}
     script = str(CLUSTERS / "edge" / "join.sh")
     out = subprocess.run(["bash", script, "2", "1500000000"], check=False, env=env, capture_output=True, text=True, timeout=30)
