@@ -36,7 +36,7 @@ backends:
 
 
 def run(scenario: Path, out: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "harness", "run", str(scenario), "--out", str(out)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", str(scenario), "--out", str(out)], capture_output=True, text=True, check=False,
                           env={**os.environ, "HARNESS_HISTORY": "off"})
     if proc.returncode != 0:
         raise SystemExit(f"run failed: {proc.stderr[-2000:]}")
@@ -44,7 +44,7 @@ def run(scenario: Path, out: Path) -> None:
 
 def compare(a: Path, b: Path, history: Path) -> dict:
     proc = subprocess.run([sys.executable, "-m", "harness", "compare", str(a), str(b), "--json", "--history", str(history)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if proc.returncode not in (0, 1):
         raise SystemExit(proc.stderr)
     return json.loads(proc.stdout)
@@ -95,7 +95,7 @@ def main() -> None:
         for a, b in itertools.combinations(runs, 2):
             report = compare(a, b, store)
             pairs += 1
-            regressed = [v for v in report["verdicts"] if v["verdict"] == "regressed"]
+            regressed = [v for v in report["verdicts"] if v["fails"]]  # regressed, or a deterministic figure changed
             false_alarms += len(regressed)
             pairs_alarmed += bool(regressed)
             worst = max((abs(v["delta_pct"] or 0) for v in report["verdicts"]), default=0.0)
@@ -103,10 +103,10 @@ def main() -> None:
                   f"{[(v['cell'], v['metric'], round(v['delta_pct'], 1)) for v in regressed] or 'none'}")
         print(f"same code, same machine, {label}: {false_alarms} false regression(s) in {pairs_alarmed} of {pairs} pairs of {len(runs)} runs")
         slow = compare(runs[0], plant(runs[0], work / "planted-slow", throughput=0.8), store)
-        flagged = sorted({v["metric"] for v in slow["verdicts"] if v["verdict"] == "regressed"})
+        flagged = sorted({v["metric"] for v in slow["verdicts"] if v["fails"]})
         print(f"planted 20% throughput drop, {label}: {'flagged' if 'throughput_eps' in flagged else 'MISSED'} ({', '.join(flagged) or 'nothing'})")
         nab = compare(runs[0], plant(runs[0], work / "planted-nab", nab_shift=-0.1), store)
-        flagged = sorted({v["metric"] for v in nab["verdicts"] if v["verdict"] == "regressed"})
+        flagged = sorted({v["metric"] for v in nab["verdicts"] if v["fails"]})
         print(f"planted NAB score change (-0.1), {label}: {'flagged' if 'nab_standard' in flagged else 'MISSED'} ({', '.join(flagged)})")
         for planted in ("planted-slow", "planted-nab"):
             shutil.rmtree(work / planted)
