@@ -118,6 +118,13 @@ class CorpusIndex:
     n_windows: int  # windows with at least one scored row
     label_windows: int  # windows in the label file (NAB's perfect score)
 
+    def normalised(self, profile: Profile, raw: float) -> float:
+        """NAB's normalised score of a raw score over this corpus: 0 is the null detector, 100 the perfect one.
+        Raw scores add up over files, so a raw score summed over parts of the corpus is normalised here too."""
+        null = -profile.fn_weight * self.n_windows
+        perfect = profile.tp_weight * self.label_windows
+        return 100.0 * (raw - null) / (perfect - null) if perfect != null else 0.0
+
     @classmethod
     def build(
         cls, files: Sequence[SeriesFile], probation_percent: float = PROBATION_PERCENT, label_windows: int | None = None
@@ -269,9 +276,7 @@ class NabSweep:
 
     def profile_score(self, profile: Profile, k: int, threshold: float | None = None) -> ProfileScore:
         raw = float(self.raw(profile, k))
-        null = -profile.fn_weight * self.n_windows
-        perfect = profile.tp_weight * self.index.label_windows
-        score = 100.0 * (raw - null) / (perfect - null) if perfect != null else 0.0
+        score = self.index.normalised(profile, raw)
         detected = int(self.cum_detected[k]) if k >= 0 else 0
         return ProfileScore(
             score=score,

@@ -59,8 +59,5 @@ def cross_validate(files: Sequence[SeriesFile], scores: Sequence[np.ndarray], pr
             threshold = train.threshold_at(train.optimize(p))
             plan[g] = threshold
             raw += float(test.raw(p, test.rank_for(threshold)))
-        null = -p.fn_weight * whole.n_windows
-        perfect = p.tp_weight * whole.index.label_windows
-        score = 100.0 * (raw - null) / (perfect - null) if perfect != null else 0.0
-        out[p.name] = CrossValidated(p.name, whole.profile_score(p, whole.optimize(p)).score, score, plan)
+        out[p.name] = CrossValidated(p.name, whole.profile_score(p, whole.optimize(p)).score, whole.index.normalised(p, raw), plan)
     return out

@@ -59,9 +59,6 @@ def cross_validate_policy(files: Sequence[SeriesFile], scores: Sequence[np.ndarr
             sweep = NabSweep(CorpusIndex.build([files[i] for i in idx], probation_percent), [alerted[i].astype(float) for i in idx])
             raw[c, j] = float(sweep.raw(profile, sweep.rank_for(ALERT)))
     index = CorpusIndex.build(files, probation_percent, label_windows)
-    null = -profile.fn_weight * index.n_windows
-    perfect = profile.tp_weight * index.label_windows
-    normalise = lambda r: 100.0 * (r - null) / (perfect - null) if perfect != null else 0.0  # noqa: E731
     totals = raw.sum(axis=1)
     best = int(np.argmax(totals))
     chosen, plan = 0.0, {}
@@ -70,4 +67,4 @@ def cross_validate_policy(files: Sequence[SeriesFile], scores: Sequence[np.ndarr
         c = int(np.argmax(others))
         plan[g] = repr(candidates[c])
         chosen += raw[c, j]
-    return PolicyCV(profile.name, normalise(totals[best]), repr(candidates[best]), normalise(chosen), plan)
+    return PolicyCV(profile.name, index.normalised(profile, totals[best]), repr(candidates[best]), index.normalised(profile, chosen), plan)
