@@ -14,6 +14,8 @@ import numpy as np
 
 from harness.corpus.layout import load_corpus
 from harness.scoring.results_layout import read_results_dir
+from harness.feedback.loop import FeedbackThreshold, LabelReviewer
+from harness.scoring.nab import alert_block_rows, probation_rows
 from harness.thresholds import Fixed, RollingQuantile, Spot
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,8 +34,12 @@ def main() -> None:
         alerts = sum(int(policy.apply(t, s).sum()) for t, s in zip(times, scores))
         took = time.perf_counter() - started
         print(f"{policy!r:<90} {rows:,} rows in {took:.3f} s ({rows / took:,.0f} rows/s), {alerts} alerts")
-
-
+    feedback = FeedbackThreshold(threshold=0.5)  # with a simulated reviewer whose verdicts arrive a day later
+    started = time.perf_counter()
+    alerts = sum(int(feedback.apply(t, s, LabelReviewer(t, f.windows, 86_400.0), alert_block_rows(f), probation_rows(f.n_rows)).sum())
+                 for f, t, s in zip(corpus.files, times, scores))
+    took = time.perf_counter() - started
+    print(f"{'FeedbackThreshold(threshold=0.5) + reviewer, 1 day':<90} {rows:,} rows in {took:.3f} s ({rows / took:,.0f} rows/s), {alerts} alerts")
 
 
 def honest_numbers() -> None:

@@ -112,6 +112,31 @@ def _parser() -> argparse.ArgumentParser:
     ce.add_argument("name", help="its name, or its file")
     ce.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND...")
 
+    fb = sub.add_parser("feedback", help="a run's review log: simulated or Label Studio verdicts, and what a feedback "
+                        "policy makes of them (docs/thresholds.md)").add_subparsers(dest="feedback_cmd", required=True, parser_class=_Parser)
+    fs = fb.add_parser("simulate", help="fill the review log's verdicts from the labels, standing in for reviewers")
+    fs.add_argument("run_dir")
+    fs.add_argument("--delay", type=_delay, default="1d", help="event time until a verdict arrives: 0, 30m, 6h, 1d (default), 2w")
+    fs.add_argument("--error-rate", type=_fraction, default=0.0, help="share of verdicts that are wrong (default 0)")
+    fs.add_argument("--seed", type=int, default=0)
+    fs.add_argument("--replace", action="store_true", help="also replace verdicts already in the log")
+    fx = fb.add_parser("export", help="the unjudged entries as Label Studio tasks, with its labeling config")
+    fx.add_argument("run_dir")
+    fi = fb.add_parser("import", help="verdicts from a Label Studio JSON export into the review log")
+    fi.add_argument("run_dir")
+    fi.add_argument("export_json", help="Label Studio's JSON export of the exported tasks")
+    fi.add_argument("--delay", type=_delay, default="0", help="event time after its alert from which a verdict may be used (default 0)")
+    fi.add_argument("--reviewer", default="label-studio", help="recorded in the log's reviewer column")
+    fe = fb.add_parser("evaluate", help="NAB score and false alarms with a feedback policy vs none, by reviewer delay")
+    fe.add_argument("run_dir")
+    fe.add_argument("--delays", type=lambda t: [_delay(x) for x in t.split(",") if x.strip()], default="0,1h,1d,7d",
+                    help="simulated reviewers' delays, comma-separated (default 0,1h,1d,7d)")
+    fe.add_argument("--error-rate", type=_fraction, default=0.0, help="the simulated reviewers' share of wrong verdicts")
+    fe.add_argument("--seed", type=int, default=0)
+    fe.add_argument("--band", type=float, default=0.015, help="a false alarm silences scores within this relative distance of its own (default 0.015)")
+    fe.add_argument("--forget", type=_delay, default="21d", help="event time after which a false alarm's silence ends (default 21d)")
+    fe.add_argument("--lower-on-miss", action="store_true", help="also lower a stream's threshold to a confirmed missed window's highest score")
+
     lb = sub.add_parser("leaderboard", help="print a run's leaderboard (run detectors + NAB's published scores)")
     lb.add_argument("run_dir", help="a results folder written by `harness run`")
 
@@ -120,6 +145,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("dest")
     s.add_argument("--seed", type=int, default=7)
     s.add_argument("--rows", type=int, default=4032, help="rows per file")
+
+    ij = c.add_parser("inject", help="plant spikes, level shifts, drifts, noise bursts and flat-lines into a corpus, "
+                      "with their windows and kinds (recall per kind in the run's table)")
+    ij.add_argument("source", help="a corpus in NAB's layout, or 'synthetic' for the embedded one")
+    ij.add_argument("dest", help="the new corpus folder (absent or empty)")
+    ij.add_argument("--kinds", type=_only, default=None, help="comma-separated, default all: spike,level_shift,drift,noise_burst,flatline")
+    ij.add_argument("--per-file", type=int, default=1, help="anomalies planted per file (default 1)")
+    ij.add_argument("--seed", type=int, default=0)
 
     n = sub.add_parser("nab", help="the Numenta Anomaly Benchmark").add_subparsers(dest="nab_cmd", required=True, parser_class=_Parser)
     f = n.add_parser("fetch", help="download NAB v1.1 at its pinned commit and verify every file's SHA-256")
@@ -140,6 +173,25 @@ def _only(text: str) -> list[str]:
     if not entries:
         raise argparse.ArgumentTypeError("expected categories or files, comma-separated")
     return entries
+
+
+def _delay(text: str) -> float:
+    from harness.feedback.review import parse_delay
+
+    try:
+        return parse_delay(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return value
 
 
 def _flatten(only: list[list[str]] | None) -> list[str] | None:
@@ -400,6 +452,60 @@ def cmd_cluster_exec(args) -> int:
     return exec_in(args.name, cmd)
 
 
+def cmd_feedback_simulate(args) -> int:
+    from harness.feedback.review import open_run, read_log, simulate
+
+    run = open_run(args.run_dir)
+    entries = read_log(run)
+    n = simulate(run, entries, args.delay, args.error_rate, args.seed, args.replace)
+    run.folder.write_review(entries)
+    print(f"{n} verdict(s) simulated ({sum(e.judged for e in entries)} of {len(entries)} entries judged): {run.folder.review_log}")
+    return 0
+
+
+def cmd_feedback_export(args) -> int:
+    from harness.feedback.labelstudio import LABEL_CONFIG, tasks
+    from harness.feedback.review import open_run, read_log
+
+    run = open_run(args.run_dir)
+    todo = tasks(read_log(run))
+    paths = run.folder.write_labelstudio(todo, LABEL_CONFIG)
+    print(f"{len(todo)} task(s) for Label Studio: import {paths[0]} into a project labelled with {paths[1]}")
+    return 0
+
+
+def cmd_feedback_import(args) -> int:
+    from harness.feedback.labelstudio import read_export
+    from harness.feedback.review import import_verdicts, open_run, read_log
+
+    run = open_run(args.run_dir)
+    entries = read_log(run)
+    verdicts = read_export(args.export_json)
+    n, unknown = import_verdicts(entries, verdicts, args.delay, args.reviewer)
+    if unknown:
+        raise InputError(f"{len(unknown)} task(s) name entries this run's log does not have, e.g. {unknown[0]!r}: "
+                         "export from this run", args.export_json)
+    run.folder.write_review(entries)
+    print(f"{n} verdict(s) imported ({sum(e.judged for e in entries)} of {len(entries)} entries judged): {run.folder.review_log}")
+    return 0
+
+
+def cmd_feedback_evaluate(args) -> int:
+    import pandas as pd
+
+    from harness import report
+    from harness.feedback.review import evaluate, open_run, read_log
+
+    run = open_run(args.run_dir)
+    policy = {"band": args.band, "forget_s": args.forget, "lower_on_miss": args.lower_on_miss}
+    table = pd.DataFrame(evaluate(run, policy, args.delays, args.error_rate, args.seed, read_log(run)))
+    md = report.markdown(table)
+    path = run.folder.write_feedback(table.to_csv(index=False), md)
+    print(md, end="")
+    print(f"\nfeedback: {path}")
+    return 0
+
+
 def cmd_leaderboard(args) -> int:
     from harness.results.folder import RunFolder
 
@@ -411,6 +517,21 @@ def cmd_corpus_synth(args) -> int:
     from harness.corpus.synthetic import write_corpus
 
     print(write_corpus(args.dest, args.seed, args.rows))
+    return 0
+
+
+def cmd_corpus_inject(args) -> int:
+    from harness.corpus.inject import KINDS, inject, write_injected
+    from harness.corpus.layout import check_layout, load_corpus
+
+    if args.source == "synthetic":
+        from harness.corpus.synthetic import cached_corpus_root
+
+        source = cached_corpus_root()
+    else:
+        source = check_layout(args.source)
+    files, counts = inject(load_corpus(source), tuple(args.kinds or KINDS), args.per_file, args.seed)
+    print(f"{write_injected(args.dest, files)}: planted {', '.join(f'{n} {k}' for k, n in counts.items())}")
     return 0
 
 
@@ -459,7 +580,12 @@ COMMANDS = {
     ("cluster", "down"): cmd_cluster_down,
     ("cluster", "status"): cmd_cluster_status,
     ("cluster", "exec"): cmd_cluster_exec,
+    ("feedback", "simulate"): cmd_feedback_simulate,
+    ("feedback", "export"): cmd_feedback_export,
+    ("feedback", "import"): cmd_feedback_import,
+    ("feedback", "evaluate"): cmd_feedback_evaluate,
     ("corpus", "synth"): cmd_corpus_synth,
+    ("corpus", "inject"): cmd_corpus_inject,
     ("nab", "fetch"): cmd_nab_fetch,
     ("nab", "score"): cmd_nab_score,
 }

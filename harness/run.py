@@ -216,6 +216,18 @@ def render(folder: RunFolder, p: Plan, results: dict[str, CellResult]) -> None:
     folder.write_plot(report.pr_plot({cid: folder.curve(cid) for cid in ok}))
     policies = report.build_thresholds_table(ordered)
     folder.write_thresholds(None if policies is None else (policies.to_csv(index=False), report.markdown(policies)))
+    write_review_log(folder, p, ordered)
     serving = report.build_serving_table(ordered)
     folder.write_serving(None if serving is None else (serving.to_csv(index=False), report.markdown(serving)),
                          report.latency_plot(ordered))
+
+
+def write_review_log(folder: RunFolder, p: Plan, results: list[CellResult]) -> None:
+    """The review log of the ok cells' alerts and missed windows (harness.feedback), keeping verdicts already in it."""
+    from harness.feedback.log import merged
+    from harness.feedback.review import build_log, reviewable
+
+    cells = reviewable(folder, results)
+    previous = folder.read_review()
+    if cells or previous:
+        folder.write_review(merged(build_log(cells, p.corpus), previous or []))

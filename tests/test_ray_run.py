@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -97,6 +98,69 @@ def test_quickstart_leaderboard_and_plot(quickstart_run):
     assert (out / "pr_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     shown = subprocess.run(harness_cmd("leaderboard", str(out)), capture_output=True, text=True, cwd=REPO)
     assert shown.returncode == 0 and "| rank |" in shown.stdout
+
+
+def test_quickstart_recall_by_kind_adds_up_to_recall(quickstart_run):
+    """The embedded corpus names its windows' kinds: the table's recall per kind adds up to its recall."""
+    _, out = quickstart_run
+    table = read_table(out).set_index("cell")
+    for cell in QUICKSTART_CELLS[1:]:
+        parts = [re.fullmatch(r"(\w+) (\d+)/(\d+)", p.strip()).groups() for p in table.loc[cell, "recall_by_kind"].split(",")]
+        assert {k for k, _, _ in parts} == {"spike", "level_shift", "drift", "flatline", "noise_burst", "frequency_change"}
+        detected, windows = sum(int(d) for _, d, _ in parts), sum(int(n) for _, _, n in parts)
+        assert windows == 16 and detected / windows == pytest.approx(table.loc[cell, "recall"])
+
+
+def test_quickstart_review_loop(quickstart_run, cli_env, tmp_path):
+    """The run's review log: each cell's alerts and missed windows; Label Studio out and back; simulated
+    reviewers; a replayed log decides exactly as the simulated reviewer it recorded."""
+    from harness.feedback.log import parse
+
+    from conftest import harness, one_error_line
+
+    run = tmp_path / "run"
+    shutil.copytree(quickstart_run[1], run)
+    log = run / "review" / "log.csv"
+    entries = parse(log.read_text(), log)
+    assert {e.cell for e in entries} == set(QUICKSTART_CELLS) and not any(e.judged for e in entries)
+    for cell in QUICKSTART_CELLS:
+        at = json.loads((run / "cells" / cell / "result.json").read_text())["tasks"]["score"]["result"]["nab"]["detection"]["standard"]
+        assert sum(e.cell == cell and e.kind == "missed" for e in entries) == at["windows"] - at["detected_windows"]
+
+    proc = harness(cli_env, "feedback", "export", run)
+    assert proc.returncode == 0, proc.stderr
+    tasks = json.loads((run / "review" / "labelstudio-tasks.json").read_text())
+    assert len(tasks) == len(entries) and "<Choices name=\"verdict\"" in (run / "review" / "labelstudio-config.xml").read_text()
+    annotated = [{**t, "annotations": [{"was_cancelled": False, "result": [
+        {"from_name": "verdict", "to_name": "summary", "type": "choices", "value": {"choices": ["normal"]}}]}]} for t in tasks]
+    (tmp_path / "export.json").write_text(json.dumps(annotated))
+    proc = harness(cli_env, "feedback", "import", run, tmp_path / "export.json", "--delay", "1d")
+    assert proc.returncode == 0 and f"{len(entries)} verdict(s) imported" in proc.stdout, proc.stderr
+    imported = parse(log.read_text(), log)
+    assert all(e.verdict == "normal" and e.reviewer == "label-studio" for e in imported)
+    first = next(e for e in imported if e.kind == "alert")
+    assert (np.datetime64(first.verdict_at.replace(" ", "T")) - np.datetime64(first.time.replace(" ", "T"))) == np.timedelta64(1, "D")
+
+    foreign = [{**annotated[0], "data": {**annotated[0]["data"], "review_id": "other|x.csv|alert|1"}}]
+    (tmp_path / "foreign.json").write_text(json.dumps(foreign))
+    before = log.read_bytes()
+    assert "entries this run's log does not have" in one_error_line(harness(cli_env, "feedback", "import", run, tmp_path / "foreign.json"))
+    assert log.read_bytes() == before
+
+    proc = harness(cli_env, "feedback", "simulate", run, "--delay", "1d", "--replace")
+    assert proc.returncode == 0, proc.stderr
+    simulated = parse(log.read_text(), log)
+    assert {e.verdict for e in simulated if e.kind == "missed"} == {"anomaly"} and {e.verdict for e in simulated} == {"anomaly", "normal"}
+    proc = harness(cli_env, "feedback", "evaluate", run, "--delays", "1d")
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(run / "review" / "feedback.csv", keep_default_na=False)
+    for cell in QUICKSTART_CELLS:
+        rows = table[table["cell"] == cell]
+        assert rows["feedback"].str.split(" ").str[0].tolist() == ["none", "review", "simulated"]
+        replayed, live = rows.iloc[1], rows.iloc[2]
+        assert live["delay"] == "1d" and replayed["nab_standard"] == live["nab_standard"] and replayed["fp_events"] == live["fp_events"]
+        assert live["fp_events"] <= rows.iloc[0]["fp_events"]  # silencing never adds a false alarm
+    assert "not a run folder" in one_error_line(harness(cli_env, "feedback", "evaluate", tmp_path / "nowhere"))
 
 
 def write_scenario(path: Path, detectors: str) -> Path:

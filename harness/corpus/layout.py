@@ -25,6 +25,7 @@ from harness.corpus.csvcolumns import column_bytes, float_column, line_count
 from harness.errors import InputError
 
 LABELS = Path("labels") / "combined_windows.json"
+TYPES_FILE = Path("labels") / "anomaly_types.json"  # optional: {relative path: [the kind of each window, in order]}
 
 
 @dataclass
@@ -40,6 +41,7 @@ class SeriesFile:
     timestamps: np.ndarray | None = None  # datetime64[s]
     values: np.ndarray | None = None  # float64
     raw: bytes | None = field(default=None, repr=False)
+    kinds: list[str] | None = None  # each window's anomaly kind (labels/anomaly_types.json), when the corpus has them
 
     def timestamps_at(self, rows) -> np.ndarray:
         """datetime64[s] of the given rows."""
@@ -117,6 +119,24 @@ def read_labels(root: Path) -> dict[str, list[list[str]]]:
     return labels
 
 
+def read_kinds(root: Path, windows: dict[str, int]) -> dict[str, list[str]] | None:
+    """labels/anomaly_types.json, checked against the windows (`windows`: file -> how many); None without one."""
+    path = root / TYPES_FILE
+    if not path.is_file():
+        return None
+    try:
+        kinds = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"expected a JSON object of anomaly kinds, could not parse it ({exc})", path) from None
+    if not isinstance(kinds, dict):
+        raise InputError("expected a JSON object {relative path: [kind of each window, ...]}", path)
+    for name, n in windows.items():
+        got = kinds.get(name, [])
+        if not isinstance(got, list) or len(got) != n or not all(isinstance(k, str) and k for k in got):
+            raise InputError(f"expected {n} kind name(s), one per window of {LABELS.as_posix()}", path, name)
+    return kinds
+
+
 def select(names: Sequence[str], only: Sequence[str]) -> list[str]:
     """The labelled file names that `only` selects: each entry is a category (`realTraffic`) or a file
     (`realTraffic/speed_6005.csv`). ValueError naming the first entry that matches nothing."""
@@ -147,6 +167,11 @@ def load_corpus(root: str | Path, values: bool = True, only: Sequence[str] = ())
     digest = hashlib.sha256()
     files = [_load_file(root, name, labels[name], values, digest) for name in names]
     digest.update(json.dumps({n: labels[n] for n in names}, sort_keys=True).encode())
+    kinds = read_kinds(root, {f.name: len(f.windows) for f in files})
+    if kinds is not None:
+        for f in files:
+            f.kinds = kinds.get(f.name, [])
+        digest.update(json.dumps({n: kinds.get(n, []) for n in names}, sort_keys=True).encode())
     profiles = root / "config" / "profiles.json"
     if profiles.is_file():
         digest.update(profiles.read_bytes())

@@ -23,15 +23,20 @@ import numpy as np
 
 from harness.atomic import write_bytes
 from harness.cache import cache_root
+from harness.corpus.layout import TYPES_FILE
 from harness.errors import InputError
 from harness.scoring.nab import WINDOW_SHARE
 
-GENERATOR_VERSION = 1  # bump whenever the output changes, so cached corpora are rebuilt
+GENERATOR_VERSION = 2  # bump whenever the output changes, so cached corpora are rebuilt
 
 START = np.datetime64("2026-01-01T00:00:00", "s")
 STEP = np.timedelta64(300, "s")  # 5 minutes
 PERIOD = 288  # rows per day
 MIN_ROWS = 500
+
+
+KIND_NAMES = {"spike": "spike", "shift": "level_shift", "drift": "drift", "flatline": "flatline", "noise": "noise_burst",
+              "frequency": "frequency_change"}  # as labels/anomaly_types.json names them (harness.corpus.inject)
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,7 @@ def generate(seed: int = 7, n_rows: int = 4032) -> dict[str, bytes]:
         points[spec.name] = [str(stamps[a]) for a in starts]
     files["labels/combined_windows.json"] = (json.dumps(windows, indent=4) + "\n").encode()
     files["labels/combined_labels.json"] = (json.dumps(points, indent=4) + "\n").encode()
+    files[TYPES_FILE.as_posix()] = (json.dumps({s.name: [KIND_NAMES[a.kind] for a in s.anomalies] for s in _SPECS}, indent=4) + "\n").encode()
     return files
 
 
@@ -124,8 +130,13 @@ def write_corpus(dest: str | Path, seed: int = 7, n_rows: int = 4032) -> Path:
     """Write the corpus to `dest` all at once: built in a sibling temporary folder, then renamed into place,
     so an interrupted run never leaves a half-written corpus that would later pass for a complete one."""
     dest = Path(dest)
-    _check_free(dest)
-    files = generate(seed, n_rows)
+    check_free(dest)
+    return write_tree(dest, generate(seed, n_rows))
+
+
+def write_tree(dest: Path, files: dict[str, bytes]) -> Path:
+    """Write {relative path: bytes} as the folder `dest`, whole or not at all (a sibling temporary folder
+    renamed into place); `dest` must be absent or an empty folder."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
@@ -135,7 +146,7 @@ def write_corpus(dest: str | Path, seed: int = 7, n_rows: int = 4032) -> Path:
         try:
             os.replace(tmp, dest)  # replaces dest only if it is (still) an empty folder
         except OSError:
-            _check_free(dest)  # someone filled or created it meanwhile: say so in the usual words
+            check_free(dest)  # someone filled or created it meanwhile: say so in the usual words
             raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -164,7 +175,7 @@ def _complete(root: Path) -> bool:
     return (root / "labels" / "combined_windows.json").is_file()
 
 
-def _check_free(dest: Path) -> None:
+def check_free(dest: Path) -> None:
     if dest.is_dir():
         if any(dest.iterdir()):
             raise InputError("already exists and is not empty; choose another folder", dest)

@@ -27,6 +27,7 @@ class Column:
     value: Callable[[CellResult], Any] | None = None  # None: derived from other columns by the table
     backend: bool = False  # shown only when the run has backend cells
     target: bool = False  # shown only when the run has cells on targets
+    kinds: bool = False  # shown only when the corpus names its windows' anomaly kinds
     exact: bool = False  # printed with every digit (thresholds: 0.99999999999955 must not read as 1)
 
 
@@ -79,6 +80,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("f1", "event-based F1 at the standard profile's threshold (docs/metrics.md)", "", "higher", DETERMINISTIC, _det("f1")),
     Column("alert_precision", "detected windows / (detected windows + false-positive alert events)", "", "higher", DETERMINISTIC, _det("precision")),
     Column("recall", "detected windows / windows", "", "higher", DETERMINISTIC, _det("recall")),
+    Column("recall_by_kind", "windows detected / windows of each anomaly kind, at the same threshold, when the corpus "
+           "names its windows' kinds (labels/anomaly_types.json: the embedded corpus, `harness corpus inject`)",
+           value=lambda r: ", ".join(f"{k} {d}/{n}" for k, (d, n) in r.score.recall_by_kind.items())
+           if r.score and r.score.recall_by_kind else None, kinds=True),
     Column("range_f1", "range-based F1 (Tatbul et al. 2018) at the same threshold", "", "higher", DETERMINISTIC, _det("range_f1")),
     Column("range_precision", "range-based precision: the share of each alert's extent inside windows", "", "higher", DETERMINISTIC, _det("range_precision")),
     Column("range_recall", "range-based recall: half for flagging a window, half for covering it", "", "higher", DETERMINISTIC, _det("range_recall")),
@@ -114,8 +119,8 @@ COLUMNS: tuple[Column, ...] = (
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 
 
-def columns(with_backends: bool, with_targets: bool = False) -> list[Column]:
-    return [c for c in COLUMNS if (with_backends or not c.backend) and (with_targets or not c.target)]
+def columns(with_backends: bool, with_targets: bool = False, with_kinds: bool = False) -> list[Column]:
+    return [c for c in COLUMNS if (with_backends or not c.backend) and (with_targets or not c.target) and (with_kinds or not c.kinds)]
 
 
 # --- the serving table (serving.csv): one row per load run of a served variant ---------------------------------
@@ -202,5 +207,6 @@ POLICY_COLUMNS: tuple[Column, ...] = (
     Column("latency_mean_s", "mean seconds from a window's first row to its first alert", "s", "lower", DETERMINISTIC,
            lambda x: x[1]["latency_mean_s"]),
     Column("fp_events", "false-positive alert events", "events", "lower", DETERMINISTIC, lambda x: x[1]["fp_events"]),
-    Column("folds", "each category's candidate (cross-validation by category)", value=lambda x: "; ".join(f"{k}: {v}" for k, v in x[1]["folds"].items())),
+    Column("folds", "the categories whose candidate (chosen on the other categories) differs from the oracle's; `same` "
+           "when none does", value=lambda x: "; ".join(f"{k}: {v}" for k, v in x[1]["folds"].items() if v != x[1]["oracle_params"]) or "same"),
 )

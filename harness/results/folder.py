@@ -8,6 +8,9 @@
     <out>/cells/<cell>/handoff.pkl          what the scoring task hands the timing task (model, windows)
     <out>/nab/<cell>/<category>/<cell>_<file>.csv   ok cells' scores in NAB's results layout (at render)
     <out>/table.csv, table.md, leaderboard.csv, leaderboard.md, pr_curves.png
+    <out>/review/log.csv                    the review log (harness.feedback.log): rebuilt at render, verdicts kept
+    <out>/review/feedback.csv, feedback.md  `harness feedback evaluate`'s table
+    <out>/review/labelstudio-tasks.json, labelstudio-config.xml   `harness feedback export`
 
 Every write is atomic (harness.atomic). A task's artefacts are written before its record, and the record is
 what `--resume` trusts: a task is done when its record says `ok`, so an interruption between the two costs
@@ -228,6 +231,36 @@ class RunFolder:
                 (self.root / name).unlink(missing_ok=True)
             else:
                 write_text(self.root / name, content)
+
+    # --- the review loop (harness.feedback) -------------------------------------------------------------------
+    @property
+    def review_log(self) -> Path:
+        return self.root / "review" / "log.csv"
+
+    def read_review(self) -> list | None:
+        """The review log's entries (None: the run has none)."""
+        from harness.feedback.log import parse
+
+        path = self.review_log
+        return parse(path.read_text(), path) if path.is_file() else None
+
+    def write_review(self, entries: list) -> None:
+        from harness.feedback.log import render
+
+        write_text(self.review_log, render(entries))
+
+    def write_feedback(self, csv: str, markdown: str) -> Path:
+        write_text(self.root / "review" / "feedback.csv", csv)
+        write_text(self.root / "review" / "feedback.md", markdown)
+        return self.root / "review" / "feedback.md"
+
+    def write_labelstudio(self, tasks: list, config: str) -> tuple[Path, Path]:
+        from harness.atomic import write_json
+
+        paths = self.root / "review" / "labelstudio-tasks.json", self.root / "review" / "labelstudio-config.xml"
+        write_json(paths[0], tasks)
+        write_text(paths[1], config)
+        return paths
 
     def serving_markdown(self) -> str | None:
         path = self.root / "serving.md"

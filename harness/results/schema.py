@@ -90,6 +90,7 @@ class ScoreResult(_Record):
     cross_validated: dict[str, float] | None = None  # per profile: NAB score at thresholds chosen on other categories
     cv_folds: dict[str, dict[str, float]] | None = None  # per profile: category -> the threshold its files were scored at
     policies: list[PolicyFigures] = Field(default_factory=list)  # the scenario's threshold policies (scoring.policies)
+    recall_by_kind: dict[str, tuple[int, int]] | None = None  # kind -> (windows detected, windows) at the standard threshold
 
 
 class LatencyFigures(_Record):

@@ -52,6 +52,12 @@ def run(task: Task, ctx: RunContext, inputs: dict[str, Any], progress: Progress)
         probation_percent=ctx.probation_percent,
         detect_s=detect_s,
     )
+    if any(f.kinds for f in ctx.corpus.files):  # what the detector misses, by anomaly kind
+        from harness.corpus.inject import recall_by_kind
+
+        at = report.profiles["standard"].threshold
+        result.recall_by_kind = recall_by_kind([f.windows for f in ctx.corpus.files], [f.kinds or [] for f in ctx.corpus.files],
+                                               [s >= at for s in scores], [probation_rows(f.n_rows, ctx.probation_percent) for f in ctx.corpus.files])
     if thresholds is None and len({category(f) for f in ctx.corpus.files}) >= 2:  # the honest number beside NAB's
         cv = cross_validate(ctx.corpus.files, scores, ctx.profiles, ctx.probation_percent, ctx.corpus.label_windows)
         result.cross_validated = {name: r.cross_validated for name, r in cv.items()}

@@ -1,0 +1,2 @@
+"""The review loop: a run's review log, verdicts from people (Label Studio) or a simulated reviewer, and a
+feedback policy that uses the verdicts once they have arrived (docs/thresholds.md, "The feedback loop")."""

@@ -1,0 +1,164 @@
+"""The review log of a run (`review/log.csv`): every alert event of every ok cell, and at the end every labelled
+window that closed without one, for people (or `harness feedback simulate`) to judge.
+
+A cell's alerts are those of its NAB standard threshold (optimised, or from the scenario's thresholds file), the
+threshold the table reports; events are cut as `harness.feedback.loop` cuts them. The log is rebuilt from the
+cells' scores at every render, and verdicts already in it are kept (matched by `id`), so resuming a run never
+loses a reviewer's work. Verdicts: `anomaly` or `normal` (for a missed window: the label is right, or wrong);
+`verdict_at` is the event time from which a feedback policy may use the verdict.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from harness.corpus.layout import SeriesFile
+from harness.errors import InputError
+from harness.feedback.loop import ALERT, MISSED, FeedbackThreshold, LabelReviewer, Verdict
+from harness.scoring.nab import alert_block_rows, probation_rows
+from harness.thresholds.evaluate import event_seconds
+
+VERDICTS = ("anomaly", "normal")
+
+
+@dataclass
+class Entry:
+    id: str
+    cell: str
+    detector: str
+    policy: str
+    threshold: float
+    stream: str
+    kind: str  # alert | missed
+    first_row: int
+    last_row: int
+    time: str
+    end_time: str
+    score: float  # an alert event's highest score; a missed window's highest score (how close it came)
+    verdict: str = ""
+    verdict_at: str = ""
+    reviewer: str = ""
+
+    @property
+    def judged(self) -> bool:
+        return bool(self.verdict)
+
+
+COLUMNS = [f.name for f in fields(Entry)]
+
+
+def stamp(seconds: float) -> str:
+    return str(np.datetime64(int(seconds), "s")).replace("T", " ")
+
+
+def seconds_of(stamp: str, where: str) -> float:
+    try:
+        return float(np.datetime64(stamp.replace(" ", "T"), "s").astype(np.int64))
+    except ValueError:
+        raise InputError(f"expected a time like 2014-04-10 07:15:00, got {stamp!r}", where) from None
+
+
+def stream_verdicts(policy: FeedbackThreshold, f: SeriesFile, scores: np.ndarray, reviewer: LabelReviewer,
+                    probation_percent: float) -> list[tuple[Verdict, int]]:
+    """The policy run without feedback over one file, and what `reviewer` says of every event and missed
+    window, each with its event's last row."""
+    asked: list[Verdict] = []
+
+    class _Asking:
+        def alert(self, first_row: int) -> None:
+            asked.append(reviewer.alert(first_row))
+
+        def closed(self, row: int, alerted_since: int) -> None:
+            v = reviewer.closed(row, alerted_since)
+            if v is not None:
+                asked.append(v)
+
+    alerts = policy.apply(event_seconds(f), scores, _Asking(), alert_block_rows(f), probation_rows(f.n_rows, probation_percent))
+    block = alert_block_rows(f)
+    out = []
+    for v in asked:
+        last = v.last_row
+        if v.kind == ALERT:
+            while last + 1 < len(alerts) and alerts[last + 1] and last + 1 - v.first_row < block:
+                last += 1
+        out.append((v, last))
+    return out
+
+
+def build_entries(cell: str, detector: str, policy_name: str, threshold: float, files: Sequence[SeriesFile],
+                  scores: Sequence[np.ndarray], probation_percent: float) -> list[Entry]:
+    """One cell's alert events and missed windows, unjudged."""
+    policy = FeedbackThreshold(threshold=threshold)
+    entries = []
+    for f, s in zip(files, scores):
+        t = event_seconds(f)
+        s = np.asarray(s, np.float64)
+        for v, last in stream_verdicts(policy, f, s, LabelReviewer(t, f.windows, math.inf), probation_percent):
+            entries.append(Entry(
+                id=f"{cell}|{f.name}|{v.kind}|{v.first_row}", cell=cell, detector=detector, policy=policy_name,
+                threshold=threshold, stream=f.name, kind=v.kind, first_row=v.first_row, last_row=last,
+                time=stamp(t[v.first_row]), end_time=stamp(t[last]), score=float(s[v.first_row : last + 1].max()),
+            ))
+    return entries
+
+
+def render(entries: Iterable[Entry]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for e in entries:
+        w.writerow({**asdict(e), "threshold": repr(e.threshold), "score": repr(e.score)})
+    return buf.getvalue()
+
+
+def parse(text: str, path: Path) -> list[Entry]:
+    """A review log's entries; one InputError naming the file and row for anything else."""
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None or [c for c in COLUMNS if c not in reader.fieldnames]:
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        raise InputError(f"not a review log: missing columns {', '.join(missing)}", path)
+    out = []
+    for n, row in enumerate(reader, start=2):
+        where = f"line {n}"
+        try:
+            e = Entry(**{**{c: row[c] for c in COLUMNS}, "threshold": float(row["threshold"]), "score": float(row["score"]),
+                         "first_row": int(row["first_row"]), "last_row": int(row["last_row"])})
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{where}: {exc}", path) from None
+        if e.kind not in (ALERT, MISSED):
+            raise InputError(f"{where}: kind must be {ALERT} or {MISSED}, got {e.kind!r}", path)
+        if e.verdict and e.verdict not in VERDICTS:
+            raise InputError(f"{where}: verdict must be empty, {' or '.join(VERDICTS)}, got {e.verdict!r}", path)
+        if e.verdict and e.verdict_at:
+            seconds_of(e.verdict_at, f"{path}: {where}: verdict_at")
+        out.append(e)
+    return out
+
+
+def merged(fresh: list[Entry], previous: list[Entry]) -> list[Entry]:
+    """The rebuilt log with the verdicts of the previous one carried over, by id; judged entries of cells not
+    rebuilt (no longer ok) are kept as they were."""
+    judged = {e.id: e for e in previous if e.judged}
+    for e in fresh:
+        old = judged.get(e.id)
+        if old is not None:
+            e.verdict, e.verdict_at, e.reviewer = old.verdict, old.verdict_at, old.reviewer
+    rebuilt = {e.cell for e in fresh}
+    return fresh + [e for e in judged.values() if e.cell not in rebuilt]
+
+
+def verdicts_of(entries: Iterable[Entry], stream: str) -> list[Verdict]:
+    """The judged entries of one stream as verdicts a feedback policy can replay (no verdict_at: at once)."""
+    out = []
+    for e in entries:
+        if e.stream == stream and e.judged:
+            at = seconds_of(e.verdict_at, "verdict_at") if e.verdict_at else seconds_of(e.time, "time")
+            out.append(Verdict(at, e.kind, e.first_row, e.last_row, e.verdict == "anomaly"))
+    return out

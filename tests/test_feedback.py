@@ -1,0 +1,173 @@
+"""The feedback loop (harness.feedback): verdicts are used only once they have arrived, a confirmed false alarm
+silences what scores like it (not what scores higher), a confirmed miss lowers the threshold, a replayed log
+decides as the reviewer it recorded; the review log and Label Studio round trips keep every verdict."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from harness.corpus.layout import SeriesFile
+from harness.errors import InputError
+from harness.feedback.labelstudio import CONTROL, read_export, tasks
+from harness.feedback.log import build_entries, merged, parse, render, stamp, verdicts_of
+from harness.feedback.loop import FeedbackThreshold, LabelReviewer, LogReviewer
+
+DAY = 86_400.0
+STEP = 300.0  # 5-minute records
+
+
+def stream(n: int = 288 * 10, alarms: dict[int, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    t = 1.6e9 + STEP * np.arange(n)
+    x = np.full(n, 0.1)
+    for row, value in (alarms or {}).items():
+        x[row] = value
+    return t, x
+
+
+def run(policy, t, x, windows=np.zeros((0, 2), np.int64), delay=0.0, error_rate=0.0):
+    return policy.apply(t, x, LabelReviewer(t, windows, delay, error_rate), block_rows=20)
+
+
+def test_without_arrived_verdicts_it_is_the_fixed_threshold() -> None:
+    t, x = stream(alarms={300: 0.8, 600: 0.9, 900: 0.8})
+    alerts = run(FeedbackThreshold(threshold=0.5), t, x, delay=math.inf)
+    assert (alerts == (x >= 0.5)).all()
+
+
+def test_a_confirmed_false_alarm_silences_alike_scores_once_its_verdict_arrives() -> None:
+    daily = {288 * d + 100: 0.80 + 0.001 * d for d in range(1, 8)}  # a pattern that recurs daily, scoring alike
+    t, x = stream(alarms={**daily, 288 * 8 + 100: 0.95})  # then something that scores far higher
+    policy = FeedbackThreshold(threshold=0.5, band=0.02, forget_s=None)
+    rows = sorted(daily)
+    same_day = run(policy, t, x, delay=0.0)
+    assert same_day[rows[0]] and not same_day[rows[1:]].any()  # the first is judged at once; the rest are silenced
+    assert same_day[288 * 8 + 100]  # a higher score still alerts
+    late = run(policy, t, x, delay=2.5 * DAY)  # the verdict arrives after the next two days' alarms
+    assert late[rows[:3]].all() and not late[rows[3:]].any()
+
+
+def test_a_silence_ends_after_forget_s() -> None:
+    t, x = stream(alarms={288 * d + 100: 0.8 for d in range(1, 9)})
+    alerts = run(FeedbackThreshold(threshold=0.5, band=0.02, forget_s=3.2 * DAY), t, x)
+    assert alerts[[288 + 100, 288 * 5 + 100]].all() and not alerts[[288 * 2 + 100, 288 * 4 + 100]].any()
+
+
+def test_a_true_alert_silences_nothing_and_a_confirmed_miss_lowers_the_threshold() -> None:
+    t, x = stream(alarms={500: 0.8, 800: 0.8, 1500: 0.3, 2000: 0.35})
+    windows = np.array([[480, 520], [780, 820], [1480, 1520], [1980, 2020]])
+    kept = run(FeedbackThreshold(threshold=0.5, lower_on_miss=False), t, x, windows)
+    assert kept[[500, 800]].all() and not kept[[1500, 2000]].any()
+    lowered = run(FeedbackThreshold(threshold=0.5, lower_on_miss=True, min_threshold=0.2), t, x, windows)
+    assert lowered[[500, 800, 2000]].all() and not lowered[1500]  # the miss at 0.3 is confirmed at 1520, then 0.35 alerts
+
+
+def test_a_wrong_reviewer_silences_true_alarms() -> None:
+    t, x = stream(alarms={500: 0.8, 800: 0.8})
+    windows = np.array([[480, 520], [780, 820]])
+    right = run(FeedbackThreshold(threshold=0.5), t, x, windows, error_rate=0.0)
+    wrong = run(FeedbackThreshold(threshold=0.5), t, x, windows, error_rate=1.0)
+    assert right[[500, 800]].all() and wrong[500] and not wrong[800]
+
+
+def test_verdicts_never_change_alerts_before_they_arrive() -> None:
+    rng = np.random.default_rng(3)
+    t, _ = stream()
+    x = rng.uniform(0, 1, len(t))
+    windows = np.array([[700, 760], [1800, 1860]])
+    policy = FeedbackThreshold(threshold=0.97)
+    delayed = run(policy, t, x, windows, delay=DAY)
+    never = run(policy, t, x, windows, delay=math.inf)
+    first = int(np.flatnonzero(never)[0])
+    cut = np.searchsorted(t, t[first] + DAY)  # no verdict can arrive before the first alert's, a day later
+    assert (delayed[:cut] == never[:cut]).all() and (delayed != never).any()
+
+
+def corpus_file(n: int = 2000) -> tuple[SeriesFile, np.ndarray]:
+    t = (np.datetime64("2026-01-01T00:00:00") + np.arange(n) * np.timedelta64(300, "s")).astype("datetime64[s]")
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 1, n)
+    f = SeriesFile("cat/a.csv", n, np.array([[600, 700], [1400, 1500]]), t, np.zeros(n))
+    x[650] = 1.5  # the first window is caught; the second is missed
+    x[1400:1501] = np.minimum(x[1400:1501], 0.5)
+    return f, x
+
+
+def test_the_review_log_replays_as_the_reviewer_it_recorded() -> None:
+    f, x = corpus_file()
+    entries = build_entries("c", "det", "nab_standard", 0.99, [f], [x], 0.15)
+    kinds = [e.kind for e in entries]
+    assert kinds.count("missed") == 1 and entries[kinds.index("missed")].first_row == 1400
+    assert all(e.first_row >= 300 and not e.judged for e in entries)  # nothing in probation (15% of 2000 rows)
+    reviewer = LabelReviewer(np.asarray(f.timestamps).astype(np.float64), f.windows, DAY)
+    for e in entries:  # what `harness feedback simulate` does
+        v = reviewer.alert(e.first_row) if e.kind == "alert" else reviewer.closed(e.last_row, -1)
+        e.verdict, e.verdict_at = ("anomaly" if v.anomaly else "normal"), stamp(v.arrives)
+    again = parse(render(entries), "log.csv")
+    assert again == entries
+    policy = FeedbackThreshold(threshold=0.99)
+    t = np.asarray(f.timestamps).astype(np.float64)
+    live = policy.apply(t, x, LabelReviewer(t, f.windows, DAY), 20, 300)
+    replayed = policy.apply(t, x, LogReviewer(verdicts_of(again, f.name)), 20, 300)
+    assert (live == replayed).all() and live.sum() < (x[300:] >= 0.99).sum()
+
+
+def test_a_rebuilt_log_keeps_every_verdict() -> None:
+    f, x = corpus_file()
+    old = build_entries("c", "det", "nab_standard", 0.99, [f], [x], 0.15)
+    gone = build_entries("gone", "det", "nab_standard", 0.99, [f], [x], 0.15)
+    old[0].verdict, old[0].verdict_at, old[0].reviewer = "normal", "2026-01-05 00:00:00", "ann"
+    gone[0].verdict = "anomaly"
+    fresh = merged(build_entries("c", "det", "nab_standard", 0.99, [f], [x], 0.15), old + gone)
+    assert fresh[0].verdict == "normal" and fresh[0].reviewer == "ann"
+    assert fresh[-1].cell == "gone" and fresh[-1].verdict == "anomaly"  # a cell no longer rebuilt keeps its verdicts
+
+
+def test_a_bad_log_is_one_clear_error() -> None:
+    f, x = corpus_file()
+    text = render(build_entries("c", "det", "nab_standard", 0.99, [f], [x], 0.15))
+    lines = text.splitlines()
+    assert lines[2].endswith(",,,")  # verdict, verdict_at and reviewer are empty
+    lines[2] = lines[2][:-3] + ",maybe,,"
+    with pytest.raises(InputError, match="log.csv: line 3: verdict must be empty, anomaly or normal"):
+        parse("\n".join(lines), "log.csv")
+    with pytest.raises(InputError, match="missing columns"):
+        parse("a,b\n1,2\n", "log.csv")
+
+
+def label_studio_export(todo: list[dict], verdict: str, cancelled_first: bool = False) -> list[dict]:
+    """What Label Studio's JSON export holds once someone has annotated the imported tasks."""
+    def annotation(choice, cancelled=False):
+        return {"id": 1, "was_cancelled": cancelled, "result": [
+            {"from_name": CONTROL, "to_name": "summary", "type": "choices", "value": {"choices": [choice]}}]}
+    out = []
+    for n, task in enumerate(todo):
+        annotations = [annotation(verdict)]
+        if cancelled_first:
+            annotations.append(annotation("anomaly" if verdict == "normal" else "normal", cancelled=True))
+        out.append({"id": n + 1, "data": task["data"], "annotations": annotations, "predictions": []})
+    return out
+
+
+def test_label_studio_round_trip(tmp_path) -> None:
+    f, x = corpus_file()
+    entries = build_entries("c", "det", "nab_standard", 0.99, [f], [x], 0.15)
+    entries[0].verdict = "anomaly"
+    todo = tasks(entries)
+    assert len(todo) == len(entries) - 1 and todo[0]["data"]["review_id"] == entries[1].id
+    assert {"title", "summary", "stream", "score"} <= set(todo[0]["data"])
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(label_studio_export(todo, "normal", cancelled_first=True)))
+    assert read_export(export) == {e.id: "normal" for e in entries[1:]}  # a cancelled annotation counts for nothing
+    export.write_text(json.dumps(label_studio_export(todo[:1], "perhaps")))
+    with pytest.raises(InputError, match="verdict must be anomaly or normal, got 'perhaps'"):
+        read_export(export)
+    export.write_text("[{]")
+    with pytest.raises(InputError, match="could not parse"):
+        read_export(export)
+    export.write_text(json.dumps([{"data": {"image": "x.png"}}]))
+    with pytest.raises(InputError, match="task 0: no data.review_id"):
+        read_export(export)
