@@ -42,7 +42,7 @@ def delay_text(seconds: float) -> str:
 
 
 @dataclass
-class Cell:
+class Reviewable:
     """An ok cell of a run, with what the review loop needs of it."""
 
     id: str
@@ -52,7 +52,7 @@ class Cell:
     scores: list[np.ndarray]
 
 
-def reviewable(folder: RunFolder, results: list[CellResult]) -> list[Cell]:
+def reviewable(folder: RunFolder, results: list[CellResult]) -> list[Reviewable]:
     out = []
     for r in results:
         score = r.score
@@ -60,11 +60,11 @@ def reviewable(folder: RunFolder, results: list[CellResult]) -> list[Cell]:
             continue
         scores = folder.scores(r.cell.id)
         if scores is not None:
-            out.append(Cell(r.cell.id, r.cell.detector, score.nab.profiles["standard"].threshold, score.probation_percent, scores))
+            out.append(Reviewable(r.cell.id, r.cell.detector, score.nab.profiles["standard"].threshold, score.probation_percent, scores))
     return out
 
 
-def build_log(cells: list[Cell], corpus: Corpus) -> list[Entry]:
+def build_log(cells: list[Reviewable], corpus: Corpus) -> list[Entry]:
     return [e for c in cells for e in build_entries(c.id, c.detector, POLICY, c.threshold, corpus.files, c.scores, c.probation_percent)]
 
 
@@ -72,7 +72,7 @@ def build_log(cells: list[Cell], corpus: Corpus) -> list[Entry]:
 class ReviewRun:
     folder: RunFolder
     corpus: Corpus
-    cells: list[Cell]
+    cells: list[Reviewable]
 
 
 def open_run(path: str | Path) -> ReviewRun:
