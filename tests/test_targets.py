@@ -69,7 +69,7 @@ def test_targets_place_cells_and_a_lost_node_fails_only_its_cells_until_resumed(
             ray_cluster.stop_node(edge)
     assert proc.returncode == 1, stderr[-3000:]
     first = results(out)
-    assert sorted(first) == sorted(f"{d}@{t}" for d in ("windowedGaussian", "Slow") for t in ("cloud", "edge", "moon"))
+    assert sorted(first) == sorted(f"{d}@{t}" for d in ("windowedGaussian", "Slow") for t in ("cloud", "edge", "moon")), stderr[-3000:]
     status = {cid: r["status"] for cid, r in first.items()}
     assert status["windowedGaussian@cloud"] == status["Slow@cloud"] == "ok"
     for cid in ("windowedGaussian@moon", "Slow@moon"):

@@ -179,7 +179,11 @@ class RayRunner:
         ray = self._ray
         nodes = ray.nodes()
         remote = ray.remote(max_retries=0, num_returns=2)(_entry)
-        actor = ray.remote(num_cpus=0)(_Progress).remote()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # beside the driver: on a node that may leave mid-run (an edge node), the progress would die with it
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        actor = ray.remote(num_cpus=0)(_Progress).options(scheduling_strategy=here).remote()
         context_ref = ray.put(context)
         outputs = {tid: ray.put(artefacts) for tid, artefacts in (finished or {}).items()}
         waiting = list(tasks)
