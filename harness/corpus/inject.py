@@ -12,8 +12,8 @@ and spread; the same seed gives the same bytes.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -45,7 +45,7 @@ def read_export(path: str | Path) -> dict[str, str]:
     """{review id: verdict} from a Label Studio JSON export; tasks without a usable annotation are left out."""
     path = Path(path)
     try:
-        data = json.loads(Path(path).read_bytes())
+        data = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise InputError("file does not exist", path) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import csv
 import io
-import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
 from harness.corpus.layout import SeriesFile
 from harness.errors import InputError
-from harness.feedback.loop import ALERT, MISSED, FeedbackThreshold, LabelReviewer, Verdict
+from harness.feedback.loop import ALERT, MISSED, NOBODY, FeedbackThreshold, Verdict
 from harness.scoring.nab import alert_block_rows, probation_rows
 from harness.thresholds.evaluate import event_seconds
 
@@ -65,33 +64,6 @@ def seconds_of(stamp: str, where: str) -> float:
         raise InputError(f"expected a time like 2014-04-10 07:15:00, got {stamp!r}", where) from None
 
 
-def stream_verdicts(policy: FeedbackThreshold, f: SeriesFile, scores: np.ndarray, reviewer: LabelReviewer,
-                    probation_percent: float) -> list[tuple[Verdict, int]]:
-    """The policy run without feedback over one file, and what `reviewer` says of every event and missed
-    window, each with its event's last row."""
-    asked: list[Verdict] = []
-
-    class _Asking:
-        def alert(self, first_row: int) -> None:
-            asked.append(reviewer.alert(first_row))
-
-        def closed(self, row: int, alerted_since: int) -> None:
-            v = reviewer.closed(row, alerted_since)
-            if v is not None:
-                asked.append(v)
-
-    alerts = policy.apply(event_seconds(f), scores, _Asking(), alert_block_rows(f), probation_rows(f.n_rows, probation_percent))
-    block = alert_block_rows(f)
-    out = []
-    for v in asked:
-        last = v.last_row
-        if v.kind == ALERT:
-            while last + 1 < len(alerts) and alerts[last + 1] and last + 1 - v.first_row < block:
-                last += 1
-        out.append((v, last))
-    return out
-
-
 def build_entries(cell: str, detector: str, policy_name: str, threshold: float, files: Sequence[SeriesFile],
                   scores: Sequence[np.ndarray], probation_percent: float) -> list[Entry]:
     """One cell's alert events and missed windows, unjudged."""
@@ -100,11 +72,17 @@ def build_entries(cell: str, detector: str, policy_name: str, threshold: float, 
     for f, s in zip(files, scores):
         t = event_seconds(f)
         s = np.asarray(s, np.float64)
-        for v, last in stream_verdicts(policy, f, s, LabelReviewer(t, f.windows, math.inf), probation_percent):
+        first = probation_rows(f.n_rows, probation_percent)
+        events: dict[int, int] = {}
+        alerts = policy.apply(t, s, NOBODY, alert_block_rows(f), first, events)
+        missed = [(int(lo), int(hi)) for lo, hi in f.windows if hi >= first and not alerts[lo : hi + 1].any()]
+        # in the order a reviewer would be asked: an alert when it starts, a missed window when it ends
+        spans = sorted([(a, ALERT, a, b) for a, b in events.items()] + [(hi, MISSED, lo, hi) for lo, hi in missed])
+        for _, kind, lo, hi in spans:
             entries.append(Entry(
-                id=f"{cell}|{f.name}|{v.kind}|{v.first_row}", cell=cell, detector=detector, policy=policy_name,
-                threshold=threshold, stream=f.name, kind=v.kind, first_row=v.first_row, last_row=last,
-                time=stamp(t[v.first_row]), end_time=stamp(t[last]), score=float(s[v.first_row : last + 1].max()),
+                id=f"{cell}|{f.name}|{kind}|{lo}", cell=cell, detector=detector, policy=policy_name,
+                threshold=threshold, stream=f.name, kind=kind, first_row=lo, last_row=hi,
+                time=stamp(t[lo]), end_time=stamp(t[hi]), score=float(s[lo : hi + 1].max()),
             ))
     return entries
 

@@ -60,14 +60,16 @@ class FeedbackThreshold(BaseModel):
     lower_on_miss: bool = Field(False, description="lower the threshold to a confirmed missed window's highest score")
     min_threshold: float = Field(-math.inf, description="the threshold is never lowered below this")
 
-    def apply(self, timestamps: np.ndarray, scores: np.ndarray, reviewer: Reviewer, block_rows: int, first_row: int = 0) -> np.ndarray:
+    def apply(self, timestamps: np.ndarray, scores: np.ndarray, reviewer: Reviewer, block_rows: int, first_row: int = 0,
+              events: dict[int, int] | None = None) -> np.ndarray:
         """Alerts (bool per record) over one stream, with `reviewer`'s verdicts used once they have arrived.
-        Records before `first_row` (NAB's probation) never alert."""
+        Records before `first_row` (NAB's probation) never alert. `events`, when given, is filled with each alert
+        event's first row -> last row."""
         t = np.maximum.accumulate(np.asarray(timestamps, np.float64))
         x = np.asarray(scores, np.float64)
         alerts = np.zeros(len(x), bool)
         pending: list[tuple[float, int, Verdict]] = []
-        events: dict[int, int] = {}  # first row -> last row of each alert event so far
+        events = {} if events is None else events  # first row -> last row of each alert event so far
         threshold, silenced = self.threshold, []  # silenced: (until, a false alarm's score)
         event_start, last_alert = -1, -1
         for i in range(len(x)):
@@ -96,6 +98,19 @@ class FeedbackThreshold(BaseModel):
             if verdict is not None:
                 heapq.heappush(pending, (verdict.arrives, i, verdict))
         return alerts
+
+
+class NoReviewer:
+    """Nobody reviews: the policy runs as its fixed threshold (the baseline, and the review log's alerts)."""
+
+    def alert(self, first_row: int) -> None:
+        return None
+
+    def closed(self, row: int, alerted_since: int) -> None:
+        return None
+
+
+NOBODY = NoReviewer()
 
 
 class LabelReviewer:

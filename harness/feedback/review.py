@@ -4,16 +4,24 @@ feedback and as a function of the reviewers' delay."""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from harness.corpus.layout import Corpus, load_corpus
+from harness.corpus.layout import Corpus, SeriesFile, load_corpus
 from harness.errors import InputError
 from harness.feedback.log import Entry, build_entries, seconds_of, stamp, verdicts_of
-from harness.feedback.loop import ALERT, FeedbackThreshold, LabelReviewer, LogReviewer
+from harness.feedback.loop import (
+    ALERT,
+    NOBODY,
+    FeedbackThreshold,
+    LabelReviewer,
+    LogReviewer,
+    Reviewer,
+)
 from harness.results.folder import RunFolder
 from harness.results.schema import CellResult, Status
 from harness.scoring.nab import alert_block_rows, probation_rows
@@ -133,38 +141,43 @@ def import_verdicts(entries: list[Entry], verdicts: dict[str, str], delay_s: flo
     return len(verdicts) - len(unknown), unknown
 
 
+def _scored(run: ReviewRun, cell: Reviewable, policy: FeedbackThreshold, reviewer_of: Callable[[SeriesFile], Reviewer]) -> dict:
+    """The policy over every file of the corpus, each with its reviewer, scored by NAB at the standard profile."""
+    files = run.corpus.files
+    alerted = [policy.apply(event_seconds(f), s, reviewer_of(f), alert_block_rows(f), probation_rows(f.n_rows, cell.probation_percent))
+               for f, s in zip(files, cell.scores)]
+    rep = score_alerts(files, alerted, label_windows=run.corpus.label_windows, probation_percent=cell.probation_percent)
+    d = rep.detection["standard"]
+    return {"nab_standard": rep.profiles["standard"].score, "fp_events": d.fp_events, "detected_windows": d.detected_windows,
+            "windows": d.windows, "precision": d.precision, "recall": d.recall}
+
+
 def evaluate(run: ReviewRun, policy: dict, delays: list[float], error_rate: float, seed: int = 0,
              entries: list[Entry] | None = None) -> list[dict]:
     """Per cell: NAB standard, FP events and detected windows without feedback, with the log's verdicts (when it
     has some) and with a simulated reviewer at each delay. `policy`: FeedbackThreshold's settings but the
     threshold (each cell's own)."""
     rows = []
-    files = run.corpus.files
     for c in run.cells:
         fb = FeedbackThreshold(threshold=c.threshold, **policy)
-
-        def alerts_with(reviewer_of) -> list[np.ndarray]:
-            return [fb.apply(event_seconds(f), s, reviewer_of(f), alert_block_rows(f), probation_rows(f.n_rows, c.probation_percent))
-                    for f, s in zip(files, c.scores)]
-
-        def row(feedback: str, delay: float | None, alerted: list[np.ndarray]) -> dict:
-            rep = score_alerts(files, alerted, label_windows=run.corpus.label_windows, probation_percent=c.probation_percent)
-            d = rep.detection["standard"]
-            return {"cell": c.id, "feedback": feedback, "delay": "" if delay is None else delay_text(delay), "nab_standard": rep.profiles["standard"].score,
-                    "fp_events": d.fp_events, "detected_windows": d.detected_windows, "windows": d.windows,
-                    "precision": d.precision, "recall": d.recall}
-
-        rows.append(row("none", None, alerts_with(lambda f: LabelReviewer(event_seconds(f), f.windows, math.inf))))
+        base = _scored(run, c, fb, lambda f: NOBODY)
+        runs = [("none", "", base)]
         mine = [e for e in entries or [] if e.cell == c.id and e.judged]
         if mine:
-            rows.append(row(f"review log ({len(mine)} verdicts)", None, alerts_with(lambda f: LogReviewer(verdicts_of(mine, f.name)))))
+            runs.append((f"review log ({len(mine)} verdicts)", "", _scored(run, c, fb, partial(_replay, mine))))
         for delay in delays:
-            rng = np.random.default_rng(seed)
-            rows.append(row(f"simulated (error rate {error_rate:g})", delay,
-                            alerts_with(lambda f: LabelReviewer(event_seconds(f), f.windows, delay, error_rate, rng))))
-    base = {r["cell"]: r for r in rows if r["feedback"] == "none"}
-    for r in rows:
-        b = base[r["cell"]]
-        r["nab_delta"] = r["nab_standard"] - b["nab_standard"]
-        r["fp_events_change_pct"] = 100.0 * (r["fp_events"] - b["fp_events"]) / b["fp_events"] if b["fp_events"] else 0.0
+            simulated = partial(_simulated, delay=delay, error_rate=error_rate, rng=np.random.default_rng(seed))
+            runs.append((f"simulated (error rate {error_rate:g})", delay_text(delay), _scored(run, c, fb, simulated)))
+        for feedback, delay, figures in runs:
+            change = 100.0 * (figures["fp_events"] - base["fp_events"]) / base["fp_events"] if base["fp_events"] else 0.0
+            rows.append({"cell": c.id, "feedback": feedback, "delay": delay, **figures,
+                         "nab_delta": figures["nab_standard"] - base["nab_standard"], "fp_events_change_pct": change})
     return rows
+
+
+def _replay(entries: list[Entry], f: SeriesFile) -> Reviewer:
+    return LogReviewer(verdicts_of(entries, f.name))
+
+
+def _simulated(f: SeriesFile, delay: float, error_rate: float, rng: np.random.Generator) -> Reviewer:
+    return LabelReviewer(event_seconds(f), f.windows, delay, error_rate, rng)

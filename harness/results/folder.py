@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from harness.atomic import write_bytes, write_text
+from harness.atomic import write_bytes, write_json, write_text
 from harness.corpus.layout import Corpus
 from harness.errors import InputError
 from harness.results.schema import SCHEMA_VERSION, CellResult, Manifest, TaskRecord
@@ -255,8 +255,6 @@ class RunFolder:
         return self.root / "review" / "feedback.md"
 
     def write_labelstudio(self, tasks: list, config: str) -> tuple[Path, Path]:
-        from harness.atomic import write_json
-
         paths = self.root / "review" / "labelstudio-tasks.json", self.root / "review" / "labelstudio-config.xml"
         write_json(paths[0], tasks)
         write_text(paths[1], config)

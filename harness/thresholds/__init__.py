@@ -2,6 +2,13 @@
 depends on scores <= i only), the cross-validated NAB score (`crossval`: thresholds chosen on other
 categories) and the policies judged by NAB (`evaluate`); a scenario lists them under `scoring.policies`."""
 
-from harness.thresholds.policies import POLICIES, Fixed, RollingQuantile, Spot, ThresholdPolicy, make_policy
+from harness.thresholds.policies import (
+    POLICIES,
+    Fixed,
+    RollingQuantile,
+    Spot,
+    ThresholdPolicy,
+    make_policy,
+)
 
 __all__ = ["POLICIES", "Fixed", "RollingQuantile", "Spot", "ThresholdPolicy", "make_policy"]

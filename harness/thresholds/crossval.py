@@ -11,8 +11,8 @@ single one.)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -49,7 +49,7 @@ def cross_validate(files: Sequence[SeriesFile], scores: Sequence[np.ndarray], pr
     sweeps = {}
     for g in folds:
         test = members[g]
-        train = [i for i in range(len(files)) if i not in set(test)]
+        train = [i for i, f in enumerate(files) if fold_of(f) != g]
         sweeps[g] = (NabSweep(CorpusIndex.build([files[i] for i in train], probation_percent), [scores[i] for i in train]),
                      NabSweep(CorpusIndex.build([files[i] for i in test], probation_percent), [scores[i] for i in test]))
     out = {}

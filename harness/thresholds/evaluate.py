@@ -4,13 +4,19 @@ are cross-validated like a threshold: chosen on the other categories' files, app
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
 from harness.corpus.layout import SeriesFile
-from harness.scoring.nab import PROBATION_PERCENT, CorpusIndex, NabReport, NabSweep, score_detector
+from harness.scoring.nab import (
+    PROBATION_PERCENT,
+    CorpusIndex,
+    NabReport,
+    NabSweep,
+    score_detector,
+)
 from harness.scoring.profiles import NAB_PROFILES, Profile
 from harness.thresholds.crossval import category
 from harness.thresholds.policies import ThresholdPolicy
