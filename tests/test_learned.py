@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 from torch import nn
 
 from harness.corpus.layout import SeriesFile
 from harness.detectors import DETECTORS, StreamingDetector, resolve_detector
 from harness.detectors.autoencoder import DenseAutoencoder
+from harness.detectors.ensemble import Ensemble
 from harness.detectors.learned import LearnedDetector
-from harness.detectors.likelihood import anomaly_likelihood, log10_gauss_tail
+from harness.detectors.likelihood import anomaly_likelihood, log10_gauss_tail, suppress_repeats
 from harness.detectors.lstm import LSTMForecaster
 from harness.scoring.nab import probation_rows
 
@@ -48,9 +50,16 @@ def wave(n: int, seed: int = 0) -> np.ndarray:
     return 50.0 + 10.0 * np.sin(2 * np.pi * t / 48) + rng.normal(0.0, 1.0, n)
 
 
+SMALL_ENSEMBLE = {  # a window-8 autoencoder and a window-6 LSTM: the ensemble's window is 8 records
+    "members": [{"type": "autoencoder", "params": {k: v for k, v in SMALL_AE.items() if k != "suppress"}},
+                {"type": "lstm", "params": {**{k: v for k, v in SMALL.items() if k != "suppress"}, "window": 6}}],
+    "suppress": 30,
+}
+PARAMS = {"lstm": SMALL, "autoencoder": SMALL_AE, "ensemble": SMALL_ENSEMBLE}
 MAKERS = {
     "lstm": lambda **kw: LSTMForecaster(**{**SMALL, **kw}),
     "autoencoder": lambda **kw: DenseAutoencoder(**{**SMALL_AE, **kw}),
+    "ensemble": lambda **kw: Ensemble(**{**SMALL_ENSEMBLE, **kw}),
 }
 
 
@@ -124,7 +133,7 @@ def test_infer_hook_is_used_with_float32_windows(kind: str) -> None:
             seen.append((batch.shape, batch.dtype))
             return super().infer(model, batch) + np.float32(3.0)  # a backend that is badly off
 
-    params = {**(SMALL if kind == "lstm" else SMALL_AE), "batch_size": 64}
+    params = {**PARAMS[kind], "batch_size": 64}
     s = series(wave(300))
     plain = nab_file(cls(**params), s)
     hooked = nab_file(Hooked(**params), s)
@@ -217,6 +226,50 @@ def test_obvious_spike_after_probation_scores_highest(kind: str) -> None:
     assert scores[spike] > 1.2 * rest.max(), (kind, scores[spike], rest.max())
 
 
+# the ensemble ---------------------------------------------------------------------------------------------------
+
+
+def test_ensemble_is_the_max_of_its_members_likelihoods_suppressed_once() -> None:
+    """With novelty off, an ensemble's score is suppress_repeats(max over members of each member's undamped
+    likelihood, as that member alone computes it), with the ensemble's window and damping."""
+    x = wave(900, seed=7)
+    x[700:705] += 25.0
+    P = probation_rows(900)
+    ens = MAKERS["ensemble"](novelty_level=0.0)
+    got = nab_file(ens, series(x))
+    alone = [type(m)(**{**m.params.model_dump(), "suppress": 0}) for m in ens.members]
+    r = np.max([nab_file(m, series(x)) for m in alone], axis=0)  # suppression off: each member's r
+    want = suppress_repeats(r, ens.suppress_rows(900), ens.params.damping)
+    want[:P] = 0.0
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)  # the stacked model rounds in another order
+    assert set(np.flatnonzero(got > 0.8)) <= set(range(700, 706)) and got[700:706].max() == got.max()  # the anomaly on top
+
+
+def test_ensemble_novelty_scores_a_new_extreme_once_per_quiet_span() -> None:
+    x = wave(900, seed=8)
+    x[600] = x.max() + 5.0  # beyond anything seen: novelty fires
+    x[610] = x[600] + 1.0  # a second new maximum 10 rows later, inside the quiet span: silent
+    P = probation_rows(900)
+    ens = MAKERS["ensemble"](novelty_level=0.8, novelty_quiet=1.0)
+    values = series(x).values
+    nov = ens.novelty(P, 900).update_many(values)
+    quiet = ens.suppress_rows(900)
+    assert 0.8 <= nov[600] < 0.9 and not nov[601 : 601 + quiet].any() and not nov[P:600].any()
+    chunks = ens.novelty(P, 900)
+    np.testing.assert_array_equal(np.concatenate([chunks.update_many(values[a : a + 77]) for a in range(0, 900, 77)]), nov)
+    assert nab_file(ens, series(x))[600] >= nov[600]
+    assert not MAKERS["ensemble"](novelty_level=0.0).novelty(P, 900).update_many(values).any()
+
+
+def test_ensemble_members_are_validated_with_the_scenario() -> None:
+    with pytest.raises(ValidationError, match="windw"):
+        Ensemble.Params.model_validate({"members": [{"type": "autoencoder", "params": {"windw": 3}}]})
+    with pytest.raises(ValidationError, match="members"):
+        Ensemble.Params.model_validate({"members": []})
+    with pytest.raises(ValidationError):
+        Ensemble.Params.model_validate({"members": [{"type": "windowedGaussian"}]})
+
+
 # registry ------------------------------------------------------------------------------------------------------
 
 
@@ -224,7 +277,7 @@ def test_registry_is_lazy_and_resolves() -> None:
     code = (
         "import sys, harness.detectors as d; "
         "assert 'lstm' in d.DETECTORS and 'autoencoder' in d.DETECTORS; "
-        "assert sorted(d.DETECTORS) == ['autoencoder', 'lstm', 'null', 'random', 'windowedGaussian']; "
+        "assert sorted(d.DETECTORS) == ['autoencoder', 'ensemble', 'lstm', 'null', 'random', 'windowedGaussian']; "
         "assert 'torch' not in sys.modules, 'importing harness.detectors imported torch'; "
         "cls = d.resolve_detector('lstm'); assert 'torch' not in sys.modules, 'resolving lstm imported torch'; "
         "cls().build_model(); assert 'torch' in sys.modules"
@@ -252,5 +305,5 @@ def test_use_backend_prepares_each_files_model_once_and_fp32_matches_torch(kind:
     summary = det.backend_summary()
     assert summary["models_prepared"] == 2 and summary["check_max_abs_err"] <= 1e-5
     windows = det.scored_windows()
-    assert windows.shape == (600 - probation_rows(600), det.params.window) and windows.dtype == np.float32
+    assert windows.shape == (600 - probation_rows(600), det.last_calibration.shape[1]) and windows.dtype == np.float32
     np.testing.assert_allclose(det.last_compiled.infer(windows[:4]), det.infer(det.last_model, windows[:4]))

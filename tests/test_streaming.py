@@ -45,9 +45,8 @@ MAX_TIE_SHARE = 0.002
 
 def near_ties(detector, n_rows: int, P: int) -> np.ndarray:
     """Rows whose undamped likelihood, in the vectorised run just made, is within NEAR_TIE of the recent maximum."""
-    settings = detector.likelihood_settings(P, n_rows)
-    r = anomaly_likelihood(detector.history_errors(detector.last_errors, P), **{**settings, "suppress": 0})
-    prev = pd.Series(r).shift(1).rolling(max(settings["suppress"], 1), min_periods=1).max().fillna(-np.inf).to_numpy()
+    r = detector.ratios(detector.last_errors, P, n_rows)
+    prev = pd.Series(r).shift(1).rolling(max(detector.suppress_rows(n_rows), 1), min_periods=1).max().fillna(-np.inf).to_numpy()
     return np.abs(r - prev) <= NEAR_TIE * np.abs(prev)
 
 
@@ -144,7 +143,10 @@ def test_the_likelihood_in_chunks_equals_it_record_by_record() -> None:
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-10, err_msg=f"trial {trial}: {kw}")
 
 
-@pytest.mark.parametrize("kind", sorted(SMALL))
+LIVE = {**SMALL, "ensemble": {"members": [{"type": "autoencoder", "params": SMALL["autoencoder"]}, {"type": "lstm", "params": SMALL["lstm"]}]}}
+
+
+@pytest.mark.parametrize("kind", sorted(LIVE))
 def test_a_stream_needs_no_file_and_no_length(kind: str) -> None:
     """A live stream: records arrive one by one with only the stream's name and probation; without a known
     length the likelihood suppresses over its full `suppress` span, which is what score_file uses for a file
@@ -158,11 +160,11 @@ def test_a_stream_needs_no_file_and_no_length(kind: str) -> None:
     x[9000] += 25
     stamps = np.datetime64("2026-01-01T00:00:00", "s") + np.arange(n) * np.timedelta64(60, "s")
     f = SeriesFile("live/one.csv", n, np.zeros((0, 2), np.int64), stamps, x)
-    det = resolve_detector(kind)(**SMALL[kind])
+    det = resolve_detector(kind)(**LIVE[kind])
     det.start(Stream("live/one.csv", probation=750))
     live = []
     for t, v in zip(stamps, x.tolist()):
         live.append(det.score_one(t, v))
         det.learn_one(t, v)
-    np.testing.assert_allclose(live, resolve_detector(kind)(**SMALL[kind]).score_file(f, 750), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(live, resolve_detector(kind)(**LIVE[kind]).score_file(f, 750), rtol=0, atol=1e-5)
     assert int(np.argmax(live)) in (9000, 9001)

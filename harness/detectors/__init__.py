@@ -8,6 +8,7 @@ from pathlib import Path
 
 from harness.detectors.autoencoder import DenseAutoencoder
 from harness.detectors.base import Stream, StreamingDetector
+from harness.detectors.ensemble import Ensemble
 from harness.detectors.baselines import NullDetector, RandomDetector, WindowedGaussian
 from harness.detectors.lstm import LSTMForecaster
 
@@ -18,6 +19,7 @@ DETECTORS: dict[str, type[StreamingDetector]] = {
     "windowedGaussian": WindowedGaussian,
     "lstm": LSTMForecaster,
     "autoencoder": DenseAutoencoder,
+    "ensemble": Ensemble,
 }
 
 

@@ -16,7 +16,7 @@ from pydantic import Field
 if TYPE_CHECKING:
     from torch import nn
 
-from harness.detectors.learned import LearnedDetector, LearnedParams, sliding
+from harness.detectors.learned import LearnedDetector, LearnedParams
 
 
 class AEParams(LearnedParams):
@@ -41,12 +41,8 @@ class DenseAutoencoder(LearnedDetector):
         p = self.params
         return DenseAE(p.window, p.hidden, p.bottleneck, p.centre)
 
-    def training_pairs(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = np.ascontiguousarray(sliding(z, self.params.window), dtype=np.float32)
-        return x, x
-
-    def window_pair(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = z[None, :]
+    def split_windows(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = np.require(windows, np.float32, ["C", "W"])
         return x, x
 
     def errors(self, inputs: np.ndarray, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -29,7 +29,8 @@ ending at i (inference), and the likelihood uses errors of rows <= i only; rows 
 window would reach before the file's first record see copies of that first record (left padding).
 
 Subclasses provide `lag` (how many earlier records a row's input window needs), `build_model`,
-`training_pairs(z)` (inputs (N, window) and targets of rows lag .. len(z)-1, one per row, in order) and
+`split_windows(w)` (the model's inputs (N, window) and targets of N windows of lag + 1 records; or
+`training_pairs(z)`, the same for every row lag .. len(z)-1 of a series, in order) and
 `errors(inputs, outputs, targets)` (one error per window). The models are exportable to ONNX: plain
 `nn.Linear` layers, no data-dependent control flow in `forward`.
 """
@@ -47,7 +48,7 @@ from harness.backends import BackendSpec, Compiled, prepare
 from harness.backends.base import as_spec
 from harness.corpus.layout import SeriesFile
 from harness.detectors.base import Stream, StreamingDetector
-from harness.detectors.likelihood import StreamingLikelihood, anomaly_likelihood
+from harness.detectors.likelihood import StreamingLikelihood, anomaly_likelihood, suppress_repeats
 
 if TYPE_CHECKING:  # torch is imported where a model is trained or run, so a scenario validates without it
     import torch
@@ -129,17 +130,21 @@ class LearnedDetector(StreamingDetector):
     def build_model(self) -> nn.Module:
         raise NotImplementedError
 
-    def training_pairs(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(inputs float32 (N, window), targets float32 (N, ...)) for rows lag .. len(z) - 1 of `z`, in order."""
+    def split_windows(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs float32 (N, window), targets float32 (N, ...)) of N windows of `lag` + 1 consecutive records
+        (float32 (N, lag + 1), the newest last): what the model reads and what its output is compared with."""
         raise NotImplementedError
 
+    def training_pairs(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs, targets) for rows lag .. len(z)-1 of `z`, in order: `split_windows` of its sliding windows."""
+        return self.split_windows(sliding(z, self.lag + 1))
+
     def errors(self, inputs: np.ndarray, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """One non-negative error per window (float64, (N,))."""
+        """One non-negative error per window (float64, (N,); an ensemble gives one column per member)."""
         raise NotImplementedError
 
     def window_pair(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The (input (1, window), target) pair of the newest record, from its `lag` + 1 normalised values: what
-        `training_pairs` gives for them, which subclasses may compute more cheaply (it runs once per record)."""
+        """The (input (1, window), target) pair of the newest record, from its `lag` + 1 normalised values."""
         return self.training_pairs(z)
 
     def loss(self, outputs: "torch.Tensor", targets: "torch.Tensor") -> "torch.Tensor":
@@ -215,19 +220,21 @@ class LearnedDetector(StreamingDetector):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
         mean, scale = self.norm_stats(head)
-        inputs, targets = self.pairs(self.normalise(head, mean, scale)) if len(head) else (None, None)
+        inputs, targets = self.training_windows(head, mean, scale)
         model = self.build_model()
-        if inputs is not None:
-            # rows whose window lies within the file; padded ones too if that leaves too few
-            lo = self.lag if len(head) - self.lag >= 16 else 0
-            inputs, targets = inputs[lo:], targets[lo:]
-            self.train(model, inputs, targets, gen)
-            self.last_calibration = np.ascontiguousarray(inputs[:CALIBRATION_SIZE], dtype=np.float32)
-        else:
-            self.last_calibration = np.zeros((0, self.params.window), np.float32)
+        self.train(model, inputs, targets, gen)
         model.eval()
-        self.last_model = model
+        self.last_model, self.last_calibration = model, np.ascontiguousarray(inputs[:CALIBRATION_SIZE], dtype=np.float32)
         return model, mean, scale
+
+    def training_windows(self, head: np.ndarray, mean: float, scale: float) -> tuple[np.ndarray, np.ndarray]:
+        """The (input, target) pairs of the probationary rows `head`: those whose window lies within the file,
+        or the padded ones too if that leaves fewer than 16; none for an empty head."""
+        if not len(head):
+            return self.training_pairs(np.zeros(self.lag, np.float32))
+        inputs, targets = self.pairs(self.normalise(head, mean, scale))
+        lo = self.lag if len(head) - self.lag >= 16 else 0
+        return inputs[lo:], targets[lo:]
 
     def run_inference(self, model: nn.Module, inputs: np.ndarray) -> np.ndarray:
         bs = self.params.batch_size
@@ -300,9 +307,17 @@ class LearnedDetector(StreamingDetector):
         e[: (min(self.lag, P) if self.params.history_from_training else P)] = np.nan
         return e
 
+    def new_likelihood(self, P: int, length: int | None) -> StreamingLikelihood:
+        """The record-by-record likelihood of a stream (what `scores_from_errors` computes at once)."""
+        return StreamingLikelihood(**self.likelihood_settings(P, length))
+
+    def ratios(self, err: np.ndarray, P: int, length: int) -> np.ndarray:
+        """The likelihood of per-row errors before repeats are suppressed (r of likelihood.py)."""
+        return anomaly_likelihood(self.history_errors(err, P), **{**self.likelihood_settings(P, length), "suppress": 0})
+
     def scores_from_errors(self, err: np.ndarray, P: int, length: int) -> np.ndarray:
         """Likelihood scores of per-row errors (of the first len(err) rows of a stream); rows < P score 0."""
-        s = anomaly_likelihood(self.history_errors(err, P), **self.likelihood_settings(P, length))
+        s = suppress_repeats(self.ratios(err, P, length), self.suppress_rows(length), self.params.damping)
         s[:P] = 0.0
         return s
 
@@ -333,8 +348,7 @@ class LearnedDetector(StreamingDetector):
         if len(window) < self.lag + 1:  # the window reaches before the stream's first record: pad with it
             window = [window[0]] * (self.lag + 1 - len(window)) + window
         x, y = self.window_pair(np.asarray(window, dtype=np.float32))
-        error = float(self.errors(x, self.infer(model, x), y)[0])
-        return self._likelihood.update(error)
+        return self._likelihood.update(self.errors(x, self.infer(model, x), y)[0])
 
     def learn_one(self, timestamp, value) -> None:
         if self._fitted is None:
@@ -380,7 +394,7 @@ class LearnedDetector(StreamingDetector):
         last `lag` normalised values as the first window."""
         P = len(head)
         self._fitted = model, mean, scale = self.fit(self._stream.name, head)
-        self._likelihood = StreamingLikelihood(**self.likelihood_settings(P, self._stream.length))
+        self._likelihood = self.new_likelihood(P, self._stream.length)
         if P:
             z = self.normalise(head, mean, scale)
             inputs, targets = self.pairs(z)
@@ -390,5 +404,7 @@ class LearnedDetector(StreamingDetector):
 
 
 def sliding(z: np.ndarray, width: int) -> np.ndarray:
-    """(len(z) - width + 1, width) read-only view of consecutive windows."""
+    """(len(z) - width + 1, width) read-only view of consecutive windows (none when z is shorter than width)."""
+    if len(z) < width:
+        return np.zeros((0, width), z.dtype)
     return np.lib.stride_tricks.sliding_window_view(z, width)

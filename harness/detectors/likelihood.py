@@ -43,7 +43,7 @@ log Q(z) ~ -z^2/2 - log(z sqrt(2 pi)) + log(1 - 1/z^2 + 3/z^4) beyond. Rows befo
 
 `anomaly_likelihood` computes a whole file at once (pandas' rolling windows); `StreamingLikelihood` gives the
 same scores one record at a time, keeping only the last `long_window` averages (a sorted list for the quantile)
-and a monotonic queue for the suppression maximum: its cost per record is bounded by the window lengths and
+and a monotonic queue for the suppression maximum (`StreamingSuppression`): its cost per record is bounded by the window lengths and
 does not grow with the stream. The two agree to float rounding (tests/test_streaming.py).
 """
 
@@ -156,6 +156,51 @@ _SURPRISE_DEFAULTS = {
 }
 
 
+class StreamingSuppression:
+    """`suppress_repeats` one record (`update`) or one chunk (`update_many`) at a time, keeping a monotonic queue
+    of (row, score) for the maximum of the last `window` scores: bounded state, equal results."""
+
+    def __init__(self, window: int, damping: float):
+        self.window, self.damping, self.i = window, damping, 0
+        self._peaks: deque[tuple[int, float]] = deque()  # (row, r) with r decreasing
+
+    def update(self, r: float) -> float:
+        score = r
+        if self.window > 0:
+            while self._peaks and self._peaks[0][0] < self.i - self.window:
+                self._peaks.popleft()
+            if self._peaks and not r > self._peaks[0][1] * (1.0 + FIRE_MARGIN):
+                score = self.damping * r
+            while self._peaks and self._peaks[-1][1] <= r:
+                self._peaks.pop()
+            self._peaks.append((self.i, r))
+        self.i += 1
+        return score
+
+    def update_many(self, r: np.ndarray) -> np.ndarray:
+        """The chunk's scores, with the queue placed at its rows before the chunk (what it dropped can never be a
+        window's maximum), and the queue rebuilt from the end of that sequence."""
+        import pandas as pd
+
+        r = np.asarray(r, dtype=np.float64)
+        k, i0 = len(r), self.i
+        self.i += k
+        if self.window <= 0 or k == 0:
+            return r
+        K = self.window
+        placed = np.full(K + k, -np.inf)  # rows i0 - K .. i0 + k - 1
+        for row, value in self._peaks:
+            if row >= i0 - K:
+                placed[row - (i0 - K)] = value
+        placed[K:] = r
+        prev = pd.Series(placed).shift(1).rolling(K, min_periods=1).max().to_numpy()[K:]
+        score = np.where(r > prev * (1.0 + FIRE_MARGIN), r, self.damping * r)
+        later = np.concatenate([np.maximum.accumulate(placed[::-1])[::-1][1:], [-np.inf]])
+        keep = np.flatnonzero((placed > later) & (np.arange(K + k) >= k))  # rows >= i0 + k - K, strictly decreasing
+        self._peaks = deque(zip((keep + i0 - K).tolist(), placed[keep].tolist()))
+        return score
+
+
 class StreamingLikelihood:
     """`anomaly_likelihood` one record at a time: `update(error)` returns the score of the newest record.
 
@@ -170,14 +215,14 @@ class StreamingLikelihood:
             raise TypeError(f"unknown likelihood parameters: {sorted(unknown)}")
         p = {**_SURPRISE_DEFAULTS, **surprise_params}
         _check_tail(p["tail"])
-        self.start, self.suppress, self.damping = max(start, 0), suppress, damping
+        self.start = max(start, 0)
         self.min_history, self.tail = p["min_history"], p["tail"]
         self.quantile, self.rel_floor, self.abs_floor = p["quantile"], p["rel_floor"], p["abs_floor"]
         self.i = 0
         self._short: deque[float] = deque(maxlen=p["short_window"])  # the last errors (NaN kept: a missing value)
         self._history: deque[float] = deque(maxlen=p["long_window"])  # the last averages m, NaN kept
         self._sorted: list[float] = []  # the finite values of _history, ascending
-        self._peaks: deque[tuple[int, float]] = deque()  # (row, r) with r decreasing: the suppression maximum
+        self._suppressor = StreamingSuppression(suppress, damping)
 
     def update(self, error: float) -> float:
         self._short.append(float(error))
@@ -185,16 +230,7 @@ class StreamingLikelihood:
         m = math.fsum(finite) / len(finite) if finite else math.nan
         x = self._surprise(m) if self.i >= self.start else 0.0
         self._remember(m)
-        r = x / (1.0 + x)
-        score = r
-        if self.suppress > 0:
-            while self._peaks and self._peaks[0][0] < self.i - self.suppress:
-                self._peaks.popleft()
-            if self._peaks and not r > self._peaks[0][1] * (1.0 + FIRE_MARGIN):
-                score = self.damping * r
-            while self._peaks and self._peaks[-1][1] <= r:
-                self._peaks.pop()
-            self._peaks.append((self.i, r))
+        score = self._suppressor.update(x / (1.0 + x))
         self.i += 1
         return score if self.i > self.start else 0.0
 
@@ -227,20 +263,7 @@ class StreamingLikelihood:
             x[ok] = _gauss_x(m[ok], mu[ok], sd[ok], self.rel_floor, self.abs_floor)
         x = np.maximum(x, 0.0)
         x[: max(self.start - i0, 0)] = 0.0
-        r = x / (1.0 + x)
-        score = r
-        if self.suppress > 0:
-            K = self.suppress
-            placed = np.full(K + k, -np.inf)  # rows i0 - K .. i0 + k - 1
-            for row, value in self._peaks:
-                if row >= i0 - K:
-                    placed[row - (i0 - K)] = value
-            placed[K:] = r
-            prev = pd.Series(placed).shift(1).rolling(K, min_periods=1).max().to_numpy()[K:]
-            score = np.where(r > prev * (1.0 + FIRE_MARGIN), r, self.damping * r)
-            later = np.concatenate([np.maximum.accumulate(placed[::-1])[::-1][1:], [-np.inf]])
-            keep = np.flatnonzero((placed > later) & (np.arange(K + k) >= k))  # rows >= i0 + k - K, strictly decreasing
-            self._peaks = deque(zip((keep + i0 - K).tolist(), placed[keep].tolist()))
+        score = self._suppressor.update_many(x / (1.0 + x))
         self._short.extend(e.tolist())
         tail = hist[-L:]
         self._history = deque(tail.tolist(), maxlen=L)

@@ -18,7 +18,7 @@ from pydantic import Field
 if TYPE_CHECKING:
     from torch import nn
 
-from harness.detectors.learned import LearnedDetector, LearnedParams, sliding
+from harness.detectors.learned import LearnedDetector, LearnedParams
 
 
 class LSTMParams(LearnedParams):
@@ -49,13 +49,9 @@ class LSTMForecaster(LearnedDetector):
 
         return LinearLSTM(self.params.window, self.params.hidden, self.params.residual)
 
-    def training_pairs(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        w = self.params.window
-        inputs = np.ascontiguousarray(sliding(z[:-1], w), dtype=np.float32)
-        return inputs, np.ascontiguousarray(z[w:, None], dtype=np.float32)  # targets (N, 1), like the outputs
-
-    def window_pair(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return z[None, :-1], z[None, -1:]
+    def split_windows(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        inputs = np.require(windows[:, :-1], np.float32, ["C", "W"])
+        return inputs, np.require(windows[:, -1:], np.float32, ["C", "W"])  # targets (N, 1), like the outputs
 
     def errors(self, inputs: np.ndarray, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
         return np.abs(np.asarray(outputs, np.float64).reshape(-1) - np.asarray(targets, np.float64).reshape(-1))

@@ -55,3 +55,19 @@ class DenseAE(nn.Module):
             m = x.mean(dim=1, keepdim=True)
             return self.decoder(self.encoder(x - m)) + m
         return self.decoder(self.encoder(x))
+
+
+class Stack(nn.Module):
+    """Models side by side on one window: model k reads columns spans[k] of it, and the outputs are
+    concatenated (an ensemble's members as one exportable graph)."""
+
+    def __init__(self, members: list[nn.Module], spans: list[tuple[int, int]]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.spans = tuple(tuple(s) for s in spans)
+
+    def extra_repr(self) -> str:
+        return f"spans={self.spans}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m(x[:, a:b]) for m, (a, b) in zip(self.members, self.spans)], dim=1)

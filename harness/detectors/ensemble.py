@@ -1,0 +1,211 @@
+"""Ensemble: several learned detectors as one model, their likelihoods combined, plus a range-novelty signal.
+
+Why: each member misses different anomalies (docs/detectors.md). The autoencoder sees a window's shape, the
+LSTM forecaster a broken continuation; a wider autoencoder sees slower changes. Taking, for every record, the
+largest of the members' likelihood ratios catches what any of them sees, and suppressing repeats once, on the
+combined score, keeps one anomaly to one alert. Short spikes to levels never seen before are what all of them
+are slowest on; `RangeNovelty` scores those directly.
+
+Per file (and the same record by record):
+
+1. Every member is trained on the probationary rows as it would be alone (its own parameters, the ensemble's
+   seed, threads, clip and batch size), and the trained members are stacked into one torch module
+   (`torch_models.Stack`) that reads the ensemble's window (the widest member's) and gives every member's
+   output side by side. One model per file: a backend exports, quantizes and times the ensemble as a whole.
+2. Each member's errors go through its own anomaly likelihood with suppression off: r_m in [0, 1).
+3. r = max_m r_m, then `suppress_repeats` over the ensemble's suppression window (`suppress_rows`).
+4. score = max(r, novelty), where novelty is `novelty_level` (+ up to 0.1 by how far) for a record outside
+   the range of every earlier record of the stream, unless such a record came within the last
+   `novelty_quiet` x suppression window; rows < P score 0.
+
+Every step reads rows <= i only, so the ensemble is causal as its members are.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harness.detectors.autoencoder import DenseAutoencoder
+from harness.detectors.base import Stream
+from harness.detectors.learned import CALIBRATION_SIZE, LearnedDetector
+from harness.detectors.likelihood import StreamingLikelihood, StreamingSuppression
+from harness.detectors.lstm import LSTMForecaster
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from harness.corpus.layout import SeriesFile
+
+MEMBER_TYPES: dict[str, type[LearnedDetector]] = {"autoencoder": DenseAutoencoder, "lstm": LSTMForecaster}
+SHARED = ("threads", "seed", "clip", "batch_size")  # the ensemble's, for every member
+NOVELTY_SPAN = 0.1  # a novelty score lies in [level, level + NOVELTY_SPAN)
+
+
+class Member(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["autoencoder", "lstm"]
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _valid_params(self) -> Member:
+        MEMBER_TYPES[self.type].Params.model_validate(self.member_params({}))
+        return self
+
+    def member_params(self, shared: dict[str, Any]) -> dict[str, Any]:
+        """The member's own parameters with the ensemble's shared ones, and its own suppression off."""
+        return {**self.params, **shared, "suppress": 0}
+
+
+def _default_members() -> list[Member]:
+    return [Member(type="autoencoder"), Member(type="lstm"), Member(type="autoencoder", params={"window": 64})]
+
+
+class EnsembleParams(BaseModel):
+    """Defaults: the best combination found on NAB v1.1; docs/detectors.md gives the protocol and its figures."""
+
+    model_config = ConfigDict(extra="forbid")
+    members: list[Member] = Field(default_factory=_default_members, min_length=1,
+                                  description="learned detectors combined: {type, params}")
+    novelty_level: float = Field(0.6, ge=0.0, le=0.9, description="score of a record outside the range seen so far (0: off)")
+    novelty_quiet: float = Field(0.25, ge=0.0, description="after such a record, no other for this share of the suppression window")
+    suppress: int = Field(400, ge=0, description="as a learned detector's: at most this many records ...")
+    suppress_frac: float = Field(0.04, ge=0.0, le=1.0, description="... this share of the stream's records")
+    suppress_min: int = Field(100, ge=0, description="... but at least this many")
+    damping: float = Field(0.5, ge=0.0, le=1.0, description="factor applied to suppressed scores")
+    batch_size: int = Field(1024, ge=1, description="windows per inference batch")
+    seed: int = Field(0, ge=0)
+    threads: int = Field(1, ge=1, le=256, description="torch intra-op threads")
+    clip: float = Field(20.0, gt=0.0, description="normalised values are clipped to +-clip")
+
+
+class RangeNovelty:
+    """Scores records that leave the range of every earlier record of the stream (see the module docstring);
+    whole chunks at a time, with state carried between them, so a file and a stream agree exactly."""
+
+    def __init__(self, start: int, level: float, quiet: int):
+        self.start, self.level, self.quiet = start, level, quiet
+        self.i, self.hi, self.lo, self.last = 0, -np.inf, np.inf, -(10**18)
+
+    def update_many(self, values: np.ndarray) -> np.ndarray:
+        v = np.asarray(values, dtype=np.float64)
+        out = np.zeros(len(v))
+        if not len(v) or self.level <= 0:
+            return out
+        hi = np.maximum.accumulate(np.concatenate([[self.hi], v]))  # hi[j]: the maximum before record j
+        lo = np.minimum.accumulate(np.concatenate([[self.lo], v]))
+        rows = self.i + np.arange(len(v))
+        with np.errstate(invalid="ignore"):  # the stream's first record has no range yet
+            beyond = np.maximum(v - hi[:-1], lo[:-1] - v)
+            x = beyond / np.maximum(hi[:-1] - lo[:-1], 1e-12)
+        for j in np.flatnonzero((beyond > 0) & (rows >= self.start)):
+            if rows[j] - self.last > self.quiet:
+                out[j] = self.level + NOVELTY_SPAN * x[j] / (1.0 + x[j])
+            self.last = rows[j]
+        self.i, self.hi, self.lo = self.i + len(v), hi[-1], lo[-1]
+        return out
+
+
+class EnsembleLikelihood:
+    """The combined score of step 2-3, record by record (`update`) or chunk by chunk (`update_many`)."""
+
+    def __init__(self, members: list[StreamingLikelihood], suppress: int, damping: float):
+        self.members, self.suppression = members, StreamingSuppression(suppress, damping)
+
+    def update(self, errors: np.ndarray) -> float:
+        return self.suppression.update(max(m.update(e) for m, e in zip(self.members, errors)))
+
+    def update_many(self, errors: np.ndarray) -> np.ndarray:
+        r = np.max([m.update_many(errors[:, k]) for k, m in enumerate(self.members)], axis=0)
+        return self.suppression.update_many(r)
+
+
+class Ensemble(LearnedDetector):
+    """See the module docstring."""
+
+    Params = EnsembleParams
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        p = self.params
+        shared = {k: getattr(p, k) for k in SHARED}
+        self.members: list[LearnedDetector] = []
+        for i, m in enumerate(p.members):
+            try:
+                self.members.append(MEMBER_TYPES[m.type](**m.member_params(shared)))
+            except ValidationError as exc:  # pragma: no cover - Member validated them already
+                raise ValueError(f"members[{i}] ({m.type}): {exc}") from None
+        width = self.lag + 1
+        self.spans: list[tuple[int, int]] = []  # the columns of the ensemble's window each member's model reads
+        self.widths: list[int] = []  # each member's output width
+        for m in self.members:
+            own = np.arange(width - m.lag - 1, width, dtype=np.float32)  # a member's window: the newest lag + 1
+            inputs, targets = m.window_pair(own)
+            cols = inputs[0].astype(int)
+            assert np.array_equal(cols, np.arange(cols[0], cols[0] + len(cols))), "a member must read adjacent records"
+            self.spans.append((int(cols[0]), int(cols[-1]) + 1))
+            self.widths.append(targets.shape[1])
+
+    @property
+    def lag(self) -> int:
+        return max(m.lag for m in self.members)
+
+    def split_windows(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = np.require(windows, np.float32, ["C", "W"])
+        return x, x
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError("an ensemble's model is its trained members, stacked by fit()")
+
+    def fit(self, name: str, head: np.ndarray) -> tuple[nn.Module, float, float]:
+        from harness.detectors.torch_models import Stack
+
+        model = Stack([m.fit(name, head)[0] for m in self.members], self.spans).eval()
+        mean, scale = self.norm_stats(head)
+        inputs, _ = self.training_windows(head, mean, scale)
+        self.last_model, self.last_calibration = model, np.ascontiguousarray(inputs[:CALIBRATION_SIZE], dtype=np.float32)
+        return model, mean, scale
+
+    def errors(self, inputs: np.ndarray, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """One column per member: its own error of its own part of the outputs."""
+        columns, at, width = [], 0, inputs.shape[1]
+        for m, (a, b), w in zip(self.members, self.spans, self.widths):
+            _, own_targets = m.split_windows(inputs[:, width - m.lag - 1 :])
+            columns.append(m.errors(inputs[:, a:b], outputs[:, at : at + w], own_targets))
+            at += w
+        return np.column_stack(columns)
+
+    def history_errors(self, err: np.ndarray, P: int) -> np.ndarray:
+        return np.column_stack([m.history_errors(err[:, k], P) for k, m in enumerate(self.members)])
+
+    def new_likelihood(self, P: int, length: int | None) -> EnsembleLikelihood:
+        return EnsembleLikelihood(
+            [StreamingLikelihood(**m.likelihood_settings(P, length)) for m in self.members],
+            self.suppress_rows(length), self.params.damping,
+        )
+
+    def ratios(self, err: np.ndarray, P: int, length: int) -> np.ndarray:
+        """Step 2 for a whole file (the record-by-record path is `new_likelihood`)."""
+        return np.max([m.ratios(err[:, k], P, length) for k, m in enumerate(self.members)], axis=0)  # raw errors: each member NaNs its own
+
+    def novelty(self, P: int, length: int | None) -> RangeNovelty:
+        return RangeNovelty(P, self.params.novelty_level, int(self.params.novelty_quiet * self.suppress_rows(length)))
+
+    def with_novelty(self, scores: np.ndarray, values: np.ndarray, P: int) -> np.ndarray:
+        """Step 4 for a whole file, from the combined scores of step 3."""
+        return np.maximum(scores, self.novelty(P, len(values)).update_many(values))
+
+    def score_file(self, series: SeriesFile, probation: int) -> np.ndarray:
+        return self.with_novelty(super().score_file(series, probation), series.values, probation)
+
+    def start(self, stream: Stream) -> None:
+        super().start(stream)
+        self._novelty = self.novelty(stream.probation, stream.length)
+
+    def score_one(self, timestamp, value) -> float:
+        return max(super().score_one(timestamp, value), float(self._novelty.update_many(np.array([value]))[0]))
+
+    def score_many(self, timestamps, values) -> np.ndarray:
+        return np.maximum(super().score_many(timestamps, values), self._novelty.update_many(values))
