@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 GATE_MAX_LOSS_PCT = 5.0  # an INT8 build may lose less than 5% of the quality column...
-GATE_MIN_SPEEDUP = 2.0  # ...and must reach at least 2x the speed column of its torch fp32 row
+GATE_MIN_SPEEDUP = 2.0  # ...and must reach at least 2x the speed column of its torch fp32 row (`gate`), or of its
+# runtime's fp32 row (`gate_vs_backend`: what the precision itself buys, not the change of runtime)
 GATE_QUALITY = BY_NAME["nab_standard"]
 GATE_SPEED = BY_NAME["throughput_eps"]
 
@@ -64,10 +65,18 @@ def _compare_with_references(df: "pd.DataFrame") -> None:
     runtime = model + "\0" + df["backend"].astype(str)
     same_runtime = _reference(df, runtime, fp32 & (df["status"] == Status.OK.value))
     df["speedup_vs_backend_fp32"] = df["throughput_eps"] / of(same_runtime, "throughput_eps")
-    df["gate"] = [
-        gate(row, None if _isnan(ref) else df.loc[int(ref)]) if row["precision"] == "int8" and row["status"] == Status.OK.value else ""
-        for (_, row), ref in zip(df.iterrows(), torch_ref)
-    ]
+
+    def row_of(ref: Any) -> "pd.Series | None":
+        return None if _isnan(ref) else df.loc[int(ref)]
+
+    reduced = df["precision"].notna() & ~df["precision"].isin(["fp32", ""])  # int8, bf16, fp16 (no backend: "")
+    gated = reduced & (df["status"] == Status.OK.value)
+    same_runtime_any = _reference(df, runtime, fp32)  # includes rows that are not ok, to say why there is no verdict
+    for column, speed_refs in (("gate", torch_ref), ("gate_vs_backend", same_runtime_any)):
+        df[column] = [
+            gate(row, row_of(quality), row_of(speed)) if is_gated else ""
+            for (_, row), is_gated, quality, speed in zip(df.iterrows(), gated, torch_ref, speed_refs)
+        ]
 
 
 def _isnan(v: Any) -> bool:
@@ -80,18 +89,20 @@ def _change_pct(column: Column, value: float, reference: float) -> float:
     return sign * 100.0 * (value - reference) / abs(reference)
 
 
-def gate(row: "pd.Series", reference: "pd.Series | None") -> str:
-    """PASS, FAIL with the reasons, or n/a with why no verdict is possible: an INT8 row must lose less than 5% of
-    the quality column and reach 2x the speed column, both against its model's torch fp32 row."""
-    if reference is None:
-        return "n/a: no torch fp32 row to compare with"
-    if reference["status"] != Status.OK.value:
-        return f"n/a: the torch fp32 row is {reference['status']}"
-    quality, speed = (float(reference[c.name]) for c in (GATE_QUALITY, GATE_SPEED))
+def gate(row: "pd.Series", quality_ref: "pd.Series | None", speed_ref: "pd.Series | None") -> str:
+    """PASS, FAIL with the reasons, or n/a with why no verdict is possible: a reduced-precision row must lose less
+    than 5% of the quality column against its model's torch fp32 row, and reach 2x the speed column of
+    `speed_ref` (that torch fp32 row, or the fp32 row of the row's own runtime)."""
+    for ref, label in ((quality_ref, "torch"), (speed_ref, row["backend"] if speed_ref is not quality_ref else "torch")):
+        if ref is None:
+            return f"n/a: no {label} fp32 row to compare with"
+        if ref["status"] != Status.OK.value:
+            return f"n/a: the {label} fp32 row is {ref['status']}"
+    quality, speed = float(quality_ref[GATE_QUALITY.name]), float(speed_ref[GATE_SPEED.name])
     if quality == 0:
         return f"n/a: the torch fp32 row scores 0 {GATE_QUALITY.name}, so a relative loss is undefined"
     if _isnan(quality) or _isnan(speed) or speed <= 0:
-        return "n/a: the torch fp32 row has no figures to compare with"
+        return f"n/a: the {speed_ref['backend']} fp32 row has no figures to compare with"
     change = _change_pct(GATE_QUALITY, float(row[GATE_QUALITY.name]), quality)
     speedup = float(row[GATE_SPEED.name]) / speed if GATE_SPEED.better == "higher" else speed / float(row[GATE_SPEED.name])
     reasons = []

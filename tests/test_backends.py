@@ -184,6 +184,28 @@ def test_spec_combinations():
             assert BackendSpec.model_validate(s.model_dump(mode="json")).token == s.token
 
 
+# Reduced float precisions, measured relative error (max |y - torch| / max |torch|) on held-out windows: bf16
+# 3e-3 to 4e-3 (8 significant bits), fp16 3e-4 to 6e-4 (11 bits).
+REDUCED_REL_TOL = {"bf16": 2e-2, "fp16": 3e-3}
+
+
+@pytest.mark.parametrize("backend, precision", [("torch", "bf16"), ("onnxruntime", "fp16"), ("openvino", "bf16"), ("openvino", "fp16")])
+def test_reduced_float_precisions_run_close_to_torch_and_cache(backend, precision, models, calibration, held_out, tmp_path):
+    for name in ("lstm", "autoencoder"):
+        c = prepare({"backend": backend, "precision": precision}, models[name], calibration, tmp_path)
+        ref = torch_out(models[name], held_out)
+        err = np.abs(c.infer(held_out) - ref).max() / np.abs(ref).max()
+        assert 0 < err <= REDUCED_REL_TOL[precision], (name, err)  # > 0: the arithmetic really is reduced
+        assert c.info["precision"] == precision
+        if backend == "openvino":
+            assert c.info["inference_precision"] == {"bf16": "bf16", "fp16": "f16"}[precision]
+        if backend == "onnxruntime":
+            assert prepare({"backend": backend, "precision": precision}, models[name], calibration, tmp_path).info["cache"] == "hit"
+    for bad, offered in ((("torch", "fp16"), "onnxruntime or openvino"), (("onnxruntime", "bf16"), "torch or openvino")):
+        with pytest.raises(ValueError, match=f"{bad[0]} {bad[1]} is not offered; use backend {offered}"):
+            BackendSpec(backend=bad[0], precision=bad[1])
+
+
 def test_torch_int8_refused_by_prepare(models, calibration):
     with pytest.raises(ValueError, match="torch int8"):
         prepare({"backend": "torch", "precision": "int8"}, models["autoencoder"], calibration)

@@ -77,6 +77,29 @@ def test_deltas_speedups_and_gate_per_int8_row() -> None:
     assert list(df.reset_index().columns) == [c.name for c in COLUMNS if not (c.target or c.kinds)]  # every described column, in order (no targets or kinds here)
 
 
+def test_gate_vs_backend_measures_what_the_precision_itself_buys() -> None:
+    """`gate` compares speed with torch fp32, `gate_vs_backend` with the row's own runtime's fp32; accuracy is
+    always against torch fp32; bf16 and fp16 rows are gated like int8."""
+    df = build_table([
+        result("ae.torch-fp32", "torch", "fp32", 50.0, 1000.0),
+        result("ae.ort-fp32", "onnxruntime", "fp32", 50.0, 3000.0),
+        result("ae.ort-int8", "onnxruntime", "int8", 49.0, 3300.0),  # 3.3x torch, 1.1x its runtime
+        result("ae.ov-fp32", "openvino", "fp32", 50.0, 1000.0),
+        result("ae.ov-bf16", "openvino", "bf16", 49.5, 2100.0),  # 2.1x both
+        result("ae.ov-fp16", "openvino", "fp16", 40.0, 2100.0),  # -20%
+        result("ae.torch-bf16", "torch", "bf16", 50.0, 500.0),
+        result("lstm.torch-fp32", "torch", "fp32", 50.0, 1000.0, detector="lstm"),
+        result("lstm.ort-int8", "onnxruntime", "int8", 50.0, 4000.0, detector="lstm"),  # no onnxruntime fp32 row
+    ]).set_index("cell")
+    assert df.loc["ae.ort-int8", ["gate", "gate_vs_backend"]].tolist() == ["PASS", "FAIL: 1.10x faster (needs 2x)"]
+    assert df.loc["ae.ov-bf16", ["gate", "gate_vs_backend"]].tolist() == ["PASS", "PASS"]
+    assert df.loc["ae.ov-fp16", "gate_vs_backend"] == "FAIL: loses 20.0% nab_standard (limit 5%)"
+    assert df.loc["ae.torch-bf16", ["gate", "gate_vs_backend"]].tolist() == ["FAIL: 0.50x faster (needs 2x)"] * 2
+    assert df.loc["lstm.ort-int8", ["gate", "gate_vs_backend"]].tolist() == ["PASS", "n/a: no onnxruntime fp32 row to compare with"]
+    assert (df.loc[["ae.torch-fp32", "ae.ort-fp32", "ae.ov-fp32"], ["gate", "gate_vs_backend"]] == "").all().all()
+    assert df.loc["ae.ov-bf16", "speedup_vs_backend_fp32"] == pytest.approx(2.1)
+
+
 def test_each_model_is_compared_with_its_own_torch_row_and_failures_get_no_gate() -> None:
     df = build_table([
         result("ae.w8.torch", "torch", "fp32", 40.0, 1000.0, params={"window": 8}),

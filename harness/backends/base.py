@@ -49,6 +49,15 @@ VERIFY_SAMPLES = 64  # calibration samples compared with torch after every prepa
 FP32_ATOL = 1e-5
 FP32_RTOL = 1e-5
 
+# What each runtime runs on a CPU. bf16 and fp16 run the FP32 model with reduced-precision arithmetic: torch casts
+# the model (bf16), onnxruntime converts the graph to fp16 keeping fp32 inputs and outputs, openvino compiles with
+# INFERENCE_PRECISION_HINT bf16 / f16.
+PRECISIONS: dict[str, tuple[str, ...]] = {
+    "torch": ("fp32", "bf16"),
+    "onnxruntime": ("fp32", "int8", "fp16"),
+    "openvino": ("fp32", "int8", "bf16", "fp16"),
+}
+
 FORMAT_VERSION = "1"  # bump to invalidate every cached artefact
 
 
@@ -58,7 +67,9 @@ class BackendSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     backend: Literal["torch", "onnxruntime", "openvino"] = "torch"
-    precision: Literal["fp32", "int8"] = "fp32"
+    precision: Literal["fp32", "int8", "bf16", "fp16"] = Field(
+        "fp32", description="int8: onnxruntime, openvino; bf16: torch, openvino; fp16: onnxruntime, openvino (PRECISIONS)"
+    )
     threads: int = Field(1, ge=1, le=64, description="intra-op threads of the backend")
     quantization: Literal["dynamic", "static"] | None = Field(
         None, description=f"onnxruntime int8 only; default {DEFAULT_ORT_QUANTIZATION!r}"
@@ -88,11 +99,10 @@ class BackendSpec(BaseModel):
 
     @model_validator(mode="after")
     def _combination(self) -> "BackendSpec":
-        if self.backend == "torch" and self.precision == "int8":
-            raise ValueError(
-                "torch int8 is not offered (torch.ao dynamic quantization is slower than torch fp32 on this CPU); "
-                "use backend 'onnxruntime' or 'openvino' for int8"
-            )
+        if self.precision not in PRECISIONS[self.backend]:
+            why = " (torch.ao dynamic quantization is slower than torch fp32 on this CPU)" if self.precision == "int8" else ""
+            offered = " or ".join(b for b, ps in PRECISIONS.items() if self.precision in ps)
+            raise ValueError(f"{self.backend} {self.precision} is not offered{why}; use backend {offered} for {self.precision}")
         if self.quantization is not None and not (self.backend == "onnxruntime" and self.precision == "int8"):
             raise ValueError("quantization ('dynamic' or 'static') applies to onnxruntime int8 only")
         if self.graph_optimization != "all" and self.backend != "onnxruntime":

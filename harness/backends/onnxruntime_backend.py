@@ -1,4 +1,7 @@
-"""ONNX Runtime on CPU: FP32, INT8 dynamic, INT8 static (QDQ).
+"""ONNX Runtime on CPU: FP32, FP16, INT8 dynamic, INT8 static (QDQ).
+
+FP16 converts the FP32 graph's weights and arithmetic to float16 (`onnxruntime.transformers.float16`), keeping
+float32 inputs and outputs; the CPU provider runs what it has no fp16 kernel for through inserted casts.
 
 Settings chosen by measurement (benchmarks/bench_backends.py; AMD EPYC, AVX-512 VNNI, 1 thread, window 32,
 hidden 32):
@@ -55,6 +58,7 @@ STATIC = {
         "OpTypesToExcludeOutputQuantization": ["Gemm", "MatMul"],
     },
 }
+FP16 = {"keep_io_types": True}
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
 
@@ -100,7 +104,7 @@ def _quiet_quantizer():
 
 
 def _quantize_to(path: Path, build) -> None:
-    """Write a quantized model atomically: build into a temporary file beside `path`, then rename."""
+    """Write a converted model atomically: build into a temporary file beside `path`, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent)
     os.close(fd)
@@ -121,6 +125,13 @@ def _quantize_dynamic(src: OnnxModel, dst: Path) -> None:
         src.path, out, weight_type=getattr(QuantType, DYNAMIC["weight_type"]),
         per_channel=DYNAMIC["per_channel"], reduce_range=DYNAMIC["reduce_range"],
     ))
+
+
+def _convert_fp16(src: OnnxModel, dst: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    _quantize_to(dst, lambda out: onnx.save(convert_float_to_float16(src.proto(), **FP16), out))
 
 
 def _quantize_static(src: OnnxModel, dst: Path, calibration: np.ndarray, exclude: list[str]) -> None:
@@ -166,13 +177,15 @@ def prepare_onnxruntime(spec: BackendSpec, model: "torch.nn.Module", calibration
         data, path, cache = src.data, src.path, "hit" if src.source == "cache" else "miss"
         info["export"] = src.source
     else:
-        # the INT8 artefact's key: weights + quantization settings (+ calibration for static)
-        if spec.quantization == "dynamic":
-            settings: dict[str, Any] = dict(DYNAMIC)
+        # the artefact's key: weights + conversion settings (+ calibration for static)
+        if spec.precision == "fp16":
+            settings: dict[str, Any] = dict(FP16)
+        elif spec.quantization == "dynamic":
+            settings = dict(DYNAMIC)
         else:
             settings = {**STATIC, **calibrated_settings(spec, calibration)}
-        path = artefact_path(model, calibration.shape[1], cache_dir, f"ort-int8-{spec.quantization}", settings,
-                             (ort.__version__,), ".onnx")
+        kind = "ort-fp16" if spec.precision == "fp16" else f"ort-int8-{spec.quantization}"
+        path = artefact_path(model, calibration.shape[1], cache_dir, kind, settings, (ort.__version__,), ".onnx")
         info["quantizer"] = settings
         if path.is_file():
             cache, info["export"] = "hit", "cache"
@@ -180,7 +193,9 @@ def prepare_onnxruntime(spec: BackendSpec, model: "torch.nn.Module", calibration
             cache = "miss"
             src = onnx_fp32(model, calibration, cache_dir)
             info["export"] = src.source
-            if spec.quantization == "dynamic":
+            if spec.precision == "fp16":
+                _convert_fp16(src, path)
+            elif spec.quantization == "dynamic":
                 _quantize_dynamic(src, path)
             else:
                 exclude = [] if spec.quantize_input_layers else quantizable_input_layers(src.proto(), src.input_name)

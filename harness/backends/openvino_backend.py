@@ -1,4 +1,5 @@
-"""OpenVINO on CPU: FP32 and INT8 (NNCF post-training quantization).
+"""OpenVINO on CPU: FP32, BF16 and FP16 (the FP32 graph compiled with that INFERENCE_PRECISION_HINT), and INT8
+(NNCF post-training quantization).
 
 FP32 sets `INFERENCE_PRECISION_HINT=f32`: OpenVINO's default on an AVX-512 CPU is bf16 (max error ~2e-3 on the
 LSTM instead of ~1e-7). The model is read from the FP32 ONNX bytes in memory (`Core.read_model(bytes)`).
@@ -62,9 +63,12 @@ def core() -> Any:
         return _core
 
 
-def compile_config(threads: int) -> dict[str, Any]:
+HINTS = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16"}  # int8: what stays unquantized runs in f32
+
+
+def compile_config(threads: int, precision: str = "fp32") -> dict[str, Any]:
     return {
-        "INFERENCE_PRECISION_HINT": "f32",
+        "INFERENCE_PRECISION_HINT": HINTS[precision],
         "INFERENCE_NUM_THREADS": threads,
         "NUM_STREAMS": 1,
         "PERFORMANCE_HINT": "LATENCY",
@@ -151,7 +155,7 @@ def prepare_openvino(spec: BackendSpec, model: "torch.nn.Module", calibration: n
         "quantization": "nncf-static" if spec.precision == "int8" else None,
         "provider": DEVICE,
     }
-    if spec.precision == "fp32":
+    if spec.precision != "int8":  # fp32, bf16, fp16: the FP32 graph, compiled with that precision hint
         src = onnx_fp32(model, calibration, cache_dir)
         ov_model = c.read_model(src.data)
         size, artefact = len(src.data), src.path
@@ -174,7 +178,7 @@ def prepare_openvino(spec: BackendSpec, model: "torch.nn.Module", calibration: n
         info["fake_quantize_nodes"] = sum(1 for op in ov_model.get_ops() if op.get_type_name() == "FakeQuantize")
         size = artefact.stat().st_size + artefact.with_suffix(".bin").stat().st_size
         info.update(artefact_format="openvino-ir", weights_bytes=artefact.with_suffix(".bin").stat().st_size)
-    compiled = c.compile_model(ov_model, DEVICE, compile_config(spec.threads))
+    compiled = c.compile_model(ov_model, DEVICE, compile_config(spec.threads, spec.precision))
     info.update(
         artefact=str(artefact),
         threads_effective=int(compiled.get_property("INFERENCE_NUM_THREADS")),

@@ -1,5 +1,5 @@
-"""Torch FP32: the reference every other backend is compared with. No INT8 (torch.ao dynamic quantization is
-slower than FP32 for these small Linear models on this CPU)."""
+"""Torch FP32: the reference every other backend is compared with; and torch BF16 (a bf16 copy of the model, fp32
+in and out). No INT8 (torch.ao dynamic quantization is slower than FP32 for these small Linear models on this CPU)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ if TYPE_CHECKING:
 
 
 class TorchCompiled(Compiled):
-    def __init__(self, model: "torch.nn.Module", threads: int, size_bytes: int, info: dict):
+    def __init__(self, model: "torch.nn.Module", threads: int, size_bytes: int, info: dict, dtype: "torch.dtype | None" = None):
         super().__init__(size_bytes, info)
         self._model = model
         self._threads = threads
+        self._dtype = dtype  # the model's, when not float32
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -26,20 +27,24 @@ class TorchCompiled(Compiled):
         if torch.get_num_threads() != self._threads:  # process-wide: another backend in this process may change it
             torch.set_num_threads(self._threads)
         with torch.inference_mode():
-            return self._model(torch.from_numpy(batch)).float().numpy()
+            x = torch.from_numpy(batch)
+            return self._model(x if self._dtype is None else x.to(self._dtype)).float().numpy()
 
 
 def prepare_torch(spec: BackendSpec, model: "torch.nn.Module", calibration: np.ndarray, cache_dir=None) -> TorchCompiled:
     import torch
 
-    if spec.precision != "fp32":
-        raise ValueError("torch int8 is not offered: use backend 'onnxruntime' or 'openvino' for int8")
+    import copy
+
+    dtype = {"fp32": None, "bf16": torch.bfloat16}[spec.precision]
+    if dtype is not None:
+        model = copy.deepcopy(model).to(dtype)
     torch.set_num_threads(spec.threads)
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     info = {
         "backend": "torch",
-        "precision": "fp32",
+        "precision": spec.precision,
         "threads": spec.threads,
         "threads_effective": torch.get_num_threads(),
         "interop_threads": torch.get_num_interop_threads(),
@@ -49,4 +54,4 @@ def prepare_torch(spec: BackendSpec, model: "torch.nn.Module", calibration: np.n
         "artefact": "torch state_dict",
         "weights_bytes": sum(t.numel() * t.element_size() for t in model.state_dict().values()),
     }
-    return TorchCompiled(model, spec.threads, len(buf.getvalue()), info)
+    return TorchCompiled(model, spec.threads, len(buf.getvalue()), info, dtype)

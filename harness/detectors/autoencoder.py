@@ -24,6 +24,7 @@ class AEParams(LearnedParams):
 
     hidden: int = Field(32, ge=1, le=4096, description="width of the encoder's and decoder's hidden layer")
     bottleneck: int = Field(8, ge=1, le=1024, description="width of the code")
+    depth: int = Field(0, ge=0, le=8, description="hidden x hidden layers on each side (square products: what INT8 speeds up)")
     centre: bool = Field(False, description="centre each window on its mean inside the model (level-blind)")
     error: Literal["newest", "mean", "max"] = Field("newest", description="which part of the reconstruction error")
 
@@ -39,7 +40,7 @@ class DenseAutoencoder(LearnedDetector):
         from harness.detectors.torch_models import DenseAE
 
         p = self.params
-        return DenseAE(p.window, p.hidden, p.bottleneck, p.centre)
+        return DenseAE(p.window, p.hidden, p.bottleneck, p.centre, p.depth)
 
     def split_windows(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = np.require(windows, np.float32, ["C", "W"])

@@ -44,11 +44,16 @@ class LinearLSTM(nn.Module):
 
 
 class DenseAE(nn.Module):
-    def __init__(self, window: int, hidden: int, bottleneck: int, centre: bool = True):
+    """window -> hidden (-> hidden, `depth` times) -> bottleneck, and back. The hidden x hidden layers are the
+    square matrix products INT8 speeds up (docs/quantization.md); the others are thin."""
+
+    def __init__(self, window: int, hidden: int, bottleneck: int, centre: bool = True, depth: int = 0):
         super().__init__()
         self.centre = centre
-        self.encoder = nn.Sequential(nn.Linear(window, hidden), nn.Tanh(), nn.Linear(hidden, bottleneck))
-        self.decoder = nn.Sequential(nn.Linear(bottleneck, hidden), nn.Tanh(), nn.Linear(hidden, window))
+        square = [layer for _ in range(depth) for layer in (nn.Linear(hidden, hidden), nn.Tanh())]
+        self.encoder = nn.Sequential(nn.Linear(window, hidden), nn.Tanh(), *square, nn.Linear(hidden, bottleneck))
+        square = [layer for _ in range(depth) for layer in (nn.Linear(hidden, hidden), nn.Tanh())]
+        self.decoder = nn.Sequential(nn.Linear(bottleneck, hidden), nn.Tanh(), *square, nn.Linear(hidden, window))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.centre:

@@ -76,7 +76,7 @@ COLUMNS: tuple[Column, ...] = (
            "points", None, value=lambda r: r.score.nab.profiles["standard"].score - r.score.cross_validated["standard"]
            if r.score and r.score.cross_validated else None),
     Column("backend", "where the model ran: `torch`, `onnxruntime`, `openvino`", value=_backend("backend"), backend=True),
-    Column("precision", "the model's numeric precision: `fp32`, `int8`", value=_backend("precision"), backend=True),
+    Column("precision", "the model's numeric precision: `fp32`, `int8`, `bf16`, `fp16`", value=_backend("precision"), backend=True),
     Column("f1", "event-based F1 at the standard profile's threshold (docs/metrics.md)", "", "higher", DETERMINISTIC, _det("f1")),
     Column("alert_precision", "detected windows / (detected windows + false-positive alert events)", "", "higher", DETERMINISTIC, _det("precision")),
     Column("recall", "detected windows / windows", "", "higher", DETERMINISTIC, _det("recall")),
@@ -103,10 +103,12 @@ COLUMNS: tuple[Column, ...] = (
     Column("throughput_b1_eps", "the same at batch 1", "events/s", "higher", B1_NOISE, _lat("batch1", "events_per_s"), backend=True),
     Column("speedup_vs_fp32", "throughput vs the same model's torch fp32 row, at the large batch", "x", "higher", TIMING_NOISE, backend=True),
     Column("speedup_b1_vs_fp32", "the same at batch 1", "x", "higher", B1_NOISE, backend=True),
-    Column("speedup_vs_backend_fp32", "throughput vs the same model's fp32 row on the same backend: what INT8 itself buys", "x", "higher", TIMING_NOISE, backend=True),
+    Column("speedup_vs_backend_fp32", "throughput vs the same model's fp32 row on the same backend: what the precision itself buys", "x", "higher", TIMING_NOISE, backend=True),
     Column("throughput_spread_pct", "(max - min) / median of the large-batch timing rounds' medians: a speedup smaller than this is noise", "%", "lower", value=_lat("batchN", "spread_pct"), backend=True),
     Column("model_bytes", "size of what the backend loads (ONNX file, OpenVINO IR, torch state dict)", "bytes", "lower", DETERMINISTIC, lambda r: r.score.model_bytes if r.score else None, backend=True),
-    Column("gate", "INT8 rows: `PASS`, `FAIL: <why>`, or `n/a: <why>` (see below)", backend=True),
+    Column("gate", "int8/bf16/fp16 rows against the torch fp32 row: `PASS`, `FAIL: <why>`, or `n/a: <why>` (see below)", backend=True),
+    Column("gate_vs_backend", "the same verdict with the speed measured against the fp32 row of the same runtime: what the "
+           "precision itself buys", backend=True),
     Column("scoring_eps", "records the scoring task got through per second on its node: corpus rows / detection time "
            "(training, likelihood and inference included; no backend needed)", "events/s", "higher", "machine load",
            lambda r: r.score.rows / r.score.detect_s if r.score and r.score.detect_s else None),
