@@ -51,7 +51,7 @@ def _compare_with_references(df: "pd.DataFrame") -> None:
     model = df["detector"].astype(str) + "\0" + df["params"].astype(str)  # the same model on the same target
     if "target" in df:
         model = model + "\0" + df["target"].astype(str)
-    fp32 = df["precision"] == "fp32"
+    fp32 = (df["precision"] == "fp32") & (df["pruning"] == "")  # references: the unpruned fp32 rows
     torch_ref = _reference(df, model, fp32 & (df["backend"] == "torch"))  # includes rows that are not ok
     ok_ref = torch_ref.where(torch_ref.map(lambda i: not _isnan(i) and df.at[int(i), "status"] == Status.OK.value))
 
@@ -69,7 +69,7 @@ def _compare_with_references(df: "pd.DataFrame") -> None:
     def row_of(ref: Any) -> "pd.Series | None":
         return None if _isnan(ref) else df.loc[int(ref)]
 
-    reduced = df["precision"].notna() & ~df["precision"].isin(["fp32", ""])  # int8, bf16, fp16 (no backend: "")
+    reduced = (df["precision"].notna() & ~df["precision"].isin(["fp32", ""])) | (df["pruning"] != "")  # int8, bf16, fp16, pruned
     gated = reduced & (df["status"] == Status.OK.value)
     same_runtime_any = _reference(df, runtime, fp32)  # includes rows that are not ok, to say why there is no verdict
     for column, speed_refs in (("gate", torch_ref), ("gate_vs_backend", same_runtime_any)):

@@ -32,8 +32,8 @@ def latency(events_per_s: float, batch: int) -> LatencyFigures:
 
 def result(cell_id: str, backend: str | None, precision: str, nab: float, eps: float, b1_eps: float = 100.0,
            status: str = "ok", params: dict | None = None, detector: str = "ae", threshold: float = 0.9,
-           timed: bool = True) -> CellResult:
-    spec = {"backend": backend, "precision": precision} if backend else None
+           timed: bool = True, prune: dict | None = None) -> CellResult:
+    spec = {"backend": backend, "precision": precision, **(prune or {})} if backend else None
     cell = Cell(id=cell_id, detector=detector, type="autoencoder", params=params or {"window": 8}, axes={}, backend=spec)
     kinds = ["score", "timing"] if backend else ["score"]
     if status == "failed":
@@ -98,6 +98,26 @@ def test_gate_vs_backend_measures_what_the_precision_itself_buys() -> None:
     assert df.loc["lstm.ort-int8", ["gate", "gate_vs_backend"]].tolist() == ["PASS", "n/a: no onnxruntime fp32 row to compare with"]
     assert (df.loc[["ae.torch-fp32", "ae.ort-fp32", "ae.ov-fp32"], ["gate", "gate_vs_backend"]] == "").all().all()
     assert df.loc["ae.ov-bf16", "speedup_vs_backend_fp32"] == pytest.approx(2.1)
+
+
+def test_pruned_rows_are_compared_with_the_unpruned_model() -> None:
+    """A pruned row (any precision) gets its NAB delta and speedups against the same model unpruned: the torch fp32
+    row and its runtime's fp32 row; a pruned fp32 row is never anyone's reference."""
+    half = {"prune": "structured", "sparsity": 0.5}
+    df = build_table([
+        result("ae.torch-fp32.pruned", "torch", "fp32", 45.0, 1800.0, prune=half),  # listed first on purpose
+        result("ae.torch-fp32", "torch", "fp32", 50.0, 1000.0),
+        result("ae.ort-fp32", "onnxruntime", "fp32", 50.0, 2000.0),
+        result("ae.ort-fp32.pruned", "onnxruntime", "fp32", 49.0, 4400.0, prune=half),
+        result("ae.ort-int8.pruned", "onnxruntime", "int8", 48.0, 6000.0, prune={"prune": "magnitude", "sparsity": 0.9}),
+    ]).set_index("cell")
+    assert df.loc["ae.torch-fp32.pruned", "nab_standard_delta_pct"] == pytest.approx(-10.0)
+    assert df.loc["ae.torch-fp32.pruned", "gate"] == "FAIL: loses 10.0% nab_standard (limit 5%); 1.80x faster (needs 2x)"
+    assert df.loc["ae.ort-fp32.pruned", "speedup_vs_backend_fp32"] == pytest.approx(2.2)
+    assert df.loc["ae.ort-fp32.pruned", ["gate", "gate_vs_backend"]].tolist() == ["PASS", "PASS"]
+    assert df.loc["ae.ort-int8.pruned", ["gate", "gate_vs_backend"]].tolist() == ["PASS", "PASS"]
+    assert df.loc["ae.ort-int8.pruned", "pruning"] == "magnitude 0.9" and df.loc["ae.torch-fp32", "pruning"] == ""
+    assert df.loc["ae.torch-fp32", "speedup_vs_fp32"] == 1 and df.loc["ae.torch-fp32", "gate"] == ""
 
 
 def test_each_model_is_compared_with_its_own_torch_row_and_failures_get_no_gate() -> None:

@@ -88,6 +88,12 @@ class BackendSpec(BaseModel):
         "ranges get room beyond what the calibration windows reach (1.0: the windows only)",
     )
     verify: bool = Field(True, description="after prepare, compare with torch on calibration samples (fp32: must match)")
+    prune: Literal["magnitude", "structured"] | None = Field(
+        None, description="learned detectors prune each trained model before it is prepared (harness.detectors.pruning): "
+        "magnitude (zeroed weights, shapes kept) or structured (hidden units removed)",
+    )
+    sparsity: float = Field(0.0, ge=0.0, lt=1.0, description="with prune: the share of weights (magnitude) or hidden units (structured) removed")
+    prune_epochs: int = Field(2, ge=0, le=100, description="with prune: fine-tuning passes over the probationary data after pruning")
 
     @model_validator(mode="before")
     @classmethod
@@ -105,6 +111,8 @@ class BackendSpec(BaseModel):
             raise ValueError(f"{self.backend} {self.precision} is not offered{why}; use backend {offered} for {self.precision}")
         if self.quantization is not None and not (self.backend == "onnxruntime" and self.precision == "int8"):
             raise ValueError("quantization ('dynamic' or 'static') applies to onnxruntime int8 only")
+        if (self.prune is None) != (self.sparsity == 0.0) or (self.prune is None and self.prune_epochs != 2):
+            raise ValueError("prune (magnitude or structured) and a sparsity above 0 go together (prune_epochs with them)")
         if self.graph_optimization != "all" and self.backend != "onnxruntime":
             raise ValueError("graph_optimization applies to onnxruntime only")
         calibrated = self.precision == "int8" and (self.backend == "openvino" or self.quantization == "static")

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from harness.backends.base import BackendSpec
 from harness.detectors.autoencoder import DenseAutoencoder
 from harness.detectors.base import Stream
 from harness.detectors.learned import CALIBRATION_SIZE, LearnedDetector
@@ -159,10 +160,19 @@ class Ensemble(LearnedDetector):
     def build_model(self) -> nn.Module:
         raise NotImplementedError("an ensemble's model is its trained members, stacked by fit()")
 
+    def use_backend(self, spec: BackendSpec | dict, cache_dir: str | None = None) -> None:
+        super().use_backend(spec, cache_dir)
+        for m in self.members:  # each member prunes itself after its own training
+            m.pruning = self.pruning
+
     def fit(self, name: str, head: np.ndarray) -> tuple[nn.Module, float, float]:
         from harness.detectors.torch_models import Stack
 
         model = Stack([m.fit(name, head)[0] for m in self.members], self.spans).eval()
+        if self.pruning is not None:
+            done = [m.last_pruning for m in self.members]
+            self.last_pruning = {**done[0], **{k: sum(d[k] for d in done) for k in ("weights_before", "weights", "weights_nonzero")}}
+            self.last_pruning["zero_share"] = round(1 - self.last_pruning["weights_nonzero"] / max(self.last_pruning["weights"], 1), 4)
         mean, scale = self.norm_stats(head)
         inputs, _ = self.training_windows(head, mean, scale)
         self.last_model, self.last_calibration = model, np.ascontiguousarray(inputs[:CALIBRATION_SIZE], dtype=np.float32)

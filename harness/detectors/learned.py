@@ -113,13 +113,17 @@ class LearnedDetector(StreamingDetector):
         self.backend: BackendSpec | None = None
         self.cache_dir: str | None = None
         self.last_compiled: Compiled | None = None
+        self.pruning: BackendSpec | None = None  # a backend entry that asks for pruning (set by use_backend)
+        self.last_pruning: dict | None = None  # what pruning did to the last model (harness.detectors.pruning)
         self.prepared: list[dict] = []  # `Compiled.info` of every model prepared for the backend, in order
         self._compiled_for: "nn.Module | None" = None
 
     def use_backend(self, spec: "BackendSpec | dict", cache_dir: str | None = None) -> None:
         """Run inference on `spec`'s backend (harness.backends): each file's trained model is exported,
-        quantized (calibrated on windows of its own probationary rows) and compiled once, on first use."""
+        quantized (calibrated on windows of its own probationary rows) and compiled once, on first use; pruned
+        first, right after training, when the entry asks for it (`prune`, `sparsity`)."""
         self.backend, self.cache_dir = as_spec(spec), cache_dir
+        self.pruning = self.backend if self.backend.prune is not None else None
 
     # --- what subclasses provide ----------------------------------------------------------------------------
     @property
@@ -163,6 +167,8 @@ class LearnedDetector(StreamingDetector):
         if self._compiled_for is not model:
             calibration = self.last_calibration if self.last_calibration is not None and len(self.last_calibration) else batch
             self.last_compiled = prepare(self.backend, model, calibration, self.cache_dir)
+            if self.last_pruning is not None:
+                self.last_compiled.info["pruning"] = self.last_pruning
             self._compiled_for = model
             self.prepared.append(self.last_compiled.info)
         return self.last_compiled.infer(batch)
@@ -186,16 +192,19 @@ class LearnedDetector(StreamingDetector):
         assert len(inputs) == len(z), (len(inputs), len(z))
         return inputs, targets
 
-    def train(self, model: nn.Module, inputs: np.ndarray, targets: np.ndarray, generator: torch.Generator) -> None:
+    def train(self, model: nn.Module, inputs: np.ndarray, targets: np.ndarray, generator: torch.Generator,
+              epochs: int | None = None) -> None:
+        """`epochs` (default: the `epochs` parameter) passes of Adam over the pairs, in seeded random order."""
         import torch
 
         p = self.params
-        if p.epochs == 0 or len(inputs) == 0:
+        epochs = p.epochs if epochs is None else epochs
+        if epochs == 0 or len(inputs) == 0:
             return
         x, y = torch.tensor(inputs, dtype=torch.float32), torch.tensor(targets, dtype=torch.float32)  # copies
         opt = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
         model.train()
-        for _ in range(p.epochs):
+        for _ in range(epochs):
             order = torch.randperm(len(x), generator=generator)
             for k in range(0, len(x), p.train_batch):
                 idx = order[k : k + p.train_batch]
@@ -223,6 +232,12 @@ class LearnedDetector(StreamingDetector):
         inputs, targets = self.training_windows(head, mean, scale)
         model = self.build_model()
         self.train(model, inputs, targets, gen)
+        spec = self.pruning
+        if spec is not None:  # then a short fine-tune on the same pairs
+            from harness.detectors.pruning import prune_and_finetune
+
+            self.last_pruning = prune_and_finetune(model, spec.prune, spec.sparsity,
+                                                   lambda m: self.train(m, inputs, targets, gen, spec.prune_epochs))
         model.eval()
         self.last_model, self.last_calibration = model, np.ascontiguousarray(inputs[:CALIBRATION_SIZE], dtype=np.float32)
         return model, mean, scale

@@ -1,0 +1,96 @@
+"""Pruning a trained model, then a short fine-tune: magnitude (unstructured) and structured (hidden units).
+
+Plain torch (`torch.nn.utils.prune` for the masks); the learned detector calls `prune_and_finetune` after training,
+when its backend entry asks for pruning (`BackendSpec.prune`, `sparsity`, `prune_epochs`).
+
+- magnitude: in every Linear layer, the `sparsity` share of weights smallest in |w| is set to zero (L1
+  unstructured); the fine-tune keeps them zero (the masks stay on while training), then the zeros are made
+  permanent. The tensors keep their shapes: a dense runtime does the same arithmetic on the zeros, so this buys
+  no speed (docs/quantization.md measures it); it shows what accuracy a sparse kernel could keep.
+- structured: the hidden units of every chain Linear -> elementwise activation -> Linear inside an
+  `nn.Sequential` (the autoencoder's hidden layers) are ranked by the L2 norm of their incoming weights, and the
+  weakest `sparsity` share is removed: the layers are rebuilt smaller, so every runtime does less arithmetic.
+  The code width and the window are kept. A model with no such chain (the LSTM) cannot be pruned so: an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
+
+METHODS = ("magnitude", "structured")
+
+
+def prune_and_finetune(model: nn.Module, method: str, sparsity: float, finetune: Callable[[nn.Module], None]) -> dict[str, Any]:
+    """Prune `model` in place, call `finetune(model)`, and return what was done (for the cell's backend info)."""
+    from torch import nn
+    from torch.nn.utils import prune
+
+    before = count_weights(model)
+    if method == "magnitude":
+        layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        for layer in layers:
+            prune.l1_unstructured(layer, "weight", amount=sparsity)
+        finetune(model)
+        for layer in layers:
+            prune.remove(layer, "weight")
+    elif method == "structured":
+        removed = shrink_hidden_units(model, sparsity)
+        if not removed:
+            raise ValueError(f"structured pruning found no hidden layer to shrink in {type(model).__name__} "
+                             "(it prunes Linear -> activation -> Linear chains: the autoencoder's hidden layers)")
+        finetune(model)
+    else:
+        raise ValueError(f"unknown pruning method {method!r} (expected one of {', '.join(METHODS)})")
+    after = count_weights(model)
+    return {"method": method, "sparsity": sparsity, "weights_before": before[0], "weights": after[0],
+            "weights_nonzero": after[1], "zero_share": round(1 - after[1] / max(after[0], 1), 4)}
+
+
+def count_weights(model: nn.Module) -> tuple[int, int]:
+    """(weights, non-zero weights) over every parameter, masks applied."""
+    import torch
+
+    total = nonzero = 0
+    for name, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            value = getattr(module, pname.removesuffix("_orig")) if pname.endswith("_orig") else p
+            total += value.numel()
+            nonzero += int(torch.count_nonzero(value))
+    return total, nonzero
+
+
+def shrink_hidden_units(model: nn.Module, sparsity: float) -> int:
+    """Remove the weakest `sparsity` share of hidden units of every Linear -> elementwise -> Linear chain inside an
+    nn.Sequential of `model`; returns how many units were removed."""
+    import torch
+    from torch import nn
+
+    elementwise = (nn.Tanh, nn.ReLU, nn.Sigmoid, nn.GELU, nn.Identity)
+    removed = 0
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        at = [i for i, m in enumerate(seq) if isinstance(m, nn.Linear)]
+        for a, b in zip(at, at[1:]):
+            if not all(isinstance(seq[k], elementwise) for k in range(a + 1, b)):
+                continue
+            first, second = seq[a], seq[b]
+            keep = max(1, round(first.out_features * (1.0 - sparsity)))
+            if keep >= first.out_features:
+                continue
+            with torch.no_grad():
+                strength = first.weight.norm(dim=1) if first.bias is None else torch.hypot(first.weight.norm(dim=1), first.bias)
+                units = torch.sort(torch.argsort(strength, descending=True)[:keep]).values
+                narrow = nn.Linear(first.in_features, keep, bias=first.bias is not None)
+                narrow.weight.copy_(first.weight[units])
+                if first.bias is not None:
+                    narrow.bias.copy_(first.bias[units])
+                reader = nn.Linear(keep, second.out_features, bias=second.bias is not None)
+                reader.weight.copy_(second.weight[:, units])
+                if second.bias is not None:
+                    reader.bias.copy_(second.bias)
+            removed += first.out_features - keep
+            seq[a], seq[b] = narrow, reader
+    return removed
