@@ -221,10 +221,7 @@ def latency_plot(results: list[CellResult]) -> bytes | None:
     ax.set_title("Latency against throughput (p50 dotted, p95 solid, p99 dashed)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="x-small", loc="best")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
 
 
 # --- the leaderboard ---------------------------------------------------------------------------------------------
@@ -326,7 +323,73 @@ def _rescore_published(p: "Plan") -> tuple[list[dict[str, Any]], list[str]]:
     return rows, notes
 
 
-# --- the plot ---------------------------------------------------------------------------------------------------
+# --- the plots --------------------------------------------------------------------------------------------------
+def _png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def crossover_points(results: list[CellResult]) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """{backend entry: {model: [(batch, speedup)]}}: every reduced-precision or pruned row's throughput against
+    its model's unpruned fp32 row on the same runtime, at batch 1, the large batch and each `timing.sweep` size."""
+    def key(r: CellResult) -> str:
+        return r.cell.id.removesuffix("." + r.cell.backend.token)
+
+    def speeds(r: CellResult) -> dict[int, float]:
+        t = r.timing
+        return {f.batch: f.events_per_s for f in (t.batch1, t.batchN, *t.sweep.values())} if t else {}
+
+    timed = [r for r in results if r.cell.backend is not None and r.status == Status.OK and r.timing is not None]
+    fp32 = {(key(r), r.cell.backend.backend): speeds(r) for r in timed if r.cell.backend.precision == "fp32" and r.cell.backend.prune is None}
+    out: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for r in timed:
+        spec = r.cell.backend
+        ref = fp32.get((key(r), spec.backend))
+        if ref is None or (spec.precision == "fp32" and spec.prune is None):
+            continue
+        mine = speeds(r)
+        points = [(b, mine[b] / ref[b]) for b in sorted(mine) if b in ref and ref[b] > 0]
+        if points:
+            out.setdefault(spec.token, {})[key(r)] = points
+    return out
+
+
+def crossover_plot(results: list[CellResult]) -> bytes | None:
+    """What a precision (or pruning) buys on its own runtime, against batch size, one line per model: where INT8
+    starts to pay. Drawn when some timing swept batch sizes (`timing.sweep`); None otherwise."""
+    if not any(r.timing is not None and r.timing.sweep for r in results):
+        return None
+    panels = crossover_points(results)
+    if not panels:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False, sharey=True)
+    for ax, (token, lines) in zip(axes.flat, panels.items()):
+        for label, points in lines.items():
+            ax.plot(*zip(*points), marker="o", ms=3, label=label)
+        ax.axhline(2.0, color="k", lw=0.8, ls="--")
+        ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+        ax.set(xscale="log", yscale="log", xlabel="batch (windows per call)", title=token)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize="x-small", loc="best")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("throughput vs the same runtime's fp32")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle("What the precision itself buys (dashed: 2x)")
+    return _png(fig)
+
+
 def pr_plot(curves: dict[str, dict[str, Any] | None]) -> bytes | None:
     """Every given cell's precision-recall curve in one PNG; None when there is none."""
     curves = {cid: c for cid, c in curves.items() if c is not None}
@@ -344,7 +407,4 @@ def pr_plot(curves: dict[str, dict[str, Any] | None]) -> bytes | None:
     ax.set_title("Precision-recall over all thresholds")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="best")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)

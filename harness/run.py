@@ -214,6 +214,7 @@ def render(folder: RunFolder, p: Plan, results: dict[str, CellResult]) -> None:
     csv, md = report.leaderboard(table, p)
     folder.write_leaderboard(csv, md)
     folder.write_plot(report.pr_plot({cid: folder.curve(cid) for cid in ok}))
+    folder.write_plot(report.crossover_plot(ordered), "crossover.png")
     policies = report.build_thresholds_table(ordered)
     folder.write_thresholds(None if policies is None else (policies.to_csv(index=False), report.markdown(policies)))
     write_review_log(folder, p, ordered)

@@ -88,11 +88,14 @@ def time_batches(
     min_iterations: int = 100,
     min_duration_s: float = 1.0,
     rounds: int = 3,
+    sweep: list[int] | tuple[int, ...] = (),
 ) -> dict[str, dict]:
     """`measure` at batch 1 and at `batch`, `rounds` times each, alternating; percentiles of the pooled samples.
+    Then each `sweep` batch size once, in one round (the batch axis of a crossover plot).
 
     Inputs are real windows: the first one, and the first `batch` (repeated when there are fewer). Returns
-    {"batch1": Latency.to_dict(), "batchN": ...}, each with its rounds' medians and their spread."""
+    {"batch1": Latency.to_dict(), "batchN": ..., "sweep": {size: ...}}, each with its rounds' medians and their
+    spread."""
     windows = np.ascontiguousarray(windows, dtype=np.float32)
     if windows.ndim != 2 or len(windows) == 0:
         raise ValueError(f"timing needs windows shaped (n >= 1, window), got {windows.shape}")
@@ -104,7 +107,7 @@ def time_batches(
     for _ in range(max(1, rounds)):
         for key, x in inputs.items():
             per_round[key].append(measure(call, x, warmup, min_iterations, min_duration_s))
-    return {
+    out: dict[str, dict] = {
         key: Latency.from_samples(
             len(inputs[key]),
             np.concatenate([lat.samples_ms for lat in lats]),
@@ -113,3 +116,8 @@ def time_batches(
         ).to_dict()
         for key, lats in per_round.items()
     }
+    out["sweep"] = {}
+    for size in sweep:
+        lat = measure(call, np.ascontiguousarray(np.resize(windows, (size, windows.shape[1]))), warmup, min_iterations, min_duration_s)
+        out["sweep"][int(size)] = Latency.from_samples(size, lat.samples_ms, lat.duration_s, [lat.p50_ms]).to_dict()
+    return out

@@ -32,7 +32,7 @@ def latency(events_per_s: float, batch: int) -> LatencyFigures:
 
 def result(cell_id: str, backend: str | None, precision: str, nab: float, eps: float, b1_eps: float = 100.0,
            status: str = "ok", params: dict | None = None, detector: str = "ae", threshold: float = 0.9,
-           timed: bool = True, prune: dict | None = None) -> CellResult:
+           timed: bool = True, prune: dict | None = None, sweep: dict[int, float] | None = None) -> CellResult:
     spec = {"backend": backend, "precision": precision, **(prune or {})} if backend else None
     cell = Cell(id=cell_id, detector=detector, type="autoencoder", params=params or {"window": 8}, axes={}, backend=spec)
     kinds = ["score", "timing"] if backend else ["score"]
@@ -46,7 +46,8 @@ def result(cell_id: str, backend: str | None, precision: str, nab: float, eps: f
     score = ScoreResult(nab=nab_result, files=2, rows=100, probation_percent=0.15, detect_s=1.0, model_bytes=1234 if backend else None)
     tasks = {"score": TaskRecord(kind="score", status=Status.OK, seconds=1.0, result=score)}
     if backend and timed:
-        timing = TimingResult(batch1=latency(b1_eps, 1), batchN=latency(eps, 256), file="c/f.csv", settings={}, exclusive=True)
+        timing = TimingResult(batch1=latency(b1_eps, 1), batchN=latency(eps, 256), file="c/f.csv", settings={}, exclusive=True,
+                              sweep={b: latency(e, b) for b, e in (sweep or {}).items()})
         tasks["timing"] = TaskRecord(kind="timing", status=Status.OK, seconds=2.0, result=timing)
     return CellResult(cell=cell, kinds=kinds, tasks=tasks)
 
@@ -118,6 +119,33 @@ def test_pruned_rows_are_compared_with_the_unpruned_model() -> None:
     assert df.loc["ae.ort-int8.pruned", ["gate", "gate_vs_backend"]].tolist() == ["PASS", "PASS"]
     assert df.loc["ae.ort-int8.pruned", "pruning"] == "magnitude 0.9" and df.loc["ae.torch-fp32", "pruning"] == ""
     assert df.loc["ae.torch-fp32", "speedup_vs_fp32"] == 1 and df.loc["ae.torch-fp32", "gate"] == ""
+
+
+def test_crossover_points_are_speedups_over_the_same_runtime_and_model_at_every_timed_batch() -> None:
+    from harness.report import crossover_plot, crossover_points
+
+    def cell(cid, backend, precision, eps, b1, sweep, params):
+        r = result(f"{cid}.{backend}-{precision}", backend, precision, 50.0, eps, b1_eps=b1, sweep=sweep, params=params)
+        r.cell.id = f"{cid}.{r.cell.backend.token}"
+        return r
+
+    narrow, wide = {"hidden": 32}, {"hidden": 1024}
+    rows = [
+        cell("ae.h32", "onnxruntime", "fp32", 1000.0, 100.0, {16: 500.0}, narrow),
+        cell("ae.h32", "onnxruntime", "int8", 800.0, 60.0, {16: 400.0}, narrow),
+        cell("ae.h1024", "onnxruntime", "fp32", 100.0, 10.0, {16: 50.0}, wide),
+        cell("ae.h1024", "onnxruntime", "int8", 400.0, 25.0, {16: 150.0}, wide),
+        cell("ae.h1024", "openvino", "int8", 400.0, 25.0, {16: 150.0}, wide),  # no openvino fp32 row: no points
+    ]
+    points = crossover_points(rows)
+    assert list(points) == ["onnxruntime-int8-dynamic"]
+    assert points["onnxruntime-int8-dynamic"] == {
+        "ae.h32": [(1, pytest.approx(0.6)), (16, pytest.approx(0.8)), (256, pytest.approx(0.8))],
+        "ae.h1024": [(1, pytest.approx(2.5)), (16, pytest.approx(3.0)), (256, pytest.approx(4.0))],
+    }
+    assert crossover_plot(rows)[:4] == b"\x89PNG"
+    unswept = [cell("ae.h32", "onnxruntime", p, 1000.0, 100.0, None, narrow) for p in ("fp32", "int8")]
+    assert crossover_plot(unswept) is None and crossover_points(unswept)
 
 
 def test_each_model_is_compared_with_its_own_torch_row_and_failures_get_no_gate() -> None:

@@ -51,3 +51,13 @@ def test_time_batches_repeats_windows_up_to_the_large_batch():
     time_batches(lambda b: shapes.append(b.copy()), windows, batch=7, warmup=0, min_iterations=1, min_duration_s=0.0, rounds=1)
     assert shapes[0].tolist() == [[0, 1]]
     assert shapes[1].tolist() == [[0, 1], [2, 3], [4, 5], [0, 1], [2, 3], [4, 5], [0, 1]]
+
+
+def test_time_batches_sweeps_more_batch_sizes_after_the_rounds():
+    seen = []
+    windows = np.arange(6, dtype=np.float32).reshape(3, 2)
+    out = time_batches(lambda b: seen.append(len(b)), windows, batch=4, warmup=0, min_iterations=3, min_duration_s=0.0,
+                       rounds=1, sweep=[2, 64])
+    assert seen == [1] * 3 + [4] * 3 + [2] * 3 + [64] * 3
+    assert sorted(out["sweep"]) == [2, 64] and out["sweep"][64]["batch"] == 64 and out["sweep"][64]["iterations"] == 3
+    assert time_batches(lambda b: None, windows, batch=4, warmup=0, min_iterations=1, min_duration_s=0.0, rounds=1)["sweep"] == {}

@@ -7,7 +7,7 @@
     <out>/cells/<cell>/pr_curve.csv         threshold,precision,recall at every distinct score
     <out>/cells/<cell>/handoff.pkl          what the scoring task hands the timing task (model, windows)
     <out>/nab/<cell>/<category>/<cell>_<file>.csv   ok cells' scores in NAB's results layout (at render)
-    <out>/table.csv, table.md, leaderboard.csv, leaderboard.md, pr_curves.png
+    <out>/table.csv, table.md, leaderboard.csv, leaderboard.md, pr_curves.png, crossover.png (timing.sweep)
     <out>/review/log.csv                    the review log (harness.feedback.log): rebuilt at render, verdicts kept
     <out>/review/feedback.csv, feedback.md  `harness feedback evaluate`'s table
     <out>/review/labelstudio-tasks.json, labelstudio-config.xml   `harness feedback export`
@@ -206,8 +206,9 @@ class RunFolder:
             raise InputError("no leaderboard.md: expected a results folder written by `harness run`", self.root)
         return path.read_text()
 
-    def write_plot(self, png: bytes | None) -> None:
-        target = self.root / "pr_curves.png"
+    def write_plot(self, png: bytes | None, name: str = "pr_curves.png") -> None:
+        """A plot of the run (pr_curves.png, crossover.png); removed when there is none."""
+        target = self.root / name
         if png is None:
             target.unlink(missing_ok=True)
         else:

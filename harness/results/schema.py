@@ -118,6 +118,7 @@ class TimingResult(_Record):
     kind: Literal["timing"] = "timing"
     batch1: LatencyFigures
     batchN: LatencyFigures
+    sweep: dict[int, LatencyFigures] = Field(default_factory=dict)  # timing.sweep's batch sizes, one round each
     file: str  # whose model and windows were timed
     settings: dict[str, Any]
     exclusive: bool  # timed alone on its node

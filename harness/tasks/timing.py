@@ -26,6 +26,7 @@ def run(task: Task, ctx: RunContext, inputs: dict[str, Any], progress: Progress)
         TimingResult(
             batch1=LatencyFigures(**figures["batch1"]),
             batchN=LatencyFigures(**figures["batchN"]),
+            sweep={size: LatencyFigures(**f) for size, f in figures["sweep"].items()},
             file=job["file"],
             settings=settings,
             exclusive=task.needs.exclusive,
