@@ -25,10 +25,13 @@ backends:
   - {backend: onnxruntime, precision: int8, quantization: static}
   - {backend: openvino}
   - {backend: openvino, precision: int8}
+  - {backend: openvino, precision: bf16}
+  - {backend: onnxruntime, prune: structured, sparsity: 0.5, prune_epochs: 1}
   - {backend: onnxruntime, threads: 4}
 """
 TOKENS = ["torch-fp32", "onnxruntime-fp32", "onnxruntime-int8-dynamic", "onnxruntime-int8-static", "openvino-fp32",
-          "openvino-int8", "onnxruntime-fp32.threads-4"]
+          "openvino-int8", "openvino-bf16", "onnxruntime-fp32.prune-structured.sparsity-0.5.prune-epochs-1",
+          "onnxruntime-fp32.threads-4"]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,7 @@ def backend_run(ray_cluster, tmp_path_factory) -> tuple[subprocess.CompletedProc
         "  - type: autoencoder\n    label: ae\n    params: {window: 8, hidden: 8, bottleneck: 4, epochs: 3}\n"
         "  - type: userdet:LinearForecaster\n    label: mine\n    params: {window: 8, epochs: 2}\n"
         + BACKENDS
-        + "timing: {batch: 64, warmup: 2, min_iterations: 20, min_duration_s: 0.05, rounds: 2}\n"
+        + "timing: {batch: 64, warmup: 2, min_iterations: 20, min_duration_s: 0.05, rounds: 2, sweep: [8]}\n"
     )
     out = tmp / "run"
     proc = subprocess.run(
@@ -65,8 +68,13 @@ def test_every_backend_cell_is_scored_timed_and_compared(backend_run) -> None:
         assert bad["status"] == "failed" and "needs 4 CPUs on one node; the largest node has 2" in bad["error"]
     ok = df[~df.index.str.endswith("threads-4")]
     assert set(ok["status"]) == {"ok"}, ok[["status", "error"]]
-    assert ok["backend"].tolist() == ["torch", "onnxruntime", "onnxruntime", "onnxruntime", "openvino", "openvino"] * 2
-    assert ok["precision"].tolist() == ["fp32", "fp32", "int8", "int8", "fp32", "int8"] * 2
+    assert ok["backend"].tolist() == ["torch", "onnxruntime", "onnxruntime", "onnxruntime", "openvino", "openvino", "openvino",
+                                      "onnxruntime"] * 2
+    assert ok["precision"].tolist() == ["fp32", "fp32", "int8", "int8", "fp32", "int8", "bf16", "fp32"] * 2
+    pruned = ok.loc["mine.onnxruntime-fp32.prune-structured.sparsity-0.5.prune-epochs-1"]
+    assert pruned["pruning"] == "structured 0.5" and 0 < pruned["weights_nonzero"] < 8 * 8 + 8 + 8 + 1
+    ort = ok.loc["mine.onnxruntime-fp32"]
+    assert pruned["speedup_vs_backend_fp32"] == pytest.approx(pruned["throughput_eps"] / ort["throughput_eps"])
     for col in ("nab_standard", "f1", "alert_precision", "latency_b1_p50_ms", "latency_b1_p95_ms", "latency_bN_p50_ms",
                 "latency_bN_p95_ms", "throughput_eps", "speedup_vs_fp32", "speedup_vs_backend_fp32", "throughput_spread_pct",
                 "model_bytes"):
@@ -78,12 +86,14 @@ def test_every_backend_cell_is_scored_timed_and_compared(backend_run) -> None:
             assert row["nab_standard_delta_pct"] == 0 and row["speedup_vs_fp32"] == 1
         assert row["speedup_vs_fp32"] == pytest.approx(row["throughput_eps"] / ref["throughput_eps"])
         assert row["throughput_eps"] == pytest.approx(64 / (row["latency_bN_p50_ms"] / 1000))
-        if row["precision"] == "int8":
-            passes = row["nab_standard_delta_pct"] > -5 and row["speedup_vs_fp32"] >= 2
-            assert row["gate"] == "PASS" if passes else row["gate"].startswith("FAIL: "), cell
+        if row["precision"] != "fp32" or not pd.isna(row["pruning"]):
+            for gate, speedup in (("gate", "speedup_vs_fp32"), ("gate_vs_backend", "speedup_vs_backend_fp32")):
+                passes = row["nab_standard_delta_pct"] > -5 and row[speedup] >= 2
+                assert row[gate] == "PASS" if passes else row[gate].startswith("FAIL: "), (cell, gate)
         else:
-            assert pd.isna(row["gate"]), cell  # empty in the csv
+            assert pd.isna(row["gate"]) and pd.isna(row["gate_vs_backend"]), cell  # empty in the csv
     assert "mine.openvino-int8" in (out / "table.md").read_text()
+    assert (out / "crossover.png").read_bytes()[:4] == b"\x89PNG"  # timing.sweep: the precisions' crossover plot
 
 
 def test_result_records_timing_threads_and_backend_settings(backend_run) -> None:
@@ -93,7 +103,8 @@ def test_result_records_timing_threads_and_backend_settings(backend_run) -> None
         assert rec["kinds"] == ["score", "timing"] and rec["status"] == "ok"
         score, timing = rec["tasks"]["score"]["result"], rec["tasks"]["timing"]["result"]
         assert rec["tasks"]["timing"]["node"]["node_id"] == rec["tasks"]["score"]["node"]["node_id"]  # one node here
-        assert timing["settings"] == {"batch": 64, "warmup": 2, "min_iterations": 20, "min_duration_s": 0.05, "rounds": 2}
+        assert timing["settings"] == {"batch": 64, "warmup": 2, "min_iterations": 20, "min_duration_s": 0.05, "rounds": 2, "sweep": [8]}
+        assert timing["sweep"]["8"]["batch"] == 8
         assert len(timing["batchN"]["rounds_p50_ms"]) == 2 and timing["batchN"]["iterations"] >= 40
         assert timing["exclusive"] is True  # timed by its own task, alone on the node
         if not token.startswith("torch"):
@@ -109,7 +120,7 @@ def test_result_records_timing_threads_and_backend_settings(backend_run) -> None
         if token.endswith("fp32"):
             assert info["check_max_abs_err"] <= 1e-4, token
         if token.startswith("openvino"):
-            assert info["inference_precision"] == "f32"  # not the CPU's bf16 default
+            assert info["inference_precision"] == {"bf16": "bf16"}.get(token.split("-")[1], "f32")  # fp32: not the CPU's bf16 default
     static = json.loads((out / "cells" / "ae.onnxruntime-int8-static" / "result.json").read_text())
     assert static["tasks"]["score"]["result"]["backend_info"]["spec"]["quantization"] == "static"
 

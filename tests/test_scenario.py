@@ -76,11 +76,11 @@ def test_quickstart_expands_in_process() -> None:
 
 def test_quantization_scenario_crosses_learned_detectors_with_backends() -> None:
     scenario, cells, _ = load_scenario(REPO / "scenarios" / "quantization.yaml")
-    tokens = ["torch-fp32", "onnxruntime-fp32", "onnxruntime-int8-dynamic", "onnxruntime-int8-static",
-              "openvino-fp32", "openvino-int8"]
-    assert [c.id for c in cells] == [f"{d}.{t}" for d in ("lstm", "autoencoder") for t in tokens]
+    tokens = ["torch-fp32", "torch-bf16", "onnxruntime-fp32", "onnxruntime-fp16", "onnxruntime-int8-dynamic",
+              "onnxruntime-int8-static", "openvino-fp32", "openvino-bf16", "openvino-fp16", "openvino-int8"]
+    assert [c.id for c in cells] == [f"{d}.{t}" for d in ("lstm", "autoencoder", "autoencoder-wide") for t in tokens]
     assert all(CELL_ID.match(c.id) for c in cells)
-    ort_static = cells[3]
+    ort_static = cells[5]
     assert ort_static.backend.model_dump()["quantization"] == "static"
     assert ort_static.axes == {"backend": "onnxruntime", "precision": "int8"}
     assert scenario.timing.batch == 256 and scenario.timing.min_iterations == 100
