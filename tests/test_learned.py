@@ -230,12 +230,13 @@ def test_obvious_spike_after_probation_scores_highest(kind: str) -> None:
 
 
 def test_ensemble_is_the_max_of_its_members_likelihoods_suppressed_once() -> None:
-    """With novelty off, an ensemble's score is suppress_repeats(max over members of each member's undamped
-    likelihood, as that member alone computes it), with the ensemble's window and damping."""
+    """With the seasonal deviation, novelty and the final suppression off, an ensemble's score is
+    suppress_repeats(max over members of each member's undamped likelihood, as that member alone computes it),
+    with the ensemble's window and damping."""
     x = wave(900, seed=7)
     x[700:705] += 25.0
     P = probation_rows(900)
-    ens = MAKERS["ensemble"](novelty_level=0.0)
+    ens = MAKERS["ensemble"](novelty_level=0.0, seasonal_days=0, final_suppress=0.0)
     got = nab_file(ens, series(x))
     alone = [type(m)(**{**m.params.model_dump(), "suppress": 0}) for m in ens.members]
     r = np.max([nab_file(m, series(x)) for m in alone], axis=0)  # suppression off: each member's r
@@ -259,6 +260,33 @@ def test_ensemble_novelty_scores_a_new_extreme_once_per_quiet_span() -> None:
     np.testing.assert_array_equal(np.concatenate([chunks.update_many(values[a : a + 77]) for a in range(0, 900, 77)]), nov)
     assert nab_file(ens, series(x))[600] >= nov[600]
     assert not MAKERS["ensemble"](novelty_level=0.0).novelty(P, 900).update_many(values).any()
+
+
+def test_ensemble_seasonal_deviation_sees_a_record_unlike_the_same_time_on_earlier_days() -> None:
+    """A daily pattern (5-minute records) whose one hour on day 5 is flattened to the day's mean: within the
+    range seen and smooth, but unlike that hour on the three days before. The seasonal ratio peaks there; with
+    seasonal_days 0 it is 0 everywhere; chunks agree with the whole file."""
+    from harness.detectors.ensemble import SeasonalDeviation
+    from harness.detectors.likelihood import StreamingLikelihood
+
+    n, day = 288 * 8, 288
+    rng = np.random.default_rng(3)
+    x = 10 * np.sin(2 * np.pi * np.arange(n) / day) + rng.normal(0, 0.3, n)
+    hour = slice(5 * day + 60, 5 * day + 72)  # at the crest of the wave
+    x[hour] = 0.0
+    s = series(x)
+    P = probation_rows(n)
+
+    def seasonal(days: int, chunk: int) -> np.ndarray:
+        dev = SeasonalDeviation(P, days, StreamingLikelihood(start=P, min_history=100, long_window=4000, tail="quantile", quantile=0.998, suppress=0))
+        return np.concatenate([dev.update_many(s.timestamps[a : a + chunk], s.values[a : a + chunk]) for a in range(0, n, chunk)])
+
+    r = seasonal(3, n)
+    assert hour.start <= int(np.argmax(r)) < hour.stop and r[: 3 * day].max() == 0.0  # 3 earlier days needed
+    np.testing.assert_allclose(seasonal(3, 97), r, rtol=0, atol=1e-12)
+    assert not seasonal(0, n).any()
+    scores = nab_file(MAKERS["ensemble"](seasonal_days=3), s)
+    assert hour.start <= int(np.argmax(scores)) < hour.stop + 2
 
 
 def test_ensemble_members_are_validated_with_the_scenario() -> None:

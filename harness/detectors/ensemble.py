@@ -1,22 +1,28 @@
-"""Ensemble: several learned detectors as one model, their likelihoods combined, plus a range-novelty signal.
+"""Ensemble: several learned detectors as one model, their likelihoods combined, plus a daily-profile deviation
+and a range-novelty signal.
 
 Why: each member misses different anomalies (docs/detectors.md). The autoencoder sees a window's shape, the
-LSTM forecaster a broken continuation; a wider autoencoder sees slower changes. Taking, for every record, the
-largest of the members' likelihood ratios catches what any of them sees, and suppressing repeats once, on the
-combined score, keeps one anomaly to one alert. Short spikes to levels never seen before are what all of them
-are slowest on; `RangeNovelty` scores those directly.
+LSTM forecaster a broken continuation; a wider autoencoder sees slower changes; none of them sees a day back,
+so a record unlike the same time on earlier days (`SeasonalDeviation`) is scored beside them. Taking, for every
+record, the largest of these likelihood ratios catches what any of them sees, and suppressing repeats once, on
+the combined score, keeps one anomaly to one alert. Short spikes to levels never seen before are what all of
+them are slowest on; `RangeNovelty` scores those directly.
 
-Per file (and the same record by record):
+Per file (and the same record by record, through the same `Combination` object):
 
 1. Every member is trained on the probationary rows as it would be alone (its own parameters, the ensemble's
    seed, threads, clip and batch size), and the trained members are stacked into one torch module
    (`torch_models.Stack`) that reads the ensemble's window (the widest member's) and gives every member's
    output side by side. One model per file: a backend exports, quantizes and times the ensemble as a whole.
-2. Each member's errors go through its own anomaly likelihood with suppression off: r_m in [0, 1).
-3. r = max_m r_m, then `suppress_repeats` over the ensemble's suppression window (`suppress_rows`).
+2. Each member's errors go through its own anomaly likelihood with suppression off: r_m in [0, 1). So does
+   the seasonal deviation |z_i - median(z_{i-p}, ..., z_{i-Kp})| (p: records per day, from the probationary
+   timestamps; K = `seasonal_days`; z normalised by the probationary rows), with quantile `seasonal_quantile`.
+3. r = max of those, then repeats suppressed over the ensemble's suppression window (`suppress_rows`).
 4. score = max(r, novelty), where novelty is `novelty_level` (+ up to 0.1 by how far) for a record outside
    the range of every earlier record of the stream, unless such a record came within the last
-   `novelty_quiet` x suppression window; rows < P score 0.
+   `novelty_quiet` x suppression window.
+5. Repeats suppressed once more over `final_suppress` x the window (an alert from step 3 and one from step 4 on
+   the same event count once); rows < P score 0.
 
 Every step reads rows <= i only, so the ensemble is causal as its members are.
 """
@@ -26,7 +32,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.backends.base import BackendSpec
 from harness.detectors.autoencoder import DenseAutoencoder
@@ -72,6 +78,9 @@ class EnsembleParams(BaseModel):
                                   description="learned detectors combined: {type, params}")
     novelty_level: float = Field(0.6, ge=0.0, le=0.9, description="score of a record outside the range seen so far (0: off)")
     novelty_quiet: float = Field(0.25, ge=0.0, description="after such a record, no other for this share of the suppression window")
+    seasonal_days: int = Field(3, ge=0, le=28, description="earlier days whose median at the same time of day is the reference (0: off)")
+    seasonal_quantile: float = Field(0.998, gt=0.0, le=1.0, description="the seasonal deviation's likelihood quantile")
+    final_suppress: float = Field(0.5, ge=0.0, description="last suppression of repeats, as a share of the suppression window (0: off)")
     suppress: int = Field(400, ge=0, description="as a learned detector's: at most this many records ...")
     suppress_frac: float = Field(0.04, ge=0.0, le=1.0, description="... this share of the stream's records")
     suppress_min: int = Field(100, ge=0, description="... but at least this many")
@@ -109,18 +118,99 @@ class RangeNovelty:
         return out
 
 
-class EnsembleLikelihood:
-    """The combined score of step 2-3, record by record (`update`) or chunk by chunk (`update_many`)."""
+class SeasonalDeviation:
+    """Step 2's daily-profile error, chunk by chunk: the first P records are kept until the period (records per
+    day: a day over the median step of their timestamps) and the scale are known, then every record's error is
+    |z - median of z one, two ... `days` days earlier| (NaN while fewer days exist) and goes through the
+    likelihood; the probationary records' errors seed its history."""
 
-    def __init__(self, members: list[StreamingLikelihood], suppress: int, damping: float):
-        self.members, self.suppression = members, StreamingSuppression(suppress, damping)
+    def __init__(self, P: int, days: int, likelihood: StreamingLikelihood):
+        self.P, self.days, self.likelihood = P, days, likelihood
+        self.head_t: list[int] = []
+        self.head_v: list[float] = []
+        self.period = 0  # 0: not known yet (or off)
+        self.mean, self.scale = 0.0, 1.0
+        self.past = np.zeros(0)  # the last days x period normalised values
+
+    def update_many(self, timestamps: np.ndarray, values: np.ndarray) -> np.ndarray:
+        v = np.asarray(values, dtype=np.float64)
+        out = np.zeros(len(v))
+        if self.days == 0 or not len(v):
+            return out
+        k = 0
+        if self.head_t is not None:  # still in the probationary period
+            k = min(len(v), max(self.P - len(self.head_v), 0))
+            self.head_t += np.asarray(timestamps[:k]).astype("datetime64[s]").astype(np.int64).tolist()
+            self.head_v += v[:k].tolist()
+            if len(self.head_v) < self.P:
+                return out
+            self._begin()
+        if k < len(v):
+            out[k:] = self._ratios(v[k:])
+        return out
+
+    def _begin(self) -> None:
+        head = np.asarray(self.head_v)
+        steps = np.diff(np.asarray(self.head_t))
+        step = float(np.median(steps)) if len(steps) else 0.0
+        self.period = int(round(86400.0 / step)) if step > 0 else 0
+        self.mean = float(head.mean()) if len(head) else 0.0
+        std = float(head.std()) if len(head) else 0.0
+        self.scale = std if std > 1e-12 else 1.0
+        self.head_t = None  # type: ignore[assignment]
+        if len(head):
+            self._ratios(head)  # seeds the likelihood's history; the probationary rows score 0 anyway
+
+    def _ratios(self, v: np.ndarray) -> np.ndarray:
+        z = (v - self.mean) / self.scale
+        span = self.days * self.period
+        if self.period <= 0:
+            return self.likelihood.update_many(np.full(len(z), np.nan))
+        seq = np.concatenate([self.past, z])
+        start = len(self.past)
+        rows = np.arange(start, len(seq))
+        err = np.full(len(z), np.nan)
+        ok = rows >= span
+        if ok.any():
+            r = rows[ok]
+            lags = np.stack([seq[r - d * self.period] for d in range(1, self.days + 1)])
+            err[ok] = np.abs(seq[r] - np.median(lags, axis=0))
+        self.past = seq[-span:] if span else np.zeros(0)
+        return self.likelihood.update_many(err)
+
+
+class Combination:
+    """Steps 2 (seasonal) to 5 for one stream: from the members' combined ratio r to the score, chunk by chunk.
+    `Ensemble.score_file` runs a whole file through a fresh one; a live stream keeps one, so both agree."""
+
+    def __init__(self, P: int, suppress: int, params: EnsembleParams, seasonal: StreamingLikelihood):
+        self.P, self.i = P, 0
+        self.seasonal = SeasonalDeviation(P, params.seasonal_days, seasonal)
+        self.suppression = StreamingSuppression(suppress, params.damping)
+        self.novelty = RangeNovelty(P, params.novelty_level, int(params.novelty_quiet * suppress))
+        self.final = StreamingSuppression(int(params.final_suppress * suppress), params.damping)
+
+    def update_many(self, r: np.ndarray, timestamps: np.ndarray, values: np.ndarray) -> np.ndarray:
+        r = np.maximum(np.asarray(r, dtype=np.float64), self.seasonal.update_many(timestamps, values))
+        s = np.maximum(self.suppression.update_many(r), self.novelty.update_many(values))
+        s = self.final.update_many(s)
+        s[: max(self.P - self.i, 0)] = 0.0
+        self.i += len(s)
+        return s
+
+
+class EnsembleLikelihood:
+    """Step 2-3's members' part, record by record (`update`) or chunk by chunk (`update_many`): the largest of
+    the members' likelihood ratios (suppression follows in `Combination`)."""
+
+    def __init__(self, members: list[StreamingLikelihood]):
+        self.members = members
 
     def update(self, errors: np.ndarray) -> float:
-        return self.suppression.update(max(m.update(e) for m, e in zip(self.members, errors)))
+        return max(m.update(e) for m, e in zip(self.members, errors))
 
     def update_many(self, errors: np.ndarray) -> np.ndarray:
-        r = np.max([m.update_many(errors[:, k]) for k, m in enumerate(self.members)], axis=0)
-        return self.suppression.update_many(r)
+        return np.max([m.update_many(errors[:, k]) for k, m in enumerate(self.members)], axis=0)
 
 
 class Ensemble(LearnedDetector):
@@ -132,12 +222,7 @@ class Ensemble(LearnedDetector):
         super().__init__(**params)
         p = self.params
         shared = {k: getattr(p, k) for k in SHARED}
-        self.members: list[LearnedDetector] = []
-        for i, m in enumerate(p.members):
-            try:
-                self.members.append(MEMBER_TYPES[m.type](**m.member_params(shared)))
-            except ValidationError as exc:  # pragma: no cover - Member validated them already
-                raise ValueError(f"members[{i}] ({m.type}): {exc}") from None
+        self.members: list[LearnedDetector] = [MEMBER_TYPES[m.type](**m.member_params(shared)) for m in p.members]
         width = self.lag + 1
         self.spans: list[tuple[int, int]] = []  # the columns of the ensemble's window each member's model reads
         self.widths: list[int] = []  # each member's output width
@@ -191,31 +276,41 @@ class Ensemble(LearnedDetector):
         return np.column_stack([m.history_errors(err[:, k], P) for k, m in enumerate(self.members)])
 
     def new_likelihood(self, P: int, length: int | None) -> EnsembleLikelihood:
-        return EnsembleLikelihood(
-            [StreamingLikelihood(**m.likelihood_settings(P, length)) for m in self.members],
-            self.suppress_rows(length), self.params.damping,
-        )
+        return EnsembleLikelihood([StreamingLikelihood(**m.likelihood_settings(P, length)) for m in self.members])
 
     def ratios(self, err: np.ndarray, P: int, length: int) -> np.ndarray:
-        """Step 2 for a whole file (the record-by-record path is `new_likelihood`)."""
+        """The members' part of step 2 for a whole file (the record-by-record path is `new_likelihood`)."""
         return np.max([m.ratios(err[:, k], P, length) for k, m in enumerate(self.members)], axis=0)  # raw errors: each member NaNs its own
 
-    def novelty(self, P: int, length: int | None) -> RangeNovelty:
-        return RangeNovelty(P, self.params.novelty_level, int(self.params.novelty_quiet * self.suppress_rows(length)))
+    def scores_from_errors(self, err: np.ndarray, P: int, length: int) -> np.ndarray:
+        """The members' combined ratio, unsuppressed: `Combination` does the rest."""
+        r = self.ratios(err, P, length)
+        r[:P] = 0.0
+        return r
 
-    def with_novelty(self, scores: np.ndarray, values: np.ndarray, P: int) -> np.ndarray:
-        """Step 4 for a whole file, from the combined scores of step 3."""
-        return np.maximum(scores, self.novelty(P, len(values)).update_many(values))
+    def combination(self, P: int, length: int | None) -> Combination:
+        """Steps 2 (seasonal) to 5 for a stream with P probationary records (its likelihood: the first member's
+        settings, at `seasonal_quantile`)."""
+        settings = {**self.members[0].likelihood_settings(P, length), "quantile": self.params.seasonal_quantile, "suppress": 0}
+        return Combination(P, self.suppress_rows(length), self.params, StreamingLikelihood(**settings))
+
+    def novelty(self, P: int, length: int | None) -> RangeNovelty:
+        return self.combination(P, length).novelty
+
+    def combined(self, r: np.ndarray, series: SeriesFile, P: int) -> np.ndarray:
+        """Steps 2 (seasonal) to 5 for a whole file, from the members' combined ratio r."""
+        return self.combination(P, series.n_rows).update_many(r, series.timestamps, series.values)
 
     def score_file(self, series: SeriesFile, probation: int) -> np.ndarray:
-        return self.with_novelty(super().score_file(series, probation), series.values, probation)
+        return self.combined(super().score_file(series, probation), series, probation)
 
     def start(self, stream: Stream) -> None:
         super().start(stream)
-        self._novelty = self.novelty(stream.probation, stream.length)
+        self._combination = self.combination(stream.probation, stream.length)
 
     def score_one(self, timestamp, value) -> float:
-        return max(super().score_one(timestamp, value), float(self._novelty.update_many(np.array([value]))[0]))
+        r = super().score_one(timestamp, value)
+        return float(self._combination.update_many(np.array([r]), np.array([timestamp]), np.array([value]))[0])
 
     def score_many(self, timestamps, values) -> np.ndarray:
-        return np.maximum(super().score_many(timestamps, values), self._novelty.update_many(values))
+        return self._combination.update_many(super().score_many(timestamps, values), timestamps, values)
