@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from harness.plan import Plan
 
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
-GATE_MAX_LOSS_PCT = 5.0  # an INT8 build may lose less than 5% of the quality column...
+GATE_MAX_LOSS_PCT = 5.0  # an int8, bf16, fp16 or pruned build may lose less than 5% of the quality column...
 GATE_MIN_SPEEDUP = 2.0  # ...and must reach at least 2x the speed column of its torch fp32 row (`gate`), or of its
 # runtime's fp32 row (`gate_vs_backend`: what the precision itself buys, not the change of runtime)
 GATE_QUALITY = BY_NAME["nab_standard"]
@@ -93,7 +93,7 @@ def gate(row: "pd.Series", quality_ref: "pd.Series | None", speed_ref: "pd.Serie
     """PASS, FAIL with the reasons, or n/a with why no verdict is possible: a reduced-precision row must lose less
     than 5% of the quality column against its model's torch fp32 row, and reach 2x the speed column of
     `speed_ref` (that torch fp32 row, or the fp32 row of the row's own runtime)."""
-    for ref, label in ((quality_ref, "torch"), (speed_ref, row["backend"] if speed_ref is not quality_ref else "torch")):
+    for ref, label in ((quality_ref, "torch"), (speed_ref, row["backend"] if speed_ref is None else speed_ref["backend"])):
         if ref is None:
             return f"n/a: no {label} fp32 row to compare with"
         if ref["status"] != Status.OK.value:
@@ -337,7 +337,7 @@ def crossover_points(results: list[CellResult]) -> dict[str, dict[str, list[tupl
     """{backend entry: {model: [(batch, speedup)]}}: every reduced-precision or pruned row's throughput against
     its model's unpruned fp32 row on the same runtime, at batch 1, the large batch and each `timing.sweep` size."""
     def key(r: CellResult) -> str:
-        return r.cell.id.removesuffix("." + r.cell.backend.token)
+        return r.cell.id.replace("." + r.cell.backend.token, "")  # the model (and its target, if any)
 
     def speeds(r: CellResult) -> dict[int, float]:
         t = r.timing

@@ -103,7 +103,7 @@ def _quiet_quantizer():
         root.removeFilter(f)
 
 
-def _quantize_to(path: Path, build) -> None:
+def _write_converted(path: Path, build) -> None:
     """Write a converted model atomically: build into a temporary file beside `path`, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent)
@@ -121,7 +121,7 @@ def _quantize_to(path: Path, build) -> None:
 def _quantize_dynamic(src: OnnxModel, dst: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    _quantize_to(dst, lambda out: quantize_dynamic(
+    _write_converted(dst, lambda out: quantize_dynamic(
         src.path, out, weight_type=getattr(QuantType, DYNAMIC["weight_type"]),
         per_channel=DYNAMIC["per_channel"], reduce_range=DYNAMIC["reduce_range"],
     ))
@@ -131,7 +131,7 @@ def _convert_fp16(src: OnnxModel, dst: Path) -> None:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    _quantize_to(dst, lambda out: onnx.save(convert_float_to_float16(src.proto(), **FP16), out))
+    _write_converted(dst, lambda out: onnx.save(convert_float_to_float16(src.proto(), **FP16), out))
 
 
 def _quantize_static(src: OnnxModel, dst: Path, calibration: np.ndarray, exclude: list[str]) -> None:
@@ -146,7 +146,7 @@ def _quantize_static(src: OnnxModel, dst: Path, calibration: np.ndarray, exclude
         def get_next(self):
             return next(self._batches, None)
 
-    _quantize_to(dst, lambda out: quantize_static(
+    _write_converted(dst, lambda out: quantize_static(
         src.path, out, _Reader(),
         quant_format=getattr(QuantFormat, STATIC["quant_format"]),
         activation_type=getattr(QuantType, STATIC["activation_type"]),
