@@ -60,6 +60,7 @@ import numpy as np
 _LOG10 = math.log(10.0)
 TAILS = ("gauss", "quantile")
 FIRE_MARGIN = 1e-9  # a record must exceed the recent maximum by this much (relative) to escape damping
+SMALL_CHUNK = 8  # chunks up to this long go record by record: cheaper than building pandas windows for them
 
 
 def log10_gauss_tail(z: np.ndarray) -> np.ndarray:
@@ -183,6 +184,8 @@ class StreamingSuppression:
         import pandas as pd
 
         r = np.asarray(r, dtype=np.float64)
+        if 0 < len(r) <= SMALL_CHUNK:
+            return np.array([self.update(float(x)) for x in r])
         k, i0 = len(r), self.i
         self.i += k
         if self.window <= 0 or k == 0:
@@ -243,6 +246,8 @@ class StreamingLikelihood:
         import pandas as pd
 
         e = np.asarray(errors, dtype=np.float64)
+        if 0 < len(e) <= SMALL_CHUNK:
+            return np.array([self.update(float(v)) for v in e])
         k, i0 = len(e), self.i
         if k == 0:
             return np.zeros(0)
