@@ -11,7 +11,7 @@ them are slowest on; `RangeNovelty` scores those directly.
 Per file (and the same record by record, through the same `Combination` object):
 
 1. Every member is trained on the probationary rows as it would be alone (its own parameters, the ensemble's
-   seed, threads, clip and batch size), and the trained members are stacked into one torch module
+   seed, threads, clip, batch size and likelihood quantile), and the trained members are stacked into one torch module
    (`torch_models.Stack`) that reads the ensemble's window (the widest member's) and gives every member's
    output side by side. One model per file: a backend exports, quantizes and times the ensemble as a whole.
 2. Each member's errors go through its own anomaly likelihood with suppression off: r_m in [0, 1). So does
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from harness.corpus.layout import SeriesFile
 
 MEMBER_TYPES: dict[str, type[LearnedDetector]] = {"autoencoder": DenseAutoencoder, "lstm": LSTMForecaster}
-SHARED = ("threads", "seed", "clip", "batch_size")  # the ensemble's, for every member
+SHARED = ("threads", "seed", "clip", "batch_size", "quantile")  # the ensemble's, for every member
 NOVELTY_SPAN = 0.1  # a novelty score lies in [level, level + NOVELTY_SPAN)
 
 
@@ -76,6 +76,7 @@ class EnsembleParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     members: list[Member] = Field(default_factory=_default_members, min_length=1,
                                   description="learned detectors combined: {type, params}")
+    quantile: float = Field(0.998, gt=0.0, le=1.0, description="every member's likelihood quantile (the members' own is overridden)")
     novelty_level: float = Field(0.6, ge=0.0, le=0.9, description="score of a record outside the range seen so far (0: off)")
     novelty_quiet: float = Field(0.25, ge=0.0, description="after such a record, no other for this share of the suppression window")
     seasonal_days: int = Field(3, ge=0, le=28, description="earlier days whose median at the same time of day is the reference (0: off)")
