@@ -8,7 +8,7 @@ Protocol (docs/detectors.md), leave one category out:
 2. The grid: every set of 2-4 candidate members x the members' likelihood quantile {0.995, 0.997, 0.998} x
    novelty {off, 0.6, 0.65} x seasonal deviation {off, 1 day, 3 days; quantile 0.998} x final suppression
    {off, 0.5}: 594 settings. Each
-   setting's scores are computed for every file by the ensemble's own code (`Ensemble.ratios` and `combined`)
+   setting's scores are computed for every file by the ensemble's own code (`scores_from_errors`, `combined`)
    from the cached errors.
 3. For each NAB category C: the setting with the best NAB standard score (optimised threshold) on the six
    other categories is chosen, and C's files get that setting's scores. No file's score comes from a setting
@@ -71,9 +71,7 @@ def ensemble_scores(setting: dict) -> list[np.ndarray]:
     for f in _FILES:
         P = probation_rows(f.n_rows)
         err = np.column_stack([_ERRORS[n][f.name] for n in setting["members"]])
-        r = ens.ratios(err, P, f.n_rows)
-        r[:P] = 0.0
-        out.append(ens.combined(r, f, P))
+        out.append(ens.combined(ens.scores_from_errors(err, P, f.n_rows), f, P))
     return out
 
 

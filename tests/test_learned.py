@@ -253,13 +253,13 @@ def test_ensemble_novelty_scores_a_new_extreme_once_per_quiet_span() -> None:
     P = probation_rows(900)
     ens = MAKERS["ensemble"](novelty_level=0.8, novelty_quiet=1.0)
     values = series(x).values
-    nov = ens.novelty(P, 900).update_many(values)
+    nov = ens.combination(P, 900).novelty.update_many(values)
     quiet = ens.suppress_rows(900)
     assert 0.8 <= nov[600] < 0.9 and not nov[601 : 601 + quiet].any() and not nov[P:600].any()
-    chunks = ens.novelty(P, 900)
+    chunks = ens.combination(P, 900).novelty
     np.testing.assert_array_equal(np.concatenate([chunks.update_many(values[a : a + 77]) for a in range(0, 900, 77)]), nov)
     assert nab_file(ens, series(x))[600] >= nov[600]
-    assert not MAKERS["ensemble"](novelty_level=0.0).novelty(P, 900).update_many(values).any()
+    assert not MAKERS["ensemble"](novelty_level=0.0).combination(P, 900).novelty.update_many(values).any()
 
 
 def test_ensemble_seasonal_deviation_sees_a_record_unlike_the_same_time_on_earlier_days() -> None:

@@ -127,6 +127,7 @@ class SeasonalDeviation:
 
     def __init__(self, P: int, days: int, likelihood: StreamingLikelihood):
         self.P, self.days, self.likelihood = P, days, likelihood
+        self.started = False  # the probationary records are all in: period and scale known
         self.head_t: list[int] = []
         self.head_v: list[float] = []
         self.period = 0  # 0: not known yet (or off)
@@ -139,7 +140,7 @@ class SeasonalDeviation:
         if self.days == 0 or not len(v):
             return out
         k = 0
-        if self.head_t is not None:  # still in the probationary period
+        if not self.started:
             k = min(len(v), max(self.P - len(self.head_v), 0))
             self.head_t += np.asarray(timestamps[:k]).astype("datetime64[s]").astype(np.int64).tolist()
             self.head_v += v[:k].tolist()
@@ -158,7 +159,7 @@ class SeasonalDeviation:
         self.mean = float(head.mean()) if len(head) else 0.0
         std = float(head.std()) if len(head) else 0.0
         self.scale = std if std > 1e-12 else 1.0
-        self.head_t = None  # type: ignore[assignment]
+        self.started, self.head_t, self.head_v = True, [], []
         if len(head):
             self._ratios(head)  # seeds the likelihood's history; the probationary rows score 0 anyway
 
@@ -294,9 +295,6 @@ class Ensemble(LearnedDetector):
         settings, at `seasonal_quantile`)."""
         settings = {**self.members[0].likelihood_settings(P, length), "quantile": self.params.seasonal_quantile, "suppress": 0}
         return Combination(P, self.suppress_rows(length), self.params, StreamingLikelihood(**settings))
-
-    def novelty(self, P: int, length: int | None) -> RangeNovelty:
-        return self.combination(P, length).novelty
 
     def combined(self, r: np.ndarray, series: SeriesFile, P: int) -> np.ndarray:
         """Steps 2 (seasonal) to 5 for a whole file, from the members' combined ratio r."""
