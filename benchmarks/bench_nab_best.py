@@ -1,6 +1,6 @@
 """The ensemble detector on NAB, with its settings chosen without looking at the files being scored.
 
-    python benchmarks/bench_nab_best.py            # about 15 min on 2 cores
+    python benchmarks/bench_nab_best.py            # about 10 min on 2 cores
 
 Protocol (docs/detectors.md), leave one category out:
 1. Every candidate member (autoencoders of windows 8, 32, 64 and the LSTM, each with its defaults) runs once

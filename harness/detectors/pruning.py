@@ -55,7 +55,7 @@ def count_weights(model: nn.Module) -> tuple[int, int]:
     import torch
 
     total = nonzero = 0
-    for name, module in model.named_modules():
+    for module in model.modules():
         for pname, p in module.named_parameters(recurse=False):
             value = getattr(module, pname.removesuffix("_orig")) if pname.endswith("_orig") else p
             total += value.numel()

@@ -50,10 +50,11 @@ class DenseAE(nn.Module):
     def __init__(self, window: int, hidden: int, bottleneck: int, centre: bool = True, depth: int = 0):
         super().__init__()
         self.centre = centre
-        square = [layer for _ in range(depth) for layer in (nn.Linear(hidden, hidden), nn.Tanh())]
-        self.encoder = nn.Sequential(nn.Linear(window, hidden), nn.Tanh(), *square, nn.Linear(hidden, bottleneck))
-        square = [layer for _ in range(depth) for layer in (nn.Linear(hidden, hidden), nn.Tanh())]
-        self.decoder = nn.Sequential(nn.Linear(bottleneck, hidden), nn.Tanh(), *square, nn.Linear(hidden, window))
+        def square() -> list[nn.Module]:
+            return [layer for _ in range(depth) for layer in (nn.Linear(hidden, hidden), nn.Tanh())]
+
+        self.encoder = nn.Sequential(nn.Linear(window, hidden), nn.Tanh(), *square(), nn.Linear(hidden, bottleneck))
+        self.decoder = nn.Sequential(nn.Linear(bottleneck, hidden), nn.Tanh(), *square(), nn.Linear(hidden, window))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.centre:
