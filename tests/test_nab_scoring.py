@@ -138,6 +138,27 @@ def test_optimized_thresholds_match_reference(corpus, profiles) -> None:
         check_against_reference(rep, p.name, want, files, scores)
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(corpus=corpora(), profiles=profile_sets(), data=st.data())
+def test_best_without_a_group_is_that_subset_scored_alone(corpus, profiles, data) -> None:
+    """Leave-one-group-out from one sweep equals a fresh optimised score of the other files (the protocol
+    benchmark chooses settings with it)."""
+    from harness.scoring.nab import CorpusIndex, NabSweep
+
+    files, scores = corpus
+    groups = np.array(data.draw(st.lists(st.integers(0, 2), min_size=len(files), max_size=len(files)), label="groups"))
+    groups = np.unique(groups, return_inverse=True)[1]  # numbered 0, 1, ... without gaps
+    got = NabSweep(CorpusIndex.build(files), scores).best_without(groups, profiles)
+    assert got.shape == (groups.max() + 1, len(profiles))
+    for g in range(groups.max() + 1):
+        rest = [i for i in range(len(files)) if groups[i] != g]
+        if not rest:
+            continue
+        want = score_detector([files[i] for i in rest], [scores[i] for i in rest], "d", None, profiles)
+        for j, p in enumerate(profiles):
+            assert close(got[g, j], want.profiles[p.name].score), (g, p.name, got[g, j], want.profiles[p.name].score)
+
+
 def test_fp_events_do_not_run_across_files() -> None:
     """Row 19 (last of a 20-row file) and row 20 (first scored row of a 134-row file: probation 20) are
     consecutive row numbers in different files: two FP events, not one."""
