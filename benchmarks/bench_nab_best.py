@@ -1,6 +1,6 @@
 """The ensemble detector on NAB, with its settings chosen without looking at the files being scored.
 
-    python benchmarks/bench_nab_best.py            # about 6 min on 2 cores
+    python benchmarks/bench_nab_best.py            # about 4 min on 2 cores
 
 Protocols (docs/detectors.md):
 1. Every candidate member (autoencoders of windows 8, 32, 64 and the LSTM, each with its defaults) runs once
@@ -83,13 +83,13 @@ _GROUPS: dict[str, np.ndarray] = {}  # protocol -> fold number of each file
 
 
 def fits(setting: dict) -> dict[str, np.ndarray]:
-    """One setting's normalised profile scores: on the whole corpus ("all", shape (1, 3)) and, per protocol, on
+    """One setting's normalised profile scores: on the whole corpus ("all", shape (3,)) and, per protocol, on
     every fold's complement (shape (folds, 3))."""
     from harness.scoring.nab import NabSweep
     from harness.scoring.profiles import NAB_PROFILES
 
     sweep = NabSweep(_INDEX[0], ensemble_scores(setting))
-    whole = np.array([[sweep.profile_score(p, sweep.optimize(p)).score for p in NAB_PROFILES]])
+    whole = np.array([sweep.profile_score(p, sweep.optimize(p)).score for p in NAB_PROFILES])
     return {"all": whole, **{p: sweep.best_without(_GROUPS[p]) for p in PROTOCOLS}}
 
 
@@ -137,7 +137,7 @@ def main() -> None:
                 print(f"    {n} of {len(chosen)} folds chose {json.dumps(grid[b])}")
     line(f"default {json.dumps(DEFAULT)} (in-sample)", ensemble_scores(DEFAULT))
     for criterion, rank in CRITERIA.items():
-        best = int(np.argmax(rank(np.stack([t["all"][0] for t in table]))))
+        best = int(np.argmax(rank(np.stack([t["all"] for t in table]))))
         line(f"best in-sample by {criterion}: {json.dumps(grid[best])}", ensemble_scores(grid[best]))
     print(f"{time.perf_counter() - started:.0f} s in all")
 
