@@ -17,8 +17,8 @@ Protocols (docs/detectors.md):
 4. The 58 files' held-out scores are scored together as NAB scores a detector: threshold optimised per
    profile, all three profiles, and F1 at the standard threshold.
 
-It also prints the default setting (`harness/detectors/ensemble.py`, chosen in-sample on the whole corpus) and
-the best settings in-sample, for comparison. The member defaults themselves were set on NAB in earlier issues.
+It also prints the default setting (`harness/detectors/ensemble.py`, chosen in-sample on the whole corpus), the
+best settings in-sample, and the default's neighbours (one parameter changed), for comparison. The member defaults themselves were set on NAB in earlier issues.
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ FINAL = ({"final_suppress": 0.0}, {"final_suppress": 0.5})
 QUANTILE = ({"quantile": 0.995}, {"quantile": 0.997}, {"quantile": 0.998})
 DEFAULT = {"members": ["ae64", "lstm"], "quantile": 0.998, "novelty_level": 0.6, "seasonal_days": 3,
            "seasonal_quantile": 0.998, "final_suppress": 0.5}
+NEIGHBOURS = {"final_suppress": (0.3, 0.75, 1.0), "novelty_quiet": (0.1, 0.5, 1.0), "seasonal_days": (2, 4, 5),
+              "seasonal_quantile": (0.997, 0.999), "novelty_level": (0.58, 0.62)}
 
 _FILES: list = []
 _ERRORS: dict = {}
@@ -139,6 +141,9 @@ def main() -> None:
     for criterion, rank in CRITERIA.items():
         best = int(np.argmax(rank(np.stack([t["all"] for t in table]))))
         line(f"best in-sample by {criterion}: {json.dumps(grid[best])}", ensemble_scores(grid[best]))
+    for key, values in NEIGHBOURS.items():
+        for v in values:
+            line(f"  default with {key} {v}", ensemble_scores({**DEFAULT, key: v}))
     print(f"{time.perf_counter() - started:.0f} s in all")
 
 
