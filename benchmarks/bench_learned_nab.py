@@ -76,7 +76,8 @@ def main() -> None:
     print(
         f"{args.detector} {json.dumps(params)}: NAB standard {std.score:.2f} / "
         f"low FP {pr['reward_low_FP_rate'].score:.2f} / low FN {pr['reward_low_FN_rate'].score:.2f} "
-        f"(threshold {std.threshold:.6g}, windows detected {std.tp}, missed {std.fn}, FP rows {std.fp}); "
+        f"(threshold {std.threshold:.6g}, windows detected {std.tp}, missed {std.fn}, FP rows {std.fp}, "
+        f"F1 {report.detection['standard'].f1:.3f}, FP events {report.detection['standard'].fp_events}); "
         f"{len(corpus.files)} files, {corpus.n_rows} rows, {wall:.1f} s wall on {args.workers} worker(s), "
         f"{sum(secs.values()):.1f} s summed per file"
     )

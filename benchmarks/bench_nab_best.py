@@ -1,13 +1,13 @@
 """The ensemble detector on NAB, with its settings chosen without looking at the files being scored.
 
-    python benchmarks/bench_nab_best.py            # about 4 min on 2 cores
+    python benchmarks/bench_nab_best.py            # about 8 min on 2 cores
 
 Protocols (docs/detectors.md):
 1. Every candidate member (autoencoders of windows 8, 32, 64 and the LSTM, each with its defaults) runs once
    over the corpus; its per-row errors are kept. A member's errors do not depend on the other members.
 2. The grid: every set of 2-4 candidate members x the members' likelihood quantile {0.995, 0.997, 0.998} x
    novelty {off, 0.6, 0.65} x seasonal deviation {off, 1 day, 3 days; quantile 0.998} x final suppression
-   {off, 0.5}: 594 settings. Each setting's scores are computed for every file by the ensemble's own code
+   {off, 0.5} x pattern novelty {off, 8 bins}: 1188 settings. Each setting's scores are computed for every file by the ensemble's own code
    (`scores_from_errors`, `combined`) from the cached errors.
 3. Folds: a NAB category (leave one category out, 7 folds) or a file (leave one file out, 58 folds). For each
    fold, the setting that is best on the *other* folds is chosen, by one of two criteria fixed in advance:
@@ -47,20 +47,22 @@ NOVELTY = ({"novelty_level": 0.0}, {"novelty_level": 0.6}, {"novelty_level": 0.6
 SEASONAL = ({"seasonal_days": 0}, {"seasonal_days": 1, "seasonal_quantile": 0.998},
             {"seasonal_days": 3, "seasonal_quantile": 0.998})
 FINAL = ({"final_suppress": 0.0}, {"final_suppress": 0.5})
+PATTERN = ({"pattern_bins": 0}, {"pattern_bins": 8})
 QUANTILE = ({"quantile": 0.995}, {"quantile": 0.997}, {"quantile": 0.998})
 DEFAULT = {"members": ["ae64", "lstm"], "quantile": 0.998, "novelty_level": 0.6, "seasonal_days": 3,
-           "seasonal_quantile": 0.998, "final_suppress": 0.5}
+           "seasonal_quantile": 0.998, "final_suppress": 0.5, "pattern_bins": 8}
 NEIGHBOURS = {"final_suppress": (0.3, 0.75, 1.0), "novelty_quiet": (0.1, 0.5, 1.0), "seasonal_days": (2, 4, 5),
-              "seasonal_quantile": (0.997, 0.999), "novelty_level": (0.58, 0.62)}
+              "seasonal_quantile": (0.997, 0.999), "novelty_level": (0.58, 0.62), "pattern_bins": (6, 10),
+              "pattern_length": (2, 4), "pattern_quantile": (0.997, 0.999)}
 
 _FILES: list = []
 _ERRORS: dict = {}
 
 
 def settings() -> list[dict]:
-    return [{"members": list(names), **q, **nov, **sea, **fin}
+    return [{"members": list(names), **q, **nov, **sea, **fin, **pat}
             for n in (2, 3, 4) for names in itertools.combinations(CANDIDATES, n)
-            for nov in NOVELTY for sea in SEASONAL for fin in FINAL for q in QUANTILE]
+            for nov in NOVELTY for sea in SEASONAL for fin in FINAL for q in QUANTILE for pat in PATTERN]
 
 
 def ensemble_scores(setting: dict) -> list[np.ndarray]:

@@ -230,13 +230,13 @@ def test_obvious_spike_after_probation_scores_highest(kind: str) -> None:
 
 
 def test_ensemble_is_the_max_of_its_members_likelihoods_suppressed_once() -> None:
-    """With the seasonal deviation, novelty and the final suppression off, an ensemble's score is
+    """With the seasonal deviation, the pattern novelty, range novelty and the final suppression off, an ensemble's score is
     suppress_repeats(max over members of each member's undamped likelihood, as that member alone computes it),
     with the ensemble's window and damping."""
     x = wave(900, seed=7)
     x[700:705] += 25.0
     P = probation_rows(900)
-    ens = MAKERS["ensemble"](novelty_level=0.0, seasonal_days=0, final_suppress=0.0)
+    ens = MAKERS["ensemble"](novelty_level=0.0, seasonal_days=0, pattern_bins=0, final_suppress=0.0)
     got = nab_file(ens, series(x))
     alone = [type(m)(**{**m.params.model_dump(), "suppress": 0}) for m in ens.members]
     r = np.max([nab_file(m, series(x)) for m in alone], axis=0)  # suppression off: each member's r
@@ -288,6 +288,31 @@ def test_ensemble_seasonal_deviation_sees_a_record_unlike_the_same_time_on_earli
     scores = nab_file(MAKERS["ensemble"](seasonal_days=3), s)
     assert hour.start <= int(np.argmax(scores)) < hour.stop + 2
 
+
+def test_ensemble_pattern_novelty_sees_a_new_rhythm_inside_the_old_range() -> None:
+    """A slow triangle wave whose stretch on the second half starts to flip between its extremes every record:
+    every value is within the range seen, but its words (three records' bins) are new. The pattern ratio
+    peaks there and nowhere before; pattern_bins 0 turns it off; chunks agree with the whole file."""
+    from harness.detectors.ensemble import PatternNovelty
+    from harness.detectors.likelihood import StreamingLikelihood
+
+    n = 3000
+    rng = np.random.default_rng(5)
+    x = np.abs((np.arange(n) % 40) - 20.0) + rng.normal(0, 0.05, n)
+    flip = slice(2000, 2030)
+    x[flip] = np.where(np.arange(30) % 2, 19.0, 1.0)
+    s = series(x)
+    P = probation_rows(n)
+
+    def pattern(bins: int, chunk: int) -> np.ndarray:
+        nov = PatternNovelty(P, bins, 3, StreamingLikelihood(start=P, min_history=100, long_window=4000, tail="quantile", quantile=0.998, suppress=0))
+        return np.concatenate([nov.update_many(s.timestamps[a : a + chunk], s.values[a : a + chunk]) for a in range(0, n, chunk)])
+
+    r = pattern(8, n)
+    assert flip.start <= int(np.argmax(r)) < flip.stop and r[P : flip.start].max() < 0.5 * r.max()
+    np.testing.assert_allclose(pattern(8, 1), r, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(pattern(8, 97), r, rtol=0, atol=1e-12)
+    assert not pattern(0, n).any()
 
 def test_ensemble_members_are_validated_with_the_scenario() -> None:
     with pytest.raises(ValidationError, match="windw"):

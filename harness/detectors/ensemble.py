@@ -1,9 +1,10 @@
-"""Ensemble: several learned detectors as one model, their likelihoods combined, plus a daily-profile deviation
-and a range-novelty signal.
+"""Ensemble: several learned detectors as one model, their likelihoods combined, plus a daily-profile deviation,
+a pattern-novelty and a range-novelty signal.
 
 Why: each member misses different anomalies (docs/detectors.md). The autoencoder sees a window's shape, the
 LSTM forecaster a broken continuation; a wider autoencoder sees slower changes; none of them sees a day back,
-so a record unlike the same time on earlier days (`SeasonalDeviation`) is scored beside them. Taking, for every
+so a record unlike the same time on earlier days (`SeasonalDeviation`) is scored beside them, and so is a
+stream that starts to move in a way it never has (`PatternNovelty`). Taking, for every
 record, the largest of these likelihood ratios catches what any of them sees, and suppressing repeats once, on
 the combined score, keeps one anomaly to one alert. Short spikes to levels never seen before are what all of
 them are slowest on; `RangeNovelty` scores those directly.
@@ -16,7 +17,9 @@ Per file (and the same record by record, through the same `Combination` object):
    output side by side. One model per file: a backend exports, quantizes and times the ensemble as a whole.
 2. Each member's errors go through its own anomaly likelihood with suppression off: r_m in [0, 1). So does
    the seasonal deviation |z_i - median(z_{i-p}, ..., z_{i-Kp})| (p: records per day, from the probationary
-   timestamps; K = `seasonal_days`; z normalised by the probationary rows), with quantile `seasonal_quantile`.
+   timestamps; K = `seasonal_days`; z normalised by the probationary rows), with quantile `seasonal_quantile`,
+   and so does the pattern novelty 1 / (1 + earlier occurrences of the word of the last `pattern_length`
+   records' value bins; `pattern_bins` bins over the probationary rows' range), with `pattern_quantile`.
 3. r = max of those, then repeats suppressed over the ensemble's suppression window (`suppress_rows`).
 4. score = max(r, novelty), where novelty is `novelty_level` (+ up to 0.1 by how far) for a record outside
    the range of every earlier record of the stream, unless such a record came within the last
@@ -71,7 +74,7 @@ def _default_members() -> list[Member]:
 
 
 class EnsembleParams(BaseModel):
-    """Defaults: the grid's best on NAB v1.1 by the mean of the three profiles, which 56 of 58 leave-one-file-out
+    """Defaults: the grid's best on NAB v1.1 by the mean of the three profiles, which 54 of 58 leave-one-file-out
     folds also choose; docs/detectors.md gives the protocol and its figures."""
 
     model_config = ConfigDict(extra="forbid")
@@ -82,6 +85,9 @@ class EnsembleParams(BaseModel):
     novelty_quiet: float = Field(0.25, ge=0.0, description="after such a record, no other for this share of the suppression window")
     seasonal_days: int = Field(3, ge=0, le=28, description="earlier days whose median at the same time of day is the reference (0: off)")
     seasonal_quantile: float = Field(0.998, gt=0.0, le=1.0, description="the seasonal deviation's likelihood quantile")
+    pattern_bins: int = Field(8, ge=0, le=64, description="value bins of the pattern novelty's words (0: off)")
+    pattern_length: int = Field(3, ge=1, le=8, description="records per word of the pattern novelty")
+    pattern_quantile: float = Field(0.998, gt=0.0, le=1.0, description="the pattern novelty's likelihood quantile")
     final_suppress: float = Field(0.5, ge=0.0, description="last suppression of repeats, as a share of the suppression window (0: off)")
     suppress: int = Field(400, ge=0, description="as a learned detector's: at most this many records ...")
     suppress_frac: float = Field(0.04, ge=0.0, le=1.0, description="... this share of the stream's records")
@@ -120,25 +126,21 @@ class RangeNovelty:
         return out
 
 
-class SeasonalDeviation:
-    """Step 2's daily-profile error, chunk by chunk: the first P records are kept until the period (records per
-    day: a day over the median step of their timestamps) and the scale are known, then every record's error is
-    |z - median of z one, two ... `days` days earlier| (NaN while fewer days exist) and goes through the
-    likelihood; the probationary records' errors seed its history."""
+class AfterProbation:
+    """A model-free signal through its own likelihood, chunk by chunk, that needs the probationary records first
+    (a scale, a period, a range): the first P records are kept until all are in, then `_begin` reads them and
+    their errors seed the likelihood's history (the probationary rows score 0 anyway)."""
 
-    def __init__(self, P: int, days: int, likelihood: StreamingLikelihood):
-        self.P, self.days, self.likelihood = P, days, likelihood
-        self.started = False  # the probationary records are all in: period and scale known
+    def __init__(self, P: int, on: bool, likelihood: StreamingLikelihood):
+        self.P, self.on, self.likelihood = P, on, likelihood
+        self.started = False  # the probationary records are all in
         self.head_t: list[int] = []
         self.head_v: list[float] = []
-        self.period = 0  # 0: not known yet (or off)
-        self.mean, self.scale = 0.0, 1.0
-        self.past = np.zeros(0)  # the last days x period normalised values
 
     def update_many(self, timestamps: np.ndarray, values: np.ndarray) -> np.ndarray:
         v = np.asarray(values, dtype=np.float64)
         out = np.zeros(len(v))
-        if self.days == 0 or not len(v):
+        if not self.on or not len(v):
             return out
         k = 0
         if not self.started:
@@ -147,28 +149,47 @@ class SeasonalDeviation:
             self.head_v += v[:k].tolist()
             if len(self.head_v) < self.P:
                 return out
-            self._begin()
+            head_t, head_v = np.asarray(self.head_t, dtype=np.int64), np.asarray(self.head_v)
+            self.started, self.head_t, self.head_v = True, [], []
+            self._begin(head_t, head_v)
+            if len(head_v):
+                self.likelihood.update_many(self._errors(head_v))
         if k < len(v):
-            out[k:] = self._ratios(v[k:])
+            out[k:] = self.likelihood.update_many(self._errors(v[k:]))
         return out
 
-    def _begin(self) -> None:
-        head = np.asarray(self.head_v)
-        steps = np.diff(np.asarray(self.head_t))
+    def _begin(self, timestamps: np.ndarray, values: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _errors(self, v: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class SeasonalDeviation(AfterProbation):
+    """Step 2's daily-profile error: the period is a day over the median step of the probationary timestamps,
+    the scale theirs; every record's error is |z - median of z one, two ... `days` days earlier| (NaN while
+    fewer days exist)."""
+
+    def __init__(self, P: int, days: int, likelihood: StreamingLikelihood):
+        super().__init__(P, days > 0, likelihood)
+        self.days = days
+        self.period = 0  # 0: not known yet (or no timestamps to know it from)
+        self.mean, self.scale = 0.0, 1.0
+        self.past = np.zeros(0)  # the last days x period normalised values
+
+    def _begin(self, timestamps: np.ndarray, values: np.ndarray) -> None:
+        steps = np.diff(timestamps)
         step = float(np.median(steps)) if len(steps) else 0.0
         self.period = int(round(86400.0 / step)) if step > 0 else 0
-        self.mean = float(head.mean()) if len(head) else 0.0
-        std = float(head.std()) if len(head) else 0.0
+        self.mean = float(values.mean()) if len(values) else 0.0
+        std = float(values.std()) if len(values) else 0.0
         self.scale = std if std > 1e-12 else 1.0
-        self.started, self.head_t, self.head_v = True, [], []
-        if len(head):
-            self._ratios(head)  # seeds the likelihood's history; the probationary rows score 0 anyway
 
-    def _ratios(self, v: np.ndarray) -> np.ndarray:
+    def _errors(self, v: np.ndarray) -> np.ndarray:
         z = (v - self.mean) / self.scale
         span = self.days * self.period
         if self.period <= 0:
-            return self.likelihood.update_many(np.full(len(z), np.nan))
+            return np.full(len(z), np.nan)
         seq = np.concatenate([self.past, z])
         start = len(self.past)
         rows = np.arange(start, len(seq))
@@ -179,22 +200,64 @@ class SeasonalDeviation:
             lags = np.stack([seq[r - d * self.period] for d in range(1, self.days + 1)])
             err[ok] = np.abs(seq[r] - np.median(lags, axis=0))
         self.past = seq[-span:] if span else np.zeros(0)
-        return self.likelihood.update_many(err)
+        return err
+
+
+class PatternNovelty(AfterProbation):
+    """Step 2's pattern error: each record's value is put in one of `bins` bins spanning the probationary rows'
+    1st-99th percentiles (plus one bin below and one above), the last `length` bins make a word, and the
+    error is 1 / (1 + how often that word came before in the stream). A stream that starts to move in a way
+    it never has (a new rhythm at the same level) scores high although no single value is out of range; on
+    NAB it finds two of machine_temperature_system_failure's windows that every other signal misses. Memory is bounded: at most (bins + 2) ** length words are counted."""
+
+    def __init__(self, P: int, bins: int, length: int, likelihood: StreamingLikelihood):
+        super().__init__(P, bins > 0, likelihood)
+        self.bins, self.length = bins, length
+        self.lo, self.span = 0.0, 1.0
+        self.recent = np.zeros(0, dtype=np.int64)  # the last length - 1 bins
+        self.counts: dict[int, int] = {}
+
+    def _begin(self, timestamps: np.ndarray, values: np.ndarray) -> None:
+        if len(values):
+            lo, hi = np.percentile(values, [1, 99])
+            self.lo, self.span = float(lo), max(float(hi - lo), 1e-12)
+
+    def _errors(self, v: np.ndarray) -> np.ndarray:
+        q = np.clip(np.floor((v - self.lo) / self.span * self.bins), -1, self.bins).astype(np.int64) + 1
+        seq = np.concatenate([self.recent, q])
+        ends = np.arange(len(self.recent), len(seq))
+        full = ends >= self.length - 1  # a whole word ends here
+        err = np.full(len(q), np.nan)
+        if full.any():
+            at = ends[full]
+            words = sum(seq[at - j] * (self.bins + 2) ** j for j in range(self.length))
+            uniq, inv, n = np.unique(words, return_inverse=True, return_counts=True)
+            order = np.argsort(inv, kind="stable")
+            earlier = np.empty(len(words), dtype=np.int64)  # occurrences before this one, within the chunk
+            earlier[order] = np.arange(len(words)) - np.repeat(np.cumsum(n) - n, n)
+            before = np.array([self.counts.get(int(w), 0) for w in uniq], dtype=np.int64)
+            err[full] = 1.0 / (1.0 + before[inv] + earlier)
+            self.counts.update((int(w), int(b + c)) for w, b, c in zip(uniq, before, n))
+        self.recent = seq[len(seq) - self.length + 1 :] if self.length > 1 else seq[:0]
+        return err
 
 
 class Combination:
     """Steps 2 (seasonal) to 5 for one stream: from the members' combined ratio r to the score, chunk by chunk.
     `Ensemble.score_file` runs a whole file through a fresh one; a live stream keeps one, so both agree."""
 
-    def __init__(self, P: int, suppress: int, params: EnsembleParams, seasonal: StreamingLikelihood):
+    def __init__(self, P: int, suppress: int, params: EnsembleParams, seasonal: StreamingLikelihood,
+                 pattern: StreamingLikelihood):
         self.P, self.i = P, 0
         self.seasonal = SeasonalDeviation(P, params.seasonal_days, seasonal)
+        self.pattern = PatternNovelty(P, params.pattern_bins, params.pattern_length, pattern)
         self.suppression = StreamingSuppression(suppress, params.damping)
         self.novelty = RangeNovelty(P, params.novelty_level, int(params.novelty_quiet * suppress))
         self.final = StreamingSuppression(int(params.final_suppress * suppress), params.damping)
 
     def update_many(self, r: np.ndarray, timestamps: np.ndarray, values: np.ndarray) -> np.ndarray:
-        r = np.maximum(np.asarray(r, dtype=np.float64), self.seasonal.update_many(timestamps, values))
+        r = np.maximum.reduce([np.asarray(r, dtype=np.float64), self.seasonal.update_many(timestamps, values),
+                               self.pattern.update_many(timestamps, values)])
         s = np.maximum(self.suppression.update_many(r), self.novelty.update_many(values))
         s = self.final.update_many(s)
         s[: max(self.P - self.i, 0)] = 0.0
@@ -292,10 +355,12 @@ class Ensemble(LearnedDetector):
         return r
 
     def combination(self, P: int, length: int | None) -> Combination:
-        """Steps 2 (seasonal) to 5 for a stream with P probationary records (its likelihood: the first member's
-        settings, at `seasonal_quantile`)."""
-        settings = {**self.members[0].likelihood_settings(P, length), "quantile": self.params.seasonal_quantile, "suppress": 0}
-        return Combination(P, self.suppress_rows(length), self.params, StreamingLikelihood(**settings))
+        """Steps 2 (seasonal, pattern) to 5 for a stream with P probationary records (their likelihoods: the first
+        member's settings, at `seasonal_quantile` and `pattern_quantile`)."""
+        settings = {**self.members[0].likelihood_settings(P, length), "suppress": 0}
+        return Combination(P, self.suppress_rows(length), self.params,
+                           StreamingLikelihood(**{**settings, "quantile": self.params.seasonal_quantile}),
+                           StreamingLikelihood(**{**settings, "quantile": self.params.pattern_quantile}))
 
     def combined(self, r: np.ndarray, series: SeriesFile, P: int) -> np.ndarray:
         """Steps 2 (seasonal) to 5 for a whole file, from the members' combined ratio r."""
