@@ -208,7 +208,8 @@ class PatternNovelty(AfterProbation):
     1st-99th percentiles (plus one bin below and one above), the last `length` bins make a word, and the
     error is 1 / (1 + how often that word came before in the stream). A stream that starts to move in a way
     it never has (a new rhythm at the same level) scores high although no single value is out of range; on
-    NAB it finds two of machine_temperature_system_failure's windows that every other signal misses. Memory is bounded: at most (bins + 2) ** length words are counted."""
+    NAB it finds two of machine_temperature_system_failure's windows that every other signal misses. Memory
+    is bounded: at most (bins + 2) ** length words are counted."""
 
     def __init__(self, P: int, bins: int, length: int, likelihood: StreamingLikelihood):
         super().__init__(P, bins > 0, likelihood)
@@ -243,7 +244,7 @@ class PatternNovelty(AfterProbation):
 
 
 class Combination:
-    """Steps 2 (seasonal) to 5 for one stream: from the members' combined ratio r to the score, chunk by chunk.
+    """Steps 2 (seasonal, pattern) to 5 for one stream: from the members' combined ratio r to the score, chunk by chunk.
     `Ensemble.score_file` runs a whole file through a fresh one; a live stream keeps one, so both agree."""
 
     def __init__(self, P: int, suppress: int, params: EnsembleParams, seasonal: StreamingLikelihood,
@@ -363,7 +364,7 @@ class Ensemble(LearnedDetector):
                            StreamingLikelihood(**{**settings, "quantile": self.params.pattern_quantile}))
 
     def combined(self, r: np.ndarray, series: SeriesFile, P: int) -> np.ndarray:
-        """Steps 2 (seasonal) to 5 for a whole file, from the members' combined ratio r."""
+        """Steps 2 (seasonal, pattern) to 5 for a whole file, from the members' combined ratio r."""
         return self.combination(P, series.n_rows).update_many(r, series.timestamps, series.values)
 
     def score_file(self, series: SeriesFile, probation: int) -> np.ndarray:
