@@ -181,6 +181,10 @@ class SeasonalDeviation(AfterProbation):
         steps = np.diff(timestamps)
         step = float(np.median(steps)) if len(steps) else 0.0
         self.period = int(round(86400.0 / step)) if step > 0 else 0
+        # A day of its own errors before it scores: over fewer, the likelihood's quantile is the largest of a few
+        # hours' errors, and the first ordinary day-to-day difference alerted (11 of the default's false-alarm
+        # events on NAB, one at every seed).
+        self.likelihood.min_history = max(self.likelihood.min_history, self.period)
         self.mean = float(values.mean()) if len(values) else 0.0
         std = float(values.std()) if len(values) else 0.0
         self.scale = std if std > 1e-12 else 1.0
