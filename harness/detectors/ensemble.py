@@ -74,7 +74,7 @@ def _default_members() -> list[Member]:
 
 
 class EnsembleParams(BaseModel):
-    """Defaults: the grid's best on NAB v1.1 by the mean of the three profiles, which 54 of 58 leave-one-file-out
+    """Defaults: the grid's best on NAB v1.1 by the mean of the three profiles, which 56 of 58 leave-one-file-out
     folds also choose; docs/detectors.md gives the protocol and its figures."""
 
     model_config = ConfigDict(extra="forbid")
