@@ -168,7 +168,7 @@ class AfterProbation:
 class SeasonalDeviation(AfterProbation):
     """Step 2's daily-profile error: the period is a day over the median step of the probationary timestamps,
     the scale theirs; every record's error is |z - median of z one, two ... `days` days earlier| (NaN while
-    fewer days exist)."""
+    fewer days exist), and it scores once a day of those errors is in its likelihood's history."""
 
     def __init__(self, P: int, days: int, likelihood: StreamingLikelihood):
         super().__init__(P, days > 0, likelihood)
@@ -182,8 +182,8 @@ class SeasonalDeviation(AfterProbation):
         step = float(np.median(steps)) if len(steps) else 0.0
         self.period = int(round(86400.0 / step)) if step > 0 else 0
         # A day of its own errors before it scores: over fewer, the likelihood's quantile is the largest of a few
-        # hours' errors, and the first ordinary day-to-day difference alerted (11 of the default's false-alarm
-        # events on NAB, one at every seed).
+        # hours' errors, and the first ordinary day-to-day difference alerted (11 of the default's 149 false-alarm
+        # events on NAB).
         self.likelihood.min_history = max(self.likelihood.min_history, self.period)
         self.mean = float(values.mean()) if len(values) else 0.0
         std = float(values.std()) if len(values) else 0.0
