@@ -333,6 +333,22 @@ def test_disk_cache_hits_and_new_entries(calibration, tmp_path, fresh_templates)
     assert c.info["cache"] == "miss"
 
 
+def test_quantizing_writes_nothing_beside_the_shared_fp32_model(calibration, tmp_path, fresh_templates):
+    """Cells quantize the same cached fp32 model concurrently, so the quantizers must not write beside it: given
+    its path, ONNX Runtime wrote <name>-inferred.onnx there and deleted it after, and a static and a dynamic row
+    running at once deleted each other's copy (FileNotFoundError). A folder in that place makes any such write
+    fail at once."""
+    torch.manual_seed(22)
+    model = SmallAutoencoder().eval()
+    src = onnx_export.onnx_fp32(model, calibration, tmp_path)
+    sidecar = src.path.with_name(f"{src.path.stem}-inferred{src.path.suffix}")
+    sidecar.mkdir()
+    for quantization in ("static", "dynamic"):
+        c = prepare({"backend": "onnxruntime", "precision": "int8", "quantization": quantization}, model, calibration, tmp_path)
+        assert c.info["cache"] == "miss" and c.info["quantized_ops"]
+    assert sidecar.is_dir() and not any(sidecar.iterdir())
+
+
 class _Derived(nn.Module):
     """Uses a parameter through a computation the ONNX optimizer folds into a new initializer."""
 

@@ -74,10 +74,13 @@ def test_targets_place_cells_and_a_lost_node_fails_only_its_cells_until_resumed(
     assert status["windowedGaussian@cloud"] == status["Slow@cloud"] == "ok"
     for cid in ("windowedGaussian@moon", "Slow@moon"):
         assert first[cid]["tasks"]["score"]["error"] == "target moon: no node of the cluster has the labels tier=moon"
-    assert status["Slow@edge"] == "failed" and first["Slow@edge"]["tasks"]["score"]["error"].startswith("NodeDiedError: ")
+    # the task on the lost node fails with Ray's NodeDiedError, or, when the runner sees the node gone before Ray
+    # reports it, is cancelled with the reason below (a race under load; both say what happened)
+    stranded = "a node left the cluster, and now target edge: no node of the cluster has the labels tier=edge"
+    slow_error = first["Slow@edge"]["tasks"]["score"]["error"]
+    assert status["Slow@edge"] == "failed" and (slow_error.startswith("NodeDiedError: ") or slow_error == stranded), slow_error
     # queued for a target that has no node left: cancelled with the reason, not left waiting forever
-    assert first["windowedGaussian@edge"]["tasks"]["score"]["error"] == (
-        "a node left the cluster, and now target edge: no node of the cluster has the labels tier=edge")
+    assert first["windowedGaussian@edge"]["tasks"]["score"]["error"] == stranded
     for cid, r in first.items():  # every task ran where its target says
         node = r["tasks"]["score"].get("node")
         if r["status"] == "ok":

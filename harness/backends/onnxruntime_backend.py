@@ -118,11 +118,15 @@ def _write_converted(path: Path, build) -> None:
         raise
 
 
+# The quantizers get the fp32 model as a proto, never as the cache's path: given a path, ONNX Runtime writes its
+# shape-inferred copy beside it (<name>-inferred.onnx) and deletes it after, so two cells quantizing the same
+# model at once (a static and a dynamic INT8 row) deleted each other's copy. A proto goes through a private
+# temporary folder.
 def _quantize_dynamic(src: OnnxModel, dst: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     _write_converted(dst, lambda out: quantize_dynamic(
-        src.path, out, weight_type=getattr(QuantType, DYNAMIC["weight_type"]),
+        src.proto(), out, weight_type=getattr(QuantType, DYNAMIC["weight_type"]),
         per_channel=DYNAMIC["per_channel"], reduce_range=DYNAMIC["reduce_range"],
     ))
 
@@ -147,7 +151,7 @@ def _quantize_static(src: OnnxModel, dst: Path, calibration: np.ndarray, exclude
             return next(self._batches, None)
 
     _write_converted(dst, lambda out: quantize_static(
-        src.path, out, _Reader(),
+        src.proto(), out, _Reader(),
         quant_format=getattr(QuantFormat, STATIC["quant_format"]),
         activation_type=getattr(QuantType, STATIC["activation_type"]),
         weight_type=getattr(QuantType, STATIC["weight_type"]),

@@ -233,7 +233,8 @@ class RayRunner:
                 latest = ray.nodes()
                 if _lost_nodes(nodes, latest):
                     # tasks on the lost node fail by themselves (their worker is gone); tasks still queued for a
-                    # target that has no node left would wait forever: they are cancelled, and fail with why
+                    # target that has no node left would wait forever: they are cancelled, and fail with why (so is
+                    # a task of that target whose NodeDiedError Ray has not delivered yet)
                     for ref, (task, _) in list(running.items()):
                         reason = _stranded(task, latest)
                         if reason:
