@@ -8,8 +8,8 @@ Protocols (docs/detectors.md):
    over the corpus; its per-row errors are kept. A member's errors do not depend on the other members.
 2. The grid: every set of 2-4 candidate members x the members' likelihood quantile {0.995, 0.997, 0.998} x
    novelty {off, 0.6, 0.65} x seasonal deviation {off, 1 day, 3 days; quantile 0.998} x final suppression
-   {off, 0.5} x pattern novelty {off, 8 bins}: 1188 settings. Each setting's scores are computed for every file by the ensemble's own code
-   (`scores_from_errors`, `combined`) from the cached errors.
+   {off, 0.5} x pattern novelty {off, 8 bins}: 1188 settings. Each setting's scores are computed for every
+   file by the ensemble's own code (`scores_from_errors`, `combined`) from the cached errors.
 3. Folds: a NAB category (leave one category out, 7 folds) or a file (leave one file out, 58 folds). For each
    fold, the setting that is best on the *other* folds is chosen, by one of two criteria fixed in advance:
    the NAB standard score (optimised threshold), or the mean of the three profiles' scores (which also
@@ -19,7 +19,8 @@ Protocols (docs/detectors.md):
    profile, all three profiles, and F1 at the standard threshold.
 
 It also prints the default setting (`harness/detectors/ensemble.py`, chosen in-sample on the whole corpus), the
-best settings in-sample, and the default's neighbours (one parameter changed), for comparison. The member defaults themselves were set on NAB in earlier issues.
+best settings in-sample, and the default's neighbours (one parameter changed), for comparison. The member
+defaults themselves were set on NAB in earlier issues.
 """
 
 from __future__ import annotations

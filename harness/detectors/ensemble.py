@@ -248,8 +248,8 @@ class PatternNovelty(AfterProbation):
 
 
 class Combination:
-    """Steps 2 (seasonal, pattern) to 5 for one stream: from the members' combined ratio r to the score, chunk by chunk.
-    `Ensemble.score_file` runs a whole file through a fresh one; a live stream keeps one, so both agree."""
+    """Steps 2 (seasonal, pattern) to 5 for one stream: from the members' combined ratio r to the score, chunk by
+    chunk. `Ensemble.score_file` runs a whole file through a fresh one; a live stream keeps one, so both agree."""
 
     def __init__(self, P: int, suppress: int, params: EnsembleParams, seasonal: StreamingLikelihood,
                  pattern: StreamingLikelihood):
