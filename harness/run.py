@@ -146,6 +146,8 @@ def index_in_history(root: Path) -> None:
         return
     try:
         index_run(root, path)
+    except InputError as exc:  # a corrupt store, or a folder in its place: its line names the store and the remedy
+        print(f"harness: warning: the run was not indexed in the history: {exc}", file=sys.stderr)
     except Exception as exc:  # noqa: BLE001 - the run's own results are safe in its folder whatever happens here
         print(f"harness: warning: the run was not indexed in {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
 

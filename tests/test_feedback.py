@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,9 @@ from harness.errors import InputError
 from harness.feedback.labelstudio import CONTROL, read_export, tasks
 from harness.feedback.log import build_entries, merged, parse, render, stamp, verdicts_of
 from harness.feedback.loop import FeedbackThreshold, LabelReviewer, LogReviewer
+
+from conftest import harness, one_error_line, write_nab
+from test_report import result
 
 DAY = 86_400.0
 STEP = 300.0  # 5-minute records
@@ -163,11 +167,90 @@ def test_label_studio_round_trip(tmp_path) -> None:
     export.write_text(json.dumps(label_studio_export(todo, "normal", cancelled_first=True)))
     assert read_export(export) == {e.id: "normal" for e in entries[1:]}  # a cancelled annotation counts for nothing
     export.write_text(json.dumps(label_studio_export(todo[:1], "perhaps")))
-    with pytest.raises(InputError, match="verdict must be anomaly or normal, got 'perhaps'"):
+    with pytest.raises(InputError, match='choices\\[0\\]: verdict must be anomaly or normal, got "perhaps"'):
         read_export(export)
     export.write_text("[{]")
     with pytest.raises(InputError, match="could not parse"):
         read_export(export)
     export.write_text(json.dumps([{"data": {"image": "x.png"}}]))
-    with pytest.raises(InputError, match="task 0: no data.review_id"):
+    with pytest.raises(InputError, match=r"tasks\[0\].data.review_id: expected the id of a review log entry"):
         read_export(export)
+
+
+@pytest.fixture
+def reviewed_run(tmp_path) -> Path:
+    """A finished run folder as `harness run` leaves it, without Ray: a tiny corpus, one ok cell with its scores
+    (one alert, inside the labelled window), and its review log."""
+    from harness.corpus.layout import load_corpus
+    from harness.feedback.review import build_log, reviewable
+    from harness.results.folder import SCORES, RunFolder
+    from harness.results.schema import Manifest
+
+    corpus = load_corpus(write_nab(tmp_path / "nab"))
+    cell = result("ae.ort-fp32", "onnxruntime", "fp32", 50.0, 1000.0, threshold=0.9)
+    manifest = Manifest(scenario={"resolved": {"name": "fb"}}, corpus={"root": str(corpus.root), "fingerprint": corpus.fingerprint},
+                        cells=[cell.cell.id], command=["harness", "run"], environment={}, started_at="2026-11-01T00:00:00+00:00",
+                        status="complete")
+    folder = RunFolder(tmp_path / "run")
+    folder.write_manifest(manifest)
+    folder.record(cell, "score", cell.tasks["score"], {SCORES: [np.array([0.1, 0.2, 0.3, 1.0, 0.1])]})
+    folder.write_review(build_log(reviewable(folder, [cell]), corpus))
+    return folder.root
+
+
+def test_a_label_studio_export_imports_through_the_cli(cli_env, reviewed_run, tmp_path) -> None:
+    todo = tasks(parse((reviewed_run / "review" / "log.csv").read_text(), "log.csv"))
+    assert len(todo) == 1
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(label_studio_export(todo, "normal")))
+    proc = harness(cli_env, "feedback", "import", reviewed_run, export)
+    assert proc.returncode == 0, proc.stderr
+    assert [e.verdict for e in parse((reviewed_run / "review" / "log.csv").read_text(), "log.csv")] == ["normal"]
+
+
+REVIEW_ID = "ae.ort-fp32|cat/f.csv|alert|3"  # the one entry of reviewed_run's log
+
+
+def annotated(items: object = None, **task: object) -> str:
+    """A one-task export whose annotation's result items (or the task's own fields) are replaced, as JSON text."""
+    ok = [{"from_name": CONTROL, "to_name": "summary", "type": "choices", "value": {"choices": ["normal"]}}]
+    base = {"id": 1, "data": {"review_id": REVIEW_ID}, "annotations": [{"id": 1, "result": ok if items is None else items}]}
+    return json.dumps([{**base, **task}])
+
+
+DEEP = 100_000  # json's decoder recurses per level: RecursionError, not JSONDecodeError
+NOT_PARSED = "expected Label Studio's JSON export, could not parse it (nested too deeply)"
+
+
+@pytest.mark.parametrize("text, place, expect", [
+    (annotated(data=["x"]), "tasks[0].data", "expected an object, got a list"),
+    (annotated(annotations=5), "tasks[0].annotations", "expected a list, got 5"),
+    (annotated(annotations=math.nan), "tasks[0].annotations", "expected a list, got NaN"),  # json writes and reads NaN
+    (annotated(annotations=["x"]), "tasks[0].annotations[0]", 'expected an object, got "x"'),
+    (annotated(["verdict"]), "tasks[0].annotations[0].result[0]", 'expected an object, got "verdict"'),
+    (annotated([{"from_name": CONTROL, "value": "normal"}]), "tasks[0].annotations[0].result[0].value", 'expected an object, got "normal"'),
+    (annotated([{"from_name": CONTROL}]), "tasks[0].annotations[0].result[0].value", "expected an object, got nothing"),
+    (annotated([{"from_name": CONTROL, "value": ["normal"]}]), "tasks[0].annotations[0].result[0].value", "expected an object, got a list"),
+    (annotated([{"from_name": CONTROL, "value": {"choices": "normal"}}]), "tasks[0].annotations[0].result[0].value.choices",
+     'expected a list, got "normal"'),
+    (annotated(5), "tasks[0].annotations[0].result", "expected a list, got 5"),
+    (json.dumps([{"data": {"review_id": 7}}]), "tasks[0].data.review_id",
+     "expected the id of a review log entry (tasks must come from `harness feedback export`), got 7"),
+    ("[NaN]", "tasks[0]", "expected an object, got NaN"),
+    ("[" * DEEP + "]" * DEEP, None, NOT_PARSED),
+    ('{"a":' * DEEP + "1" + "}" * DEEP, None, NOT_PARSED),
+    (None, None, "is a folder: expected Label Studio's JSON export file"),
+], ids=["data-list", "annotations-5", "annotations-nan", "annotation-string", "result-string", "value-string", "value-missing",
+        "value-list", "choices-string", "result-5", "review-id-number", "task-nan", "deep-lists", "deep-objects", "folder"])
+def test_a_malformed_export_is_one_line_naming_the_place_and_the_log_is_untouched(cli_env, reviewed_run, tmp_path, text, place, expect) -> None:
+    export = tmp_path / "export.json"
+    if text is None:
+        export.mkdir()
+    else:
+        export.write_text(text)
+    log = reviewed_run / "review" / "log.csv"
+    before = (log.read_bytes(), log.stat().st_mtime_ns)
+    line = one_error_line(harness(cli_env, "feedback", "import", reviewed_run, export))
+    assert line == f"harness: error: {export}: {place + ': ' if place else ''}{expect}"
+    assert (log.read_bytes(), log.stat().st_mtime_ns) == before
+    assert sorted(p.name for p in log.parent.iterdir()) == ["log.csv"]  # no temporary file left beside it

@@ -118,6 +118,59 @@ def test_bad_input_is_one_line_exit_2(env, args, expect) -> None:
     assert expect in one_error_line(harness(env, *args))
 
 
+def unreadable_stores(env: dict[str, str], tmp_path: Path) -> dict[str, Path]:
+    """A store of random bytes, a real store cut half-way (a half-written file), and a folder in a store's place."""
+    import random
+
+    noise = tmp_path / "noise.sqlite"
+    noise.write_bytes(random.Random(0).randbytes(8192))
+    whole = tmp_path / "whole.sqlite"
+    assert harness({**env, "HARNESS_HISTORY": str(whole)}, "history", "index", write_run(tmp_path / "indexed")).returncode == 0
+    half = tmp_path / "half.sqlite"
+    half.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    folder = tmp_path / "folder.sqlite"
+    folder.mkdir()
+    return {"noise": noise, "half": half, "folder": folder}
+
+
+COMMANDS = [("history", "list"), ("history", "show", "nab_standard"), ("history", "index", "{run}"),
+            ("compare", "{run}", "{run}"), ("compare", "{run}", "no-such-run-id")]
+
+
+@pytest.mark.parametrize("store, expect", [("noise", "not a readable history database (file is not a database)"),
+                                           ("half", "not a readable history database (database disk image is malformed)"),
+                                           ("folder", "is a folder: expected the history's SQLite file")])
+def test_an_unreadable_store_is_one_line_naming_it_and_is_left_as_it_was(cli_env, tmp_path, store, expect) -> None:
+    path = unreadable_stores(cli_env, tmp_path)[store]
+    run = write_run(tmp_path / "run")
+    before = path.read_bytes() if path.is_file() else None
+    for n, command in enumerate(COMMANDS):
+        args = [a.format(run=run) for a in command]
+        # the store named by HARNESS_HISTORY, or by --history
+        env, given = ({**cli_env, "HARNESS_HISTORY": str(path)}, ()) if n % 2 else (cli_env, ("--history", str(path)))
+        line = one_error_line(harness(env, *args, *given))
+        assert line.startswith(f"harness: error: {path}: {expect}"), (args, line)
+        if store != "folder":
+            assert line.endswith("move it aside, then index runs again with `harness history index RUN_DIR`")
+        assert (path.read_bytes() if path.is_file() else None) == before
+    assert path.is_dir() == (store == "folder")
+
+
+def test_a_run_only_warns_when_its_history_is_unreadable(cli_env, tmp_path, monkeypatch, capsys) -> None:
+    """`harness run` indexes itself last: an unreadable store costs one warning line, never the run."""
+    from harness.run import index_in_history
+
+    run = write_run(tmp_path / "run")
+    for store in unreadable_stores(cli_env, tmp_path).values():
+        before = store.read_bytes() if store.is_file() else None
+        monkeypatch.setenv("HARNESS_HISTORY", str(store))
+        index_in_history(run)
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith(f"harness: warning: the run was not indexed in the history: {store}: "), err
+        assert "Error" not in err[0]  # the store's problem and its remedy, not an exception's name
+        assert (store.read_bytes() if store.is_file() else None) == before
+
+
 def test_each_cell_exports_as_an_mlflow_run(env, tmp_path, monkeypatch) -> None:
     import mlflow  # the test extra installs it (mlflow-skinny)
     run = write_run(tmp_path / "run")

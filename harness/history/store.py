@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +49,41 @@ def run_id(folder: str | Path) -> str:
     return f"{root.name}-{hashlib.sha256(str(root).encode()).hexdigest()[:6]}"
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path)
-    db.row_factory = sqlite3.Row
-    db.executescript(SCHEMA)
-    return db
+# SQLite's primary result codes for a file that is not (or no longer) a database: e.g. random bytes, or a store
+# truncated half-way. Other codes (busy, locked, disk full) are not the file's fault and stay exceptions.
+_UNREADABLE = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+_AFTERWARDS = "move it aside, then index runs again with `harness history index RUN_DIR`"
+
+
+def exists(path: Path) -> bool:
+    """Whether the store has been written yet; a folder in its place is bad input, not an empty history."""
+    if path.is_dir():
+        raise InputError("is a folder: expected the history's SQLite file, e.g. results/history.sqlite "
+                         "(--history PATH or HARNESS_HISTORY)", path)
+    return path.is_file()
+
+
+@contextmanager
+def connect(path: Path) -> Iterator[sqlite3.Connection]:
+    """The store, open with its tables, in one transaction (committed at the end, rolled back on an error), and
+    closed. A store that is a folder, or a file that is not a readable SQLite history, is one InputError line."""
+    exists(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path)
+    except (OSError, sqlite3.Error) as exc:
+        raise InputError(f"cannot open the history database ({exc})", path) from None
+    try:
+        with db:
+            db.row_factory = sqlite3.Row
+            db.executescript(SCHEMA)
+            yield db
+    except sqlite3.DatabaseError as exc:
+        if (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF not in _UNREADABLE:  # None: raised by Python, not SQLite
+            raise
+        raise InputError(f"not a readable history database ({exc}): {_AFTERWARDS}", path) from None
+    finally:
+        db.close()
 
 
 def index_run(folder: str | Path, path: Path) -> str:
@@ -79,7 +110,7 @@ def index_run(folder: str | Path, path: Path) -> str:
 
 
 def runs(path: Path, scenario: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-    if not path.is_file():
+    if not exists(path):
         return []
     with connect(path) as db:
         where, args = ("WHERE scenario = ?", (scenario,)) if scenario else ("", ())
@@ -91,7 +122,7 @@ def runs(path: Path, scenario: str | None = None, limit: int = 20) -> list[dict[
 
 def trend(path: Path, metric: str, cell: str | None = None) -> list[dict[str, Any]]:
     """A metric's values over runs, oldest first: run, started_at, code, cell, value, noise."""
-    if not path.is_file():
+    if not exists(path):
         return []
     with connect(path) as db:
         q = ("SELECT r.run_id, r.started_at, r.git_commit, m.cell, m.value, m.noise_pct FROM metrics m "
@@ -104,7 +135,7 @@ def spread_between_runs(path: Path | None, scenario: str | None, exclude: set[st
     `exclude` left out), in percent: 2 x the robust standard deviation (1.4826 x MAD) over the median, from
     `minimum` runs or more. The within-run spread misses what changes between runs (another tenant on the host,
     a slower hour); this is the noise a single run cannot show."""
-    if path is None or not path.is_file() or scenario is None:
+    if path is None or scenario is None or not exists(path):
         return {}
     import numpy as np
 
@@ -129,7 +160,7 @@ def folder_of(path: Path, ref: str) -> Path:
     """A run folder given as a folder, or as a run id in the history."""
     if Path(ref).is_dir():
         return Path(ref)
-    if path.is_file():
+    if exists(path):
         with connect(path) as db:
             row = db.execute("SELECT path FROM runs WHERE run_id = ?", (ref,)).fetchone()
         if row is not None:
