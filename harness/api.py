@@ -49,13 +49,13 @@ class EventBatch:
     index: np.ndarray  # int64 (n,)
     timestamp: np.ndarray  # float64 epoch seconds (n,)
     value: np.ndarray  # float64 (n,)
-    settings: dict[str, dict[str, int]] = field(default_factory=dict)
+    settings: dict[str, dict[str, int | str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.value)
 
     @classmethod
-    def of(cls, stream, timestamp, value, settings: dict[str, dict[str, int]] | None = None) -> "EventBatch":
+    def of(cls, stream, timestamp, value, settings: dict[str, dict[str, int | str]] | None = None) -> "EventBatch":
         """From one stream id per event."""
         names, index = np.unique(np.asarray(stream, dtype=object).astype(str), return_inverse=True)
         return cls([str(n) for n in names], index.astype(np.int64), np.asarray(timestamp, np.float64), np.asarray(value, np.float64), dict(settings or {}))
@@ -69,7 +69,7 @@ class EventBatch:
         for b in batches:
             remap = np.array([names.setdefault(s, len(names)) for s in b.streams], np.int64)
             indices.append(remap[b.index])
-        settings: dict[str, dict[str, int]] = {}
+        settings: dict[str, dict[str, int | str]] = {}
         for b in reversed(batches):
             settings.update(b.settings)
         return cls(list(names), np.concatenate(indices), np.concatenate([b.timestamp for b in batches]),
@@ -114,25 +114,59 @@ def encode(batch: EventBatch, encoding: str = "json") -> tuple[bytes, str]:
     raise ValueError(f"unknown encoding {encoding!r} (expected one of {', '.join(ENCODINGS)})")
 
 
-def decode_scores(body: bytes, content_type: str) -> np.ndarray:
-    """The scores of a 200 answer."""
-    if content_type.startswith(PACKED):
-        import msgpack
+@dataclass
+class Answer:
+    """What a 200 carries: one score per event, in the request's order; `warming`: each stream of the request that
+    has not scored yet (its probationary events, then the first event after them, which trains a learned model),
+    with the events it still needs; `started`: the streams this request started, being new to the service (for
+    a stream the client has sent before, its state was lost: idle expiry, or a replica restart)."""
 
-        return np.frombuffer(msgpack.unpackb(body)["scores"], "<f8")
-    import orjson
+    scores: np.ndarray
+    warming: dict[str, int] = field(default_factory=dict)
+    started: list[str] = field(default_factory=list)
 
-    return np.asarray(orjson.loads(body)["scores"], dtype=np.float64)
 
-
-def encode_scores(scores: np.ndarray, content_type: str) -> bytes:
+def encode_answer(answer: Answer, content_type: str) -> bytes:
     if content_type == PACKED:
         import msgpack
 
-        return msgpack.packb({"scores": np.ascontiguousarray(scores, "<f8").tobytes()})
+        return msgpack.packb({"scores": np.ascontiguousarray(answer.scores, "<f8").tobytes(),
+                              "warming": answer.warming, "started": answer.started})
     import orjson
 
-    return orjson.dumps({"scores": np.asarray(scores, np.float64)}, option=orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps({"scores": np.asarray(answer.scores, np.float64), "warming": answer.warming,
+                         "started": answer.started}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def decode_answer(body: bytes, content_type: str) -> Answer:
+    """The answer of a 200; ValueError (or a decoder's own error) when it is not one."""
+    if content_type.startswith(PACKED):
+        import msgpack
+
+        doc = msgpack.unpackb(body)
+        raw = doc["scores"]
+        if not isinstance(raw, bytes) or len(raw) % 8:
+            raise ValueError("scores: expected binary float64 data")
+        scores = np.frombuffer(raw, "<f8")
+    else:
+        import orjson
+
+        doc = orjson.loads(body)
+        scores = np.asarray(doc["scores"], dtype=np.float64)
+    warming, started = doc.get("warming") or {}, doc.get("started") or []
+    if scores.ndim != 1 or not isinstance(warming, dict) or not isinstance(started, list):
+        raise ValueError("expected scores (a list), warming (an object) and started (a list)")
+    return Answer(scores, {str(k): int(v) for k, v in warming.items()}, [str(s) for s in started])
+
+
+def decode_scores(body: bytes, content_type: str) -> np.ndarray:
+    """The scores of a 200."""
+    return decode_answer(body, content_type).scores
+
+
+def encode_scores(scores: np.ndarray, content_type: str) -> bytes:
+    """An answer with scores only (no stream warming or started)."""
+    return encode_answer(Answer(np.asarray(scores, np.float64)), content_type)
 
 
 # --- decoding and checking (the service) ----------------------------------------------------------------------
@@ -258,18 +292,24 @@ def _timestamp(t: object, i: int) -> float:
     raise RequestError(f"events[{i}].timestamp: expected ISO-8601 string or epoch seconds, got {_kind(t)}")
 
 
-def _settings(streams: object, where: str) -> dict[str, dict[str, int]]:
+ORDERS = ("timestamp", "arrival")  # a stream's `order`: refuse events older than its last one, or take any
+
+
+def _settings(streams: object, where: str) -> dict[str, dict[str, int | str]]:
     if streams is None:
         return {}
     if not isinstance(streams, dict):
-        raise RequestError(f"{where}: expected an object of stream id -> {{probation, length}}, got {_kind(streams)}")
+        raise RequestError(f"{where}: expected an object of stream id -> {{probation, length, order}}, got {_kind(streams)}")
     out = {}
     for s, spec in streams.items():
         _check_stream_id(s, where)
-        if not isinstance(spec, dict) or not set(spec) <= {"probation", "length"}:
-            raise RequestError(f"{where}.{s}: expected an object with 'probation' and/or 'length'")
+        if not isinstance(spec, dict) or not set(spec) <= {"probation", "length", "order"}:
+            raise RequestError(f"{where}.{s}: expected an object with 'probation', 'length' and/or 'order'")
         for key, n in spec.items():
-            if type(n) is not int or n < 0:
+            if key == "order":
+                if n not in ORDERS:
+                    raise RequestError(f"{where}.{s}.order: expected one of {', '.join(map(repr, ORDERS))}, got {_kind(n)}")
+            elif type(n) is not int or n < 0:
                 raise RequestError(f"{where}.{s}.{key}: expected an integer >= 0, got {_kind(n)}")
         out[s] = dict(spec)
     return out
