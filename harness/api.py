@@ -27,8 +27,10 @@ import numpy as np
 JSON = "application/json"
 PACKED = "application/msgpack"
 ENCODINGS = {"json": JSON, "msgpack": PACKED}
-MAX_BODY_BYTES = 32 * 1024 * 1024  # an oversize body is refused (413) before it is parsed
+MAX_BODY_BYTES = 32 * 1024 * 1024  # an oversize body is refused (413) before it is parsed, or once it passes this
+BODY_TIMEOUT_S = 10.0  # a body must arrive whole within this long after its headers (408 otherwise)
 MAX_STREAM_ID = 256
+TIME_RANGE = (0.0, 7258118400.0)  # timestamps taken: 1970-01-01 up to 2200-01-01, UTC
 
 
 class RequestError(ValueError):
@@ -188,12 +190,26 @@ def decode(body: bytes, content_type: str | None) -> EventBatch:
     if not np.isfinite(batch.value).all():
         i = int(np.flatnonzero(~np.isfinite(batch.value))[0])
         raise RequestError(f"events[{i}].value: expected a finite number, got {batch.value[i]}")
-    if not np.isfinite(batch.timestamp).all():
-        i = int(np.flatnonzero(~np.isfinite(batch.timestamp))[0])
-        raise RequestError(f"events[{i}].timestamp: expected a finite time, got {batch.timestamp[i]}")
+    low, high = TIME_RANGE
+    outside = ~((batch.timestamp >= low) & (batch.timestamp < high))  # NaN and infinities included
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise RequestError(f"events[{i}].timestamp: expected a time from 1970-01-01 to 2200-01-01 (epoch seconds "
+                           f"{low:.0f} to {high:.0f}), got {batch.timestamp[i]:g}")
     for s in batch.streams:
         _check_stream_id(s, "events[].stream")
     return batch
+
+
+def check_size(batch: EventBatch, max_events: int, max_streams: int) -> None:
+    """RequestError (413) for a request that carries more events, or touches more streams, than one request may:
+    what one request costs, it costs every other client waiting behind it."""
+    if len(batch) > max_events:
+        raise RequestError(f"events: {len(batch)} events in one request; this service takes at most {max_events} "
+                           "(serve.max_events_per_request): split the request", 413)
+    if len(batch.streams) > max_streams:
+        raise RequestError(f"events: {len(batch.streams)} streams in one request; this service takes at most "
+                           f"{max_streams} (serve.max_streams_per_request): split the request", 413)
 
 
 def _check_stream_id(s: object, where: str) -> None:
@@ -223,7 +239,11 @@ def _decode_json(body: bytes) -> EventBatch:
     fast = _columns_fast(events)
     if fast is not None:
         names, index, ts, vs = fast
-        return EventBatch(names, index, ts, vs, _settings(doc.get("streams"), "streams"))
+        batch = EventBatch(names, index, ts, vs, _settings(doc.get("streams"), "streams"))
+        if body.count(b":") != _pairs(doc, batch):
+            _duplicate_keys(body)
+        return batch
+    _duplicate_keys(body)
     n = len(events)  # the slow path finds and names the first bad event
     ids: dict[str, int] = {}
     index = np.empty(n, np.int64)
@@ -272,6 +292,38 @@ def _columns_fast(events: list) -> tuple[list[str], np.ndarray, np.ndarray, np.n
 _NUMBER = {int, float}
 
 
+def _pairs(doc: dict, batch: EventBatch) -> int:
+    """The key-value pairs of a plain request (every event with numbers and a stream id), plus the colons inside
+    its strings: its body has exactly this many colons unless a key was repeated (a parser keeps the last of
+    duplicate keys, so the parsed document has fewer pairs than the text). One count over the body then proves
+    no key is repeated, without a slower parser."""
+    n = len(doc) + 3 * len(batch)
+    n += sum(s.count(":") * int(c) for s, c in zip(batch.streams, np.bincount(batch.index, minlength=len(batch.streams))) if ":" in s)
+    for s, spec in batch.settings.items():
+        n += 1 + len(spec) + s.count(":")
+    return n
+
+
+def _duplicate_keys(body: bytes) -> None:
+    """RequestError naming the first key repeated within one JSON object (the exact, slower check)."""
+    import json
+
+    def pairs(items: list[tuple[str, object]]) -> dict:
+        seen = set()
+        for key, _ in items:
+            if key in seen:
+                raise RequestError(f"body: the key {key!r} appears twice in one object (a JSON object's keys must be unique)")
+            seen.add(key)
+        return dict(items)
+
+    try:
+        json.loads(body, object_pairs_hook=pairs)
+    except RequestError:
+        raise
+    except (ValueError, RecursionError):
+        pass  # only orjson's verdict on the syntax counts (json takes NaN, for one)
+
+
 def _bad_event(i: int, e: object) -> None:
     if not isinstance(e, dict):
         raise RequestError(f"events[{i}]: expected an object with stream, timestamp and value, got {_kind(e)}")
@@ -318,8 +370,16 @@ def _settings(streams: object, where: str) -> dict[str, dict[str, int | str]]:
 def _decode_packed(body: bytes) -> EventBatch:
     import msgpack
 
+    def unique(items: list[tuple[object, object]]) -> dict:
+        keys = [k for k, _ in items]
+        if len(set(map(repr, keys))) != len(keys):
+            raise RequestError("body: a key appears twice in one msgpack map (a map's keys must be unique)")
+        return dict(items)
+
     try:
-        doc = msgpack.unpackb(body, raw=False)
+        doc = msgpack.unpackb(body, raw=False, object_pairs_hook=unique, strict_map_key=False)
+    except RequestError:
+        raise
     except Exception as exc:  # noqa: BLE001 - msgpack raises several types for garbage
         raise RequestError(f"body is not valid msgpack ({type(exc).__name__})") from None
     if not isinstance(doc, dict):
@@ -346,6 +406,12 @@ def _decode_packed(body: bytes) -> EventBatch:
         raise RequestError(f"index, timestamp, value: expected one entry per event each, got {len(cols['index'])}, {len(cols['timestamp'])}, {n}")
     if n and int(cols["index"].max()) >= len(streams):
         raise RequestError(f"index: refers to stream {int(cols['index'].max())}, but only {len(streams)} are listed")
+    if n:
+        unused = np.flatnonzero(np.bincount(cols["index"], minlength=len(streams)) == 0)
+        if len(unused):
+            raise RequestError(f"streams[{int(unused[0])}]: listed, but no event refers to it")
+        if len(set(streams)) != len(streams):
+            raise RequestError("streams: a stream id is listed twice")
     return EventBatch(list(streams), cols["index"].astype(np.int64), cols["timestamp"].astype(np.float64),
                       cols["value"].astype(np.float64), _settings(doc.get("settings"), "settings"))
 

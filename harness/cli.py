@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, help="HTTP port (default: the scenario's serve.port, 8000)")
     sv.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
     sv.add_argument("--address", help="Ray cluster to deploy on ('auto', or host:port); default: a private local Ray")
+    sv.add_argument("--token-file", metavar="FILE", help="require `Authorization: Bearer <token>` on every request, "
+                    "the token being FILE's one line (default: the scenario's serve.token_file)")
+    sv.add_argument("--no-auth", action="store_true", help="serve a non-loopback --host without a token, knowingly")
 
     ld = sub.add_parser("load", help="load any endpoint speaking the scoring API and print the summary (docs/load.md)")
     ld.add_argument("url", help="the service's URL (http://host:port, or its /v1/score)")
@@ -66,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     ld.add_argument("--find-peak", action="store_true", help="search the highest rate whose p95 meets --slo-p95-ms (from --rate)")
     ld.add_argument("--slo-p95-ms", type=float, default=100.0)
     ld.add_argument("--min-duration", type=float, help="VALID needs this many measured seconds (default: min(10, --duration))")
+    ld.add_argument("--token-file", metavar="FILE", help="send `Authorization: Bearer <token>` on every request, the "
+                    "token being FILE's one line (the service's serve.token_file)")
     ld.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
     h = sub.add_parser("history", help="runs indexed in the history store, and a metric's trend (docs/history.md)"
@@ -241,23 +246,36 @@ def cmd_run(args) -> int:
 def cmd_serve(args) -> int:
     from harness.plan import service_config
 
-    config = service_config(args.scenario, args.cell, port=args.port, host=args.host)
-    from harness.execution.runner import RayRunner, check_address
-    from harness.execution.serving import deploy, undeploy
+    config = service_config(args.scenario, args.cell, port=args.port, host=args.host, token_file=args.token_file,
+                            no_auth=args.no_auth)
+    from harness.execution.runner import RayRunner, check_address, inside_ray_job
+    from harness.execution.serving import check_free, deploy, undeploy
 
     check_address(args.address)
+    if args.address is None and not inside_ray_job():  # a private Ray: refuse a busy port before starting it
+        check_free(config.serve.host, config.serve.port, "--port")
     signal.signal(signal.SIGTERM, _terminate)
-    with RayRunner(args.address, code=config.user_code()):
+    deployed = False
+
+    def started() -> None:
+        nonlocal deployed
+        deployed = True
+
+    with RayRunner(args.address, code=config.user_code()) as runner:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Ray's own handler would swallow Ctrl-C here
         signal.signal(signal.SIGTERM, _terminate)
         try:
-            service = deploy(config, SERVE_APP, route_prefix="/")
-            print(f"serving {args.cell} at {service.url} (status: {service.status_url}); Ctrl-C stops", flush=True)
+            service = deploy(config, SERVE_APP, route_prefix="/", exclusive_app=SERVE_APP, on_start=started)
+            auth = "; every request needs its Authorization: Bearer token" if config.api_token else ""
+            print(f"serving {args.cell} at {service.url} (status: {service.status_url}){auth}; Ctrl-C stops", flush=True)
             signal.pause()
         except KeyboardInterrupt:
             print("harness: stopping the service", file=sys.stderr)
         finally:
-            undeploy(SERVE_APP)
+            if deployed and not runner.private:  # a private Ray takes the application down with it, at once
+                print("harness: asked Serve to delete the application; the cluster finishes that in the background",
+                      file=sys.stderr)
+                undeploy(SERVE_APP, wait=False)
     return 0
 
 
@@ -265,78 +283,10 @@ SERVE_APP = "scoring"  # the application `harness serve` deploys, at route /
 
 
 def cmd_load(args) -> int:
-    """Exit 0 for a VALID run (or a peak found), 1 otherwise: a script can gate on it."""
-    from harness.load import LoadSettings, ValidityRules, drive, find_peak, rate_probe
-    from harness.load.payload import request_bodies, synthetic_streams
+    """Exit 0 for a VALID run (or a peak found), 1 otherwise: a script can gate on it (harness.load.command)."""
+    from harness.load.command import run_command
 
-    if args.events_per_request < 1:
-        raise InputError("expected at least 1", field="--events-per-request")
-    rules = ValidityRules(min_duration_s=args.min_duration if args.min_duration is not None else min(10.0, args.duration))
-    try:
-        settings = LoadSettings(rate=args.rate, concurrency=args.concurrency, events_per_request=args.events_per_request,
-                                duration_s=args.duration, warmup_s=args.warmup, arrivals=args.arrivals,
-                                think_time_s=args.think_time, max_in_flight=args.max_in_flight, timeout_s=args.timeout, rules=rules)
-    except ValueError as exc:
-        raise InputError(_first_error_line(exc), field="load settings") from None
-    if args.find_peak and args.rate is None:
-        raise InputError("--find-peak starts from --rate", field="--find-peak")
-    _check_url(args.url)
-    streams = _load_streams(args.corpus, args.streams) if args.corpus else synthetic_streams(args.streams)
-    bodies = request_bodies(streams, args.events_per_request, args.encoding)
-    if args.find_peak:
-        peak = find_peak(rate_probe(args.url, settings, bodies), start_rps=args.rate, slo_p95_ms=args.slo_p95_ms,
-                         max_error_rate=rules.max_error_rate)
-        print(peak.model_dump_json() if args.json else _peak_text(peak, args.events_per_request))
-        return 0 if peak.peak_rps is not None else 1
-    summary = drive(args.url, settings, bodies)
-    print(summary.to_json(per_second=False) if args.json else _summary_text(summary))
-    return 0 if summary.valid else 1
-
-
-def _check_url(url: str) -> None:
-    """An http(s) URL something answers on, or one InputError line (before any load is offered)."""
-    import socket
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InputError(f"expected an http:// or https:// URL, got {url!r}", field="url")
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        socket.create_connection((parts.hostname, port), timeout=5).close()
-    except (OSError, ValueError) as exc:
-        raise InputError(f"nothing answers at {url} ({getattr(exc, 'strerror', None) or exc})", field="url") from None
-
-
-def _first_error_line(exc: Exception) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return lines[-1] if lines else str(exc)
-
-
-def _load_streams(corpus: str, n: int) -> dict:
-    from harness.corpus.layout import load_corpus
-
-    files = load_corpus(corpus).files[:n]
-    return {f.name: f.values for f in files}
-
-
-def _summary_text(s) -> str:
-    lat = s.latency_ms
-    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
-    head = (f"offered {s.offered_rps:g} req/s, " if s.offered_rps else f"{s.concurrency} clients, ")
-    return "\n".join([
-        f"{head}achieved {s.achieved_rps:.1f} req/s = {s.achieved_eps:,.0f} events/s over {s.duration_s:.1f} s",
-        f"latency ms: p50 {fmt(lat.p50)}  p90 {fmt(lat.p90)}  p95 {fmt(lat.p95)}  p99 {fmt(lat.p99)}  max {fmt(lat.max)}",
-        f"requests {s.requests}, errors {s.errors}{' ' + str(s.error_kinds) if s.error_kinds else ''}, dropped {s.dropped}",
-        "VALID" if s.valid else "INVALID: " + "; ".join(s.reasons),
-    ])
-
-
-def _peak_text(peak, epr: int) -> str:
-    probes = ", ".join(f"{p.rps:g}{'' if p.passed else ' (fail)'}" for p in peak.probes)
-    if peak.peak_rps is None:
-        return f"no rate passed (tried {probes})"
-    return f"peak {peak.peak_rps:g} req/s = {peak.summary.achieved_eps:,.0f} events/s at p95 {peak.summary.latency_ms.p95:.1f} ms (tried {probes})"
+    return run_command(args)
 
 
 def cmd_history_list(args) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from harness.corpus.layout import Corpus, check_layout, load_corpus, read_labels, select
 from harness.errors import InputError
 from harness.scenario import Cell, Scenario, load_scenario
@@ -77,18 +79,30 @@ def plan(scenario_path: str | Path, corpus_override: str | None = None, only: li
     return Plan(scenario_path, scenario, text, cells, corpus, profiles, thresholds)
 
 
-def service_config(scenario_path: str | Path, cell_id: str, port: int | None = None, host: str | None = None):
-    """The ServiceConfig that deploys one cell's variant with the scenario's `serve:` settings (and the
-    command line's port and host)."""
+def service_config(scenario_path: str | Path, cell_id: str, port: int | None = None, host: str | None = None,
+                   token_file: str | None = None, no_auth: bool = False):
+    """The ServiceConfig that deploys one cell's variant with the scenario's `serve:` settings and the command
+    line's port, host and token file (read here, in the driver: the replicas get the token, not the file)."""
     from harness.serving import ServeSpec, ServiceConfig
+    from harness.tokens import read_token
 
     scenario, cells, _ = load_scenario(scenario_path)
     cell = next((c for c in cells if c.id == cell_id), None)
     if cell is None:
         raise InputError(f"no cell {cell_id!r} in this scenario (its cells: {', '.join(c.id for c in cells)})", scenario_path, "--cell")
-    updates = {k: v for k, v in (("port", port), ("host", host)) if v is not None}
+    if token_file is not None:
+        read_token(token_file, "--token-file")
+        token_file = str(Path(token_file).resolve())
+    updates = {k: v for k, v in (("port", port), ("host", host), ("token_file", token_file)) if v is not None}
+    if no_auth:
+        updates["no_auth"] = True
     try:
         serve = ServeSpec.model_validate({**(scenario.serve or ServeSpec()).model_dump(), **updates})
-    except ValueError as exc:
-        raise InputError(str(exc).splitlines()[-1].strip(), scenario_path, "--port") from None
-    return ServiceConfig.for_cell(cell, serve, scenario.scoring.probation_percent, scenario.target_labels(cell))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = first["loc"][0] if first["loc"] else "host"  # the model's own check: an exposed host, no token
+        raise InputError(first["msg"].removeprefix("Value error, "), scenario_path, f"--{where}".replace("_", "-")) from None
+    token = read_token(serve.token_file, "--token-file") if serve.token_file else None
+    config = ServiceConfig.for_cell(cell, serve, scenario.scoring.probation_percent, scenario.target_labels(cell))
+    return config.model_copy(update={"api_token": token})
+

@@ -418,4 +418,15 @@ def load_scenario(
         if not thresholds.is_file():
             raise InputError(f"thresholds file {thresholds} does not exist (or write 'optimize')", path, "scoring.thresholds")
         scenario.scoring.thresholds = str(thresholds)
+    if scenario.serve is not None and scenario.serve.token_file is not None:
+        from harness.tokens import read_token
+
+        token_file = Path(scenario.serve.token_file)
+        if not token_file.is_absolute():
+            token_file = (path.parent / token_file).resolve()
+        try:
+            read_token(token_file, "serve.token_file")
+        except InputError as exc:
+            raise InputError(exc.detail, path, "serve.token_file") from None
+        scenario.serve.token_file = str(token_file)
     return scenario, cells, text

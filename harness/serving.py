@@ -13,7 +13,7 @@ from __future__ import annotations
 import zlib
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.backends.base import BackendSpec
 
@@ -38,6 +38,28 @@ class ServeSpec(BaseModel):
     host: str = Field("127.0.0.1", description="address the proxy listens on: loopback unless you ask")
     cpus_per_shard: float = Field(0.5, gt=0.0, description="Ray CPUs each shard replica reserves")
     cpus_per_ingress: float = Field(0.25, gt=0.0, description="Ray CPUs each ingress replica reserves")
+    token_file: str | None = Field(None, description="a file holding the API token every request must carry "
+                                   "(Authorization: Bearer <token>); relative to the scenario file")
+    no_auth: bool = Field(False, description="serve beyond loopback without a token, knowingly")
+    max_events_per_request: int = Field(10_000, ge=1, description="events one request may carry (413 beyond): "
+                                        "bounds what one request costs the others")
+    max_streams_per_request: int = Field(256, ge=1, description="distinct streams one request may touch (413 "
+                                         "beyond): each costs a detector call, a new one its set-up")
+    max_probation: int = Field(10_000, ge=0, description="the longest probation a stream may ask for (400 "
+                               "beyond): a learned detector keeps every probationary record until it trains")
+    stream_ttl_s: float | None = Field(86_400.0, gt=0.0, description="a stream not sent an event for this long is "
+                                       "forgotten (its next event starts it again, warming); null: never")
+    max_queued_requests: int = Field(64, ge=-1, description="requests queued before a replica, beyond its "
+                                     "max_ongoing_requests, before more are refused with 503 + Retry-After "
+                                     "(-1: no limit)")
+    retry_after_s: float = Field(1.0, ge=0.0, description="the Retry-After a shed request is answered with")
+
+    @model_validator(mode="after")
+    def _exposed_needs_a_token(self) -> "ServeSpec":
+        if not is_loopback(self.host) and self.token_file is None and not self.no_auth:
+            raise ValueError(f"host {self.host} exposes the service beyond this machine: give a token file "
+                             "(serve.token_file, --token-file) or, knowingly, no_auth (--no-auth)")
+        return self
 
     @property
     def single(self) -> bool:
@@ -77,6 +99,8 @@ class ServiceConfig(BaseModel):
     probation_percent: float = Field(0.15, ge=0.0, lt=1.0)
     labels: dict[str, str] = Field(default_factory=dict, description="node labels every replica's node has (its "
                                    "target's); none: wherever Ray puts them")
+    api_token: str | None = Field(None, repr=False, description="the token of serve.token_file (read by the "
+                                  "driver, so the replicas need not see the file)")
 
     @classmethod
     def for_cell(cls, cell: "Cell", serve: ServeSpec | None, probation_percent: float,
@@ -92,6 +116,18 @@ class ServiceConfig(BaseModel):
 
         folder = user_code_path(self.variant.type)
         return [str(folder)] if folder else []
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an address to listen on is reachable from this machine only."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def shard_of(stream: str, shards: int) -> int:

@@ -1,11 +1,14 @@
 """The Ray Serve application that scores live streams with one variant (detector x backend x precision).
 
-    POST /v1/score   a batch of events (JSON or packed msgpack, harness.api) -> one score per event, in order
+    POST /v1/score   a batch of events (JSON or packed msgpack, harness.api) -> one score per event, in order,
+                     and which of the request's streams are warming or were started by it (harness.api.Answer)
     GET  /v1/status  every shard's streams, warming streams, events scored and start time (a restart shows)
 
-Two deployments (harness.serving explains why): `ScoreIngress`, stateless, decodes and checks a request, splits
-its events by shard and reassembles the scores; `StreamShard-<k>`, one replica each, holds its streams' state
-(harness.streams.StreamTable) and scores the events of up to `max_batch_size` requests together (@serve.batch).
+Two deployments (harness.serving explains why): `ScoreIngress`, stateless, checks the API token, reads and
+decodes a request, splits its events by shard and reassembles the answer; `StreamShard-<k>`, one replica each,
+holds its streams' state (harness.streams.StreamTable) and scores the events of up to `max_batch_size` requests
+together (@serve.batch). A learned stream's training runs on the shard's one training thread, so the requests
+waiting for it wait alone (harness.streams).
 
 Outside the harness: `serve run serve/config.yaml` (from the repository root), or
 `serve run serve.app:build_app config=<a ServiceConfig as JSON>`.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -24,29 +28,45 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import Response
 
-from harness.api import JSON, MAX_BODY_BYTES, EventBatch, RequestError, decode, encode_scores
+from harness.api import JSON, Answer, EventBatch, RequestError, check_size, decode, encode_answer
+from harness.http_guard import ClientGone, declared_length, error_body, read_body
 from harness.serving import ServiceConfig, make_detector_factory, shard_of
-from harness.streams import StreamTable
+from harness.streams import Scored, StreamTable
+from harness.tokens import bearer_matches
 
 
 def _error(status: int, message: str) -> tuple[int, bytes, str]:
-    return status, json.dumps({"error": message}).encode(), JSON
+    return status, error_body(message), JSON
 
 
 class Streams:
     """The state of the streams of one shard, and their scoring, `max_batch_size` requests at a time."""
 
     def __init__(self, cfg: ServiceConfig, shard: int):
+        s = cfg.serve
         self.shard = shard
-        self.table = StreamTable(make_detector_factory(cfg.variant), cfg.serve.probation, cfg.probation_percent, cfg.serve.max_streams)
-        self.score.set_max_batch_size(cfg.serve.max_batch_size)
-        self.score.set_batch_wait_timeout_s(cfg.serve.batch_wait_timeout_s)
+        self.training = ThreadPoolExecutor(1, thread_name_prefix=f"training-{shard}")
+        self.table = StreamTable(make_detector_factory(cfg.variant), s.probation, cfg.probation_percent, s.max_streams,
+                                 s.max_probation, s.stream_ttl_s, executor=self.training)
+        self._batched.set_max_batch_size(s.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
+
+    async def score(self, batch: EventBatch) -> Answer | RequestError:
+        """The answer for one request's events (or why it is refused): scored with the requests batched beside
+        it, then, for its streams that were training (or queued behind a training), once their job is done."""
+        scored = await self._batched(batch)
+        if isinstance(scored, RequestError):
+            return scored
+        for positions, job in scored.jobs:
+            scored.scores[positions] = await asyncio.wrap_future(job)
+        return Answer(scored.scores, self.table.warming(batch.streams), scored.started)
 
     @serve.batch
-    async def score(self, batches: list[EventBatch]) -> list[np.ndarray | RequestError]:
-        """Scores for each request's events: the accepted requests are scored together (a stream's events in
-        arrival order); a refused one gets its RequestError, without touching any state."""
-        results: list[np.ndarray | RequestError | None] = [None] * len(batches)
+    async def _batched(self, batches: list[EventBatch]) -> list[Scored | RequestError]:
+        """Each request's scores: the accepted requests are scored together (a stream's events in arrival order);
+        a refused one gets its RequestError, without touching any state."""
+        self.table.expire()
+        results: list[Scored | RequestError | None] = [None] * len(batches)
         accepted, pending = [], {}
         for i, b in enumerate(batches):
             try:
@@ -55,15 +75,47 @@ class Streams:
             except RequestError as exc:
                 results[i] = exc
         if accepted:
-            scores = self.table.score(EventBatch.concat([batches[i] for i in accepted]))
-            start = 0
-            for i in accepted:
-                results[i] = scores[start : start + len(batches[i])]
-                start += len(batches[i])
+            together = self.table.score(EventBatch.concat([batches[i] for i in accepted]))
+            for i, part in zip(accepted, _split(together, [batches[i] for i in accepted])):
+                results[i] = part
         return results
 
     def status(self) -> dict:
         return {"shard": self.shard, "pid": os.getpid(), **self.table.status()}
+
+
+def _split(together: Scored, batches: list[EventBatch]) -> list[Scored]:
+    """The part of a batch's `Scored` that belongs to each request: its scores, the streams it was first to
+    start, and its share of each job (a job's future answers for its positions in the whole batch)."""
+    parts, start, claimed = [], 0, set()
+    for b in batches:
+        end = start + len(b)
+        started = [s for s in b.streams if s in together.started and s not in claimed]
+        claimed.update(started)
+        jobs = []
+        for positions, job in together.jobs:
+            mine = (positions >= start) & (positions < end)
+            if mine.any():
+                jobs.append((positions[mine] - start, _take(job, np.flatnonzero(mine))))
+        parts.append(Scored(together.scores[start:end].copy(), started, jobs))
+        start = end
+    return parts
+
+
+def _take(job: Any, which: np.ndarray) -> Any:
+    """A future of `job`'s scores at `which` (a request's share of a job that spans several requests)."""
+    from concurrent.futures import Future
+
+    part: Future = Future()
+
+    def done(f: Any) -> None:
+        if f.exception() is not None:
+            part.set_exception(f.exception())
+        else:
+            part.set_result(np.asarray(f.result())[which])
+
+    job.add_done_callback(done)
+    return part
 
 
 @serve.deployment
@@ -76,33 +128,47 @@ class StreamShard(Streams):
 
 @serve.deployment
 class ScoreIngress:
-    """HTTP in, scores out; also `handle_body` for callers inside the cluster (the same work without the proxy).
-    Without shard handles (one shard, one ingress replica) it holds the streams itself: one hop less."""
+    """HTTP in, answers out; also `handle_body` for callers inside the cluster (the same work without the proxy
+    or the token). Without shard handles (one shard, one ingress replica) it holds the streams itself: one hop
+    less."""
 
     def __init__(self, config: dict[str, Any], *shards: DeploymentHandle):
         self.config = ServiceConfig.model_validate(config)
+        self.token = self.config.api_token
         self.shards = shards
         self.local = None if shards else Streams(self.config, 0)
 
     async def __call__(self, request: Request) -> Response:
+        if self.token is not None and not bearer_matches(request.headers.get("authorization"), self.token):
+            return Response(error_body("missing or wrong API token: send the header Authorization: Bearer <token>"),
+                            status_code=401, media_type=JSON, headers={"WWW-Authenticate": "Bearer"})
         path = request.url.path.rstrip("/")
         if path.endswith("/v1/status") and request.method == "GET":
             return Response(json.dumps(await self.status()), media_type=JSON)
+        headers = None
         if not path.endswith("/v1/score"):
             status, body, kind = _error(404, f"no route {request.method} {request.url.path} (POST /v1/score, GET /v1/status)")
         elif request.method != "POST":
             status, body, kind = _error(405, "use POST for /v1/score")
-        elif int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
-            status, body, kind = _error(413, f"body exceeds the limit of {MAX_BODY_BYTES} bytes")
         else:
-            status, body, kind = await self.handle_body(await request.body(), request.headers.get("content-type"))
-        return Response(body, status_code=status, media_type=kind)
+            try:
+                raw = await read_body(request.receive, declared_length(request.scope))
+            except RequestError as exc:
+                status, body, kind = _error(exc.status, exc.message)
+                headers = {"Connection": "close"}  # the rest of the body is left unread
+            except ClientGone:
+                return Response(status_code=499)
+            else:
+                status, body, kind = await self.handle_body(raw, request.headers.get("content-type"))
+        return Response(body, status_code=status, media_type=kind, headers=headers)
 
     async def handle_body(self, body: bytes, content_type: str | None) -> tuple[int, bytes, str]:
         """(status, body, content type) of the answer to one request body."""
+        s = self.config.serve
         try:
             batch = decode(body, content_type)
-            scores = await self._score(batch)
+            check_size(batch, s.max_events_per_request, s.max_streams_per_request)
+            answer = await self._score(batch)
         except RequestError as exc:
             return _error(exc.status, exc.message)
         except Exception as exc:  # noqa: BLE001 - a shard that died or failed: the whole request fails, loudly
@@ -110,9 +176,9 @@ class ScoreIngress:
             return _error(503, f"scoring failed ({type(exc).__name__}: {first}); no scores are returned, though with "
                                "several shards those that answered have scored their events")
         kind = (content_type or JSON).split(";")[0].strip().lower()
-        return 200, encode_scores(scores, kind), kind
+        return 200, encode_answer(answer, kind), kind
 
-    async def _score(self, batch: EventBatch) -> np.ndarray:
+    async def _score(self, batch: EventBatch) -> Answer:
         if self.local is not None:
             return _raise_refused(await self.local.score(batch))
         n = len(self.shards)
@@ -122,9 +188,12 @@ class ScoreIngress:
         parts = [(k, np.flatnonzero(owner == k)) for k in range(n)]
         parts = [(k, pos) for k, pos in parts if len(pos)]
         answers = await asyncio.gather(*(self.shards[k].score.remote(batch.select(pos)) for k, pos in parts))
-        out = np.empty(len(batch))
-        for (_, pos), scores in zip(parts, answers):
-            out[pos] = _raise_refused(scores)
+        out = Answer(np.empty(len(batch)))
+        for (_, pos), answer in zip(parts, answers):
+            answer = _raise_refused(answer)
+            out.scores[pos] = answer.scores
+            out.warming.update(answer.warming)
+            out.started.extend(answer.started)
         return out
 
     async def status(self) -> dict:
@@ -134,28 +203,39 @@ class ScoreIngress:
         return {"variant": self.config.variant.id, "shards": list(shards)}
 
 
-def _raise_refused(answer: np.ndarray | RequestError) -> np.ndarray:
+def _raise_refused(answer: Answer | RequestError) -> Answer:
     if isinstance(answer, RequestError):
         raise answer
     return answer
 
 
 def build_app(args: dict[str, Any]):
-    """The application for a ServiceConfig (a dict, or `config=<JSON>` from `serve run ... config=...`)."""
+    """The application for a ServiceConfig (a dict, or `config=<JSON>` from `serve run ... config=...`). With
+    `serve.token_file` and no token given, the token is read from that file here."""
+    from ray.serve.config import BackpressureConfig
+
     if "config" in args and isinstance(args["config"], str):
         args = json.loads(args["config"])
     cfg = ServiceConfig.model_validate(args)
+    if cfg.api_token is None and cfg.serve.token_file is not None:
+        from harness.tokens import read_token
+
+        cfg = cfg.model_copy(update={"api_token": read_token(cfg.serve.token_file, "serve.token_file")})
     s = cfg.serve
     config = cfg.model_dump(mode="json")
     common = {"max_ongoing_requests": s.max_ongoing_requests}
+    # overload is refused at the door (503 + Retry-After) rather than queued into timeouts; the shards are
+    # called only by the ingress, whose own queue bounds theirs
+    door = {**common, "max_queued_requests": s.max_queued_requests,
+            "backpressure_config": BackpressureConfig(retry_after_s=s.retry_after_s)}
     placed = {"label_selector": dict(cfg.labels)} if cfg.labels else {}  # the target's nodes only
     if s.single:
-        return ScoreIngress.options(num_replicas=1, ray_actor_options={"num_cpus": s.cpus_per_shard, **placed}, **common).bind(config)
+        return ScoreIngress.options(num_replicas=1, ray_actor_options={"num_cpus": s.cpus_per_shard, **placed}, **door).bind(config)
     shards = [
         StreamShard.options(name=f"StreamShard-{k}", num_replicas=1, ray_actor_options={"num_cpus": s.cpus_per_shard, **placed},
                             **common).bind(config, k)
         for k in range(s.shards)
     ]
     return ScoreIngress.options(
-        num_replicas=s.ingress_replicas, ray_actor_options={"num_cpus": s.cpus_per_ingress, **placed}, **common
+        num_replicas=s.ingress_replicas, ray_actor_options={"num_cpus": s.cpus_per_ingress, **placed}, **door
     ).bind(config, *shards)

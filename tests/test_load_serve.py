@@ -70,11 +70,12 @@ def load(cluster: RayCluster, *args: str) -> dict:
 
 
 def test_an_open_loop_shows_a_stall_that_a_closed_loop_hides(ray_cluster: RayCluster, tmp_path: Path, monkeypatch) -> None:
-    """The deployment stalls once, 1 s, about 3 s into the measured window: after 8,000 events in the open loop
-    (20 req/s x 100 events), after 30,000 in the closed loop (one client, ~100 req/s)."""
+    """The deployment stalls once, 1 s, inside the measured window: in the open loop after 14,400 events (the
+    warm-up's 8 streams x 800, then 20 req/s x 100 events: 1 s of --warmup and 3 s measured), in the closed loop
+    after 30,000 (one client, ~100 req/s)."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [USERDET, os.environ.get("PYTHONPATH")])))
     figures = {}
-    for mode, after, args in [("open", 8000, ["--rate", "20"]), ("closed", 30000, ["--concurrency", "1"])]:
+    for mode, after, args in [("open", 14400, ["--rate", "20"]), ("closed", 30000, ["--concurrency", "1"])]:
         served = Served(ray_cluster, stall_scenario(tmp_path, after), "Stall", tmp_path / f"serve-{mode}.log")
         try:
             figures[mode] = load(ray_cluster, "--events-per-request", "100", "--duration", "6", "--warmup", "1",

@@ -8,8 +8,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from harness.api import decode
+import numpy as np
+
+from harness.api import Answer, decode, encode_answer
 from harness.load import LoadOutcome, Recorder
+from harness.load.payload import START_TIME
+from harness.scoring.nab import probation_rows
 from harness.plan import plan
 from harness.scenario import LoadSpec
 from harness.tasks import RunContext, execute, plan_tasks
@@ -26,11 +30,17 @@ class Deployed:
 
 @dataclass
 class FakeCluster:
-    """Answers every request with 200 and records what the task asked for; `fail_load` makes load runs raise."""
+    """Answers every request with 200 and records what the task asked for, listing each stream in `warming` as a
+    service does: until it has been sent its probation (15% of its length) and one event more. `fail_load` makes
+    load runs raise; `fail_post`: every post is answered with that status."""
 
     fail_load: bool = False
+    fail_post: int | None = None
     calls: list = field(default_factory=list)
     posted: list = field(default_factory=list)
+    headers: list = field(default_factory=list)
+    loaded: list = field(default_factory=list)
+    seen: dict = field(default_factory=dict)
 
     def deploy(self, config, name):
         self.calls.append(("deploy", name, config.serve.shards))
@@ -39,9 +49,19 @@ class FakeCluster:
     def undeploy(self, name):
         self.calls.append(("undeploy", name))
 
-    def post(self, service, body, content_type):
-        self.posted.append(decode(body, content_type))
-        return 200, b'{"scores": []}'
+    def post(self, service, body, content_type, headers=None):
+        batch = decode(body, content_type)
+        self.posted.append(batch)
+        self.headers.append(headers)
+        if self.fail_post:
+            return self.fail_post, b'{"error": "scoring failed"}', "application/json"
+        warming = {}
+        for k, s in enumerate(batch.streams):
+            self.seen[s] = self.seen.get(s, 0) + int((batch.index == k).sum())
+            need = probation_rows(batch.settings[s]["length"], 0.15) + 1 - self.seen[s]
+            if need > 0:
+                warming[s] = need
+        return 200, encode_answer(Answer(np.zeros(len(batch)), warming), content_type), content_type
 
     def replicas(self, service):
         return [{"deployment": "ScoreIngress", "pid": 1, "node_id": "n"}]
@@ -55,6 +75,7 @@ class FakeCluster:
 
     def load(self, service, path, settings, bodies, profile=None, kill=None):
         self.calls.append(("load", path, settings.rate, len(bodies)))
+        self.loaded.append(bodies)
         if self.fail_load:
             raise RuntimeError("generator lost")
         rec = Recorder(window_s=settings.duration_s)
@@ -83,15 +104,24 @@ def test_a_load_task_warms_every_stream_then_loads_each_path_and_undeploys() -> 
     assert cluster.calls[0] == ("deploy", "load-windowedGaussian-window-288", 1)
     assert cluster.calls[-1] == ("undeploy", "load-windowedGaussian-window-288")
     assert [c[1] for c in cluster.calls if c[0] == "load"] == ["http", "handle"]
-    # warm-up: each of the 3 streams gets its probation (15% of 4032 = 604) + one request of 500, in order,
-    # its first request carrying its length (so the service applies the offline probation)
+    # warm-up: each of the 3 streams is sent requests of 500 events, in order, until the service no longer lists
+    # it as warming (its probation, 15% of 4032 = 604, and one event more: 605), every request with its settings
     streams = [b.streams[0] for b in cluster.posted]
     assert streams == sorted(streams, key=streams.index) and len(set(streams)) == 3
     per_stream = {s: sum(len(b) for b in cluster.posted if b.streams[0] == s) for s in set(streams)}
-    assert set(per_stream.values()) == {604 + 500}
-    assert all(b.settings == {b.streams[0]: {"length": 4032}} for b in cluster.posted)
+    assert set(per_stream.values()) == {1000} and len(cluster.posted) == 6
+    settings = {"length": 4032, "order": "arrival"}
+    assert all(b.settings == {b.streams[0]: settings} for b in cluster.posted)
+    assert all(h == {} for h in cluster.headers)  # no API token yet
+    # the measured bodies continue each stream after its 1000 warm-up events, with the same settings
+    for bodies in cluster.loaded:
+        batches = [decode(*b) for b in bodies[0]]
+        assert {b.streams[0] for b in batches} == set(streams)
+        for name in streams:
+            first = next(b for b in batches if b.streams == [name])
+            assert first.timestamp[0] == START_TIME + 300.0 * 1000 and first.settings == {name: settings}
     result = record.result
-    assert result.warmup.streams == 3 and result.warmup.events == 3 * 1104
+    assert result.warmup.streams == 3 and result.warmup.events == 3 * 1000
     assert result.inprocess_eps > 0 and result.serve_environment == {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
     assert [p.summary.valid for p in result.points] == [True, True]
 
@@ -104,6 +134,16 @@ def test_a_failed_load_is_recorded_and_the_deployment_still_goes() -> None:
     assert cluster.calls[-1][0] == "undeploy" and artefacts == {}
 
 
+def test_a_failed_warm_up_fails_the_task_before_any_load() -> None:
+    task, ctx = context({"rates": [30], "streams": 2, "duration_s": 1, "warmup_s": 0})
+    cluster = FakeCluster(fail_post=503)
+    record, artefacts = execute(task, ctx, {}, None, cluster=cluster)
+    assert record.status.value == "failed"
+    assert "warm-up of stream synthNoAnomaly/periodic_noise.csv failed: HTTP 503: " in record.error, record.error
+    assert not [c for c in cluster.calls if c[0] == "load"] and cluster.calls[-1][0] == "undeploy"
+    assert len(cluster.posted) == 1  # the first answer ends it
+
+
 @pytest.mark.parametrize("seconds,expected", [([(1, 0, 10.0), (2, 0, 900.0), (3, 2, 10.0), (4, 0, 10.0)], 2.0), ([(1, 0, 10.0)], 0.0)])
 def test_fault_recovery_runs_to_the_last_bad_second(seconds, expected) -> None:
     from harness.load import LoadSummary, SecondStats
@@ -114,3 +154,13 @@ def test_fault_recovery_runs_to_the_last_bad_second(seconds, expected) -> None:
                     per_second=[SecondStats(t=t, rps=1, eps=1, errors=e, p95_ms=p) for t, e, p in seconds])
     fault = _fault(s, {"deployment": "StreamShard-0"}, 2.0, 123.0, slo_p95_ms=100)
     assert fault.recovery_s == expected and fault.killed and fault.replica == "StreamShard-0"
+
+
+def test_fault_recovery_counts_seconds_that_shed() -> None:
+    from harness.load import LoadSummary, SecondStats
+    from harness.load.summary import LatencyMs
+
+    s = LoadSummary(mode="open", events_per_request=1, duration_s=6, requests=1, events=1, achieved_rps=1, achieved_eps=1,
+                    latency_ms=LatencyMs(), errors=0, dropped=0, shed=3,
+                    per_second=[SecondStats(t=t, rps=1, eps=1, shed=n, p95_ms=10.0) for t, n in ((2, 1), (4, 2), (5, 0))])
+    assert _fault(s, {"deployment": "StreamShard-0"}, 2.0, 123.0, slo_p95_ms=100).recovery_s == 3.0

@@ -4,6 +4,7 @@ replicas run; tests/test_serve.py drives it over real HTTP)."""
 from __future__ import annotations
 
 import json
+import threading
 
 import msgpack
 import numpy as np
@@ -71,6 +72,18 @@ BAD_JSON = [
     (json.dumps({"events": [ev(timestamp=[1])]}).encode(), 400, "events[0].timestamp: expected ISO-8601 string or epoch seconds, got a list"),
     (json.dumps({"events": [ev()], "streams": {"s": {"probation": -1}}}).encode(), 400, "streams.s.probation: expected an integer >= 0"),
     (json.dumps({"events": [ev()], "streams": {"s": {"warmup": 3}}}).encode(), 400, "streams.s: expected an object with 'probation'"),
+    (json.dumps({"events": [ev()], "streams": {"s": {"order": "any"}}}).encode(), 400, "streams.s.order: expected one of 'timestamp', 'arrival'"),
+    (json.dumps({"events": [ev(timestamp="0001-01-01T00:00:00")]}).encode(), 400, "events[0].timestamp: expected a time from 1970-01-01"),
+    (json.dumps({"events": [ev(), ev(timestamp=1e300)]}).encode(), 400, "events[1].timestamp: expected a time from 1970-01-01"),
+    (json.dumps({"events": [ev(timestamp=-1e12)]}).encode(), 400, "events[0].timestamp: expected a time from 1970-01-01"),
+    (b'{"events": [{"stream": "s", "timestamp": 1, "value": 1, "value": 2}]}', 400, "the key 'value' appears twice"),
+    (b'{"events": [{"stream": "a", "stream": "b", "timestamp": 1, "value": 1}]}', 400, "the key 'stream' appears twice"),
+    (b'{"events": [{"stream": "s", "timestamp": 1, "value": 1}], "events": [{"stream": "s", "timestamp": 1, "value": 1}]}',
+     400, "the key 'events' appears twice"),
+    (b'{"events": [{"stream": "s", "timestamp": 1, "value": 1}], "streams": {"s": 5, "s": {"probation": 1}}}',
+     400, "the key 's' appears twice"),
+    (b'{"events": [{"stream": "s", "timestamp": 1, "v\\u0061lue": 1, "value": 2}]}', 400, "the key 'value' appears twice"),
+    (b'{"events": [{"stream": "s", "timestamp": "2026-01-01T00:00:00", "value": 1, "value": 2}]}', 400, "the key 'value' appears twice"),
 ]
 
 
@@ -94,6 +107,10 @@ def test_bad_packed_requests_oversize_bodies_and_content_types() -> None:
         (msgpack.packb({**good, "index": np.ones(2, "<u4").tobytes()}), "refers to stream 1, but only 1"),
         (msgpack.packb({**good, "value": np.array([1.0, np.inf]).tobytes()}), "events[1].value: expected a finite number"),
         (msgpack.packb({**good, "streams": [""]}), "expected a non-empty string"),
+        (msgpack.packb({**good, "streams": ["s", "t"]}), "streams[1]: listed, but no event refers to it"),
+        (msgpack.packb({**good, "streams": ["s", "s"], "index": np.array([0, 1], "<u4").tobytes()}), "listed twice"),
+        (msgpack.packb({**good, "timestamp": np.array([1.0, -5.0]).tobytes()}), "events[1].timestamp: expected a time"),
+        (b"\x85" + msgpack.packb("value") + msgpack.packb(np.ones(2).tobytes()) + msgpack.packb(good)[1:], "appears twice"),
     ]
     for body, says in cases:
         with pytest.raises(RequestError) as info:
@@ -106,6 +123,13 @@ def test_bad_packed_requests_oversize_bodies_and_content_types() -> None:
     with pytest.raises(RequestError) as info:
         decode(b"{}", "text/csv")
     assert info.value.status == 415
+
+
+def test_keys_with_colons_in_their_strings_are_not_taken_for_duplicates() -> None:
+    body = json.dumps({"events": [ev(stream="host:9100"), ev(stream="host:9100", timestamp=2.0)],
+                       "streams": {"host:9100": {"probation": 3, "order": "arrival"}}}).encode()
+    got = decode(body, JSON)
+    assert got.streams == ["host:9100"] and got.settings == {"host:9100": {"probation": 3, "order": "arrival"}}
 
 
 def test_concat_and_select_keep_every_event_in_order() -> None:
@@ -145,13 +169,14 @@ def test_a_table_of_interleaved_streams_equals_each_stream_record_by_record(kind
     while start < len(order):
         size = int(rng.integers(1, 400))
         ids = [names[k] for k in order[start : start + size]]
-        vals = []
+        vals, stamps = [], []
         for s in ids:
             vals.append(values[s][cursor[s]])
+            stamps.append(1.7e9 + 300.0 * cursor[s])  # each stream's time moves forward
             cursor[s] += 1
-        req = EventBatch.of(ids, np.zeros(len(ids)), vals)
+        req = EventBatch.of(ids, stamps, vals)
         table.check(req)
-        scores = table.score(req)
+        scores = table.score(req).scores
         for s, x in zip([req.streams[i] for i in req.index], scores):
             got[s].append(x)
         start += size
@@ -163,27 +188,136 @@ def test_a_table_of_interleaved_streams_equals_each_stream_record_by_record(kind
     assert table.status()["streams"] == 3 and table.status()["warming"] == 0 and table.status()["events"] == 3 * n
 
 
+def at(stream: str | list[str], t, v=1.0, settings: dict | None = None) -> EventBatch:
+    """Events of `stream` (one id, or one per event) at epoch seconds `t` (a number or a list)."""
+    t = np.atleast_1d(np.asarray(t, np.float64))
+    ids = [stream] * len(t) if isinstance(stream, str) else stream
+    return EventBatch.of(ids, t, np.full(len(t), v), settings)
+
+
+def gauss_table(**kw) -> StreamTable:
+    return StreamTable(make_detector_factory(Variant(type="windowedGaussian")), **{"default_probation": 750, **kw})
+
+
 def test_stream_settings_apply_to_first_events_only() -> None:
-    table = StreamTable(make_detector_factory(Variant(type="windowedGaussian")), default_probation=750, probation_percent=0.15)
-    first = EventBatch.of(["a", "b", "c"], np.zeros(3), np.ones(3), {"a": {"probation": 2}, "b": {"length": 4000}})
+    table = gauss_table(probation_percent=0.15)
+    first = EventBatch.of(["a", "b", "c"], np.full(3, 1e9), np.ones(3), {"a": {"probation": 2}, "b": {"length": 4000}})
     table.check(first)
-    table.score(first)
+    assert table.score(first).started == ["a", "b", "c"]
     assert (table.streams["a"].probation, table.streams["b"].probation, table.streams["c"].probation) == (2, 600, 750)
     assert table.status()["warming"] == 3
-    again = EventBatch.of(["a"], np.zeros(1), np.ones(1), {"a": {"probation": 5}})
+    assert table.warming(["a", "b"]) == {"a": 2, "b": 600}  # events each still needs before it scores
+    again = at("a", 2e9, settings={"a": {"probation": 5}})
     with pytest.raises(RequestError) as info:
         table.check(again)
     assert info.value.status == 409 and "streams.a" in info.value.message
-    same = EventBatch.of(["a"], np.zeros(1), np.ones(1), {"a": {"probation": 2}})
-    table.check(same)  # repeating the same settings is fine
+    table.check(at("a", 2e9, settings={"a": {"probation": 2}}))  # repeating the same settings is fine
+    with pytest.raises(RequestError) as info:
+        table.check(at("a", 2e9, settings={"a": {"order": "arrival"}}))
+    assert info.value.status == 409
     pending: dict = {}
-    table.check(EventBatch.of(["d"], [0], [1], {"d": {"probation": 1}}), pending)
+    table.check(at("d", 1e9, settings={"d": {"probation": 1}}), pending)
     with pytest.raises(RequestError):  # a second request in the same serve batch may not restart it either
-        table.check(EventBatch.of(["d"], [0], [1], {"d": {"probation": 9}}), pending)
+        table.check(at("d", 2e9, settings={"d": {"probation": 9}}), pending)
     small = StreamTable(make_detector_factory(Variant(type="null")), 0, max_streams=2)
     with pytest.raises(RequestError) as info:
-        small.check(EventBatch.of(["a", "b", "c"], np.zeros(3), np.ones(3)))
+        small.check(EventBatch.of(["a", "b", "c"], np.full(3, 1e9), np.ones(3)))
     assert info.value.status == 429
+
+
+def test_a_streams_events_must_move_forward_in_time_unless_it_takes_arrival_order() -> None:
+    table = gauss_table()
+    table.check(first := at("s", [100.0, 200.0]))
+    table.score(first)
+    with pytest.raises(RequestError) as info:  # across requests: 409, naming both times
+        table.check(at("s", 150.0))
+    assert info.value.status == 409 and "1970-01-01T00:03:20Z" in info.value.message and "order: arrival" in info.value.message
+    table.check(at("s", [200.0, 200.0]))  # a repeated time is no step back (real series repeat timestamps)
+    with pytest.raises(RequestError) as info:  # within one request: 400, naming the event
+        table.check(at(["s", "t", "s"], [300.0, 5.0, 250.0]))
+    assert info.value.status == 400 and info.value.message.startswith("events[2].timestamp: stream s")
+    pending: dict = {}  # two requests of one serve batch: the second must follow the first
+    table.check(at("s", 400.0), pending)
+    with pytest.raises(RequestError) as info:
+        table.check(at("s", 399.0), pending)
+    assert info.value.status == 409
+    table.check(late := at("u", [50.0, 10.0, 10.0], settings={"u": {"order": "arrival"}}))
+    table.score(late)
+    table.check(at("u", 1.0, settings={"u": {"order": "arrival"}}))  # arrival order: any time is taken
+    assert table.streams["s"].last_t == 200.0  # refused requests changed nothing
+
+
+def test_a_probation_over_the_limit_is_refused_naming_it() -> None:
+    table = gauss_table(max_probation=1000)
+    with pytest.raises(RequestError) as info:
+        table.check(at("big", 1.0, settings={"big": {"probation": 9_000_000_000_000_000_000}}))
+    assert info.value.status == 400 and "streams.big.probation" in info.value.message and "1000" in info.value.message
+    table.check(at("ok", 1.0, settings={"ok": {"probation": 1000, "length": 10**12}}))
+    assert not table.streams
+
+
+def test_idle_streams_expire_and_start_again_warming() -> None:
+    now = [0.0]
+    table = gauss_table(default_probation=2, ttl_s=60.0, max_streams=2, clock=lambda: now[0])
+    for t, names in ((1.0, ["a", "b"]), (2.0, ["a", "b"]), (3.0, ["a", "b"])):
+        table.score(at(names, [t, t]))
+    assert table.warming(["a", "b"]) == {}  # both have scored
+    now[0] = 30.0
+    table.score(at("a", 4.0))  # a is sent again; b stays idle
+    with pytest.raises(RequestError):  # the table is full
+        table.check(at("c", 1.0))
+    now[0] = 61.0
+    assert table.expire() == 1 and list(table.streams) == ["a"]  # b idled 61 s > 60 s; a only 31 s
+    table.check(at("b", 10.0))
+    scored = table.score(at("b", 10.0))
+    assert scored.started == ["b"] and scored.scores.tolist() == [0.0]  # b starts again, in probation
+    assert table.warming(["a", "b"]) == {"b": 2} and table.status()["expired"] == 1
+
+
+@pytest.mark.parametrize("kind", ["autoencoder", "windowedGaussian"])
+def test_training_runs_off_the_callers_thread_and_keeps_each_streams_order(kind: str) -> None:
+    """With an executor, the requests that reach a learned stream's training (and its later events, queued behind
+    them) are scored there while other streams are scored at once; the scores equal scoring inline."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    params = {"window": 8, "hidden": 8, "bottleneck": 3, "epochs": 1} if kind == "autoencoder" else {}
+    variant = Variant(type=kind, params=params)
+    rng = np.random.default_rng(3)
+    requests = [at(["x"] * 30 + ["y"], 1e9 + 300.0 * np.r_[np.arange(30) + 30 * r, r], 0.0) for r in range(4)]
+    for r in requests:
+        r.value = rng.normal(size=len(r))
+    inline = StreamTable(make_detector_factory(variant), default_probation=40)
+    want = [inline.score(r).scores for r in requests]
+    with ThreadPoolExecutor(1) as pool:
+        gate = threading.Event()
+        pool.submit(gate.wait)  # the executor is busy until the gate opens: jobs queue, deterministically
+        table = StreamTable(make_detector_factory(variant), default_probation=40, executor=pool)
+        outs = [table.score(r) for r in requests]
+        deferred = [bool(o.jobs) for o in outs]
+        assert table.warming(["x"]) == ({"x": 0} if kind == "autoencoder" else {})  # busy: no events needed, not ready
+        assert all(not np.isnan(o.scores[-1]) for o in outs)  # y's events were scored at once
+        gate.set()
+        for o in outs:
+            for positions, job in o.jobs:
+                o.scores[positions] = job.result()
+    for got, expected in zip(outs, want):
+        np.testing.assert_allclose(got.scores, expected, rtol=0, atol=1e-9)
+    if kind == "autoencoder":  # request 1 reaches record 40 of x (training), 2 and 3 queue behind it; y never waits
+        assert deferred == [False, True, True, True]
+    else:
+        assert deferred == [False] * 4
+
+
+def test_one_request_may_not_cost_more_than_its_share() -> None:
+    from harness.api import check_size
+
+    check_size(at(["a", "b"], [1.0, 2.0]), max_events=2, max_streams=2)
+    with pytest.raises(RequestError) as info:
+        check_size(at("a", [1.0, 2.0, 3.0]), max_events=2, max_streams=2)
+    assert info.value.status == 413 and "max_events_per_request" in info.value.message
+    with pytest.raises(RequestError) as info:
+        check_size(at(["a", "b", "c"], [1.0, 2.0, 3.0]), max_events=10, max_streams=2)
+    assert info.value.status == 413 and "max_streams_per_request" in info.value.message
 
 
 def test_service_config_is_strict() -> None:

@@ -46,6 +46,7 @@ class NoParams(BaseModel):
 class StreamingDetector:
     Params: ClassVar[type[BaseModel]] = NoParams
     uses_backends: ClassVar[bool] = False  # True: a model whose inference a scenario's `backends` can swap
+    trains_at_probation: ClassVar[bool] = False  # True: the record after the probation is costly (a model trains)
 
     def __init__(self, **params):
         self.params = self.Params.model_validate(params)

@@ -102,6 +102,7 @@ class LearnedDetector(StreamingDetector):
 
     Params: ClassVar[type[BaseModel]] = LearnedParams
     uses_backends: ClassVar[bool] = True
+    trains_at_probation: ClassVar[bool] = True
 
     def __init__(self, **params):
         super().__init__(**params)

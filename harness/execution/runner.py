@@ -30,17 +30,46 @@ from harness.tasks.base import RunContext, Task, execute, failed
 POLL_S = 0.5  # how often progress is read while tasks run
 
 
-def ray_environment(private: bool) -> None:
+def ray_environment(private: bool) -> str | None:
     """Ray reads these at import and in every process it starts. Explicit values avoid a stray
     ~/.ray/auth_token turning token auth on, and usage-stats calls to the outside. A private local Ray binds
-    to 127.0.0.1 only (Ray then also skips its probe of an outside address to find the machine's IP)."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    to 127.0.0.1 only (Ray then also skips its probe of an outside address to find the machine's IP), and always
+    runs with token authentication and a fresh token (`private_token`): Serve's replicas open a gRPC port on every
+    interface whatever the node's address, and that port unpickles what it is sent. Returns the token's folder
+    (removed when the run ends) for a private Ray, else None."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if private:
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's switch for a loopback-only node
-        # Serve's fast path (uvloop, no per-request access logs, user code on the replica's own loop): measured
-        # here 92k -> 129k events/s through the proxy (docs/serving.md). A cluster you join keeps its own setting.
-        os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    if not private:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        return None
+    folder = private_token()
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's switch for a loopback-only node
+    # Serve's fast path (uvloop, no per-request access logs, user code on the replica's own loop): measured
+    # here 92k -> 129k events/s through the proxy (docs/serving.md). A cluster you join keeps its own setting.
+    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    # every Serve HTTP front reads bodies whole, bounded, before a replica sees them (harness.http_guard)
+    from harness.http_guard import IMPORT_PATH
+
+    os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", IMPORT_PATH)
+    return folder
+
+
+def private_token() -> str:
+    """Token authentication for a Ray this process starts: a fresh random token in a 0600 file of a 0700 folder
+    (never on a command line, never in an environment variable), named by RAY_AUTH_TOKEN_PATH; every process Ray
+    starts inherits the path. A token or mode already in the environment is replaced: a private cluster trusts
+    no one else's. Returns the folder, which the caller removes when Ray has stopped."""
+    import secrets
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="harness-ray-auth-")  # mode 0700
+    path = os.path.join(folder, "token")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    os.environ.pop("RAY_AUTH_TOKEN", None)
+    os.environ["RAY_AUTH_TOKEN_PATH"] = path
+    os.environ["RAY_AUTH_MODE"] = "token"
+    return folder
 
 
 def check_address(address: str | None) -> None:
@@ -108,9 +137,10 @@ class RayRunner:
         self.code = sorted(set(code or []))
         self.metrics = metrics
         self._ray: Any = None
+        self._token_folder: str | None = None
 
     def __enter__(self) -> "RayRunner":
-        ray_environment(private=self.address is None)
+        self._token_folder = ray_environment(private=self.private)
         import ray
 
         self._ray = ray
@@ -119,18 +149,35 @@ class RayRunner:
         if env:
             kwargs["runtime_env"] = env
         handler = signal.getsignal(signal.SIGTERM)
-        if self.address is None:
-            ray.init(address="local", include_dashboard=False, **kwargs)
-        else:
-            if os.environ.get("HARNESS_NODE_IP"):  # several nodes share this host (harness cluster exec): Ray would
-                kwargs["_node_ip_address"] = os.environ["HARNESS_NODE_IP"]  # join the head's, not the one here
-            ray.init(address=self.address, **kwargs)
+        try:
+            if self.private:
+                ray.init(address="local", include_dashboard=False, **kwargs)
+            else:
+                if os.environ.get("HARNESS_NODE_IP"):  # several nodes share this host (harness cluster exec): Ray
+                    kwargs["_node_ip_address"] = os.environ["HARNESS_NODE_IP"]  # would join the head's, not this
+                ray.init(address=self.address, **kwargs)
+        except BaseException:
+            self._remove_token()
+            raise
         signal.signal(signal.SIGTERM, handler)  # Ray's core installs a handler that dumps a stack and aborts
         return self
 
     def __exit__(self, *exc) -> None:
         if self._ray is not None:
             self._ray.shutdown()
+        self._remove_token()
+
+    def _remove_token(self) -> None:
+        if self._token_folder is not None:
+            import shutil
+
+            shutil.rmtree(self._token_folder, ignore_errors=True)
+            self._token_folder = None
+
+    @property
+    def private(self) -> bool:
+        """Whether this runner started its own Ray (which ends with it)."""
+        return self.address is None
 
     def runtime_env(self) -> dict[str, Any]:
         """What the workers need from the driver: the user's detector packages and the model cache. Inside a

@@ -55,14 +55,96 @@ class Service:
         return out
 
 
+def check_port(config: ServiceConfig, app: str | None = None) -> None:
+    """Refuse, with one InputError line, a service that would not be the only one on its address: Serve's proxy
+    binds with SO_REUSEPORT, so a second Serve on a busy port starts silently and the kernel splits the
+    connections between two unrelated services. Serve already running on this cluster must use the same host
+    and port (a route of its own is fine), and must not hold `app` already (another `harness serve`); otherwise
+    the port must be free on this host (the head node, where the proxy starts)."""
+    from harness.errors import InputError
+
+    field = "--port" if app is not None else "serve.port"
+    host, port = config.serve.host, config.serve.port
+    running = _running_http_options()
+    if running is None:
+        if _on_head_node():
+            check_free(host, port, field)
+        return
+    if (running.host, running.port) != (host, port):
+        raise InputError(f"Serve already runs on this cluster with its proxy on {running.host}:{running.port}; "
+                         f"serve there (--host {running.host} --port {running.port}) or on another cluster", field=field)
+    if app is not None and _wait_while_deleting(app):
+        raise InputError(f"this cluster already serves application {app!r} on port {port} (another `harness "
+                         "serve`?): stop that one first", field=field)
+
+
+def _wait_while_deleting(app: str, timeout_s: float = 90.0) -> bool:
+    """Whether application `app` runs on this cluster; one being deleted (a `harness serve` that just stopped:
+    Serve drains it for up to ~30 s) is waited for, saying so, rather than taken for a rival."""
+    import sys
+
+    from ray import serve
+
+    deadline, said = time.monotonic() + timeout_s, False
+    while True:
+        status = serve.status().applications.get(app)
+        if status is None:
+            return False
+        if getattr(status.status, "value", status.status) != "DELETING" or time.monotonic() > deadline:
+            return True
+        if not said:
+            print(f"harness: waiting for Serve to finish deleting the previous application {app!r}", file=sys.stderr)
+            said = True
+        time.sleep(0.5)
+
+
+def _running_http_options() -> Any:
+    """The HTTP options of the Serve instance running on this cluster, or None when none runs."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return None
+    return ray.get(controller.get_http_config.remote())
+
+
+def _on_head_node() -> bool:
+    import ray
+
+    here = ray.get_runtime_context().get_node_id()
+    return any(n["NodeID"] == here and "node:__internal_head__" in n.get("Resources", {}) for n in ray.nodes())
+
+
+def check_free(host: str, port: int, field: str) -> None:
+    """InputError unless `host:port` can be bound without SO_REUSEPORT (a listener there, even one that set
+    SO_REUSEPORT itself, makes the bind fail)."""
+    import socket
+
+    from harness.errors import InputError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a connection in TIME_WAIT is no conflict
+        try:
+            sock.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise InputError(f"{host}:{port} is already in use ({exc.strerror or exc}: another `harness serve`, or "
+                             "another program): choose another port", field=field) from None
+
+
 def start_serve(host: str, port: int, every_node: bool = False) -> None:
     from ray import serve
 
     serve.start(http_options={"host": host, "port": port}, proxy_location="EveryNode" if every_node else "HeadOnly")
 
 
-def deploy(config: ServiceConfig, name: str, route_prefix: str | None = None) -> Service:
-    """Deploy `config` as application `name` (route `/<name>` unless given) and wait until it runs."""
+def deploy(config: ServiceConfig, name: str, route_prefix: str | None = None, exclusive_app: str | None = None,
+           on_start: Any = None) -> Service:
+    """Deploy `config` as application `name` (route `/<name>` unless given) and wait until it runs, after
+    `check_port` (with `exclusive_app`: refuse when the cluster serves that application already). `on_start()` is
+    called once the deployment is asked for: from then on there is something to take down."""
     import ray
     from ray import serve
 
@@ -77,10 +159,13 @@ def deploy(config: ServiceConfig, name: str, route_prefix: str | None = None) ->
     if config.serve.cpus > have:
         raise InputError(f"the deployment reserves {config.serve.cpus:g} Ray CPUs (shards x cpus_per_shard + "
                          f"ingress_replicas x cpus_per_ingress); the cluster has {have:g}{where}", field="serve")
+    check_port(config, exclusive_app)
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # the driver's own "deploying..." lines; errors still show
     started = time.perf_counter()
     start_serve(config.serve.host, config.serve.port, every_node=bool(config.labels))
     prefix = route_prefix if route_prefix is not None else f"/{name}"
+    if on_start is not None:
+        on_start()
     serve.run(build_app(config.model_dump(mode="json")), name=name, route_prefix=prefix)
     host = _proxy_host(config, nodes)
     if host != config.serve.host:
@@ -169,25 +254,32 @@ class _Generator:
     def second(self, t: int) -> dict | None:
         return self.recorder.second_state(t)
 
-    def run(self, settings: dict, path: str, url: str, app: str, bodies, start_at: float) -> dict:
+    def run(self, settings: dict, path: str, url: str, app: str, bodies, start_at: float, token: str | None = None) -> dict:
         import asyncio
 
-        from harness.load import LoadSettings, SendError, drive_async, run_load
+        from harness.load import LoadSettings, drive_async, run_load
+        from harness.load.errors import Shed
+        from harness.load.http_target import auth_headers
+        from harness.load.response import check_response
 
         s = LoadSettings.model_validate(settings)
         if path == "http":
-            return asyncio.run(drive_async(url, s, bodies, start_at=start_at, recorder=self.recorder)).to_state()
+            return asyncio.run(drive_async(url, s, bodies, headers=auth_headers(token), start_at=start_at,
+                                           recorder=self.recorder)).to_state()
 
         async def through_handle():
             from ray import serve
+            from ray.serve.exceptions import BackPressureError
 
             handle = serve.get_app_handle(app)
 
             async def send(i: int) -> None:
                 body, kind = bodies[i % len(bodies)]
-                status, answer, _ = await handle.handle_body.remote(body, kind)
-                if status != 200:
-                    raise SendError(str(status), answer[:200].decode(errors="replace"))
+                try:
+                    status, answer, answer_type = await handle.handle_body.remote(body, kind)
+                except BackPressureError as exc:  # the handle's way of shedding (HTTP's is 503 + Retry-After)
+                    raise Shed(str(exc).splitlines()[0]) from None
+                check_response(status, answer, answer_type, bodies.events[i % len(bodies)])
 
             return await run_load(s, send, events_per_request=bodies.events, start_at=start_at, recorder=self.recorder)
 
@@ -237,16 +329,18 @@ class RayServing:
     def undeploy(self, name: str) -> None:
         undeploy(name, wait=False)  # each load cell deploys under its own name: the next need not wait
 
-    def post(self, service: Service, body: bytes, content_type: str) -> tuple[int, bytes]:
-        """One request through the proxy, from the driver."""
+    def post(self, service: Service, body: bytes, content_type: str, headers: dict[str, str] | None = None
+             ) -> tuple[int, bytes, str]:
+        """One request through the proxy, from the driver: (status, answer, answer's content type)."""
         import urllib.request
 
-        req = urllib.request.Request(service.url, data=body, headers={"Content-Type": content_type}, method="POST")
+        req = urllib.request.Request(service.url, data=body, headers={"Content-Type": content_type, **(headers or {})},
+                                     method="POST")
         try:
             with urllib.request.urlopen(req, timeout=120) as r:
-                return r.status, r.read()
+                return r.status, r.read(), r.headers.get("Content-Type", "")
         except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
+            return exc.code, exc.read(), exc.headers.get("Content-Type", "")
 
     def replicas(self, service: Service) -> list[dict[str, Any]]:
         return service.replicas()
@@ -282,7 +376,8 @@ class RayServing:
         start_at = time.time() + START_DELAY_S
         # each generator its own seed (Poisson schedules must not coincide), and constant-rate ones staggered
         stagger = 1.0 / settings.rate if settings.rate else 0.0
-        runs = [g.run.remote({**per.model_dump(), "seed": settings.seed + k}, path, service.url, service.name, b, start_at + k * stagger)
+        runs = [g.run.remote({**per.model_dump(), "seed": settings.seed + k}, path, service.url, service.name, b,
+                             start_at + k * stagger, service.config.api_token)
                 for k, (g, b) in enumerate(zip(gens, bodies))]
         flames = {}
         if profile:

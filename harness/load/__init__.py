@@ -3,26 +3,28 @@
 or in a test against a local server.
 
     settings = LoadSettings(rate=200, duration_s=30, events_per_request=100)
-    bodies = request_bodies(streams, settings.events_per_request)
+    warmed = warm_up_url("http://127.0.0.1:8000", streams, 100)              # every stream trained first
+    bodies = request_bodies(streams, settings.events_per_request, first=warmed.events)
     summary = drive("http://127.0.0.1:8000", settings, bodies)   # LoadSummary, judged VALID or not
     print(summary.to_json())
 
 Pieces: schedule (when requests are due), open_loop / closed_loop (the two executors), recorder (HdrHistogram
 latencies and a per-second series), outcome (a run's mergeable result), summary (what is reported), validity
-(MLPerf-style VALID rules), peak (the highest rate within an SLO), http_target (the HTTP `send`), payload
-(pre-encoded request bodies).
+(MLPerf-style VALID rules), peak (the highest rate within an SLO), http_target (the HTTP `send`), response (every
+answer checked; shed told from failed), errors (how failures are named), payload (pre-encoded request bodies),
+warmup (streams trained before measuring), command (`harness load`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.load.closed_loop import run_closed_loop
-from harness.load.errors import SendError, error_kind
+from harness.load.errors import BAD_RESPONSE, SHED, SendError, Shed, error_kind
 from harness.load.open_loop import run_open_loop
 from harness.load.outcome import LoadOutcome, Send
 from harness.load.payload import RequestBodies, request_bodies, synthetic_streams
@@ -30,12 +32,13 @@ from harness.load.peak import PeakResult, find_peak, find_peak_async
 from harness.load.recorder import Recorder
 from harness.load.summary import LatencyMs, LoadSummary, SecondStats
 from harness.load.validity import ValidityRules, judge
+from harness.load.warmup import Warmed, WarmupError, warm_up, warm_up_async
 
 __all__ = [
-    "LatencyMs", "LoadOutcome", "LoadSettings", "LoadSummary", "PeakResult", "Recorder", "RequestBodies",
-    "SecondStats", "Send", "SendError", "ValidityRules", "drive", "drive_async", "error_kind", "find_peak",
-    "find_peak_async", "judge", "rate_probe", "request_bodies", "run_closed_loop", "run_load", "run_open_loop",
-    "synthetic_streams",
+    "BAD_RESPONSE", "SHED", "LatencyMs", "LoadOutcome", "LoadSettings", "LoadSummary", "PeakResult", "Recorder",
+    "RequestBodies", "SecondStats", "Send", "SendError", "Shed", "ValidityRules", "Warmed", "WarmupError", "drive",
+    "drive_async", "error_kind", "find_peak", "find_peak_async", "judge", "rate_probe", "request_bodies",
+    "run_closed_loop", "run_load", "run_open_loop", "synthetic_streams", "warm_up", "warm_up_async", "warm_up_url",
 ]
 
 
@@ -96,23 +99,43 @@ async def run_load(settings: LoadSettings, send: Send, *, events_per_request: in
 
 
 async def drive_async(url: str, settings: LoadSettings, bodies: Sequence[tuple[bytes, str]], *,
-                      check: bool = False, start_at: float | None = None, recorder: Recorder | None = None) -> LoadOutcome:
-    """One run against the HTTP service at `url` (its base URL or its /v1/score), inside a running event loop."""
+                      headers: Mapping[str, str] | None = None, start_at: float | None = None,
+                      recorder: Recorder | None = None) -> LoadOutcome:
+    """One run against the HTTP service at `url` (its base URL or its /v1/score), inside a running event loop;
+    `headers` go with every request (`auth_headers(token)`). Every answer is checked (harness.load.response)."""
     from harness.load.http_target import HttpTarget
 
-    events = getattr(bodies, "events", None) or settings.events_per_request
-    async with HttpTarget(url, bodies, settings.timeout_s, connections=settings.connections, check=check) as target:
-        return await run_load(settings, target.send, events_per_request=events, start_at=start_at, recorder=recorder)
+    events = getattr(bodies, "events", None) or None
+    async with HttpTarget(url, bodies, settings.timeout_s, connections=settings.connections, events=events,
+                          headers=headers) as target:
+        return await run_load(settings, target.send, events_per_request=target.events, start_at=start_at,
+                              recorder=recorder)
 
 
-def drive(url: str, settings: LoadSettings, bodies: Sequence[tuple[bytes, str]], *, check: bool = False) -> LoadSummary:
+def drive(url: str, settings: LoadSettings, bodies: Sequence[tuple[bytes, str]], *,
+          headers: Mapping[str, str] | None = None) -> LoadSummary:
     """One run against the HTTP service at `url`, from synchronous code; judged by `settings.rules`."""
-    return asyncio.run(drive_async(url, settings, bodies, check=check)).summary(settings.rules)
+    return asyncio.run(drive_async(url, settings, bodies, headers=headers)).summary(settings.rules)
 
 
-def rate_probe(url: str, settings: LoadSettings, bodies: Sequence[tuple[bytes, str]]) -> Callable[[float], LoadSummary]:
+def rate_probe(url: str, settings: LoadSettings, bodies: Sequence[tuple[bytes, str]], *,
+               headers: Mapping[str, str] | None = None) -> Callable[[float], LoadSummary]:
     """A `measure` for `find_peak`: one open-loop `drive` of `settings` at the rate asked for."""
     def measure(rate: float) -> LoadSummary:
-        return drive(url, settings.model_copy(update={"mode": "open", "rate": rate, "concurrency": None}), bodies)
+        return drive(url, settings.model_copy(update={"mode": "open", "rate": rate, "concurrency": None}), bodies,
+                     headers=headers)
 
     return measure
+
+
+def warm_up_url(url: str, streams: Mapping[str, Any], events_per_request: int, encoding: str = "msgpack",
+                settings: Mapping[str, Mapping[str, int | str]] | None = None, *, timeout_s: float = 10.0,
+                headers: Mapping[str, str] | None = None, parallel: int = 8) -> Warmed:
+    """`warm_up` of the HTTP service at `url` (harness.load.warmup), from synchronous code."""
+    from harness.load.http_target import HttpTarget
+
+    async def run() -> Warmed:
+        async with HttpTarget(url, timeout_s=timeout_s, connections=parallel, headers=headers) as target:
+            return await warm_up_async(target.post, streams, events_per_request, encoding, settings, parallel=parallel)
+
+    return asyncio.run(run())

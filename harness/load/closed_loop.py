@@ -16,7 +16,7 @@ import asyncio
 from itertools import count
 from typing import Sequence
 
-from harness.load.errors import error_kind
+from harness.load.errors import answered, error_kind
 from harness.load.outcome import EventsPerRequest, LoadOutcome, Send
 from harness.load.recorder import Recorder
 
@@ -50,15 +50,15 @@ async def run_closed_loop(
         while loop.time() < stop:
             i = next(numbers)
             sent = in_flight[c] = loop.time()
-            ok, kind = True, None
+            ok, kind, got_answer = True, None, True
             try:
                 await send(i)
-            except Exception as exc:  # noqa: BLE001 - any failure of `send` is a failed request
-                ok, kind = False, error_kind(exc)
+            except Exception as exc:  # noqa: BLE001 - any failure of `send` is a failed (or shed) request
+                ok, kind, got_answer = False, error_kind(exc), answered(exc)
             done = loop.time()
             del in_flight[c]
             if sent >= window:
-                rec.record(done - sent, done - window, events(i), ok, kind)
+                rec.record(done - sent if got_answer else None, done - window, events(i), ok, kind)
             if think_time_s:
                 await asyncio.sleep(think_time_s)
 

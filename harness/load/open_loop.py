@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 from typing import Callable, Sequence
 
-from harness.load.errors import error_kind
+from harness.load.errors import answered, error_kind
 from harness.load.outcome import EventsPerRequest, LoadOutcome, Send
 from harness.load.recorder import Recorder
 from harness.load.schedule import Arrivals, offsets
@@ -63,9 +63,10 @@ async def run_open_loop(
     async def issue(i: int, intended: float, measured: bool) -> None:
         try:
             await send(i)
-        except Exception as exc:  # noqa: BLE001 - any failure of `send` is a failed request
+        except Exception as exc:  # noqa: BLE001 - any failure of `send` is a failed (or shed) request
             if measured:
-                rec.record(None, loop.time() - window, ok=False, kind=error_kind(exc))
+                done = loop.time()
+                rec.record(done - intended if answered(exc) else None, done - window, ok=False, kind=error_kind(exc))
         else:
             if measured:
                 done = loop.time()

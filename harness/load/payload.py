@@ -2,20 +2,23 @@
 runs (at 10,000 events a request, JSON encoding alone would otherwise be the bottleneck).
 
 Each stream is replayed as an endless sequence: its event number p (0, 1, 2, ...) has value `values[p % len]`
-and timestamp `start_time + p * step_s`, so time keeps moving forward when a stream's values wrap around. Request r
-takes `streams_per_request` streams in round-robin order and carries the next `events_per_request /
-streams_per_request` events of each (interleaved in time order), so every stream's events go out in order across
-requests and every request carries exactly `events_per_request` events.
+and timestamp `start_time + p * step_s`, so time keeps moving forward when a stream's values wrap around. The
+bodies start each stream at its event `first[s]` (0 by default; after a warm-up, the events it took: the
+measured load continues the streams). Request r takes `streams_per_request` streams in round-robin order and
+carries the next `events_per_request / streams_per_request` events of each (interleaved in time order), so every
+stream's events go out in order across requests and every request carries exactly `events_per_request` events.
 
 Bodies are sent as body `i % len(bodies)`: once the list wraps, each stream starts again from its first events
-(its timestamps jump back). Ask for enough `requests` to cover a run (rate x (warm-up + duration)) when the service
-must only ever see time move forward; the default is one pass over the data.
+(its timestamps jump back), and an open loop has several requests of one stream in flight at once. So every
+stream is started with `"order": "arrival"` (the service then takes its events in the order they arrive, instead
+of refusing old timestamps), and every request carrying a stream carries the same settings for it
+(`stream_settings`): the service refuses a stream's settings that differ from those it started with.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -32,6 +35,14 @@ class RequestBodies(list):
         self.events: list[int] = list(events)
 
 
+def stream_settings(names: Iterable[str], settings: Mapping[str, Mapping[str, int | str]] | None = None
+                    ) -> dict[str, dict[str, int | str]]:
+    """Each stream's settings as every request carrying it sends them: those given (probation, length), with
+    `"order": "arrival"` unless they name an order (see the module docstring)."""
+    given = settings or {}
+    return {s: {"order": "arrival", **given.get(s, {})} for s in names}
+
+
 def request_bodies(
     streams: Mapping[str, np.ndarray],
     events_per_request: int,
@@ -40,10 +51,12 @@ def request_bodies(
     step_s: float = 300.0,
     streams_per_request: int = 1,
     requests: int | None = None,
-    settings: Mapping[str, dict[str, int]] | None = None,
+    settings: Mapping[str, Mapping[str, int | str]] | None = None,
+    first: Mapping[str, int] | None = None,
 ) -> RequestBodies:
-    """Pre-encoded bodies (see the module docstring); `settings` (per stream: probation, length) go with every
-    request carrying that stream, so a stream starts right even if its first request was dropped."""
+    """Pre-encoded bodies (see the module docstring); each stream's settings (`stream_settings`: `settings`'
+    probation and length, and order arrival) go with every request carrying that stream, so a stream starts right
+    even if its first request was dropped; `first[s]`: stream s's first event number."""
     names = list(streams)
     values = [np.asarray(streams[s], np.float64) for s in names]
     if not names or min(len(v) for v in values) == 0:
@@ -56,8 +69,8 @@ def request_bodies(
     per_stream = events_per_request // streams_per_request
     if requests is None:
         requests = max(1, math.ceil(sum(len(v) for v in values) / events_per_request))
-    settings = dict(settings or {})
-    cursor = [0] * len(names)  # next event number of each stream
+    settings = stream_settings(names, settings)
+    cursor = [int((first or {}).get(s, 0)) for s in names]  # next event number of each stream
     out = RequestBodies()
     for r in range(requests):
         chosen = [(r * streams_per_request + j) % len(names) for j in range(streams_per_request)]
@@ -71,7 +84,7 @@ def request_bodies(
             value[j::len(chosen)] = values[s][p % len(values[s])]
             cursor[s] += per_stream
         ids = [names[s] for s in chosen]
-        batch = EventBatch(ids, index, timestamp, value, {s: settings[s] for s in ids if s in settings})
+        batch = EventBatch(ids, index, timestamp, value, {s: settings[s] for s in ids})
         out.append(encode(batch, encoding))
         out.events.append(events_per_request)
     return out

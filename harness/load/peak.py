@@ -1,7 +1,8 @@
 """The highest rate a service sustains within its latency SLO, after MLPerf LoadGen's FindPeakPerformance:
 double the offered rate until a run fails, then bisect between the last passing and the first failing rate
 until they are within `precision` of each other (or `max_runs` runs were spent). A run passes when it is VALID
-(when it was judged), its p95 is within the SLO and its error rate (errors + dropped) is within the limit.
+(when it was judged), its p95 is within the SLO and its error rate (errors + shed + dropped: not served) is
+within the limit.
 
 If even the first rate fails, the rate is halved until one passes (or `min_rps` is reached). Each probe is a
 whole load run, so `max_runs` bounds the search's time: about max_runs x (warm-up + duration).
@@ -67,11 +68,11 @@ def passes(summary: LoadSummary, slo_p95_ms: float, max_error_rate: float) -> tu
         return False, "not valid: " + "; ".join(summary.reasons)
     p95 = summary.latency_ms.p95
     if p95 is None:
-        return False, "no successful requests"
+        return False, "no scored requests"
     if p95 > slo_p95_ms:
         return False, f"p95 {p95:.1f} ms > SLO {slo_p95_ms:g} ms"
     if summary.error_rate > max_error_rate:
-        return False, f"error rate {summary.error_rate:.2%} > {max_error_rate:.2%}"
+        return False, f"not served (errors + shed + dropped) {summary.error_rate:.2%} > {max_error_rate:.2%}"
     return True, ""
 
 

@@ -2,8 +2,11 @@
 and a per-second series, so a stall shows up both in the tail percentiles and as the second it happened in.
 
 Latencies are kept in whole microseconds from 1 us to 120 s (3 significant digits: at most 0.1% off); a longer
-one is clamped to 120 s. Only successful requests have a latency; failures are counted by kind. Times (`at_s`) are
-seconds since the measured window's start, the start of second 0 of the series.
+one is clamped to 120 s. Two histograms: `latency`, of the scored requests (the SLO's figure), and
+`answered_latency`, of every request the service answered, whatever the status (scored, shed, refused): a service
+that sheds load must still answer fast, and a p99 of scored requests alone would not show it. Shed requests (503
+with Retry-After) are counted apart from errors; failures are counted by kind. Times (`at_s`) are seconds since
+the measured window's start, the start of second 0 of the series.
 
 Several generators (separate processes or Ray actors) each keep a Recorder; `to_state()` is a plain dict of
 numbers and strings that any transport can carry, and `merge` adds one into another exactly, so the merged
@@ -18,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
+
+from harness.load.errors import SHED
 
 LOWEST_US = 1
 HIGHEST_US = 120_000_000
@@ -50,13 +55,24 @@ class Second:
     errors: int = 0
     dropped: int = 0
     latency: HdrHistogram = field(default_factory=lambda: _histogram(SECOND_DIGITS))
+    shed: int = 0
 
     def add(self, other: "Second") -> None:
         self.requests += other.requests
         self.events += other.events
         self.errors += other.errors
         self.dropped += other.dropped
+        self.shed += other.shed
         self.latency.add(other.latency)
+
+    def state(self, t: int) -> dict[str, Any]:
+        return {"t": t, "requests": self.requests, "events": self.events, "errors": self.errors,
+                "dropped": self.dropped, "shed": self.shed, "latency": _encode(self.latency)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "Second":
+        return cls(requests=state["requests"], events=state["events"], errors=state["errors"],
+                   dropped=state["dropped"], latency=_decode(state["latency"]), shed=state["shed"])
 
 
 class Recorder:
@@ -68,13 +84,15 @@ class Recorder:
     """
 
     def __init__(self, window_s: float = 0.0):
-        self.latency = _histogram()
+        self.latency = _histogram()  # scored requests
+        self.answered_latency = _histogram()  # every answered request: scored, shed, refused
         self.seconds: dict[int, Second] = {}
         self.requests = 0  # successful
         self.events = 0  # carried by successful requests
         self.errors = 0
         self.error_kinds: Counter[str] = Counter()
         self.dropped = 0
+        self.shed = 0
         self.window_s = window_s
         self.last_s = 0.0
 
@@ -87,10 +105,16 @@ class Recorder:
 
     def record(self, latency_s: float | None, at_s: float, events: int = 1, ok: bool = True,
                kind: str | None = None) -> None:
-        """One request that completed at `at_s`: a success taking `latency_s`, or (ok=False) a failure of `kind`."""
+        """One request that completed at `at_s`: a success taking `latency_s`, or (ok=False) a failure of `kind`
+        ("shed" counts as shed, not as an error). A failure's `latency_s` is how long its answer took, or None
+        when none came (a timeout, a lost connection); every answer's latency goes into `answered_latency`."""
         second = self._second(at_s)
+        us = None if latency_s is None else _us(latency_s)
+        if us is not None:
+            self.answered_latency.record_value(us)
         if ok:
-            us = _us(latency_s)  # type: ignore[arg-type]
+            if us is None:
+                raise ValueError("a successful request needs its latency")
             self.latency.record_value(us)
             second.latency.record_value(us)
             self.requests += 1
@@ -98,6 +122,9 @@ class Recorder:
             second.requests += 1
             second.events += events
             self.last_s = max(self.last_s, at_s)
+        elif kind == SHED:
+            self.shed += 1
+            second.shed += 1
         else:
             self.errors += 1
             self.error_kinds[kind or "error"] += 1
@@ -115,6 +142,7 @@ class Recorder:
     def merge(self, other: "Recorder") -> "Recorder":
         """Add `other`'s measurements into this one (runs that shared a window start: same second numbers)."""
         self.latency.add(other.latency)
+        self.answered_latency.add(other.answered_latency)
         for t, second in other.seconds.items():
             mine = self.seconds.get(t)
             if mine is None:
@@ -125,6 +153,7 @@ class Recorder:
         self.errors += other.errors
         self.error_kinds.update(other.error_kinds)
         self.dropped += other.dropped
+        self.shed += other.shed
         self.window_s = max(self.window_s, other.window_s)
         self.last_s = max(self.last_s, other.last_s)
         return self
@@ -133,10 +162,7 @@ class Recorder:
         """Second `t` as `to_state` lists it, or None if nothing completed in it: read, while the run goes on, by
         another thread (live metrics) once the second is over."""
         s = self.seconds.get(t)
-        if s is None:
-            return None
-        return {"t": t, "requests": s.requests, "events": s.events, "errors": s.errors, "dropped": s.dropped,
-                "latency": _encode(s.latency)}
+        return None if s is None else s.state(t)
 
     # --- shipping between processes ------------------------------------------------------------------------
 
@@ -144,16 +170,14 @@ class Recorder:
         """A plain, JSON- and pickle-safe dict (histograms as HdrHistogram's base64 text encoding)."""
         return {
             "latency": _encode(self.latency),
-            "seconds": [
-                {"t": t, "requests": s.requests, "events": s.events, "errors": s.errors,
-                 "dropped": s.dropped, "latency": _encode(s.latency)}
-                for t, s in sorted(self.seconds.items())
-            ],
+            "answered_latency": _encode(self.answered_latency),
+            "seconds": [s.state(t) for t, s in sorted(self.seconds.items())],
             "requests": self.requests,
             "events": self.events,
             "errors": self.errors,
             "error_kinds": dict(self.error_kinds),
             "dropped": self.dropped,
+            "shed": self.shed,
             "window_s": self.window_s,
             "last_s": self.last_s,
         }
@@ -166,11 +190,11 @@ class Recorder:
     def from_state(cls, state: dict[str, Any]) -> "Recorder":
         r = cls(state["window_s"])
         r.latency = _decode(state["latency"])
+        r.answered_latency = _decode(state["answered_latency"])
         for s in state["seconds"]:
-            r.seconds[int(s["t"])] = Second(s["requests"], s["events"], s["errors"], s["dropped"],
-                                            _decode(s["latency"]))
+            r.seconds[int(s["t"])] = Second.from_state(s)
         r.requests, r.events = state["requests"], state["events"]
-        r.errors, r.dropped = state["errors"], state["dropped"]
+        r.errors, r.dropped, r.shed = state["errors"], state["dropped"], state["shed"]
         r.error_kinds = Counter(state["error_kinds"])
         r.last_s = state["last_s"]
         return r
@@ -179,7 +203,7 @@ class Recorder:
 
     def summary(self) -> dict[str, Any]:
         """The measured figures of a `LoadSummary` (see harness.load.summary), without the run's settings."""
-        from harness.load.summary import LatencyMs, SecondStats
+        from harness.load.summary import SecondStats
 
         duration = self.duration_s
         per_second = []
@@ -187,22 +211,22 @@ class Recorder:
             s = self.seconds.get(t) or Second()
             p50, p95, p99 = (_ms(s.latency, p) if s.requests else None for p in (50, 95, 99))
             per_second.append(SecondStats(t=t, rps=s.requests, eps=s.events, p50_ms=p50, p95_ms=p95, p99_ms=p99,
-                                          errors=s.errors, dropped=s.dropped))
-        h = self.latency
-        latency = LatencyMs(
-            p50=_ms(h, 50), p90=_ms(h, 90), p95=_ms(h, 95), p99=_ms(h, 99), max=h.get_max_value() / 1e3,
-            mean=h.get_mean_value() / 1e3,
-        ) if self.requests else LatencyMs()
+                                          errors=s.errors, dropped=s.dropped, shed=s.shed))
+        answered = self.answered_latency.get_total_count()
         return {
             "duration_s": duration,
             "requests": self.requests,
             "events": self.events,
             "achieved_rps": self.requests / duration if duration > 0 else 0.0,
             "achieved_eps": self.events / duration if duration > 0 else 0.0,
-            "latency_ms": latency,
+            "answered": answered,
+            "answered_rps": answered / duration if duration > 0 else 0.0,
+            "latency_ms": _percentiles(self.latency),
+            "answered_latency_ms": _percentiles(self.answered_latency),
             "errors": self.errors,
             "error_kinds": dict(sorted(self.error_kinds.items())),
             "dropped": self.dropped,
+            "shed": self.shed,
             "per_second": per_second,
         }
 
@@ -211,9 +235,18 @@ def merged_second(states: list[dict[str, Any]], quantiles: tuple[float, ...]) ->
     """Several generators' states of one second, merged: requests, events, errors, latency ms at each quantile."""
     total = Second()
     for state in states:
-        total.add(Second(state["requests"], state["events"], state["errors"], state["dropped"], _decode(state["latency"])))
+        total.add(Second.from_state(state))
     latency = {q: (_ms(total.latency, 100 * q) if total.requests else None) for q in quantiles}
     return total.requests, total.events, total.errors, latency
+
+
+def _percentiles(h: HdrHistogram) -> "LatencyMs":
+    from harness.load.summary import LatencyMs
+
+    if not h.get_total_count():
+        return LatencyMs()
+    return LatencyMs(p50=_ms(h, 50), p90=_ms(h, 90), p95=_ms(h, 95), p99=_ms(h, 99), max=h.get_max_value() / 1e3,
+                     mean=h.get_mean_value() / 1e3)
 
 
 def _ms(h: HdrHistogram, percentile: float) -> float:

@@ -6,8 +6,8 @@ Rules (each broken one gives one reason naming it and the figures):
 - `min_duration_s`: the measured duration is at least this long (a short run misses periodic stalls: GC,
   checkpoints, autoscaling);
 - `min_requests`: at least this many successful requests (below 100 a p99 is just the maximum);
-- `max_error_rate`: (errors + dropped) / every request due in the window stays at or under it (a dropped request
-  is load the service was offered and did not get served);
+- `max_error_rate`: (errors + shed + dropped) / every request due in the window stays at or under it (a shed or
+  dropped request is load the service was offered and did not serve);
 - `rate_tolerance` (open loop only): the achieved rate is within this fraction of the offered one.
 
 The offered rate compared against is, unless given, the rate the schedule actually offered in the measured
@@ -40,9 +40,9 @@ def judge(outcome: LoadSummary, rules: ValidityRules | None = None,
     if s.duration_s < rules.min_duration_s:
         reasons.append(f"min_duration_s: measured {s.duration_s:.2f} s < {rules.min_duration_s:g} s")
     if s.requests < rules.min_requests:
-        reasons.append(f"min_requests: {s.requests} successful requests < {rules.min_requests}")
+        reasons.append(f"min_requests: {s.requests} scored requests < {rules.min_requests}")
     if s.error_rate > rules.max_error_rate:
-        reasons.append(f"max_error_rate: {s.errors} errors + {s.dropped} dropped of {s.attempts} requests = "
+        reasons.append(f"max_error_rate: {s.errors} errors + {s.shed} shed + {s.dropped} dropped of {s.attempts} requests = "
                        f"{s.error_rate:.2%} > {rules.max_error_rate:.2%}")
     if s.mode == "open":
         offered = offered_rps if offered_rps is not None else (s.scheduled_rps or s.offered_rps)

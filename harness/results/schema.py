@@ -126,7 +126,8 @@ class TimingResult(_Record):
 
 
 class WarmupFigures(_Record):
-    """Streams trained before any load is measured: each sent its probationary records and one request more."""
+    """Streams trained before any load is measured: each sent its events until the service said it had scored
+    (harness.load.warmup); `events` in all."""
 
     seconds: float
     events: int

@@ -1,8 +1,9 @@
 """The load task: a variant deployed on Ray Serve (serve/app.py), its streams warmed, then loaded (docs/load.md).
 
 1. Deploy the cell's variant with the scenario's `serve:` settings.
-2. Warm-up: each stream (the first `load.streams` corpus files) is sent its probationary records and one request
-   more, stream by stream, so every model is trained before anything is measured; reported apart (`warmup`).
+2. Warm-up (harness.load.warmup): each stream (the first `load.streams` corpus files) is sent its events in
+   order until the service says it has scored (trained), stream by stream, so nothing measured is training;
+   reported apart (`warmup`). The measured bodies continue each stream after the events the warm-up took.
 3. In-process throughput: the same requests scored by a `StreamTable` in one process on the service's own nodes
    (its target's), no Serve, no HTTP: what the served figures are compared with.
 4. For each path (http through the proxy, handle from inside the cluster), each rate (open loop) or
@@ -20,15 +21,15 @@ from __future__ import annotations
 import re
 import time
 import zlib
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol
 
 import numpy as np
 
-from harness.api import EventBatch, encode
-from harness.load import LoadOutcome, LoadSettings, RequestBodies, find_peak, request_bodies
-from harness.load.payload import START_TIME
+from harness.api import EventBatch
+from harness.load import LoadOutcome, LoadSettings, RequestBodies, find_peak, request_bodies, warm_up
+from harness.load.http_target import auth_headers
+from harness.load.payload import stream_settings
 from harness.results.schema import FaultFigures, LoadPoint, LoadResult, PeakFigures, WarmupFigures
-from harness.scoring.nab import probation_rows
 from harness.serving import ServeSpec, ServiceConfig
 from harness.tasks.base import Progress, RunContext, Task
 
@@ -40,7 +41,8 @@ class ServingCluster(Protocol):
 
     def deploy(self, config: ServiceConfig, name: str) -> Any: ...  # -> an object with .url and .deploy_s
     def undeploy(self, name: str) -> None: ...
-    def post(self, service: Any, body: bytes, content_type: str) -> tuple[int, bytes]: ...
+    def post(self, service: Any, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
+             ) -> tuple[int, bytes, str]: ...  # (status, answer body, answer content type), from the driver
     def replicas(self, service: Any) -> list[dict[str, Any]]: ...
     def load(self, service: Any, path: str, settings: LoadSettings, bodies: list[RequestBodies],
              profile: list[dict[str, Any]] | None = None, kill: tuple[dict[str, Any], float] | None = None
@@ -66,14 +68,19 @@ def run(task: Task, ctx: RunContext, inputs: dict[str, Any], progress: Progress,
     if not files:
         raise ValueError("the corpus has no files to replay as streams")
     streams = {f.name: np.asarray(f.values, np.float64) for f in files}
-    settings = {f.name: {"length": f.n_rows} for f in files}
+    settings = stream_settings(streams, {f.name: {"length": f.n_rows} for f in files})  # order: arrival, too
+    if config.serve.token_file:  # the driver reads the token: the replicas and generators are given it
+        from harness.tokens import read_token
+
+        config = config.model_copy(update={"api_token": read_token(config.serve.token_file, "serve.token_file")})
+    headers = auth_headers(config.api_token)
     epr, enc = spec["events_per_request"], spec["encoding"]
     name = app_name(cell.id)
     service = cluster.deploy(config, name)
     try:
-        warm, measured = _cut(streams, ctx.probation_percent, epr)
-        warmup = _warm_up(cluster, service, warm, settings, epr, enc)
-        inprocess = cluster.beside(config, in_process_eps, config, warm, measured, settings, epr)
+        warmup, used = _warm_up(cluster, service, streams, settings, epr, enc, headers)
+        warm, rest = _cut(streams, used)
+        inprocess = cluster.beside(config, in_process_eps, config, warm, rest, settings, epr)
         result = LoadResult(
             deploy_s=service.deploy_s, warmup=warmup, inprocess_eps=inprocess,
             serve=config.serve.model_dump(), serve_environment=cluster.serve_environment(),
@@ -82,7 +89,7 @@ def run(task: Task, ctx: RunContext, inputs: dict[str, Any], progress: Progress,
         artefacts: dict[str, Any] = {}
         first = True
         for path in spec["paths"]:
-            gens = _split(measured, spec["generators"], epr, enc)
+            gens = _split(streams, spec["generators"], epr, enc, settings, used)
             for point in _points(spec):
                 settings_ = _settings(spec, point, spec["duration_s"])
                 profile = cluster.replicas(service) if first and spec["profile"] else None
@@ -137,35 +144,33 @@ def _settings(spec: dict, point: float, duration_s: float) -> LoadSettings:
     return LoadSettings(mode="closed", concurrency=int(point), think_time_s=spec["think_time_s"], **common)
 
 
-def _cut(streams: dict[str, np.ndarray], percent: float, epr: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Each stream cut where its warm-up ends (its probationary records and one request more: the model trains on
-    the first scored record); the rest (the whole stream again if nothing is left) is what the runs replay."""
+def _cut(streams: dict[str, np.ndarray], used: dict[str, int]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Each stream cut where its warm-up ended (`used` events); the rest (the whole stream again if nothing is
+    left) is what the in-process measurement replays."""
     warm, rest = {}, {}
     for name, values in streams.items():
-        cut = min(len(values), probation_rows(len(values), percent) + epr)
-        warm[name], rest[name] = values[:cut], (values[cut:] if cut < len(values) else values)
+        cut = used[name]
+        warm[name] = np.take(values, np.arange(cut), mode="wrap")
+        rest[name] = values[cut:] if cut < len(values) else values
     return warm, rest
 
 
-def _warm_up(cluster: ServingCluster, service: Any, warm: dict[str, np.ndarray], settings: dict, epr: int,
-             encoding: str) -> WarmupFigures:
-    """Send each stream its warm-up records, in requests of `epr`, its first ones with its settings."""
-    started = time.perf_counter()
-    for name, values in warm.items():
-        for start in range(0, len(values), epr):
-            chunk = values[start : start + epr]
-            batch = EventBatch.of([name] * len(chunk), START_TIME + 300.0 * np.arange(start, start + len(chunk)), chunk,
-                                  {name: settings[name]})
-            status, answer = cluster.post(service, *encode(batch, encoding))
-            if status != 200:
-                raise RuntimeError(f"warm-up of stream {name} failed: HTTP {status}: {answer[:200]!r}")
-    return WarmupFigures(seconds=time.perf_counter() - started, events=sum(map(len, warm.values())), streams=len(warm))
+def _warm_up(cluster: ServingCluster, service: Any, streams: dict[str, np.ndarray], settings: dict, epr: int,
+             encoding: str, headers: Mapping[str, str]) -> tuple[WarmupFigures, dict[str, int]]:
+    """Every stream warmed (harness.load.warmup) through `cluster.post`; a failure raises WarmupError, which fails
+    the task; also the events each stream took."""
+    warmed = warm_up(lambda body, kind, h: cluster.post(service, body, kind, h), streams, epr, encoding, settings,
+                     headers=headers)
+    figures = WarmupFigures(seconds=warmed.seconds, events=sum(warmed.events.values()), streams=len(warmed.events))
+    return figures, warmed.events
 
 
-def _split(streams: dict[str, np.ndarray], generators: int, epr: int, encoding: str) -> list[RequestBodies]:
-    """Each generator replays its own streams, so a stream's events are sent by one generator, in order."""
+def _split(streams: dict[str, np.ndarray], generators: int, epr: int, encoding: str, settings: dict,
+           first: dict[str, int]) -> list[RequestBodies]:
+    """Each generator replays its own streams, so a stream's events are sent by one generator, in order; each
+    stream continues after the events its warm-up took (`first`)."""
     names = list(streams)
-    return [request_bodies({n: streams[n] for n in names[k::generators]}, epr, encoding)
+    return [request_bodies({n: streams[n] for n in names[k::generators]}, epr, encoding, settings=settings, first=first)
             for k in range(min(generators, len(names)))]
 
 
@@ -179,7 +184,7 @@ def in_process_eps(config: ServiceConfig, warm: dict[str, np.ndarray], rest: dic
     table = StreamTable(make_detector_factory(config.variant), config.serve.probation, config.probation_percent)
     for name, values in warm.items():
         table.score(EventBatch.of([name] * len(values), np.zeros(len(values)), values, {name: settings[name]}))
-    chunks = [EventBatch.of([name] * len(c), np.zeros(len(c)), c)
+    chunks = [EventBatch.of([name] * len(c), np.zeros(len(c)), c, {name: settings[name]})
               for name, values in rest.items() for c in (values[i : i + epr] for i in range(0, len(values), epr))]
     events, started = 0, time.perf_counter()
     while time.perf_counter() - started < 2.0:
@@ -191,8 +196,9 @@ def in_process_eps(config: ServiceConfig, warm: dict[str, np.ndarray], rest: dic
 
 def _fault(summary, replica: dict, at_s: float, killed_at: float | None, slo_p95_ms: float) -> FaultFigures:
     """What the kill cost: the run's errors, and the time from the kill to the end of the last second that had
-    errors or a p95 over the SLO (requests held while Serve restarts the replica show as latency, not errors)."""
+    errors, shed requests or a p95 over the SLO (requests held while Serve restarts the replica show as latency,
+    not errors)."""
     bad = [s.t for s in summary.per_second
-           if s.t >= int(at_s) and (s.errors or (s.p95_ms is not None and s.p95_ms > slo_p95_ms))]
+           if s.t >= int(at_s) and (s.errors or s.shed or (s.p95_ms is not None and s.p95_ms > slo_p95_ms))]
     return FaultFigures(replica=replica["deployment"], at_s=at_s, killed=killed_at is not None, errors=summary.errors,
                         recovery_s=(max(bad) + 1 - at_s) if bad else 0.0)

@@ -1,0 +1,115 @@
+"""Warm every stream before anything is measured: a learned detector trains on a stream's first scored event, so
+a run that starts cold measures training, not serving (one did: 194K events/s where the warmed service held
+575K).
+
+Each stream is sent its events in order, one request at a time, in chunks of `events_per_request`, every request
+with the stream's settings (harness.load.payload.stream_settings), until the answer no longer lists it in
+`warming` (docs/serving.md): then it has scored its first event after its probationary period. Streams are
+warmed side by side (`parallel` at once) when `post` is a coroutine function; a plain `post` warms them one
+after the other. Any failure (a status other than 200, a bad answer, a timeout) is a `WarmupError` naming the
+stream: a load that follows a failed warm-up would measure something else.
+
+`post(body, content_type, headers) -> (status, answer body, answer content type)`, plain or async, is all it
+needs: `HttpTarget.post` (harness load), or the load task's `cluster.post` (harness.tasks.load).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Mapping
+
+import numpy as np
+
+from harness.api import EventBatch, encode
+from harness.load.errors import describe
+from harness.load.payload import START_TIME, stream_settings
+from harness.load.response import check_response
+
+Reply = tuple[int, bytes, str]
+Post = Callable[[bytes, str, Mapping[str, str]], "Reply | Awaitable[Reply]"]
+
+
+class WarmupError(RuntimeError):
+    """A stream the warm-up could not warm; its message is one line: 'warm-up of stream X failed: ...'."""
+
+
+@dataclass
+class Warmed:
+    """What the warm-up took: `events[s]` events went to stream s (its measured events continue after them)."""
+
+    seconds: float
+    requests: int
+    events: dict[str, int]
+
+    def line(self) -> str:
+        return (f"warm-up: {len(self.events)} streams scored after {sum(self.events.values()):,} events in "
+                f"{self.requests} requests, {self.seconds:.2f} s")
+
+
+async def warm_up_async(post: Post, streams: Mapping[str, Any], events_per_request: int, encoding: str = "msgpack",
+                        settings: Mapping[str, Mapping[str, int | str]] | None = None, *,
+                        headers: Mapping[str, str] | None = None, parallel: int = 8,
+                        start_time: float = START_TIME, step_s: float = 300.0) -> Warmed:
+    """Warm every stream of `streams` (name -> values) through `post`; see the module docstring. `settings`,
+    `start_time` and `step_s` must be those the measured bodies use (harness.load.payload.request_bodies)."""
+    if not streams or events_per_request < 1 or parallel < 1:
+        raise ValueError("need a stream, events_per_request >= 1 and parallel >= 1")
+    every = stream_settings(streams, settings)
+    sent_headers = dict(headers or {})
+    gate = asyncio.Semaphore(parallel)
+    requests = 0
+    failed = False  # one stream failed: the others stop (a plain `post` never yields, so cancelling is too late)
+
+    async def call(body: bytes, content_type: str) -> Reply:
+        reply = post(body, content_type, sent_headers)
+        return await reply if inspect.isawaitable(reply) else reply  # type: ignore[return-value]
+
+    async def warm(name: str) -> int:
+        nonlocal requests, failed
+        values = np.asarray(streams[name], np.float64)
+        if not len(values):
+            raise ValueError(f"stream {name} has no values")
+        sent, need = 0, None
+        async with gate:
+            while True:
+                if failed:
+                    raise asyncio.CancelledError
+                p = np.arange(sent, sent + events_per_request)
+                batch = EventBatch([name], np.zeros(len(p), np.int64), start_time + p * step_s,
+                                   values[p % len(values)], {name: every[name]})
+                try:
+                    status, body, content_type = await call(*encode(batch, encoding))
+                    answer = check_response(status, body, content_type, len(p))
+                except Exception as exc:  # noqa: BLE001 - whatever went wrong, this stream is not warm
+                    failed = True
+                    raise WarmupError(f"warm-up of stream {name} failed: {describe(exc)}") from None
+                sent += len(p)
+                requests += 1
+                left = answer.warming.get(name)
+                if left is None:
+                    return sent
+                if need is not None and left >= need:
+                    failed = True
+                    raise WarmupError(f"warm-up of stream {name} failed: the service still lists it as needing {left} "
+                                      f"events after {sent} (its count did not go down)")
+                need = left
+
+    started = time.perf_counter()
+    tasks = {name: asyncio.ensure_future(warm(name)) for name in streams}
+    await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_EXCEPTION)
+    for task in tasks.values():  # a failure ends the warm-up: the other streams are not waited for
+        task.cancel()
+    await asyncio.gather(*tasks.values(), return_exceptions=True)
+    error = next((t.exception() for t in tasks.values() if not t.cancelled() and t.exception()), None)
+    if error is not None:
+        raise error
+    return Warmed(time.perf_counter() - started, requests, {name: t.result() for name, t in tasks.items()})
+
+
+def warm_up(post: Post, streams: Mapping[str, Any], events_per_request: int, encoding: str = "msgpack",
+            settings: Mapping[str, Mapping[str, int | str]] | None = None, **options: Any) -> Warmed:
+    """`warm_up_async` from synchronous code (no event loop running), e.g. with a plain `post`."""
+    return asyncio.run(warm_up_async(post, streams, events_per_request, encoding, settings, **options))
