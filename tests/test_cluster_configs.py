@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from conftest import REPO, kill_stragglers, needs_netns, ray_env, stop_group
+from harness.http_guard import IMPORT_PATH as GUARD  # every node's Serve front door (docs/serving.md)
 
 CLUSTERS = REPO / "clusters"
 KUBERAY = CLUSTERS / "kuberay"
@@ -116,13 +117,15 @@ def test_launcher_start_commands_export_the_token_as_bash_runs_them(path: Path, 
     """Each start command, run by bash with a stand-in `ray` on PATH: `ray start` sees token mode and the token from
     the file the launcher mounted, and the token is not on its command line."""
     token, home, bin_dir = stand_in_ray(tmp_path, '[ "$1" = start ] || exit 0\n'
-                                        'printf "%s\\n" "MODE=$RAY_AUTH_MODE" "TOKEN=$RAY_AUTH_TOKEN" "STATS=$RAY_USAGE_STATS_ENABLED" "ARGS=$*"\n')
+                                        'printf "%s\\n" "MODE=$RAY_AUTH_MODE" "TOKEN=$RAY_AUTH_TOKEN" "STATS=$RAY_USAGE_STATS_ENABLED" '
+                                        '"GUARD=$RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH" "ARGS=$*"\n')
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(home), "RAY_HEAD_IP": "10.0.0.2"}
     for _, command in start_commands(yaml.safe_load(path.read_text())):
         out = subprocess.run(["bash", "-c", command], check=False, env=env, capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stderr
         seen = dict(line.split("=", 1) for line in out.stdout.splitlines())
         assert seen["MODE"] == "token" and seen["TOKEN"] == token and seen["STATS"] == "0", seen
+        assert seen["GUARD"] == GUARD, seen  # Serve's proxies read bodies whole, bounded (harness.http_guard)
         assert token not in seen["ARGS"]
 
 
@@ -158,6 +161,7 @@ def check_ray_job_spec(spec: dict) -> None:
             assert env["RAY_AUTH_MODE"] == {"name": "RAY_AUTH_MODE", "value": "token"}, c["name"]
             assert env["RAY_AUTH_TOKEN"] == {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": SECRET}}, c["name"]
             assert env["RAY_USAGE_STATS_ENABLED"]["value"] == "0"
+            assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"]["value"] == GUARD, c["name"]
     # /results on the head is the PVC of results-pvc.yaml
     pod = head["template"]["spec"]
     (mount,) = [m for c in pod["containers"] for m in c.get("volumeMounts", []) if m["mountPath"] == "/results"]
@@ -247,7 +251,8 @@ def test_the_edge_join_script_is_valid_shell() -> None:
 def test_the_edge_join_script_joins_with_the_token_and_labels(tmp_path: Path) -> None:
     """join.sh with a stand-in `ray` on PATH: the `ray start` it execs, and its environment."""
     token, home, bin_dir = stand_in_ray(tmp_path, 'printf "%s\\n" "MODE=$RAY_AUTH_MODE" "TOKEN=$RAY_AUTH_TOKEN" '
-                                        '"MEMTHRESH=$RAY_memory_usage_threshold" "STATS=$RAY_USAGE_STATS_ENABLED"\nprintf "ARG=%s\\n" "$@"\n')
+                                        '"MEMTHRESH=$RAY_memory_usage_threshold" "STATS=$RAY_USAGE_STATS_ENABLED" '
+                                        '"GUARD=$RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"\nprintf "ARG=%s\\n" "$@"\n')
     env = {"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home), "HEAD": "10.8.0.1", "NODE_IP": "10.8.0.7"}
     script = str(CLUSTERS / "edge" / "join.sh")
     out = subprocess.run(["bash", script, "2", "1500000000"], check=False, env=env, capture_output=True, text=True, timeout=30)
@@ -255,7 +260,7 @@ def test_the_edge_join_script_joins_with_the_token_and_labels(tmp_path: Path) ->
     lines = out.stdout.splitlines()
     args = [line[4:] for line in lines if line.startswith("ARG=")]
     seen = dict(line.split("=", 1) for line in lines if not line.startswith("ARG="))
-    assert seen == {"MODE": "token", "TOKEN": token, "MEMTHRESH": "0.8", "STATS": "0"}
+    assert seen == {"MODE": "token", "TOKEN": token, "MEMTHRESH": "0.8", "STATS": "0", "GUARD": GUARD}
     assert args[0] == "start" and "--block" in args
     assert {"--address=10.8.0.1:6379", "--node-ip-address=10.8.0.7", f"--labels=tier=edge,arch={platform.machine()}",
             "--num-cpus=2", "--memory=1500000000"} <= set(args), args
