@@ -17,8 +17,10 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -106,6 +108,25 @@ def kill_stragglers(marker: str) -> None:
                 p.kill()
             except psutil.Error:
                 pass
+
+
+ROUTABLE_IP = "10.77.0.2"  # a routable namespace's own address (routable_namespace)
+
+
+@contextmanager
+def routable_namespace(prefix: str) -> Iterator[str]:
+    """A named network namespace that looks like a host on a network: loopback up, a veth with ROUTABLE_IP/24 and
+    a default route, so whatever binds every interface there is reachable beyond loopback. Yields its name."""
+    require(can_isolate(), REQUIREMENTS["needs_netns"][1])
+    ns = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        setup = (f"ip link set lo up && ip link add v0 type veth peer name v1 && ip addr add {ROUTABLE_IP}/24 dev v0 && "
+                 "ip link set v0 up && ip link set v1 up && ip route add default via 10.77.0.1")
+        subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", setup], check=True)
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
 @dataclass

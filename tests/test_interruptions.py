@@ -14,13 +14,12 @@ import os
 import signal
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import REPO, harness_cmd, needs_netns, private_net, ray_env
+from conftest import REPO, harness_cmd, needs_netns, private_net, ray_env, routable_namespace
 
 pytestmark = needs_netns
 
@@ -130,12 +129,7 @@ def test_a_private_ray_listens_on_loopback_only(tmp_path: Path) -> None:
     """On a host with a routable interface (a veth with an address and a default route, in a named network
     namespace), every socket the run's private Ray listens on is bound to 127.0.0.1, and Ray never probes an
     outside address to find the machine's IP."""
-    ns = f"harness-sec-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        setup = ("ip link set lo up && ip link add v0 type veth peer name v1 && ip addr add 10.77.0.2/24 dev v0 && "
-                 "ip link set v0 up && ip link set v1 up && ip route add default via 10.77.0.1")
-        subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", setup], check=True)
+    with routable_namespace("harness-sec") as ns:
         hold = tmp_path / "hold"
         hold.write_text("")
         cmd = ["ip", "netns", "exec", ns, *harness_cmd("run", str(scenario(tmp_path / "s.yaml", 0.0, hold)), "--out", str(tmp_path / "run"))]
@@ -147,11 +141,9 @@ def test_a_private_ray_listens_on_loopback_only(tmp_path: Path) -> None:
             stdout, stderr = proc.communicate(timeout=240)
         finally:
             proc.kill()
-        addresses = [line.split()[3] for line in listening.splitlines() if line.strip()]
-        assert len(addresses) >= 5, listening  # GCS, raylet, workers, agents...
-        outside = [a for a in addresses if not (a.startswith("127.0.0.1:") or a.startswith("[::ffff:127.0.0.1]:"))]
-        assert not outside, f"listening beyond loopback: {outside}"
-        assert proc.returncode == 0, stderr[-3000:]
-        assert "8.8.8.8" not in stderr and "external connectivity" not in stderr, stderr[-3000:]
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
+    addresses = [line.split()[3] for line in listening.splitlines() if line.strip()]
+    assert len(addresses) >= 5, listening  # GCS, raylet, workers, agents...
+    outside = [a for a in addresses if not (a.startswith("127.0.0.1:") or a.startswith("[::ffff:127.0.0.1]:"))]
+    assert not outside, f"listening beyond loopback: {outside}"
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "8.8.8.8" not in stderr and "external connectivity" not in stderr, stderr[-3000:]
