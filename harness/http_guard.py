@@ -77,15 +77,40 @@ def error_body(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
 
 
-async def send_error(send: Send, status: int, message: str, close: bool = False,
-                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    """A JSON error answer; `close`: end the connection after it (a body was left unread)."""
+LINGER_BYTES = 8 << 20  # after refusing a body, this much more of it is read and dropped (at most LINGER_S)...
+LINGER_S = 1.0  # ...so the client, still sending, reads the answer before the connection closes under it
+
+
+async def send_error(send: Send, status: int, message: str, receive: Receive | None = None) -> None:
+    """A JSON error answer. With `receive` (a body left unread), the connection closes after it: the answer is
+    written whole first, then up to LINGER_BYTES of the body are drained (LINGER_S at most) before the answer
+    ends, because closing a socket with unread data resets the connection and can take the answer with it."""
     body = error_body(message)
-    head = [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode()), *(headers or [])]
-    if close:
+    head = [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
+    if receive is not None:
         head.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": head})
-    await send({"type": "http.response.body", "body": body})
+    if receive is None:
+        return await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body, "more_body": True})
+    await _drain(receive)
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _drain(receive: Receive) -> None:
+    """Read and drop what is left of a refused body: until its end, the client leaving, LINGER_BYTES or LINGER_S."""
+    async def drop() -> None:
+        dropped = 0
+        while dropped < LINGER_BYTES:
+            message = await receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                return
+            dropped += len(message.get("body", b""))
+
+    try:
+        await asyncio.wait_for(drop(), LINGER_S)
+    except asyncio.TimeoutError:
+        pass
 
 
 class BodyGuard:
@@ -103,7 +128,7 @@ class BodyGuard:
         try:
             body = await read_body(receive, declared_length(scope), self.max_bytes, self.timeout_s)
         except RequestError as exc:
-            return await send_error(send, exc.status, exc.message, close=True)
+            return await send_error(send, exc.status, exc.message, receive)
         except ClientGone:
             return None
         delivered = False

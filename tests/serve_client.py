@@ -4,6 +4,9 @@
     python tests/serve_client.py replay URL CORPUS OUT.npz [--only a,b] [--events-per-request N] [--encoding E]
     python tests/serve_client.py bad URL
     python tests/serve_client.py until-ok URL     (after a fault: how long until a request succeeds again)
+    python tests/serve_client.py raw URL          (a negative Content-Length; a chunked body past the limit)
+    python tests/serve_client.py trickle URL      (slow-body clients, and a normal client meanwhile)
+    python tests/serve_client.py burst URL        (many requests at once: shed answers)
 """
 
 from __future__ import annotations
@@ -83,7 +86,14 @@ BAD = [
     ("empty stream id", b'{"events": [{"stream": "", "timestamp": 1, "value": 1}]}', "application/json"),
     ("oversize", b" " * (33 * 1024 * 1024), "application/json"),
     ("unsupported type", b"a,b", "text/csv"),
+    ("duplicate key", b'{"events": [{"stream": "s", "timestamp": 1, "value": 1, "value": 2}]}', "application/json"),
+    ("year 1", b'{"events": [{"stream": "s", "timestamp": "0001-01-01T00:00:00", "value": 1}]}', "application/json"),
+    ("too many events", encode(EventBatch.of(["s"] * 10_001, np.arange(10_001.0), np.ones(10_001)), "json")[0], "application/json"),
+    ("too many streams", encode(EventBatch.of([f"s{i}" for i in range(257)], np.ones(257), np.ones(257)), "json")[0], "application/json"),
+    ("probation over the limit", b'{"events": [{"stream": "p", "timestamp": 1, "value": 1}], "streams": {"p": {"probation": 9000000000000000000}}}', "application/json"),
+    ("back in time", b'{"events": [{"stream": "ordered", "timestamp": 500, "value": 1}]}', "application/json"),
 ]
+BEFORE = {"back in time": b'{"events": [{"stream": "ordered", "timestamp": 1000, "value": 1}]}'}  # sent first
 
 
 async def bad(url: str) -> None:
@@ -92,10 +102,109 @@ async def bad(url: str) -> None:
     out = []
     async with aiohttp.ClientSession() as session:
         for name, body, kind in BAD:
+            if name in BEFORE:
+                first, _, _ = await post(session, url, BEFORE[name], "application/json")
+                assert first == 200, name
             status, text, _ = await post(session, url, body, kind)
             after, _, _ = await post(session, url, *good)
             out.append([name, status, text.decode(errors="replace"), after])
     print(json.dumps(out))
+
+
+async def raw(url: str) -> None:
+    """Requests no HTTP client library would send, over a bare socket: [name, status, content type, body]."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    head = f"POST {parts.path} HTTP/1.1\r\nHost: {parts.hostname}\r\nContent-Type: application/json\r\n"
+
+    async def exchange(request: bytes, stream_body: int = 0) -> tuple[int, str, str]:
+        """Send `request` (then a chunked body of `stream_body` bytes, 1 MiB chunks), reading the answer meanwhile,
+        as a careful client does: a server may answer, and close, before the body is sent."""
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        answer = asyncio.create_task(reader.read())
+        writer.write(request)
+        try:
+            for _ in range(stream_body // (1 << 20)):
+                if answer.done():
+                    break
+                writer.write(b"100000\r\n" + b" " * (1 << 20) + b"\r\n")
+                await writer.drain()
+            else:
+                if stream_body:
+                    writer.write(b"0\r\n\r\n")
+                    await writer.drain()
+        except ConnectionError:
+            pass  # refused half-way: the answer was read meanwhile
+        answer = await asyncio.wait_for(answer, 30)
+        writer.close()
+        top, _, body = answer.partition(b"\r\n\r\n")
+        lines = top.decode(errors="replace").split("\r\n")
+        kind = next((ln.split(":", 1)[1].strip() for ln in lines if ln.lower().startswith("content-type:")), "")
+        return int(lines[0].split()[1]), kind, body.decode(errors="replace")
+
+    out = [["negative length", *await exchange((head + "Content-Length: -1\r\nConnection: close\r\n\r\n").encode())],
+           ["chunked oversize", *await exchange((head + "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode(),
+                                                stream_body=40 << 20)]]
+    print(json.dumps(out))
+
+
+async def trickle(url: str, connections: int, seconds: float, token: str | None) -> None:
+    """`connections` clients that declare a 100,000-byte body and send one byte a second; meanwhile a normal
+    client sends a request every 0.1 s (all with `token`, if given). Prints the normal client's statuses and the
+    slowest one's seconds."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    credentials = f"Authorization: Bearer {token}\r\n" if token else ""  # slow, not unauthorised: past the token check
+    head = (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.hostname}\r\nContent-Type: application/json\r\n"
+            f"{credentials}Content-Length: 100000\r\n\r\n").encode()
+    stop = asyncio.Event()
+
+    async def slow_client() -> None:
+        try:
+            _, writer = await asyncio.open_connection(parts.hostname, parts.port)
+            writer.write(head)
+            while not stop.is_set():
+                writer.write(b" ")
+                await writer.drain()
+                await asyncio.sleep(1.0)
+            writer.close()
+        except ConnectionError:
+            pass
+
+    tricklers = [asyncio.create_task(slow_client()) for _ in range(connections)]
+    await asyncio.sleep(1.5)  # all of them connected and trickling
+    statuses, slowest = [], 0.0
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10), headers=auth) as session:
+        t_end = time.monotonic() + seconds
+        k = 0
+        while time.monotonic() < t_end:
+            body = encode(EventBatch.of(["normal"], [1e9 + k], [1.0]), "json")
+            t0 = time.monotonic()
+            try:
+                status, _, _ = await post(session, url, *body)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                status = type(exc).__name__
+            slowest = max(slowest, time.monotonic() - t0)
+            statuses.append(status)
+            k += 1
+            await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.gather(*tricklers, return_exceptions=True)
+    print(json.dumps({"statuses": statuses, "slowest_s": slowest}))
+
+
+async def burst(url: str, n: int, events: int) -> None:
+    """`n` requests of `events` events at once: each answer's status, Retry-After and body."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        async def one(k: int) -> list:
+            body, kind = encode(EventBatch.of([f"b{k}"] * events, np.arange(float(events)), np.ones(events)), "json")
+            async with session.post(url, data=body, headers={"Content-Type": kind}) as r:
+                return [r.status, r.headers.get("Retry-After"), (await r.read()).decode(errors="replace")]
+
+        print(json.dumps(await asyncio.gather(*(one(k) for k in range(n)))))
 
 
 async def until_ok(url: str, timeout_s: float) -> None:
@@ -129,11 +238,23 @@ def main() -> None:
     b.add_argument("url")
     u = sub.add_parser("until-ok")
     u.add_argument("url"), u.add_argument("--timeout", type=float, default=60)
+    sub.add_parser("raw").add_argument("url")
+    t = sub.add_parser("trickle")
+    t.add_argument("url"), t.add_argument("--connections", type=int, default=40), t.add_argument("--seconds", type=float, default=4)
+    t.add_argument("--token")
+    bu = sub.add_parser("burst")
+    bu.add_argument("url"), bu.add_argument("--n", type=int, default=40), bu.add_argument("--events", type=int, default=10)
     a = p.parse_args()
     if a.cmd == "replay":
         asyncio.run(replay(a.url, a.corpus, a.out, a.only, a.events_per_request, a.encoding, a.pairs))
     elif a.cmd == "bad":
         asyncio.run(bad(a.url))
+    elif a.cmd == "raw":
+        asyncio.run(raw(a.url))
+    elif a.cmd == "trickle":
+        asyncio.run(trickle(a.url, a.connections, a.seconds, a.token))
+    elif a.cmd == "burst":
+        asyncio.run(burst(a.url, a.n, a.events))
     else:
         asyncio.run(until_ok(a.url, a.timeout))
 

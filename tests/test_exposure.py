@@ -6,6 +6,7 @@ namespace with a veth, 10.77.0.2, and a default route: conftest.routable_namespa
   what it is sent; with the private Ray's token auth it answers UNAUTHENTICATED. The HTTP ports answer 401.
 - The Ray token is a 0600 file in a 0700 folder, on no process's command line or environment, gone at exit.
 - The API token: every endpoint answers 401 JSON without it or with a wrong one; `harness load --token-file`.
+- Slow bodies (a byte a second) from more clients than the replica has slots leave a normal client served.
 - A second `harness serve` on the same port, and one on a port another program holds: one line, exit 2.
 - A load cell of `harness run`: the same probe while its service runs.
 """
@@ -131,6 +132,18 @@ def test_every_endpoint_needs_the_api_token(exposed) -> None:
     assert load.returncode in (0, 1) and json.loads(load.stdout)["requests"] > 0, load.stderr[-2000:]
     refused_load = in_ns(ns, harness_cmd("load", url, "--events-per-request", "50", "--rate", "5", "--duration", "2"))
     assert refused_load.returncode == 1 and "HTTP 401" in refused_load.stderr, refused_load.stderr[-2000:]
+
+
+def test_slow_bodies_do_not_lock_out_other_clients(exposed) -> None:
+    """40 clients with the token (slow, not unauthorised) that send a body a byte a second, more than the
+    replica's 8 request slots: Serve hands a request to a replica before its body, so without the HTTP guard they
+    fill its slots and the normal client times out; with it, the bodies wait in the proxy."""
+    ns, *_ = exposed
+    proc = in_ns(ns, [sys.executable, "tests/serve_client.py", "trickle", f"http://{ROUTABLE_IP}:{PORT}/v1/score",
+                      "--connections", "40", "--seconds", "4", "--token", TOKEN])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trickled = json.loads(proc.stdout)
+    assert len(trickled["statuses"]) >= 10 and set(trickled["statuses"]) == {200}, trickled
 
 
 def test_a_second_service_on_a_busy_port_is_one_line(exposed) -> None:

@@ -646,13 +646,24 @@ def test_warm_up_takes_a_plain_post_and_passes_the_headers():
     assert all(h == {"Authorization": "Bearer " + "t" * 20} for *_, h in calls)
 
 
-def test_a_failed_warm_up_names_the_stream_and_why(server):
+def test_a_shed_warm_up_request_is_sent_again_after_its_retry_after(server):
+    streams = synthetic_streams(2, 200)
+    server.configure(warm_need=25, shed_every=3)  # every 3rd request shed, Retry-After: 1
+    started = time.monotonic()
+    warmed = warm_up_url(server.url, streams, 10)
+    assert warmed.events == {s: 30 for s in streams} and time.monotonic() - started >= 1.0  # it waited, then went on
+
+
+def test_a_failed_warm_up_names_the_stream_and_why(server, monkeypatch):
+    import harness.load.warmup
+
     streams = synthetic_streams(3, 200)
     server.configure(warm_need=25, fail_stream="synthetic-1")
     with pytest.raises(WarmupError, match=r"^warm-up of stream synthetic-1 failed: HTTP 503: .*a shard died"):
         warm_up_url(server.url, streams, 10)
-    server.configure(shed_every=1)  # shed: still a failed warm-up (nothing measured may follow a cold start)
-    with pytest.raises(WarmupError, match=r"failed: HTTP 503: \{\"error\": \"overloaded\"\}$"):
+    monkeypatch.setattr(harness.load.warmup, "SHED_PATIENCE_S", 0.5)
+    server.configure(shed_every=1)  # shed for longer than the warm-up's patience: a failed warm-up
+    with pytest.raises(WarmupError, match=r"failed: shed for 0.5 s: HTTP 503 \(shed, Retry-After\): \{\"error\": \"overloaded\"\}$"):
         warm_up_url(server.url, streams, 10)
     server.configure(bad="count")
     with pytest.raises(WarmupError, match=r"failed: bad_response: 9 scores for 10 events"):

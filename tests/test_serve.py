@@ -76,6 +76,12 @@ class Served:
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
 
+    def post(self, body: str) -> dict:
+        """The JSON answer of one POST /v1/score from inside the namespace."""
+        proc = self.cluster.run(["curl", "-s", "-X", "POST", "-H", "Content-Type: application/json", "-d", body, URL], timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)
         try:
@@ -145,9 +151,11 @@ def test_bad_requests_are_refused_and_the_next_one_served(ray_cluster: RayCluste
     served = Served(ray_cluster, scen, GAUSS, tmp_path / "serve.log")
     try:
         answers = json.loads(served.client("bad", URL).stdout)
+        raws = json.loads(served.client("raw", URL).stdout)
         killed = _kill_a_shard(served)
         recovery = json.loads(served.client("until-ok", URL, "--timeout", "90").stdout)
         after = served.status()
+        restarted_answer = served.post('{"events": [{"stream": "ok", "timestamp": 2, "value": 1}]}')
     finally:
         served.stop()
     for name, status, body, next_status in answers:
@@ -158,6 +166,16 @@ def test_bad_requests_are_refused_and_the_next_one_served(ray_cluster: RayCluste
     assert by_name["oversize"][1] == 413 and by_name["unsupported type"][1] == 415
     assert "value" in json.loads(by_name["wrong type"][2])["error"]
     assert "empty" in json.loads(by_name["empty list"][2])["error"]
+    expected = {"duplicate key": (400, "appears twice"), "year 1": (400, "1970-01-01"),
+                "too many events": (413, "max_events_per_request"), "too many streams": (413, "max_streams_per_request"),
+                "probation over the limit": (400, "max_probation"), "back in time": (409, "earlier than the stream's latest")}
+    for name, (status, says) in expected.items():
+        assert by_name[name][1] == status and says in json.loads(by_name[name][2])["error"], by_name[name]
+    # requests no client library sends: refused with JSON too, the chunked one before it is read whole
+    assert [r[:2] for r in raws] == [["negative length", 400], ["chunked oversize", 413]], raws
+    assert all(r[2] == "application/json" and json.loads(r[3])["error"] for r in raws), raws
+    # the restarted shard's stream starts again, and the answer says so
+    assert restarted_answer["started"] == ["ok"] and restarted_answer["warming"] == {"ok": 750}, restarted_answer
     # the killed shard came back as a new process, its streams gone (they re-warm on their next events)
     restarted = next(s for s in after["shards"] if s["shard"] == killed["shard"])
     assert restarted["pid"] != killed["pid"] and restarted["started_at"] > killed["started_at"]
@@ -173,3 +191,30 @@ def _kill_a_shard(served: Served) -> dict:
     assert shard["streams"] >= 1
     os.kill(shard["pid"], signal.SIGKILL)
     return shard
+
+
+def test_overload_is_shed_at_once_with_retry_after(ray_cluster: RayCluster, tmp_path: Path, monkeypatch) -> None:
+    """A service whose shard takes 10 ms a request (userdet:Busy, 1 ms per event, 10 events), 4 requests at a
+    time and 4 queued: 40 requests at once are answered, the surplus with 503 + Retry-After and a JSON error,
+    none left to time out; `harness load` at about 3x its capacity counts those as shed, not errors."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")])))
+    scen = tmp_path / "busy.yaml"
+    scen.write_text("name: busy\ndetectors: [{type: 'userdet:Busy', params: {ms_per_event: 1.0}}]\n"
+                    "serve: {max_ongoing_requests: 4, max_queued_requests: 4, max_batch_size: 4, retry_after_s: 2}\n")
+    served = Served(ray_cluster, scen, "Busy", tmp_path / "serve.log")
+    try:
+        answers = json.loads(served.client("burst", URL, "--n", "40", "--events", "10").stdout)
+        load = ray_cluster.run([sys.executable, "-m", "harness", "load", URL, "--json", "--events-per-request", "10",
+                                "--rate", "300", "--duration", "3", "--warmup", "0.5", "--min-duration", "2"], timeout=120)
+    finally:
+        served.stop()
+    statuses = [a[0] for a in answers]
+    assert set(statuses) == {200, 503} and statuses.count(200) >= 8, statuses  # 4 running + 4 queued at least
+    for status, retry_after, body in answers:
+        if status == 503:
+            assert retry_after == "2" and "backpressure" in json.loads(body)["error"].lower(), (retry_after, body)
+    assert load.returncode in (0, 1) and load.stdout, load.stderr[-2000:]
+    summary = json.loads(load.stdout)
+    assert summary["shed"] > 0.3 * summary["answered"], summary  # ~2/3 of the offered load is more than it carries
+    assert summary["errors"] == 0 and summary["requests"] > 0, summary  # nothing timed out or failed otherwise
+

@@ -330,17 +330,17 @@ class RayServing:
         undeploy(name, wait=False)  # each load cell deploys under its own name: the next need not wait
 
     def post(self, service: Service, body: bytes, content_type: str, headers: dict[str, str] | None = None
-             ) -> tuple[int, bytes, str]:
-        """One request through the proxy, from the driver: (status, answer, answer's content type)."""
+             ) -> tuple[int, bytes, str, str | None]:
+        """One request through the proxy, from the driver: (status, answer, its content type, Retry-After)."""
         import urllib.request
 
         req = urllib.request.Request(service.url, data=body, headers={"Content-Type": content_type, **(headers or {})},
                                      method="POST")
         try:
             with urllib.request.urlopen(req, timeout=120) as r:
-                return r.status, r.read(), r.headers.get("Content-Type", "")
+                return r.status, r.read(), r.headers.get("Content-Type", ""), r.headers.get("Retry-After")
         except urllib.error.HTTPError as exc:
-            return exc.code, exc.read(), exc.headers.get("Content-Type", "")
+            return exc.code, exc.read(), exc.headers.get("Content-Type", ""), exc.headers.get("Retry-After")
 
     def replicas(self, service: Service) -> list[dict[str, Any]]:
         return service.replicas()

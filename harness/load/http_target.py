@@ -76,11 +76,10 @@ class HttpTarget:
         answer = await self.exchange(*self.bodies[k])
         check_response(answer.status, answer.body, answer.content_type, self.events[k], answer.retry_after)
 
-    async def post(self, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
-                   ) -> tuple[int, bytes, str]:
-        """(status, answer body, answer content type) of one request, unchecked; raises only when no answer came."""
-        answer = await self.exchange(body, content_type, headers)
-        return answer.status, answer.body, answer.content_type
+    async def post(self, body: bytes, content_type: str, headers: Mapping[str, str] | None = None) -> Exchange:
+        """(status, answer body, answer content type, Retry-After) of one request, unchecked; raises only when no
+        answer came."""
+        return await self.exchange(body, content_type, headers)
 
     async def exchange(self, body: bytes, content_type: str, headers: Mapping[str, str] | None = None) -> Exchange:
         import aiohttp

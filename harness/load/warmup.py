@@ -9,8 +9,11 @@ warmed side by side (`parallel` at once) when `post` is a coroutine function; a 
 after the other. Any failure (a status other than 200, a bad answer, a timeout) is a `WarmupError` naming the
 stream: a load that follows a failed warm-up would measure something else.
 
-`post(body, content_type, headers) -> (status, answer body, answer content type)`, plain or async, is all it
-needs: `HttpTarget.post` (harness load), or the load task's `cluster.post` (harness.tasks.load).
+A shed request (503 with Retry-After: the service is busy, by its own account) is not a failure: it is sent
+again after the Retry-After it gave, for up to SHED_PATIENCE_S in all.
+
+`post(body, content_type, headers) -> (status, answer body, answer content type, Retry-After or None)`, plain or
+async, is all it needs: `HttpTarget.post` (harness load), or the load task's `cluster.post` (harness.tasks.load).
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ from typing import Any, Awaitable, Callable, Mapping
 import numpy as np
 
 from harness.api import EventBatch, encode
-from harness.load.errors import describe
+from harness.load.errors import Shed, describe
 from harness.load.payload import START_TIME, stream_settings
 from harness.load.response import check_response
 
-Reply = tuple[int, bytes, str]
+SHED_PATIENCE_S = 60.0  # how long a stream's warm-up keeps retrying requests the service sheds
+
+Reply = tuple[int, bytes, str, "str | None"]
 Post = Callable[[bytes, str, Mapping[str, str]], "Reply | Awaitable[Reply]"]
 
 
@@ -65,7 +70,8 @@ async def warm_up_async(post: Post, streams: Mapping[str, Any], events_per_reque
 
     async def call(body: bytes, content_type: str) -> Reply:
         reply = post(body, content_type, sent_headers)
-        return await reply if inspect.isawaitable(reply) else reply  # type: ignore[return-value]
+        reply = await reply if inspect.isawaitable(reply) else reply
+        return (*reply, None)[:4] if len(reply) == 3 else reply  # type: ignore[return-value]  # no Retry-After
 
     async def warm(name: str) -> int:
         nonlocal requests, failed
@@ -80,12 +86,22 @@ async def warm_up_async(post: Post, streams: Mapping[str, Any], events_per_reque
                 p = np.arange(sent, sent + events_per_request)
                 batch = EventBatch([name], np.zeros(len(p), np.int64), start_time + p * step_s,
                                    values[p % len(values)], {name: every[name]})
-                try:
-                    status, body, content_type = await call(*encode(batch, encoding))
-                    answer = check_response(status, body, content_type, len(p))
-                except Exception as exc:  # noqa: BLE001 - whatever went wrong, this stream is not warm
-                    failed = True
-                    raise WarmupError(f"warm-up of stream {name} failed: {describe(exc)}") from None
+                request, shed_since = encode(batch, encoding), None
+                while True:
+                    try:
+                        status, body, content_type, retry_after = await call(*request)
+                        answer = check_response(status, body, content_type, len(p), retry_after)
+                        break
+                    except Shed as exc:  # the service is busy: wait as it asks, then send it again
+                        shed_since = shed_since if shed_since is not None else time.monotonic()
+                        if time.monotonic() - shed_since > SHED_PATIENCE_S:
+                            failed = True
+                            raise WarmupError(f"warm-up of stream {name} failed: shed for {SHED_PATIENCE_S:g} s: "
+                                              f"{describe(exc)}") from None
+                        await asyncio.sleep(_seconds(retry_after))
+                    except Exception as exc:  # noqa: BLE001 - whatever went wrong, this stream is not warm
+                        failed = True
+                        raise WarmupError(f"warm-up of stream {name} failed: {describe(exc)}") from None
                 sent += len(p)
                 requests += 1
                 left = answer.warming.get(name)
@@ -113,3 +129,12 @@ def warm_up(post: Post, streams: Mapping[str, Any], events_per_request: int, enc
             settings: Mapping[str, Mapping[str, int | str]] | None = None, **options: Any) -> Warmed:
     """`warm_up_async` from synchronous code (no event loop running), e.g. with a plain `post`."""
     return asyncio.run(warm_up_async(post, streams, events_per_request, encoding, settings, **options))
+
+
+def _seconds(retry_after: str | None) -> float:
+    """A Retry-After in seconds (1 when it is missing or a date), capped at 10."""
+    try:
+        return min(max(float(retry_after), 0.0), 10.0) if retry_after is not None else 1.0
+    except ValueError:
+        return 1.0
+

@@ -42,7 +42,7 @@ class ServingCluster(Protocol):
     def deploy(self, config: ServiceConfig, name: str) -> Any: ...  # -> an object with .url and .deploy_s
     def undeploy(self, name: str) -> None: ...
     def post(self, service: Any, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
-             ) -> tuple[int, bytes, str]: ...  # (status, answer body, answer content type), from the driver
+             ) -> tuple[int, bytes, str, str | None]: ...  # (status, answer, its content type, Retry-After), from the driver
     def replicas(self, service: Any) -> list[dict[str, Any]]: ...
     def load(self, service: Any, path: str, settings: LoadSettings, bodies: list[RequestBodies],
              profile: list[dict[str, Any]] | None = None, kill: tuple[dict[str, Any], float] | None = None

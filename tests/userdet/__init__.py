@@ -130,3 +130,23 @@ class Stall(StreamingDetector):
 
     def score_file(self, series, probation):
         return np.zeros(series.n_rows)
+
+
+class BusyParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ms_per_event: float = 1.0
+
+
+class Busy(StreamingDetector):
+    """Scores 0 after holding its process `ms_per_event` per event (a sleep: a service whose capacity is known, at
+    no cost to the test machine's cores): what overload does to a service, without a real model."""
+
+    Params = BusyParams
+
+    def score_many(self, timestamps, values):
+        time.sleep(len(values) * self.params.ms_per_event / 1000)
+        return np.zeros(len(values))
+
+    def score_file(self, series, probation):
+        return np.zeros(series.n_rows)
+
