@@ -31,6 +31,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 IMPORT_PATH = "harness.http_guard:middlewares"
+ADMIT_HEADER = "x-harness-admit"  # "<requests> <retry-after s>": what a service's answers tell the guard to admit
+MAX_ROUTES = 1024  # services (route prefixes) whose admission a guard remembers
 
 
 class ClientGone(Exception):
@@ -81,12 +83,13 @@ LINGER_BYTES = 8 << 20  # after refusing a body, this much more of it is read an
 LINGER_S = 1.0  # ...so the client, still sending, reads the answer before the connection closes under it
 
 
-async def send_error(send: Send, status: int, message: str, receive: Receive | None = None) -> None:
+async def send_error(send: Send, status: int, message: str, receive: Receive | None = None,
+                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
     """A JSON error answer. With `receive` (a body left unread), the connection closes after it: the answer is
     written whole first, then up to LINGER_BYTES of the body are drained (LINGER_S at most) before the answer
     ends, because closing a socket with unread data resets the connection and can take the answer with it."""
     body = error_body(message)
-    head = [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
+    head = [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode()), *(headers or [])]
     if receive is not None:
         head.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": head})
@@ -114,13 +117,14 @@ async def _drain(receive: Receive) -> None:
 
 
 class BodyGuard:
-    """ASGI middleware: read each HTTP request's body whole, bounded (see the module docstring), then pass the
-    request on with the body replayed; answer Serve's own plain-text errors (no route, backpressure, timeout)
-    as JSON too."""
+    """ASGI middleware: read each HTTP request's body whole, bounded (see the module docstring), then admit it or
+    shed it (`Admission`), then pass it on with the body replayed; answer Serve's own plain-text errors (no route,
+    backpressure, timeout) as JSON too."""
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], max_bytes: int = MAX_BODY_BYTES,
                  timeout_s: float = BODY_TIMEOUT_S):
         self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+        self.admission = Admission()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -131,6 +135,17 @@ class BodyGuard:
             return await send_error(send, exc.status, exc.message, receive)
         except ClientGone:
             return None
+        route = route_of(scope.get("path", ""))
+        refused = self.admission.enter(route)
+        if refused is not None:
+            return await send_error(send, 503, "the service is at capacity: retry after the Retry-After seconds",
+                                    headers=[(b"retry-after", refused.encode())])
+        try:
+            await self._pass(scope, receive, as_json_errors(self.admission.learning(route, send)), body)
+        finally:
+            self.admission.leave(route)
+
+    async def _pass(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
         delivered = False
 
         async def replay() -> Message:
@@ -140,7 +155,68 @@ class BodyGuard:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()  # then only the disconnect, if the client leaves
 
-        await self.app(scope, replay, as_json_errors(send))
+        await self.app(scope, replay, send)
+
+
+def route_of(path: str) -> str | None:
+    """The route prefix of a request to a scoring service (what comes before /v1/), None for any other path."""
+    head, sep, _ = path.partition("/v1/")
+    return head if sep else None
+
+
+class Admission:
+    """How many requests each service (route prefix) has in flight through this proxy, and the most it admits:
+    its answers say (ADMIT_HEADER: its ingress replicas' request slots, and the Retry-After to give), so the
+    setting lives with the service (serve.max_ongoing_requests, serve.retry_after_s). Beyond it, a request is
+    shed at once, before Serve's router, which under a queue retried with backoff until an overloaded service
+    scored 3% of its peak. Until a service has answered once, its requests pass."""
+
+    def __init__(self) -> None:
+        self.limits: dict[str, tuple[int, str]] = {}  # route -> (requests admitted, Retry-After)
+        self.in_flight: dict[str, int] = {}
+
+    def enter(self, route: str | None) -> str | None:
+        """Count a request in, or return the Retry-After to shed it with."""
+        if route is None:
+            return None
+        known = self.limits.get(route)
+        n = self.in_flight.get(route, 0)
+        if known is not None and n >= known[0]:
+            return known[1]
+        self.in_flight[route] = n + 1
+        return None
+
+    def leave(self, route: str | None) -> None:
+        if route is None or route not in self.in_flight:
+            return
+        self.in_flight[route] -= 1
+        if not self.in_flight[route]:
+            del self.in_flight[route]
+
+    def learning(self, route: str | None, send: Send) -> Send:
+        """`send`, reading (and removing) ADMIT_HEADER from the answer's head to learn the route's limit."""
+        if route is None:
+            return send
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.get("headers", [])
+                told = next((v for k, v in headers if k.lower() == ADMIT_HEADER.encode()), None)
+                if told is not None:
+                    self._learn(route, told)
+                    message = {**message, "headers": [(k, v) for k, v in headers if k.lower() != ADMIT_HEADER.encode()]}
+            await send(message)
+
+        return wrapped
+
+    def _learn(self, route: str, told: bytes) -> None:
+        try:
+            limit, retry_after = told.decode().split()
+            known = (int(limit), str(max(1, -(-int(float(retry_after) * 1000) // 1000))))  # whole seconds, rounded up
+        except ValueError:
+            return
+        if route in self.limits or len(self.limits) < MAX_ROUTES:
+            self.limits[route] = known
 
 
 def as_json_errors(send: Send) -> Send:
@@ -189,9 +265,57 @@ def json_parse_errors() -> None:
         protocol.send_400_response = send_400_response
 
 
+MAX_HEAD_BYTES = 64 * 1024  # a request line and headers longer than this are refused (431)
+
+
+def bounded_request_heads(max_bytes: int = MAX_HEAD_BYTES) -> None:
+    """Make uvicorn's httptools protocol refuse a request whose line and headers exceed `max_bytes` (431, JSON):
+    the parser keeps an unfinished header or URL in memory whole, so one connection sending an endless header
+    grew the proxy by 270 MB for 200 MB sent. Counted per request, from its first byte to its headers' end."""
+    from uvicorn.protocols.http import httptools_impl
+
+    protocol = httptools_impl.HttpToolsProtocol
+    if getattr(protocol, "_harness_bounded", False):
+        return
+    data_received, headers_complete, message_complete = (
+        protocol.data_received, protocol.on_headers_complete, protocol.on_message_complete)
+
+    def on_headers_complete(self) -> None:
+        self._harness_in_body = True
+        headers_complete(self)
+
+    def on_message_complete(self) -> None:
+        self._harness_in_body, self._harness_head = False, 0
+        message_complete(self)
+
+    def bounded(self, data: bytes) -> None:
+        if getattr(self, "_harness_refused", False):
+            return  # answered already: what the client still sends is dropped until the connection closes
+        if not getattr(self, "_harness_in_body", False):
+            self._harness_head = getattr(self, "_harness_head", 0) + len(data)
+        data_received(self, data)
+        if (not getattr(self, "_harness_in_body", False) and self._harness_head > max_bytes
+                and not self.transport.is_closing()):
+            body = error_body(f"the request line and headers exceed {max_bytes} bytes")
+            self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: " + JSON.encode()
+                                 + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
+                                 + body)
+            # closing now, with the client's data unread, would reset the connection and lose the answer: end the
+            # sending side, drop what still arrives, and close after LINGER_S
+            self._harness_refused = True
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            asyncio.get_running_loop().call_later(LINGER_S, self.transport.close)
+
+    protocol.data_received, protocol.on_headers_complete, protocol.on_message_complete = (
+        bounded, on_headers_complete, on_message_complete)
+    protocol._harness_bounded = True
+
+
 def middlewares() -> list:
     """What `RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH` names: Serve calls it in each HTTP-serving process."""
     from starlette.middleware import Middleware
 
     json_parse_errors()
+    bounded_request_heads()
     return [Middleware(BodyGuard)]

@@ -49,10 +49,8 @@ class ServeSpec(BaseModel):
                                "beyond): a learned detector keeps every probationary record until it trains")
     stream_ttl_s: float | None = Field(86_400.0, gt=0.0, description="a stream not sent an event for this long is "
                                        "forgotten (its next event starts it again, warming); null: never")
-    max_queued_requests: int = Field(64, ge=-1, description="requests queued before a replica, beyond its "
-                                     "max_ongoing_requests, before more are refused with 503 + Retry-After "
-                                     "(-1: no limit)")
-    retry_after_s: float = Field(1.0, ge=0.0, description="the Retry-After a shed request is answered with")
+    retry_after_s: float = Field(1.0, ge=0.0, description="the Retry-After a shed request is answered with (503): "
+                                 "the HTTP front admits max_ongoing_requests x ingress_replicas requests at once")
 
     @model_validator(mode="after")
     def _exposed_needs_a_token(self) -> "ServeSpec":
@@ -72,6 +70,12 @@ class ServeSpec(BaseModel):
         if self.single:
             return self.cpus_per_shard
         return self.shards * self.cpus_per_shard + self.ingress_replicas * self.cpus_per_ingress
+
+    @property
+    def admitted(self) -> int:
+        """Requests the HTTP front lets through at once, per proxy: the ingress replicas' slots, so none waits in
+        Serve's router (whose retries under backoff collapsed an overloaded service to 3% of its peak)."""
+        return self.max_ongoing_requests * (1 if self.single else self.ingress_replicas)
 
     def owner(self, shard: int) -> str:
         """The deployment that holds shard `shard`'s streams."""

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from harness.api import JSON, Answer, EventBatch, RequestError, check_size, decode, encode_answer
-from harness.http_guard import ClientGone, declared_length, error_body, read_body
+from harness.http_guard import ADMIT_HEADER, ClientGone, declared_length, error_body, read_body
 from harness.serving import ServiceConfig, make_detector_factory, shard_of
 from harness.streams import Scored, StreamTable
 from harness.tokens import bearer_matches
@@ -135,16 +135,18 @@ class ScoreIngress:
     def __init__(self, config: dict[str, Any], *shards: DeploymentHandle):
         self.config = ServiceConfig.model_validate(config)
         self.token = self.config.api_token
+        s = self.config.serve  # what the HTTP front is told to admit (harness.http_guard)
+        self.admission = {ADMIT_HEADER: f"{s.admitted} {s.retry_after_s:g}"}
         self.shards = shards
         self.local = None if shards else Streams(self.config, 0)
 
     async def __call__(self, request: Request) -> Response:
         if self.token is not None and not bearer_matches(request.headers.get("authorization"), self.token):
             return Response(error_body("missing or wrong API token: send the header Authorization: Bearer <token>"),
-                            status_code=401, media_type=JSON, headers={"WWW-Authenticate": "Bearer"})
+                            status_code=401, media_type=JSON, headers={"WWW-Authenticate": "Bearer", **self.admission})
         path = request.url.path.rstrip("/")
         if path.endswith("/v1/status") and request.method == "GET":
-            return Response(json.dumps(await self.status()), media_type=JSON)
+            return Response(json.dumps(await self.status()), media_type=JSON, headers=self.admission)
         headers = None
         if not path.endswith("/v1/score"):
             status, body, kind = _error(404, f"no route {request.method} {request.url.path} (POST /v1/score, GET /v1/status)")
@@ -160,7 +162,7 @@ class ScoreIngress:
                 return Response(status_code=499)
             else:
                 status, body, kind = await self.handle_body(raw, request.headers.get("content-type"))
-        return Response(body, status_code=status, media_type=kind, headers=headers)
+        return Response(body, status_code=status, media_type=kind, headers={**self.admission, **(headers or {})})
 
     async def handle_body(self, body: bytes, content_type: str | None) -> tuple[int, bytes, str]:
         """(status, body, content type) of the answer to one request body."""
@@ -224,10 +226,10 @@ def build_app(args: dict[str, Any]):
     s = cfg.serve
     config = cfg.model_dump(mode="json")
     common = {"max_ongoing_requests": s.max_ongoing_requests}
-    # overload is refused at the door (503 + Retry-After) rather than queued into timeouts; the shards are
-    # called only by the ingress, whose own queue bounds theirs
-    door = {**common, "max_queued_requests": s.max_queued_requests,
-            "backpressure_config": BackpressureConfig(retry_after_s=s.retry_after_s)}
+    # Overload is refused at the door (503 + Retry-After) rather than queued into timeouts: the HTTP front admits
+    # what the ingress replicas hold (harness.http_guard, told by ADMIT_HEADER), and Serve's own router queue is a
+    # backstop of one (handle callers, a proxy without the guard). The shards are called by the ingress only.
+    door = {**common, "max_queued_requests": 1, "backpressure_config": BackpressureConfig(retry_after_s=s.retry_after_s)}
     placed = {"label_selector": dict(cfg.labels)} if cfg.labels else {}  # the target's nodes only
     if s.single:
         return ScoreIngress.options(num_replicas=1, ray_actor_options={"num_cpus": s.cpus_per_shard, **placed}, **door).bind(config)

@@ -111,6 +111,14 @@ async def bad(url: str) -> None:
     print(json.dumps(out))
 
 
+async def read_answer(reader: asyncio.StreamReader) -> bytes:
+    """An HTTP answer: its head, then as many bytes as its Content-Length says (not "until the connection
+    closes": a server that refuses a body may reset the connection right after answering)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next((int(ln.split(b":", 1)[1]) for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length:")), 0)
+    return head + await reader.readexactly(length)
+
+
 async def raw(url: str) -> None:
     """Requests no HTTP client library would send, over a bare socket: [name, status, content type, body]."""
     from urllib.parse import urlsplit
@@ -122,7 +130,7 @@ async def raw(url: str) -> None:
         """Send `request` (then a chunked body of `stream_body` bytes, 1 MiB chunks), reading the answer meanwhile,
         as a careful client does: a server may answer, and close, before the body is sent."""
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-        answer = asyncio.create_task(reader.read())
+        answer = asyncio.create_task(read_answer(reader))
         writer.write(request)
         try:
             for _ in range(stream_body // (1 << 20)):

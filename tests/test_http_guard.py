@@ -1,0 +1,124 @@
+"""The HTTP guard (harness.http_guard) as plain ASGI, with a scripted client and a stand-in service: bodies are
+read whole and bounded in size and time, refusals are JSON and let the client read them, the service's
+answers teach the guard what to admit, and beyond that requests are shed at once. tests/test_serve.py and
+tests/test_exposure.py run it in Serve's real proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from harness.api import RequestError
+from harness.http_guard import ADMIT_HEADER, Admission, BodyGuard, ClientGone, read_body, route_of
+
+
+def client(*chunks: bytes, delay_s: float = 0.0, complete: bool = True):
+    """An ASGI `receive` giving `chunks` as one body (each `delay_s` apart; `complete`: its last chunk ends it),
+    then, asked again, a disconnect (the client leaves)."""
+    queue = list(chunks)
+
+    async def receive() -> dict:
+        if queue:
+            await asyncio.sleep(delay_s)
+            chunk = queue.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(queue) or not complete}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_a_body_is_read_whole_and_bounded() -> None:
+    assert run(read_body(client(b"ab", b"cd"), None, max_bytes=4)) == b"abcd"
+    with pytest.raises(RequestError) as info:  # declared too long: refused before a byte is read
+        run(read_body(client(), 5, max_bytes=4))
+    assert info.value.status == 413
+    with pytest.raises(RequestError) as info:  # chunked, no length: refused as soon as it passes the limit
+        run(read_body(client(b"abc", b"def", b"never read"), None, max_bytes=4))
+    assert info.value.status == 413
+    with pytest.raises(RequestError) as info:  # a byte at a time, too slowly
+        run(read_body(client(b"a", b"b", b"c", delay_s=0.2), None, timeout_s=0.3))
+    assert info.value.status == 408 and "0.3 s" in info.value.message
+    with pytest.raises(ClientGone):
+        run(read_body(client(b"a", complete=False), None))
+
+
+class Service:
+    """A stand-in service behind the guard: records what it received, answers `status` with `headers`."""
+
+    def __init__(self, status: int = 200, headers: list | None = None, body: bytes = b'{"scores": []}',
+                 content_type: bytes = b"application/json", hold: asyncio.Event | None = None):
+        self.status, self.headers, self.body, self.content_type, self.hold = status, headers or [], body, content_type, hold
+        self.received: list[bytes] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        message = await receive()
+        self.received.append(message["body"])
+        if self.hold is not None:
+            await self.hold.wait()
+        await send({"type": "http.response.start", "status": self.status,
+                    "headers": [(b"content-type", self.content_type), *self.headers]})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+async def call(guard: BodyGuard, path: str, *chunks: bytes) -> tuple[int, dict, bytes]:
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "path": path, "headers": [(b"content-length", str(sum(map(len, chunks))).encode())]}
+    await guard(scope, client(*chunks), send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body
+
+
+def test_the_service_gets_the_body_whole_and_plain_errors_become_json() -> None:
+    service = Service()
+    status, _, _ = run(call(BodyGuard(service), "/v1/score", b'{"ev', b'ents": []}'))
+    assert status == 200 and service.received == [b'{"events": []}']
+    serve_503 = Service(503, [(b"retry-after", b"1")], b"Request dropped due to backpressure", b"text/plain")
+    status, headers, body = run(call(BodyGuard(serve_503), "/v1/score", b"{}"))
+    assert status == 503 and headers["retry-after"] == "1" and headers["content-type"] == "application/json"
+    assert json.loads(body) == {"error": "Request dropped due to backpressure"}
+    status, headers, body = run(call(BodyGuard(Service(), max_bytes=3), "/v1/score", b"1234"))
+    assert status == 413 and headers["connection"] == "close" and "limit of 3" in json.loads(body)["error"]
+
+
+def test_admission_is_learned_from_the_service_and_sheds_beyond_it() -> None:
+    async def scenario() -> list[int]:
+        hold = asyncio.Event()
+        guard = BodyGuard(Service(headers=[(ADMIT_HEADER.encode(), b"2 1.5")], hold=hold))
+        hold.set()
+        first = await call(guard, "/load-x/v1/score", b"{}")  # unknown limit: passes, and teaches it
+        assert ADMIT_HEADER not in first[1]  # the header is the guard's, not the client's
+        hold.clear()
+        held = [asyncio.create_task(call(guard, "/load-x/v1/score", b"{}")) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        shed = await call(guard, "/load-x/v1/score", b"{}")  # a third while two are in: shed at once
+        other = asyncio.create_task(call(guard, "/load-y/v1/score", b"{}"))  # another service is not counted here
+        await asyncio.sleep(0.05)
+        hold.set()
+        done = await asyncio.gather(*held, other)
+        assert shed[1]["retry-after"] == "2" and "capacity" in json.loads(shed[2])["error"]  # 1.5 s rounded up
+        assert guard.admission.in_flight == {}
+        return [first[0], shed[0], *[d[0] for d in done]]
+
+    assert run(scenario()) == [200, 503, 200, 200, 200]
+
+
+def test_routes_and_what_is_remembered() -> None:
+    assert route_of("/v1/score") == "" and route_of("/load-a/v1/status") == "/load-a" and route_of("/admin") is None
+    admission = Admission()
+    for k in range(2000):  # an attacker's made-up routes: only so many are remembered
+        admission._learn(f"/r{k}", b"4 1")
+    assert len(admission.limits) == 1024
+    admission._learn("/r0", b"garbage")  # a malformed announcement changes nothing
+    assert admission.limits["/r0"] == (4, "1")
+    assert admission.enter(None) is None and admission.in_flight == {}
