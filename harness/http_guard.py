@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+from collections import deque
 from typing import Any, Awaitable, Callable
 
 from harness.api import BODY_TIMEOUT_S, JSON, MAX_BODY_BYTES, RequestError
@@ -31,7 +33,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 IMPORT_PATH = "harness.http_guard:middlewares"
-ADMIT_HEADER = "x-harness-admit"  # "<requests> <retry-after s>": what a service's answers tell the guard to admit
+ADMIT_HEADER = "x-harness-admit"  # "<route> <slots> <queue> <retry-after s>": what a service tells the guard
 MAX_ROUTES = 1024  # services (route prefixes) whose admission a guard remembers
 
 
@@ -117,8 +119,8 @@ async def _drain(receive: Receive) -> None:
 
 
 class BodyGuard:
-    """ASGI middleware: read each HTTP request's body whole, bounded (see the module docstring), then admit it or
-    shed it (`Admission`), then pass it on with the body replayed; answer Serve's own plain-text errors (no route,
+    """ASGI middleware: read each HTTP request's body whole, bounded (see the module docstring), then admit it,
+    let it wait its turn, or shed it (`Admission`), then pass it on with the body replayed; answer Serve's own plain-text errors (no route,
     backpressure, timeout) as JSON too."""
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], max_bytes: int = MAX_BODY_BYTES,
@@ -135,15 +137,15 @@ class BodyGuard:
             return await send_error(send, exc.status, exc.message, receive)
         except ClientGone:
             return None
-        route = route_of(scope.get("path", ""))
-        refused = self.admission.enter(route)
-        if refused is not None:
+        door = self.admission.door(scope.get("path", ""))
+        if door is not None and not await door.enter():
             return await send_error(send, 503, "the service is at capacity: retry after the Retry-After seconds",
-                                    headers=[(b"retry-after", refused.encode())])
+                                    headers=[(b"retry-after", door.retry_after.encode())])
         try:
-            await self._pass(scope, receive, as_json_errors(self.admission.learning(route, send)), body)
+            await self._pass(scope, receive, as_json_errors(self.admission.learning(send)), body)
         finally:
-            self.admission.leave(route)
+            if door is not None:
+                door.leave()
 
     async def _pass(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> None:
         delivered = False
@@ -158,65 +160,87 @@ class BodyGuard:
         await self.app(scope, replay, send)
 
 
-def route_of(path: str) -> str | None:
-    """The route prefix of a request to a scoring service (what comes before /v1/), None for any other path."""
-    head, sep, _ = path.partition("/v1/")
-    return head if sep else None
+class Door:
+    """One service's admission at this proxy: `slots` requests pass at once; up to `queue` more wait here, in
+    order, for one of them (a wait that costs nothing: no retries); any more are shed with `retry_after`."""
+
+    def __init__(self, slots: int, queue: int, retry_after: str):
+        self.slots, self.queue, self.retry_after = slots, queue, retry_after
+        self.busy = 0
+        self.waiting: deque[asyncio.Future] = deque()
+
+    async def enter(self) -> bool:
+        """Take a slot (waiting for one if there is room in the queue); False: shed."""
+        if self.busy < self.slots and not self.waiting:
+            self.busy += 1
+            return True
+        if len(self.waiting) >= self.queue:
+            return False
+        turn = asyncio.get_running_loop().create_future()
+        self.waiting.append(turn)
+        try:
+            await turn  # `leave` hands its slot over
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.leave()  # the slot came with the cancellation: pass it on
+            else:
+                self.waiting.remove(turn)
+            raise
+        return True
+
+    def leave(self) -> None:
+        while self.waiting:
+            turn = self.waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.busy -= 1
 
 
 class Admission:
-    """How many requests each service (route prefix) has in flight through this proxy, and the most it admits:
-    its answers say (ADMIT_HEADER: its ingress replicas' request slots, and the Retry-After to give), so the
-    setting lives with the service (serve.max_ongoing_requests, serve.retry_after_s). Beyond it, a request is
-    shed at once, before Serve's router, which under a queue retried with backoff until an overloaded service
-    scored 3% of its peak. Until a service has answered once, its requests pass."""
+    """Each service's `Door` at this proxy, keyed by its route prefix. The service says what to admit in its
+    answers (ADMIT_HEADER: its route, its ingress replicas' request slots, how many may wait, the Retry-After), so
+    the settings live with it (serve.max_ongoing_requests, max_queued_requests, retry_after_s). Requests wait
+    here rather than in Serve's router, whose queued requests retry under backoff while the replica idles: an
+    overloaded service scored 3% of its peak that way. A request under no known route passes (a service that
+    has not answered yet)."""
 
     def __init__(self) -> None:
-        self.limits: dict[str, tuple[int, str]] = {}  # route -> (requests admitted, Retry-After)
-        self.in_flight: dict[str, int] = {}
+        self.doors: dict[str, Door] = {}
 
-    def enter(self, route: str | None) -> str | None:
-        """Count a request in, or return the Retry-After to shed it with."""
-        if route is None:
-            return None
-        known = self.limits.get(route)
-        n = self.in_flight.get(route, 0)
-        if known is not None and n >= known[0]:
-            return known[1]
-        self.in_flight[route] = n + 1
-        return None
+    def door(self, path: str) -> Door | None:
+        """The door of the service whose route is the longest prefix of `path`."""
+        best = None
+        for route, door in self.doors.items():
+            if (path == route or path.startswith(route.rstrip("/") + "/")) and (best is None or len(route) > len(best[0])):
+                best = (route, door)
+        return best[1] if best else None
 
-    def leave(self, route: str | None) -> None:
-        if route is None or route not in self.in_flight:
-            return
-        self.in_flight[route] -= 1
-        if not self.in_flight[route]:
-            del self.in_flight[route]
-
-    def learning(self, route: str | None, send: Send) -> Send:
-        """`send`, reading (and removing) ADMIT_HEADER from the answer's head to learn the route's limit."""
-        if route is None:
-            return send
-
+    def learning(self, send: Send) -> Send:
+        """`send`, reading (and removing) ADMIT_HEADER from an answer's head to learn its service's door."""
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = message.get("headers", [])
                 told = next((v for k, v in headers if k.lower() == ADMIT_HEADER.encode()), None)
                 if told is not None:
-                    self._learn(route, told)
+                    self.learn(told)
                     message = {**message, "headers": [(k, v) for k, v in headers if k.lower() != ADMIT_HEADER.encode()]}
             await send(message)
 
         return wrapped
 
-    def _learn(self, route: str, told: bytes) -> None:
+    def learn(self, told: bytes) -> None:
+        """From "<route> <slots> <queue> <retry-after s>"; a malformed announcement changes nothing."""
         try:
-            limit, retry_after = told.decode().split()
-            known = (int(limit), str(max(1, -(-int(float(retry_after) * 1000) // 1000))))  # whole seconds, rounded up
+            route, slots, queue, retry_after = told.decode().split()
+            settings = (int(slots), int(queue), str(max(1, math.ceil(float(retry_after)))))  # whole seconds
         except ValueError:
             return
-        if route in self.limits or len(self.limits) < MAX_ROUTES:
-            self.limits[route] = known
+        known = self.doors.get(route)
+        if known is not None:
+            known.slots, known.queue, known.retry_after = settings
+        elif len(self.doors) < MAX_ROUTES:
+            self.doors[route] = Door(*settings)
 
 
 def as_json_errors(send: Send) -> Send:

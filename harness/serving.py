@@ -49,8 +49,9 @@ class ServeSpec(BaseModel):
                                "beyond): a learned detector keeps every probationary record until it trains")
     stream_ttl_s: float | None = Field(86_400.0, gt=0.0, description="a stream not sent an event for this long is "
                                        "forgotten (its next event starts it again, warming); null: never")
-    retry_after_s: float = Field(1.0, ge=0.0, description="the Retry-After a shed request is answered with (503): "
-                                 "the HTTP front admits max_ongoing_requests x ingress_replicas requests at once")
+    max_queued_requests: int = Field(32, ge=0, description="requests that wait at the HTTP front for one of the "
+                                     "ingress's max_ongoing_requests slots; more are shed: 503 + Retry-After")
+    retry_after_s: float = Field(1.0, ge=0.0, description="the Retry-After a shed request is answered with")
 
     @model_validator(mode="after")
     def _exposed_needs_a_token(self) -> "ServeSpec":

@@ -135,12 +135,15 @@ class ScoreIngress:
     def __init__(self, config: dict[str, Any], *shards: DeploymentHandle):
         self.config = ServiceConfig.model_validate(config)
         self.token = self.config.api_token
-        s = self.config.serve  # what the HTTP front is told to admit (harness.http_guard)
-        self.admission = {ADMIT_HEADER: f"{s.admitted} {s.retry_after_s:g}"}
+        self.admission: dict[str, str] = {}  # what the HTTP front is told to admit (harness.http_guard)
         self.shards = shards
         self.local = None if shards else Streams(self.config, 0)
 
     async def __call__(self, request: Request) -> Response:
+        if not self.admission:  # the route is known once a request has come (Serve mounts the app there)
+            s = self.config.serve
+            self.admission = {ADMIT_HEADER: f"{request.scope.get('root_path') or '/'} {s.admitted} "
+                                            f"{s.max_queued_requests} {s.retry_after_s:g}"}
         if self.token is not None and not bearer_matches(request.headers.get("authorization"), self.token):
             return Response(error_body("missing or wrong API token: send the header Authorization: Bearer <token>"),
                             status_code=401, media_type=JSON, headers={"WWW-Authenticate": "Bearer", **self.admission})
@@ -227,9 +230,12 @@ def build_app(args: dict[str, Any]):
     config = cfg.model_dump(mode="json")
     common = {"max_ongoing_requests": s.max_ongoing_requests}
     # Overload is refused at the door (503 + Retry-After) rather than queued into timeouts: the HTTP front admits
-    # what the ingress replicas hold (harness.http_guard, told by ADMIT_HEADER), and Serve's own router queue is a
-    # backstop of one (handle callers, a proxy without the guard). The shards are called by the ingress only.
-    door = {**common, "max_queued_requests": 1, "backpressure_config": BackpressureConfig(retry_after_s=s.retry_after_s)}
+    # what the ingress replicas hold (harness.http_guard, told by ADMIT_HEADER). Serve's own router queue is a
+    # backstop as long (requests that race the router's first look at a new replica, handle callers, a proxy
+    # without the guard); requests waiting there retry under backoff, which is what collapsed overload before.
+    # The shards are called by the ingress only.
+    door = {**common, "max_queued_requests": s.admitted,
+            "backpressure_config": BackpressureConfig(retry_after_s=s.retry_after_s)}
     placed = {"label_selector": dict(cfg.labels)} if cfg.labels else {}  # the target's nodes only
     if s.single:
         return ScoreIngress.options(num_replicas=1, ray_actor_options={"num_cpus": s.cpus_per_shard, **placed}, **door).bind(config)

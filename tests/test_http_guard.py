@@ -11,7 +11,7 @@ import json
 import pytest
 
 from harness.api import RequestError
-from harness.http_guard import ADMIT_HEADER, Admission, BodyGuard, ClientGone, read_body, route_of
+from harness.http_guard import ADMIT_HEADER, Admission, BodyGuard, ClientGone, read_body
 
 
 def client(*chunks: bytes, delay_s: float = 0.0, complete: bool = True):
@@ -91,34 +91,43 @@ def test_the_service_gets_the_body_whole_and_plain_errors_become_json() -> None:
     assert status == 413 and headers["connection"] == "close" and "limit of 3" in json.loads(body)["error"]
 
 
-def test_admission_is_learned_from_the_service_and_sheds_beyond_it() -> None:
-    async def scenario() -> list[int]:
+def test_admission_is_learned_from_the_service_waits_its_turn_and_sheds_beyond() -> None:
+    """A service that says "2 slots, 1 may wait": with two requests in and one waiting, a fourth is shed at
+    once; the waiting one goes in when a slot frees. Another service (route) is counted apart."""
+    async def scenario() -> list:
         hold = asyncio.Event()
-        guard = BodyGuard(Service(headers=[(ADMIT_HEADER.encode(), b"2 1.5")], hold=hold))
+        service = Service(headers=[(ADMIT_HEADER.encode(), b"/load-x 2 1 1.5")], hold=hold)
+        guard = BodyGuard(service)
         hold.set()
-        first = await call(guard, "/load-x/v1/score", b"{}")  # unknown limit: passes, and teaches it
-        assert ADMIT_HEADER not in first[1]  # the header is the guard's, not the client's
+        first = await call(guard, "/load-x/v1/score", b"{}")  # nothing known yet: passes, and teaches the door
+        assert ADMIT_HEADER not in first[1]  # the header is for the guard, not the client
         hold.clear()
-        held = [asyncio.create_task(call(guard, "/load-x/v1/score", b"{}")) for _ in range(2)]
+        busy = [asyncio.create_task(call(guard, "/load-x/v1/score", b"{}")) for _ in range(3)]  # 2 in, 1 waits
         await asyncio.sleep(0.05)
-        shed = await call(guard, "/load-x/v1/score", b"{}")  # a third while two are in: shed at once
-        other = asyncio.create_task(call(guard, "/load-y/v1/score", b"{}"))  # another service is not counted here
+        door = guard.admission.door("/load-x/v1/score")
+        assert (door.busy, len(door.waiting)) == (2, 1) and len(service.received) == 3
+        shed = await call(guard, "/load-x/v1/score", b"{}")
+        other = asyncio.create_task(call(guard, "/load-y/v1/score", b"{}"))  # no door known there: passes
         await asyncio.sleep(0.05)
         hold.set()
-        done = await asyncio.gather(*held, other)
+        done = await asyncio.gather(*busy, other)
         assert shed[1]["retry-after"] == "2" and "capacity" in json.loads(shed[2])["error"]  # 1.5 s rounded up
-        assert guard.admission.in_flight == {}
+        assert (door.busy, len(door.waiting)) == (0, 0) and len(service.received) == 5  # never the shed one
         return [first[0], shed[0], *[d[0] for d in done]]
 
-    assert run(scenario()) == [200, 503, 200, 200, 200]
+    assert run(scenario()) == [200, 503, 200, 200, 200, 200]
 
 
-def test_routes_and_what_is_remembered() -> None:
-    assert route_of("/v1/score") == "" and route_of("/load-a/v1/status") == "/load-a" and route_of("/admin") is None
+def test_the_longest_known_route_holds_a_path_and_what_is_remembered_is_bounded() -> None:
     admission = Admission()
-    for k in range(2000):  # an attacker's made-up routes: only so many are remembered
-        admission._learn(f"/r{k}", b"4 1")
-    assert len(admission.limits) == 1024
-    admission._learn("/r0", b"garbage")  # a malformed announcement changes nothing
-    assert admission.limits["/r0"] == (4, "1")
-    assert admission.enter(None) is None and admission.in_flight == {}
+    admission.learn(b"/ 8 8 1")
+    admission.learn(b"/load-a 2 0 1")
+    assert admission.door("/load-a/v1/score").slots == 2 and admission.door("/load-ab/v1/score").slots == 8
+    assert admission.door("/anything/v1/score").slots == 8  # a made-up prefix is still the "/" service's
+    admission.learn(b"/load-a 4 1 2.0")  # a service's new settings replace its old ones
+    assert (admission.door("/load-a").slots, admission.door("/load-a").retry_after) == (4, "2")
+    for k in range(2000):  # announcements can come from many services: only so many are remembered
+        admission.learn(f"/r{k} 4 0 1".encode())
+    assert len(admission.doors) == 1024
+    admission.learn(b"/load-a garbage")  # a malformed announcement changes nothing
+    assert admission.door("/load-a").slots == 4
