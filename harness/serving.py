@@ -33,7 +33,9 @@ class ServeSpec(BaseModel):
     batch_wait_timeout_s: float = Field(0.002, ge=0.0, le=1.0, description="@serve.batch: wait for a fuller batch")
     probation: int = Field(750, ge=0, description="probationary records of a new stream that gives neither "
                            "probation nor length (with a length: the scenario's probation_percent of it)")
-    max_streams: int = Field(100_000, ge=1, description="streams one shard keeps; more are refused (429)")
+    max_streams: int | None = Field(None, ge=1, description="streams one shard keeps, more are refused (429); "
+                                    "default 100,000, or 1,000 for a learned detector (a model per stream, 0.8 to 9 "
+                                    "MB each: docs/serving.md)")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port of Serve's proxy")
     host: str = Field("127.0.0.1", description="address the proxy listens on: loopback unless you ask")
     cpus_per_shard: float = Field(0.5, gt=0.0, description="Ray CPUs each shard replica reserves")
@@ -115,12 +117,24 @@ class ServiceConfig(BaseModel):
         variant = Variant(id=cell.id, type=cell.type, params=cell.params, backend=cell.backend)
         return cls(variant=variant, serve=serve or ServeSpec(), probation_percent=probation_percent, labels=labels or {})
 
+    def stream_limit(self) -> int:
+        """Streams a shard keeps: `serve.max_streams`, else by what one stream costs (docs/serving.md)."""
+        if self.serve.max_streams is not None:
+            return self.serve.max_streams
+        from harness.detectors import resolve_detector
+
+        return LEARNED_STREAMS if resolve_detector(self.variant.type).trains_at_probation else STREAMS
+
     def user_code(self) -> list[str]:
         """The folder of a user's detector package, which the replicas need (shipped as Ray py_modules)."""
         from harness.detectors import user_code_path
 
         folder = user_code_path(self.variant.type)
         return [str(folder)] if folder else []
+
+
+STREAMS, LEARNED_STREAMS = 100_000, 1_000  # default streams per shard: 8.6 KB each for windowedGaussian; a learned
+# stream holds its own model, 0.8 MB (autoencoder) to 9 MB (ensemble) measured by benchmarks/bench_stream_memory.py
 
 
 def is_loopback(host: str) -> bool:

@@ -46,8 +46,8 @@ class Streams:
         s = cfg.serve
         self.shard = shard
         self.training = ThreadPoolExecutor(1, thread_name_prefix=f"training-{shard}")
-        self.table = StreamTable(make_detector_factory(cfg.variant), s.probation, cfg.probation_percent, s.max_streams,
-                                 s.max_probation, s.stream_ttl_s, executor=self.training)
+        self.table = StreamTable(make_detector_factory(cfg.variant), s.probation, cfg.probation_percent,
+                                 cfg.stream_limit(), s.max_probation, s.stream_ttl_s, executor=self.training)
         self._batched.set_max_batch_size(s.max_batch_size)
         self._batched.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
 
