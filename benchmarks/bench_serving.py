@@ -9,7 +9,10 @@
 3. A load cell with a 30 s measured window: `harness run`'s wall time for it, deployment and warm-up included.
 
 Everything listens on 127.0.0.1 only and every run is bounded. Run from the repository root:
-    python benchmarks/bench_serving.py [--port 8123] [--skip-cell]
+    python benchmarks/bench_serving.py [--port 8123] [--skip-cell] [--code DIR]
+
+`--code DIR` runs the service and `harness load` from another checkout (e.g. `git worktree add /tmp/before REV`),
+so a change's cost to the peak is measured on the same machine in the same session.
 """
 
 from __future__ import annotations
@@ -27,18 +30,25 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+CODE = REPO  # the checkout whose service and load generator run (--code)
 CELL = "windowedGaussian.window-288"
 LEARNED = ("scenarios/serving.yaml", "autoencoder.onnxruntime-fp32")
 
 
+def code_env() -> dict[str, str]:
+    """The environment that makes `python -m harness` (and Ray's workers) import CODE's harness."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(CODE), os.environ.get("PYTHONPATH")]))}
+
+
 def harness(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=CODE, env=code_env())
 
 
 def serve(port: int, log: Path, scenario: str = "scenarios/quickstart.yaml", cell: str = CELL) -> subprocess.Popen:
     out = open(log, "w")
     proc = subprocess.Popen([sys.executable, "-m", "harness", "serve", scenario, "--cell", cell, "--port", str(port)],
-                            stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+                            stdout=out, stderr=subprocess.STDOUT, cwd=CODE, env=code_env(), start_new_session=True)
     deadline = time.monotonic() + 120
     while "Ctrl-C stops" not in log.read_text():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -112,7 +122,11 @@ def main() -> None:
     a = argparse.ArgumentParser()
     a.add_argument("--port", type=int, default=8123)
     a.add_argument("--skip-cell", action="store_true")
+    a.add_argument("--code", type=Path, default=REPO, help="the checkout whose service and generator run")
     args = a.parse_args()
+    global CODE
+    CODE = args.code.resolve()
+    print(f"code: {CODE} ({subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=CODE, capture_output=True, text=True).stdout.strip()})")
     url = f"http://127.0.0.1:{args.port}"
     log = Path(tempfile.mkdtemp()) / "serve.log"
     proc = serve(args.port, log)

@@ -126,6 +126,22 @@ def test_a_load_task_warms_every_stream_then_loads_each_path_and_undeploys() -> 
     assert [p.summary.valid for p in result.points] == [True, True]
 
 
+def test_the_scenarios_api_token_reaches_the_service_and_every_warm_up_request(tmp_path) -> None:
+    token = "t0ken-" + "x" * 26
+    (tmp_path / "token").write_text(token + "\n")
+    task, ctx = context({"rates": [30], "streams": 2, "events_per_request": 500, "duration_s": 1, "warmup_s": 0,
+                         "rules": {"min_duration_s": 1, "min_requests": 10}})
+    ctx.serve = {"shards": 1, "token_file": str(tmp_path / "token")}
+    deployed = []
+    cluster = FakeCluster()
+    cluster.deploy = lambda config, name: deployed.append(config) or Deployed()
+    record, _ = execute(task, ctx, {}, None, cluster=cluster)
+    assert record.status.value == "ok", record.error
+    assert deployed[0].api_token == token and "x" * 26 not in repr(deployed[0])  # the replicas get it; repr hides it
+    assert cluster.headers and all(h == {"Authorization": f"Bearer {token}"} for h in cluster.headers)
+    assert token not in str(record.result.model_dump())  # recorded settings name the file, never the token
+
+
 def test_a_failed_load_is_recorded_and_the_deployment_still_goes() -> None:
     task, ctx = context({"rates": [30], "streams": 1, "duration_s": 1, "warmup_s": 0})
     cluster = FakeCluster(fail_load=True)

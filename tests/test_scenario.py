@@ -252,6 +252,13 @@ def _non_nab_corpus(tmp: Path) -> Path:
     return tmp / "notnab"
 
 
+def _short_token(tmp: Path) -> Path:
+    (tmp / "token").write_text("short\n")
+    path = tmp / "s.yaml"
+    path.write_text(f"name: x\n{GOOD_DETECTORS}serve: {{token_file: token}}\n")  # relative to the scenario
+    return path
+
+
 def _missing_thresholds(tmp: Path) -> Path:
     write_nab(tmp / "nab")  # a real (tiny) corpus, so `run` gets as far as the thresholds
     return _text(f"name: x\ncorpus: {{path: nab}}\n{GOOD_DETECTORS}scoring:\n  thresholds: nothr.json\n")(tmp)
@@ -434,6 +441,11 @@ CASES = [
     Case("serve with no shard", _text(f"name: x\n{GOOD_DETECTORS}serve: {{shards: 0}}\n"), ("serve.shards", "1"), cli=False),
     Case("serve with an unknown key", _text(f"name: x\n{GOOD_DETECTORS}serve: {{replicas: 2}}\n"),
          ("serve.replicas", "unknown key"), cli=False),
+    Case("serve exposed without a token", _text(f"name: x\n{GOOD_DETECTORS}serve: {{host: 0.0.0.0}}\n"),
+         ("serve", "0.0.0.0", "token_file", "no_auth")),
+    Case("serve with a token file that does not exist", _text(f"name: x\n{GOOD_DETECTORS}serve: {{token_file: nope.txt}}\n"),
+         ("serve.token_file", "nope.txt"), cli=False),
+    Case("serve with a short token", _short_token, ("serve.token_file", "at least 16"), cli=False),
     Case(
         "thresholds file does not exist",
         _missing_thresholds,
@@ -526,10 +538,14 @@ def test_resume_of_a_missing_folder_creates_nothing(good: Path, tmp_path: Path, 
      ("load", "ftp://x", "--events-per-request", "1", "--rate", "1", "--duration", "1"),
      ("load", "http://127.0.0.1:9", "--events-per-request", "1", "--rate", "1", "--duration", "1"),
      ("load", "http://127.0.0.1:9", "--events-per-request", "1", "--duration", "1"),
-     ("load", "http://127.0.0.1:9", "--events-per-request", "1", "--rate", "-5", "--duration", "1")],
+     ("load", "http://127.0.0.1:9", "--events-per-request", "1", "--rate", "-5", "--duration", "1"),
+     ("serve", "scenarios/quickstart.yaml", "--cell", "null", "--host", "0.0.0.0"),
+     ("serve", "scenarios/quickstart.yaml", "--cell", "null", "--token-file", "/nonexistent/token"),
+     ("serve", "scenarios/quickstart.yaml", "--cell", "null", "--port", "70000")],
     ids=["run without file", "unknown command", "no command", "validate without file", "unknown flag", "corpus without subcommand",
          "serve an unknown cell", "serve without --cell", "load a non-http URL", "load a port nothing answers on",
-         "load without rate or concurrency", "load at a negative rate"],
+         "load without rate or concurrency", "load at a negative rate", "serve beyond loopback without a token",
+         "serve with a missing token file", "serve on port 70000"],
 )
 def test_usage_error_is_one_line_exit_2(args: tuple[str, ...], cli_env) -> None:
     line = one_error_line(harness(cli_env, *args))
