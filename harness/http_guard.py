@@ -1,5 +1,9 @@
-"""The scoring service's HTTP front door, as plain ASGI (no Ray): bodies are read whole, bounded in size and in
-time, before any replica is involved, and every error is JSON.
+"""The scoring service's HTTP front door, as plain ASGI (no Ray), in the process that accepts connections:
+
+- bodies are read whole, bounded in size (chunked ones too) and in time, before any replica is involved;
+- requests are admitted as the service says (`Admission`): the rest wait their turn here, or are shed at once
+  with 503 + Retry-After, instead of queueing in Serve's router;
+- request heads are bounded (431) and every error is JSON, uvicorn's own parse errors included.
 
 Why in front. Ray Serve hands a request to a replica as soon as its headers arrive, and the replica then pulls
 the body; a client that sends a large Content-Length and then a byte a second holds one of the replica's
