@@ -205,8 +205,12 @@ async def trickle(url: str, connections: int, seconds: float, token: str | None)
 
 
 async def burst(url: str, n: int, events: int) -> None:
-    """`n` requests of `events` events at once: each answer's status, Retry-After and body."""
+    """One request (the service's answer tells the HTTP guard what to admit), then `n` requests of `events` events
+    at once: each answer's status, Retry-After and body."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        first, _, _ = await post(session, url, *encode(EventBatch.of(["first"], [1.0], [1.0]), "json"))
+        assert first == 200, first
+
         async def one(k: int) -> list:
             body, kind = encode(EventBatch.of([f"b{k}"] * events, np.arange(float(events)), np.ones(events)), "json")
             async with session.post(url, data=body, headers={"Content-Type": kind}) as r:
