@@ -45,7 +45,7 @@ class ServeSpec(BaseModel):
     no_auth: bool = Field(False, description="serve beyond loopback without a token, knowingly")
     max_events_per_request: int = Field(10_000, ge=1, description="events one request may carry (413 beyond): "
                                         "bounds what one request costs the others")
-    max_streams_per_request: int = Field(256, ge=1, description="distinct streams one request may touch (413 "
+    max_streams_per_request: int = Field(128, ge=1, description="distinct streams one request may touch (413 "
                                          "beyond): each costs a detector call, a new one its set-up")
     max_probation: int = Field(10_000, ge=0, description="the longest probation a stream may ask for (400 "
                                "beyond): a learned detector keeps every probationary record until it trains")
