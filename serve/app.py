@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -102,13 +102,11 @@ def _split(together: Scored, batches: list[EventBatch]) -> list[Scored]:
     return parts
 
 
-def _take(job: Any, which: np.ndarray) -> Any:
+def _take(job: Future, which: np.ndarray) -> Future:
     """A future of `job`'s scores at `which` (a request's share of a job that spans several requests)."""
-    from concurrent.futures import Future
-
     part: Future = Future()
 
-    def done(f: Any) -> None:
+    def done(f: Future) -> None:
         if f.exception() is not None:
             part.set_exception(f.exception())
         else:
