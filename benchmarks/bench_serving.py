@@ -5,7 +5,8 @@
    requests, and the autoencoder on ONNX Runtime fp32 with 10,000-event msgpack requests (its streams trained
    first by a closed-loop run, so the search measures scoring, not training).
 2. Fidelity: `harness load` and hey (if installed: apt install hey) on the same endpoint, closed loop, same
-   concurrency and body size; achieved rate and p95 side by side.
+   concurrency and body size; achieved rate and p95 side by side. `--wrk-only`: only wrk's closed-loop figures
+   (apt install wrk), the same client for any two versions (`--code`).
 3. A load cell with a 30 s measured window: `harness run`'s wall time for it, deployment and warm-up included.
 
 Everything listens on 127.0.0.1 only and every run is bounded. Run from the repository root:
@@ -96,6 +97,32 @@ def fidelity(url: str, concurrency: int, seconds: int) -> None:
               f"p95 {100 * (ours['latency_ms']['p95'] / p95 - 1):+.1f}%")
 
 
+def wrk_closed_loop(url: str, seconds: int = 12) -> None:
+    """An independent client (wrk, closed loop) with one 1,000-event JSON body of 8 streams, all at one time (so
+    any version of the service takes it again and again): what a change costs the service alone, whatever the
+    load generators of two versions do differently."""
+    import numpy as np
+
+    from harness.api import EventBatch, encode
+
+    tmp = Path(tempfile.mkdtemp())
+    body, _ = encode(EventBatch.of([f"w{i % 8}" for i in range(1000)], np.full(1000, 1.7e9),
+                                   np.random.default_rng(0).normal(size=1000)), "json")
+    (tmp / "body.json").write_bytes(body)
+    (tmp / "post.lua").write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                                  f'local f = io.open("{tmp / "body.json"}", "rb")\nwrk.body = f:read("*all")\nf:close()\n')
+    target = url.rstrip("/") + "/v1/score"
+    subprocess.run(["wrk", "-t1", "-c8", "-d3s", "-s", str(tmp / "post.lua"), target], capture_output=True)  # warm
+    for connections in (4, 16):
+        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(tmp / "post.lua"), "--latency",
+                              target], capture_output=True, text=True).stdout
+        rps = re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)
+        p50, p99 = re.search(r"50%\s+(\S+)", out).group(1), re.search(r"99%\s+(\S+)", out).group(1)
+        bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        print(f"  wrk, {connections:2} connections: {float(rps):.0f} req/s, p50 {p50}, p99 {p99}, non-2xx {bad.group(1) if bad else 0}")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def load_cell(port: int) -> None:
     tmp = Path(tempfile.mkdtemp())
     scenario = tmp / "cell.yaml"
@@ -123,6 +150,7 @@ def main() -> None:
     a.add_argument("--port", type=int, default=8123)
     a.add_argument("--skip-cell", action="store_true")
     a.add_argument("--code", type=Path, default=REPO, help="the checkout whose service and generator run")
+    a.add_argument("--wrk-only", action="store_true", help="only wrk's closed-loop figures (apt install wrk)")
     args = a.parse_args()
     global CODE
     CODE = args.code.resolve()
@@ -130,6 +158,13 @@ def main() -> None:
     url = f"http://127.0.0.1:{args.port}"
     log = Path(tempfile.mkdtemp()) / "serve.log"
     proc = serve(args.port, log)
+    if args.wrk_only:
+        try:
+            print(f"Closed loop, one 1,000-event JSON body ({CELL}):")
+            wrk_closed_loop(url)
+        finally:
+            stop(proc)
+        return
     try:
         print(f"Peak at p95 <= 100 ms over HTTP ({CELL}, harness serve, private Ray):")
         peak(url, 1000, "json", 100)
