@@ -91,7 +91,6 @@ def service_config(scenario_path: str | Path, cell_id: str, port: int | None = N
     if cell is None:
         raise InputError(f"no cell {cell_id!r} in this scenario (its cells: {', '.join(c.id for c in cells)})", scenario_path, "--cell")
     if token_file is not None:
-        read_token(token_file, "--token-file")
         token_file = str(Path(token_file).resolve())
     updates = {k: v for k, v in (("port", port), ("host", host), ("token_file", token_file)) if v is not None}
     if no_auth:

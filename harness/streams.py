@@ -4,8 +4,8 @@ Serve shard in serve/app.py holds one `StreamTable`).
 A stream starts on its first event with its settings (`probation`: records learned before any is scored, by
 default the variant's; `length` when known, as for a replayed file; `order`: `timestamp`, the default, refuses
 an event earlier than the stream's latest (a repeated time is taken: real series repeat timestamps), `arrival`
-takes events as they come). Its state lives only
-here: the service routes every event of a stream to the same shard (docs/serving.md), so it is never split.
+takes events as they come). Its state lives only here: the service routes every event of a stream to the same
+shard (docs/serving.md), so it is never split.
 
 What bounds the table: at most `max_streams` streams (429 beyond), a probation of at most `max_probation` (400),
 and streams idle for `ttl_s` are forgotten (their next event starts them again, warming; the answer lists them in
@@ -144,8 +144,7 @@ class StreamTable:
         """Each stream's events scored in order by its own detector (see the module docstring for the jobs)."""
         out = np.empty(len(batch))
         stamps = (batch.timestamp * 1e9).astype("datetime64[ns]")
-        order = np.argsort(batch.index, kind="stable")
-        bounds = np.searchsorted(batch.index[order], np.arange(len(batch.streams) + 1))
+        order, bounds = _by_stream(batch)
         started, jobs, now = [], [], self.clock()
         for k, name in enumerate(batch.streams):
             positions = order[bounds[k] : bounds[k + 1]]
@@ -215,15 +214,20 @@ class StreamTable:
         }
 
 
+def _by_stream(batch: EventBatch) -> tuple[np.ndarray, np.ndarray]:
+    """The batch's positions grouped by stream, each stream's in arrival order, and where each group starts:
+    stream k's events are at `order[bounds[k] : bounds[k + 1]]`."""
+    order = np.argsort(batch.index, kind="stable")
+    return order, np.searchsorted(batch.index[order], np.arange(len(batch.streams) + 1))
+
+
 def _per_stream_times(batch: EventBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per stream of the batch: its first and last event's timestamp, and the position of its first event that
     is earlier than the one before it (-1: none)."""
-    n = len(batch.streams)
-    order = np.argsort(batch.index, kind="stable")
+    order, bounds = _by_stream(batch)
     ts, idx = batch.timestamp[order], batch.index[order]
-    bounds = np.searchsorted(idx, np.arange(n + 1))
     first, last = ts[bounds[:-1]], ts[bounds[1:] - 1]
-    disordered = np.full(n, -1, np.int64)
+    disordered = np.full(len(batch.streams), -1, np.int64)
     bad = np.flatnonzero((idx[1:] == idx[:-1]) & (ts[1:] < ts[:-1]))
     for b in bad[::-1]:  # the earliest bad event of each stream wins
         disordered[idx[b + 1]] = order[b + 1]

@@ -136,6 +136,6 @@ def warm_up_url(url: str, streams: Mapping[str, Any], events_per_request: int, e
 
     async def run() -> Warmed:
         async with HttpTarget(url, timeout_s=timeout_s, connections=parallel, headers=headers) as target:
-            return await warm_up_async(target.post, streams, events_per_request, encoding, settings, parallel=parallel)
+            return await warm_up_async(target.exchange, streams, events_per_request, encoding, settings, parallel=parallel)
 
     return asyncio.run(run())

@@ -4,7 +4,7 @@ number) to `/v1/score` on one keep-alive `aiohttp.ClientSession`, reads the whol
 it raises a `SendError` whose kind is what the results count: "shed" (503 with Retry-After), the HTTP status
 ("500", "503", "401", ...), "bad_response", "timeout", "connection" or "payload" (an answer cut off).
 
-`post` is the same exchange without the check, for the warm-up (harness.load.warmup). `headers` go with every
+`exchange` is the same request without the check, for the warm-up (harness.load.warmup). `headers` go with every
 request: `auth_headers(token)` for a service that wants an API token.
 
 Connections are capped at `connections` (size it to the runner's in-flight cap: the open loop's
@@ -40,7 +40,7 @@ class Exchange(NamedTuple):
 
 
 class HttpTarget:
-    """`async with HttpTarget(url, bodies) as target: await target.send(i)` (or `await target.post(body, kind)`)."""
+    """`async with HttpTarget(url, bodies) as target: await target.send(i)` (or `await target.exchange(body, kind)`)."""
 
     def __init__(self, url: str, bodies: Sequence[tuple[bytes, str]] = (), timeout_s: float = 10.0, *,
                  connections: int = 1024, events: Sequence[int] | None = None,
@@ -76,12 +76,9 @@ class HttpTarget:
         answer = await self.exchange(*self.bodies[k])
         check_response(answer.status, answer.body, answer.content_type, self.events[k], answer.retry_after)
 
-    async def post(self, body: bytes, content_type: str, headers: Mapping[str, str] | None = None) -> Exchange:
+    async def exchange(self, body: bytes, content_type: str, headers: Mapping[str, str] | None = None) -> Exchange:
         """(status, answer body, answer content type, Retry-After) of one request, unchecked; raises only when no
         answer came."""
-        return await self.exchange(body, content_type, headers)
-
-    async def exchange(self, body: bytes, content_type: str, headers: Mapping[str, str] | None = None) -> Exchange:
         import aiohttp
 
         if self._session is None:

@@ -13,7 +13,7 @@ A shed request (503 with Retry-After: the service is busy, by its own account) i
 again after the Retry-After it gave, for up to SHED_PATIENCE_S in all.
 
 `post(body, content_type, headers) -> (status, answer body, answer content type, Retry-After or None)`, plain or
-async, is all it needs: `HttpTarget.post` (harness load), or the load task's `cluster.post` (harness.tasks.load).
+async, is all it needs: `HttpTarget.exchange` (harness load), or the load task's `cluster.post` (harness.tasks.load).
 """
 
 from __future__ import annotations
