@@ -33,7 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness.api import EventBatch, encode  # noqa: E402
+from harness.serving.api import EventBatch, encode  # noqa: E402
 
 TOKEN = "bench-abuse-token-" + "0123456789abcdef" * 2
 GAUSS = ("scenarios/quickstart.yaml", "windowedGaussian.window-288")
@@ -335,7 +335,7 @@ async def beside_max_size(port: int, big: Callable[[int], tuple[bytes, str]], la
 
 def gauss_max(k: int) -> tuple[bytes, str]:
     """10,000 events over as many streams new to the service as one request may touch (the most it may carry)."""
-    from harness.serving import ServeSpec
+    from harness.serving.config import ServeSpec
 
     n = ServeSpec().max_streams_per_request
     ids = [f"max-{k}-{i % n}" for i in range(10_000)]

@@ -89,15 +89,15 @@ def errors(compiled, model, x: np.ndarray) -> dict[str, float]:
 
 
 def token(spec: dict) -> str:
-    from harness.backends import BackendSpec
+    from harness.backends import as_spec
 
-    return BackendSpec(**spec).token
+    return as_spec(spec).token
 
 
 def bench(args, ex) -> list[dict]:
     import torch
 
-    from harness.backends import BackendSpec, prepare
+    from harness.backends import as_spec, prepare
     from harness.backends import onnx_export
     from harness.timing import measure
 
@@ -140,7 +140,7 @@ def bench(args, ex) -> list[dict]:
                 "spiky_max_abs_err": err_spiky["max_abs_err"], "spiky_rel_err": err_spiky["rel_err"],
                 "size_bytes": comp.size_bytes, "info": comp.info,
             }
-            if BackendSpec(**spec).backend == "torch":
+            if as_spec(spec).backend == "torch":
                 base = row
             row["speedup_b1"] = base["b1"]["p50_ms"] / lat1.p50_ms
             row["speedup_b"] = base[f"b{args.batch}"]["p50_ms"] / latb.p50_ms

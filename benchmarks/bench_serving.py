@@ -103,7 +103,7 @@ def wrk_closed_loop(url: str, seconds: int = 12) -> None:
     load generators of two versions do differently."""
     import numpy as np
 
-    from harness.api import EventBatch, encode
+    from harness.serving.api import EventBatch, encode
 
     tmp = Path(tempfile.mkdtemp())
     body, _ = encode(EventBatch.of([f"w{i % 8}" for i in range(1000)], np.full(1000, 1.7e9),

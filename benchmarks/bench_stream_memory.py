@@ -39,11 +39,11 @@ def rss_mb() -> float:
 def one(kind: str, backend: dict | None, streams: int, probation: int) -> dict:
     import numpy as np
 
-    from harness.api import EventBatch
-    from harness.serving import Variant, make_detector_factory
-    from harness.streams import StreamTable
+    from harness.serving.api import EventBatch
+    from harness.serving.config import Variant
+    from harness.serving.streams import StreamTable
 
-    table = StreamTable(make_detector_factory(Variant(type=kind, backend=backend)), probation, max_streams=10**6)
+    table = StreamTable(Variant(type=kind, backend=backend).detector_factory(), probation, max_streams=10**6)
     n = probation + 50
     t = 1.7e9 + 300.0 * np.arange(n)
     v = 50 + 10 * np.sin(np.arange(n) / 46.0)

@@ -52,26 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--no-auth", action="store_true", help="serve a non-loopback --host without a token, knowingly")
 
     ld = sub.add_parser("load", help="load any endpoint speaking the scoring API and print the summary (docs/load.md)")
-    ld.add_argument("url", help="the service's URL (http://host:port, or its /v1/score)")
-    ld.add_argument("--events-per-request", type=int, required=True, metavar="N")
-    how = ld.add_mutually_exclusive_group(required=True)
-    how.add_argument("--rate", type=float, help="open loop: requests per second offered")
-    how.add_argument("--concurrency", type=int, help="closed loop: concurrent clients")
-    ld.add_argument("--duration", type=float, required=True, metavar="S", help="measured seconds")
-    ld.add_argument("--warmup", type=float, default=2.0, metavar="S", help="seconds of load before the measured window")
-    ld.add_argument("--arrivals", choices=["constant", "poisson"], default="constant", help="open loop: arrival process")
-    ld.add_argument("--think-time", type=float, default=0.0, metavar="S", help="closed loop: pause between a client's requests")
-    ld.add_argument("--encoding", choices=["json", "msgpack"], default="json")
-    ld.add_argument("--streams", type=int, default=8, help="streams replayed (synthetic, or the corpus's first files)")
-    ld.add_argument("--corpus", help="replay this NAB-layout folder's files instead of synthetic streams")
-    ld.add_argument("--max-in-flight", type=int, default=256, help="open loop: outstanding requests before new ones are dropped")
-    ld.add_argument("--timeout", type=float, default=10.0, metavar="S", help="per request")
-    ld.add_argument("--find-peak", action="store_true", help="search the highest rate whose p95 meets --slo-p95-ms (from --rate)")
-    ld.add_argument("--slo-p95-ms", type=float, default=100.0)
-    ld.add_argument("--min-duration", type=float, help="VALID needs this many measured seconds (default: min(10, --duration))")
-    ld.add_argument("--token-file", metavar="FILE", help="send `Authorization: Bearer <token>` on every request, the "
-                    "token being FILE's one line (the service's serve.token_file)")
-    ld.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    from harness.load.command import add_arguments
+
+    add_arguments(ld)
 
     h = sub.add_parser("history", help="runs indexed in the history store, and a metric's trend (docs/history.md)"
                        ).add_subparsers(dest="history_cmd", required=True, parser_class=_Parser)
@@ -249,7 +232,7 @@ def cmd_serve(args) -> int:
     config = service_config(args.scenario, args.cell, port=args.port, host=args.host, token_file=args.token_file,
                             no_auth=args.no_auth)
     from harness.execution.runner import RayRunner, check_address, inside_ray_job
-    from harness.execution.serving import check_free, deploy, undeploy
+    from harness.serving.deploy import check_free, deploy, undeploy
 
     check_address(args.address)
     if args.address is None and not inside_ray_job():  # a private Ray: refuse a busy port before starting it

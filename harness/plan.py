@@ -14,9 +14,7 @@ from pydantic import ValidationError
 from harness.corpus.layout import Corpus, check_layout, load_corpus, read_labels, select
 from harness.errors import InputError
 from harness.scenario import Cell, Scenario, load_scenario
-from harness.scoring.profiles import Profile, load_profiles, load_thresholds
-
-REFERENCE_PROFILE = "standard"  # the table's detection metrics and threshold are read at this profile's threshold
+from harness.scoring.profiles import REFERENCE_PROFILE, Profile, load_profiles, load_thresholds
 
 
 @dataclass
@@ -83,7 +81,7 @@ def service_config(scenario_path: str | Path, cell_id: str, port: int | None = N
                    token_file: str | None = None, no_auth: bool = False):
     """The ServiceConfig that deploys one cell's variant with the scenario's `serve:` settings and the command
     line's port, host and token file (read here, in the driver: the replicas get the token, not the file)."""
-    from harness.serving import ServeSpec, ServiceConfig
+    from harness.serving.config import ServeSpec
     from harness.tokens import read_token
 
     scenario, cells, _ = load_scenario(scenario_path)
@@ -102,6 +100,6 @@ def service_config(scenario_path: str | Path, cell_id: str, port: int | None = N
         where = first["loc"][0] if first["loc"] else "host"  # the model's own check: an exposed host, no token
         raise InputError(first["msg"].removeprefix("Value error, "), scenario_path, f"--{where}".replace("_", "-")) from None
     token = read_token(serve.token_file, "--token-file") if serve.token_file else None
-    config = ServiceConfig.for_cell(cell, serve, scenario.scoring.probation_percent, scenario.target_labels(cell))
+    config = cell.service(serve, scenario.scoring.probation_percent, scenario.target_labels(cell))
     return config.model_copy(update={"api_token": token})
 

@@ -337,24 +337,24 @@ def crossover_points(results: list[CellResult]) -> dict[str, dict[str, list[tupl
     """{backend entry: {model: [(batch, speedup)]}}: every reduced-precision or pruned row's throughput against
     its model's unpruned fp32 row on the same runtime, at batch 1, the large batch and each `timing.sweep` size."""
     def key(r: CellResult) -> str:
-        return r.cell.id.replace("." + r.cell.backend.token, "")  # the model (and its target, if any)
+        return r.cell.id.replace("." + r.cell.build, "")  # the model (and its target, if any)
 
     def speeds(r: CellResult) -> dict[int, float]:
         t = r.timing
         return {f.batch: f.events_per_s for f in (t.batch1, t.batchN, *t.sweep.values())} if t else {}
 
     timed = [r for r in results if r.cell.backend is not None and r.status == Status.OK and r.timing is not None]
-    fp32 = {(key(r), r.cell.backend.backend): speeds(r) for r in timed if r.cell.backend.precision == "fp32" and r.cell.backend.prune is None}
+    fp32 = {(key(r), r.cell.backend.backend): speeds(r) for r in timed if r.cell.backend.precision == "fp32" and r.cell.pruning is None}
     out: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for r in timed:
         spec = r.cell.backend
         ref = fp32.get((key(r), spec.backend))
-        if ref is None or (spec.precision == "fp32" and spec.prune is None):
+        if ref is None or (spec.precision == "fp32" and r.cell.pruning is None):
             continue
         mine = speeds(r)
         points = [(b, mine[b] / ref[b]) for b in sorted(mine) if b in ref and ref[b] > 0]
         if points:
-            out.setdefault(spec.token, {})[key(r)] = points
+            out.setdefault(r.cell.build, {})[key(r)] = points
     return out
 
 

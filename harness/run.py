@@ -118,7 +118,7 @@ def execute(
         folder.check_new()
     loads = p.scenario.load is not None
     results = {c.id: folder.read_cell(c, kinds_of(c, loads)) for c in p.cells}
-    tasks = plan_tasks(p.cells, p.scenario.timing.model_dump(), len(p.corpus.files), loads, p.scenario.targets)
+    tasks = plan_tasks(p.cells, p.scenario.timing, len(p.corpus.files), loads, p.scenario.targets)
     todo = tasks_to_run(tasks, results)
     todo_ids = {t.id for t in todo}
     handed = {  # what finished tasks hand over to those about to run after them
@@ -180,14 +180,13 @@ def _run_tasks(
     from harness.detectors import user_code_path
     from harness.execution.runner import RayRunner
     from harness.progress import Progress
+    from harness.serving.config import ServeSpec
 
     code = [str(path) for t in todo if (path := user_code_path(t.cell.type)) is not None]
     context = RunContext(
-        p.corpus, p.profiles, p.thresholds, p.scenario.scoring.probation_percent, p.scenario.timing.model_dump(),
-        serve=p.scenario.serve.model_dump() if p.scenario.serve else None,
-        load=p.scenario.load.model_dump() if p.scenario.load else None,
-        targets={name: t.model_dump() for name, t in p.scenario.targets.items()},
-        policies=[x.model_dump() for x in p.scenario.scoring.policies],
+        p.corpus, p.profiles, p.thresholds, p.scenario.scoring.probation_percent, p.scenario.timing,
+        serve=p.scenario.serve or ServeSpec(), load=p.scenario.load, targets=dict(p.scenario.targets),
+        policies=list(p.scenario.scoring.policies),
     )
     with RayRunner(address, code, metrics) as runner, Progress(sum(t.units for t in todo), "steps (files scored, timings, load tests)") as bar:
         manifest.ray = runner.describe()

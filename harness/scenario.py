@@ -1,4 +1,6 @@
-"""Scenario files: YAML validated by a pydantic schema, expanded into cells.
+"""Scenario files: YAML validated by a pydantic schema, composed of each component's own settings (load, timing,
+threshold policies, targets, serving, backends, pruning: each defined beside its component), and expanded into
+cells.
 
 Every error becomes one `InputError` line naming the file, the field and what was expected.
 """
@@ -8,15 +10,19 @@ from __future__ import annotations
 import itertools
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, field_validator, model_validator
 
-from harness.backends.base import BackendSpec
-from harness.errors import InputError
-from harness.load.validity import ValidityRules
-from harness.serving import ServeSpec
+from harness.backends import BackendSpec, as_spec
+from harness.detectors.pruning import PruningSpec
+from harness.errors import InputError, field_error, kind_of
+from harness.load.settings import LoadSpec
+from harness.serving.config import ServeSpec, ServiceConfig, Variant
+from harness.targets import TargetSpec, labels_for
+from harness.thresholds.spec import PolicySpec
+from harness.timing import TimingSpec
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
@@ -83,143 +89,36 @@ class DetectorSpec(_Strict):
         return self.label or default_label(self.type)
 
 
-class TimingSpec(_Strict):
-    """How backend latency is measured (docs/timing.md)."""
-
-    batch: int = Field(256, ge=2, description="the large batch; batch 1 is always timed too")
-    warmup: int = Field(20, ge=0)
-    min_iterations: int = Field(100, ge=1)
-    min_duration_s: float = Field(1.0, ge=0.0, description="per round and batch size")
-    rounds: int = Field(3, ge=1, le=20, description="rounds of both batch sizes, alternating; samples pooled")
-    sweep: list[int] = Field(
-        default_factory=list, max_length=12,
-        description="more batch sizes, each timed in one round after the others: the batch axis of the precision "
-        "crossover plot (crossover.png)",
-    )
-    exclusive: bool = Field(
-        True,
-        description="time each backend cell alone on a node, after scoring (reserves all its CPUs); false: time "
-        "inside the cell, beside whatever else runs (faster, noisier)",
-    )
-
-    @field_validator("sweep")
-    @classmethod
-    def _sweep_sizes(cls, v: list[int]) -> list[int]:
-        if any(b < 1 or b > 65536 for b in v):
-            raise ValueError("sweep batch sizes must lie in 1..65536")
-        return sorted(set(v))
-
-
-class PolicySpec(_Strict):
-    """A threshold policy applied to every cell's scores (docs/thresholds.md); `grid` values are the candidates
-    its parameters are chosen among (on all files for the oracle, on the other categories for the honest number)."""
-
-    type: Literal["fixed", "rolling_quantile", "spot"]
-    params: dict[str, Any] = Field(default_factory=dict)
-    grid: dict[str, list[Any]] = Field(default_factory=dict)
-
-    def candidates(self) -> list[Any]:
-        from harness.thresholds import POLICIES
-
-        keys = list(self.grid)
-        return [POLICIES[self.type](**{**self.params, **dict(zip(keys, combo))})
-                for combo in (itertools.product(*(self.grid[k] for k in keys)) if keys else [()])]
-
-    @model_validator(mode="after")
-    def _valid(self) -> "PolicySpec":
-        for k, values in self.grid.items():
-            if not values:
-                raise ValueError(f"grid {k!r} needs at least one value")
-        try:
-            self.candidates()
-        except ValidationError as exc:
-            field, msg = _first_error(exc)
-            raise ValueError(f"{field}: {msg}") from None
-        return self
-
-
 class ScoringSpec(_Strict):
     thresholds: str = Field("optimize", description="'optimize', or a thresholds file in NAB's format")
     probation_percent: float = Field(0.15, ge=0.0, lt=1.0)
     policies: list[PolicySpec] = Field(default_factory=list, description="threshold policies to apply to every cell's scores")
 
 
-class LoadSpec(_Strict):
-    """A scenario's load test of every variant on Ray Serve (docs/load.md). Each variant is deployed once, its
-    streams warmed (trained) outside the measured window, then loaded at each rate (open loop) or concurrency
-    (closed loop), on each path, and optionally searched for its peak rate at the SLO."""
+class Build(_Strict):
+    """One `backends:` entry: the runtime a learned detector's model runs on, and the pruning done to it first.
+    Written flat in the YAML ({backend: onnxruntime, precision: int8, prune: structured, sparsity: 0.5})."""
 
-    paths: list[Literal["http", "handle"]] = Field(["http", "handle"], min_length=1,
-                                                   description="http: through Serve's proxy; handle: a DeploymentHandle inside the cluster")
-    mode: Literal["open", "closed"] = "open"
-    arrivals: Literal["constant", "poisson"] = "constant"
-    rates: list[float] = Field(default_factory=list, description="open loop: requests/s, one measured run each")
-    concurrency: list[int] = Field(default_factory=list, description="closed loop: virtual clients, one run each")
-    think_time_s: float = Field(0.0, ge=0.0)
-    events_per_request: int = Field(1000, ge=1)
-    encoding: Literal["json", "msgpack"] = "json"
-    streams: int = Field(8, ge=1, description="corpus files replayed as streams (the first N)")
-    duration_s: float = Field(30.0, gt=0.0, description="measured window of each run")
-    warmup_s: float = Field(5.0, ge=0.0, description="load before the measured window of each run (not recorded)")
-    slo_p95_ms: float = Field(100.0, gt=0.0)
-    find_peak: bool = Field(False, description="search the highest rate whose p95 meets the SLO, VALID")
-    peak_start_rps: float = Field(20.0, gt=0.0)
-    peak_max_runs: int = Field(8, ge=2, le=30)
-    peak_precision: float = Field(0.05, gt=0.0, lt=1.0, description="relative width at which the search stops")
-    peak_duration_s: float | None = Field(None, gt=0.0, description="measured window of each probe (default duration_s)")
-    generators: int = Field(1, ge=1, le=16, description="load generator actors (their histograms are merged)")
-    max_in_flight: int = Field(256, ge=1)
-    timeout_s: float = Field(10.0, gt=0.0)
-    profile: bool = Field(False, description="py-spy flame graphs of every replica and the proxy during the first run")
-    kill_replica_at_s: float | None = Field(None, ge=0.0, description="fault: kill shard 0's replica this many "
-                                            "seconds into the first run's measured window")
-    rules: ValidityRules = Field(default_factory=ValidityRules)
+    backend: BackendSpec
+    pruning: PruningSpec | None = None
 
-    @model_validator(mode="after")
-    def _something_to_run(self) -> "LoadSpec":
-        if self.mode == "open" and not self.rates and not self.find_peak:
-            raise ValueError("open loop needs 'rates' or 'find_peak: true'")
-        if self.mode == "closed" and not self.concurrency:
-            raise ValueError("closed loop needs 'concurrency'")
-        if self.find_peak and self.mode != "open":
-            raise ValueError("find_peak searches rates: it needs mode 'open'")
-        return self
+    @property
+    def token(self) -> str:
+        """The cell-id part: the runtime's token, then the pruning's."""
+        return build_token(self.backend, self.pruning)
 
 
-class TargetSpec(_Strict):
-    """A node group cells run on, chosen by Ray node labels (`ray start --labels tier=edge`), with the limits
-    its tasks keep to there."""
-
-    labels: dict[str, str] = Field(min_length=1, description="node labels a node of this target has, e.g. {tier: edge}")
-    cpus: float | None = Field(None, gt=0.0, description="CPUs a scoring task reserves here (default: the backend's threads, 1 without)")
-    threads: int | None = Field(None, ge=1, le=64, description="backend intra-op threads here (replaces the backend entry's threads)")
-    memory: int | None = Field(None, gt=0, description="bytes of memory each task reserves here (Ray's memory resource); "
-                               "'512MiB', '2GiB' and '1.5GB' are read as bytes")
-
-    @field_validator("labels")
-    @classmethod
-    def _label_values(cls, v: dict[str, str]) -> dict[str, str]:
-        for key, value in v.items():
-            if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?", str(key)) or not re.fullmatch(r"[A-Za-z0-9._-]*", str(value)):
-                raise ValueError(f"label {key}={value}: expected letters, digits, '.', '_' or '-'")
-        return {str(k): str(val) for k, val in v.items()}
-
-    @field_validator("memory", mode="before")
-    @classmethod
-    def _bytes(cls, v: Any) -> Any:
-        return parse_bytes(v) if isinstance(v, str) else v
+def _entry(value: Any) -> Build:
+    """A flat YAML backend entry split into its runtime and its pruning; errors name the entry's own keys."""
+    if isinstance(value, Build):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a backend entry (backend, precision...), got {kind_of(value)}")
+    runtime, pruning = PruningSpec.split(value)
+    return Build(backend=as_spec(runtime), pruning=pruning)
 
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-def parse_bytes(text: str) -> int:
-    """'512MiB', '2GiB', '1.5GB', '1000' -> bytes; ValueError naming the expected form otherwise."""
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
-    if not m or m.group(2).lower() not in _UNITS:
-        raise ValueError(f"expected a size like 512MiB, 2GiB or 1.5GB, got {text!r}")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+BackendEntry = Annotated[Build, PlainValidator(_entry), PlainSerializer(lambda b: {**b.backend.model_dump(), **(b.pruning.model_dump() if b.pruning else {})})]
 
 
 class Scenario(_Strict):
@@ -227,7 +126,7 @@ class Scenario(_Strict):
     description: str = ""
     corpus: CorpusSpec = Field(default_factory=lambda: CorpusSpec(synthetic=SyntheticCorpus()))
     detectors: list[DetectorSpec] = Field(min_length=1)
-    backends: list[BackendSpec] = Field(default_factory=list)
+    backends: list[BackendEntry] = Field(default_factory=list)
     timing: TimingSpec = Field(default_factory=TimingSpec)
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     serve: ServeSpec | None = Field(None, description="how a variant is deployed on Ray Serve (docs/serving.md)")
@@ -237,7 +136,7 @@ class Scenario(_Strict):
 
     def target_labels(self, cell: "Cell") -> dict[str, str]:
         """The node labels of the target `cell` runs on (none without a target)."""
-        return dict(self.targets[cell.target].labels) if cell.target else {}
+        return labels_for(self.targets, cell.target)
 
     @field_validator("targets")
     @classmethod
@@ -249,7 +148,7 @@ class Scenario(_Strict):
 
     @field_validator("backends")
     @classmethod
-    def _distinct_backends(cls, v: list[BackendSpec]) -> list[BackendSpec]:
+    def _distinct_backends(cls, v: list[Build]) -> list[Build]:
         tokens = [b.token for b in v]
         for i, t in enumerate(tokens):
             if t in tokens[:i]:
@@ -275,7 +174,25 @@ class Cell(BaseModel):
     params: dict[str, Any]
     axes: dict[str, Any]  # the swept values that distinguish this cell
     backend: BackendSpec | None = None  # None: the detector's own (torch) inference, or no model at all
+    pruning: PruningSpec | None = None  # what its backend entry prunes after training
+
+    @property
+    def build(self) -> str:
+        """Its backend entry's part of the id (`onnxruntime-int8-dynamic.prune-structured.sparsity-0.5`); '' without."""
+        return "" if self.backend is None else build_token(self.backend, self.pruning)
+
+    def service(self, serve: ServeSpec | None, probation_percent: float, labels: dict[str, str] | None = None) -> ServiceConfig:
+        """This cell's variant as a service: with the scenario's `serve:` settings and probation, on its target's
+        node labels."""
+        variant = Variant(id=self.id, type=self.type, params=self.params, backend=self.backend, pruning=self.pruning)
+        return ServiceConfig(variant=variant, serve=serve or ServeSpec(), probation_percent=probation_percent,
+                             labels=labels or {})
     target: str | None = None  # the scenario target (node group) its tasks run on; None: wherever Ray puts them
+
+
+def build_token(backend: Any, pruning: PruningSpec | None) -> str:
+    """A backend entry's part of a cell id: the runtime's token, then the pruning's."""
+    return ".".join([backend.token, *([pruning.token] if pruning else [])])
 
 
 def _cell_token(value: Any) -> str:
@@ -297,19 +214,21 @@ def expand(scenario: Scenario) -> list[Cell]:
             try:
                 cls.Params.model_validate(params)
             except ValidationError as exc:
-                field, msg = _first_error(exc)
+                field, msg = field_error(exc)
                 where = "grid" if field.split(".")[0] in axes else "params"
                 raise ScenarioFieldError(f"detectors[{i}].{where}" + (f".{field}" if field else ""), msg) from None
             base_id = ".".join([spec.name] + [f"{_cell_token(k)}-{_cell_token(v)}" for k, v in axes.items()])
-            for backend in (scenario.backends if cls.uses_backends and scenario.backends else [None]):
+            for build in (scenario.backends if cls.uses_backends and scenario.backends else [None]):
+                backend = build.backend if build else None
                 cells.append(
                     Cell(
-                        id=f"{base_id}.{backend.token}" if backend else base_id,
+                        id=f"{base_id}.{build.token}" if build else base_id,
                         detector=spec.name,
                         type=spec.type,
                         params=params,
                         axes={**axes, **({"backend": backend.backend, "precision": backend.precision} if backend else {})},
                         backend=backend,
+                        pruning=build.pruning if build else None,
                     )
                 )
     if scenario.targets:
@@ -358,33 +277,8 @@ def read_yaml_mapping(path: str | Path) -> tuple[dict, str]:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise InputError(f"invalid YAML{where}: {problem}", path) from None
     if not isinstance(data, dict):
-        raise InputError(f"expected a mapping at the top level, got {_kind(data)}", path)
+        raise InputError(f"expected a mapping at the top level, got {kind_of(data)}", path)
     return data, text
-
-
-def _kind(value: Any) -> str:
-    names = {list: "a list", str: "a string", type(None): "nothing", int: "an integer", float: "a number", bool: "a boolean"}
-    return names.get(type(value), f"a {type(value).__name__}")
-
-
-def _loc(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _first_error(exc: ValidationError) -> tuple[str, str]:
-    err = exc.errors()[0]
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif err["type"] == "missing":
-        msg = "required field is missing"
-    elif "input" in err and err["type"].endswith("_type"):
-        msg = f"{msg}, got {_kind(err['input'])}"
-    return _loc(loc), msg
 
 
 def load_scenario(
@@ -397,7 +291,7 @@ def load_scenario(
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        field, msg = _first_error(exc)
+        field, msg = field_error(exc)
         raise InputError(msg, path, field or None) from None
     if corpus_override is not None:
         scenario.corpus = CorpusSpec(path=str(Path(corpus_override).resolve()), only=scenario.corpus.only)

@@ -10,11 +10,46 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness.stats import Summary, spread_pct, summarize
+
+
+
+class TimingSpec(BaseModel):
+    """A scenario's `timing:` section: how backend latency is measured, and whether alone on a node."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch: int = Field(256, ge=2, description="the large batch; batch 1 is always timed too")
+    warmup: int = Field(20, ge=0)
+    min_iterations: int = Field(100, ge=1)
+    min_duration_s: float = Field(1.0, ge=0.0, description="per round and batch size")
+    rounds: int = Field(3, ge=1, le=20, description="rounds of both batch sizes, alternating; samples pooled")
+    sweep: list[int] = Field(
+        default_factory=list, max_length=12,
+        description="more batch sizes, each timed in one round after the others: the batch axis of the precision "
+        "crossover plot (crossover.png)",
+    )
+    exclusive: bool = Field(
+        True,
+        description="time each backend cell alone on a node, after scoring (reserves all its CPUs); false: time "
+        "inside the cell, beside whatever else runs (faster, noisier)",
+    )
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep_sizes(cls, v: list[int]) -> list[int]:
+        if any(b < 1 or b > 65536 for b in v):
+            raise ValueError("sweep batch sizes must lie in 1..65536")
+        return sorted(set(v))
+
+    def measurement(self) -> dict[str, Any]:
+        """`time_batches`'s settings (`exclusive` is placement, not measurement)."""
+        return self.model_dump(exclude={"exclusive"})
 
 
 @dataclass

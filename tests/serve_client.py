@@ -20,7 +20,7 @@ import time
 import aiohttp
 import numpy as np
 
-from harness.api import EventBatch, decode_scores, encode
+from harness.serving.api import EventBatch, decode_scores, encode
 
 
 async def post(session: aiohttp.ClientSession, url: str, body: bytes, kind: str) -> tuple[int, bytes, str]:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness.backends import BACKENDS, DEFAULT_ORT_QUANTIZATION, BackendSpec, output_errors, prepare
+from harness.backends import BACKENDS, DEFAULT_ORT_QUANTIZATION, as_spec, output_errors, prepare
 from harness.backends import onnx_export
 from harness.detectors.torch_models import DenseAE, LinearLSTM
 
@@ -131,7 +131,7 @@ def compiled(models, calibration, cache_dir):
     def get(kind: str, **spec):
         key = (kind, tuple(sorted(spec.items())))
         if key not in built:
-            built[key] = prepare(BackendSpec(**spec), models[kind], calibration, cache_dir)
+            built[key] = prepare(as_spec(spec), models[kind], calibration, cache_dir)
         return built[key]
 
     return get
@@ -159,29 +159,29 @@ def fresh_templates():
 
 def test_spec_combinations():
     assert BACKENDS == ("torch", "onnxruntime", "openvino")
-    assert BackendSpec(backend="onnxruntime", precision="int8").quantization == DEFAULT_ORT_QUANTIZATION == "dynamic"
-    assert BackendSpec(backend="onnxruntime", precision="int8", quantization="static").token == "onnxruntime-int8-static"
+    assert as_spec(dict(backend="onnxruntime", precision="int8")).quantization == DEFAULT_ORT_QUANTIZATION == "dynamic"
+    assert as_spec(dict(backend="onnxruntime", precision="int8", quantization="static")).token == "onnxruntime-int8-static"
     # a scenario entry dumps quantization=None: the default fills in
-    assert BackendSpec.model_validate({"backend": "onnxruntime", "precision": "int8", "quantization": None, "threads": 1}).quantization == "dynamic"
+    assert as_spec({"backend": "onnxruntime", "precision": "int8", "quantization": None, "threads": 1}).quantization == "dynamic"
     with pytest.raises(ValueError, match="torch int8 is not offered"):
-        BackendSpec(backend="torch", precision="int8")
+        as_spec(dict(backend="torch", precision="int8"))
     with pytest.raises(ValueError, match="onnxruntime int8 only"):
-        BackendSpec(backend="openvino", precision="int8", quantization="static")
+        as_spec(dict(backend="openvino", precision="int8", quantization="static"))
     with pytest.raises(ValueError):
-        BackendSpec(backend="onnxruntime", threads=0)
+        as_spec(dict(backend="onnxruntime", threads=0))
     with pytest.raises(ValueError, match="onnxruntime only"):
-        BackendSpec(backend="openvino", graph_optimization="basic")
+        as_spec(dict(backend="openvino", graph_optimization="basic"))
     with pytest.raises(ValueError, match="static int8 only"):
-        BackendSpec(backend="onnxruntime", precision="int8", calibration_headroom=3.0)
+        as_spec(dict(backend="onnxruntime", precision="int8", calibration_headroom=3.0))
     # a cell carries its spec as a dump of every field: it must validate again, unchanged
     for spec in ({"backend": b} for b in BACKENDS):
         for extra in ({}, {"precision": "int8"}, {"precision": "int8", "quantization": "static", "calibration_headroom": 1.5}):
             try:
-                s = BackendSpec(**spec, **extra)
+                s = as_spec({**spec, **extra})
             except ValueError:
                 continue
-            assert BackendSpec.model_validate(s.model_dump()) == s
-            assert BackendSpec.model_validate(s.model_dump(mode="json")).token == s.token
+            assert as_spec(s.model_dump()) == s
+            assert as_spec(s.model_dump(mode="json")).token == s.token
 
 
 # Reduced float precisions, measured relative error (max |y - torch| / max |torch|) on held-out windows: bf16
@@ -203,7 +203,7 @@ def test_reduced_float_precisions_run_close_to_torch_and_cache(backend, precisio
             assert prepare({"backend": backend, "precision": precision}, models[name], calibration, tmp_path).info["cache"] == "hit"
     for bad, offered in ((("torch", "fp16"), "onnxruntime or openvino"), (("onnxruntime", "bf16"), "torch or openvino")):
         with pytest.raises(ValueError, match=f"{bad[0]} {bad[1]} is not offered; use backend {offered}"):
-            BackendSpec(backend=bad[0], precision=bad[1])
+            as_spec(dict(backend=bad[0], precision=bad[1]))
 
 
 def test_torch_int8_refused_by_prepare(models, calibration):
@@ -251,7 +251,7 @@ def test_fp32_matches_torch(kind, backend, models, compiled, held_out):
 def test_int8_round_trip_within_tolerance(kind, spec, models, compiled, held_out):
     """Export + quantize + compile + infer; outputs within the INT8 tolerance of torch at batch 1 and 300."""
     c = compiled(kind, **spec)
-    token = BackendSpec(**spec).token
+    token = as_spec(spec).token
     scale = float(np.abs(torch_out(models[kind], held_out)).max())  # the outputs' magnitude
     for batch in (held_out[:1], held_out):
         ref = torch_out(models[kind], batch)

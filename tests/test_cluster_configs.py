@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from conftest import REPO, kill_stragglers, needs_netns, ray_env, stop_group
-from harness.http_guard import IMPORT_PATH as GUARD  # every node's Serve front door (docs/serving.md)
+from harness.serving.http_guard import IMPORT_PATH as GUARD  # every node's Serve front door (docs/serving.md)
 
 CLUSTERS = REPO / "clusters"
 KUBERAY = CLUSTERS / "kuberay"
@@ -125,7 +125,7 @@ def test_launcher_start_commands_export_the_token_as_bash_runs_them(path: Path, 
         assert out.returncode == 0, out.stderr
         seen = dict(line.split("=", 1) for line in out.stdout.splitlines())
         assert seen["MODE"] == "token" and seen["TOKEN"] == token and seen["STATS"] == "0", seen
-        assert seen["GUARD"] == GUARD, seen  # Serve's proxies read bodies whole, bounded (harness.http_guard)
+        assert seen["GUARD"] == GUARD, seen  # Serve's proxies read bodies whole, bounded (harness.serving.http_guard)
         assert token not in seen["ARGS"]
 
 

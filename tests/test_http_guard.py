@@ -1,4 +1,4 @@
-"""The HTTP guard (harness.http_guard) as plain ASGI, with a scripted client and a stand-in service: bodies are
+"""The HTTP guard (harness.serving.http_guard) as plain ASGI, with a scripted client and a stand-in service: bodies are
 read whole and bounded in size and time, refusals are JSON and let the client read them, the service's
 answers teach the guard what to admit, and beyond that requests are shed at once. tests/test_serve.py and
 tests/test_exposure.py run it in Serve's real proxy."""
@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from harness.api import RequestError
-from harness.http_guard import ADMIT_HEADER, Admission, BodyGuard, ClientGone, read_body
+from harness.serving.api import RequestError
+from harness.serving.http_guard import ADMIT_HEADER, Admission, BodyGuard, ClientGone, read_body
 
 
 def client(*chunks: bytes, delay_s: float = 0.0, complete: bool = True):

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness.timing import TimingSpec
 from harness.plan import plan
 from harness.report import build_table, leaderboard
 from harness.results.schema import CellResult
@@ -28,8 +29,8 @@ pytestmark = needs_nab
 def board_for(only: list[str] | None) -> tuple[pd.DataFrame, str, object]:
     p = plan(REPO / "scenarios" / "nab-baselines.yaml", str(NAB), only)
     null = next(c for c in p.cells if c.id == "null")
-    (task,) = plan_tasks([null], {}, len(p.corpus.files))
-    record, _ = execute(task, RunContext(p.corpus, p.profiles, None, 0.15, {}), {})
+    (task,) = plan_tasks([null], TimingSpec(), len(p.corpus.files))
+    record, _ = execute(task, RunContext(p.corpus, p.profiles, None, 0.15), {})
     table = build_table([CellResult(cell=null, kinds=["score"], tasks={"score": record})])
     csv, md = leaderboard(table, p)
     return pd.read_csv(io.StringIO(csv), keep_default_na=False, na_values=[""]).set_index("detector"), md, p

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from harness.api import Answer, decode, encode_answer
+from harness.serving.api import Answer, decode, encode_answer
 from harness.load import (
     LoadOutcome,
     LoadSettings,
@@ -704,7 +704,7 @@ DEAD = "http://127.0.0.1:9"  # the flags are checked before anything is sent
 @pytest.mark.parametrize("flag, value", [
     ("--rate", "0"), ("--rate", "-5"), ("--rate", "nan"), ("--concurrency", "0"), ("--duration", "0"),
     ("--warmup", "-1"), ("--timeout", "0"), ("--max-in-flight", "0"), ("--streams", "0"),
-    ("--events-per-request", "0"), ("--slo-p95-ms", "0"), ("--min-duration", "0"), ("--think-time", "-1"),
+    ("--events-per-request", "0"), ("--slo-p95-ms", "0"), ("--min-duration", "-1"), ("--think-time", "-1"),
 ])
 def test_each_bad_load_flag_is_one_line_naming_it(cli_env, flag, value):
     args = {"--events-per-request": "10", "--duration": "1", "--rate": "10"}

@@ -10,12 +10,14 @@ import pytest
 
 import numpy as np
 
-from harness.api import Answer, decode, encode_answer
+from harness.serving.config import ServeSpec
+from harness.timing import TimingSpec
+from harness.serving.api import Answer, decode, encode_answer
 from harness.load import LoadOutcome, Recorder
 from harness.load.payload import START_TIME
 from harness.scoring.nab import probation_rows
 from harness.plan import plan
-from harness.scenario import LoadSpec
+from harness.load.settings import LoadSpec
 from harness.tasks import RunContext, execute, plan_tasks
 from harness.tasks.load import _fault
 
@@ -89,9 +91,9 @@ class FakeCluster:
 def context(load: dict) -> tuple:
     p = plan(REPO / "scenarios" / "quickstart.yaml")
     cell = next(c for c in p.cells if c.id == "windowedGaussian.window-288")
-    spec = LoadSpec.model_validate(load).model_dump()
-    ctx = RunContext(p.corpus, p.profiles, None, 0.15, {}, serve={"shards": 1}, load=spec)
-    (task,) = [t for t in plan_tasks([cell], {}, len(p.corpus.files), load=True) if t.kind == "load"]
+    spec = LoadSpec.model_validate(load)
+    ctx = RunContext(p.corpus, p.profiles, None, 0.15, serve=ServeSpec(shards=1), load=spec)
+    (task,) = [t for t in plan_tasks([cell], TimingSpec(), len(p.corpus.files), load=True) if t.kind == "load"]
     return task, ctx
 
 

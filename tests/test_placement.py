@@ -66,7 +66,7 @@ tasks = [
     Task("timing", cell("moon"), Needs(), after=("score",)),
 ]
 slow = Cell(id="slow", detector="slow", type="userdet:Slow", params={"seconds": 0.3}, axes={})
-context = RunContext(corpus, load_profiles(None), None, 0.15, {})
+context = RunContext(corpus, load_profiles(None), None, 0.15)
 with RayRunner(sys.argv[1], code=[sys.argv[3]]) as runner:
     nodes = {n["node_id"]: n["labels"].get("tier") for n in runner.describe()["node_list"]}
     done = {f.task.id: f.record.model_dump(mode="json") for f in runner.run(tasks, context)}

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from harness.backends import prepare
-from harness.backends.base import BackendSpec
+from harness.backends import as_spec
+from harness.detectors.pruning import PruningSpec
 from harness.detectors.autoencoder import DenseAutoencoder
 from harness.detectors.lstm import LSTMForecaster
 from harness.detectors.pruning import count_weights, prune_and_finetune
@@ -75,11 +76,14 @@ def test_structured_keeps_the_strongest_units() -> None:
     np.testing.assert_array_equal(model[2].weight.detach().numpy(), [[2.0, 4.0]])
 
 
-def test_spec_requires_prune_and_sparsity_together() -> None:
-    assert BackendSpec(backend="onnxruntime", prune="magnitude", sparsity=0.5).token == "onnxruntime-fp32.prune-magnitude.sparsity-0.5"
+def test_a_backend_entry_prunes_with_prune_and_sparsity_together() -> None:
+    runtime, pruning = PruningSpec.split({"backend": "onnxruntime", "prune": "magnitude", "sparsity": 0.5})
+    assert runtime == {"backend": "onnxruntime"} and pruning == PruningSpec(prune="magnitude", sparsity=0.5)
+    assert f"{as_spec(runtime).token}.{pruning.token}" == "onnxruntime-fp32.prune-magnitude.sparsity-0.5"
+    assert PruningSpec.split({"backend": "torch"}) == ({"backend": "torch"}, None)
     for bad in ({"prune": "magnitude"}, {"sparsity": 0.5}, {"prune_epochs": 3}):
         with pytest.raises(ValueError, match="go together"):
-            BackendSpec(backend="torch", **bad)
+            PruningSpec.split(dict(backend="torch", **bad))
 
 
 @pytest.mark.parametrize("method", ["magnitude", "structured"])
@@ -88,7 +92,8 @@ def test_a_detector_prunes_each_model_before_the_runtime_gets_it(method: str, tm
     P = probation_rows(600)
     params = {"window": 8, "hidden": 16, "bottleneck": 3, "epochs": 2, "min_history": 20, "suppress": 30}
     det = DenseAutoencoder(**params)
-    det.use_backend({"backend": "onnxruntime", "prune": method, "sparsity": 0.5, "prune_epochs": 1}, cache_dir=str(tmp_path))
+    det.use_backend({"backend": "onnxruntime"}, cache_dir=str(tmp_path))
+    det.use_pruning({"prune": method, "sparsity": 0.5, "prune_epochs": 1})
     scores = det.score_file(s, P)
     assert scores.shape == (600,) and np.isfinite(scores).all() and scores[P:].max() > 0
     info = det.backend_summary()
@@ -101,5 +106,5 @@ def test_a_detector_prunes_each_model_before_the_runtime_gets_it(method: str, tm
     unpruned.use_backend({"backend": "onnxruntime"}, cache_dir=str(tmp_path))
     assert not np.array_equal(unpruned.score_file(s, P), scores)
     lstm = LSTMForecaster(window=8, hidden=8, epochs=1)
-    lstm.use_backend({"backend": "torch", "prune": "magnitude", "sparsity": 0.5})
+    lstm.use_pruning({"prune": "magnitude", "sparsity": 0.5})
     assert np.isfinite(lstm.score_file(s, P)).all() and lstm.last_pruning["zero_share"] > 0.4

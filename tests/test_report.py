@@ -33,8 +33,9 @@ def latency(events_per_s: float, batch: int) -> LatencyFigures:
 def result(cell_id: str, backend: str | None, precision: str, nab: float, eps: float, b1_eps: float = 100.0,
            status: str = "ok", params: dict | None = None, detector: str = "ae", threshold: float = 0.9,
            timed: bool = True, prune: dict | None = None, sweep: dict[int, float] | None = None) -> CellResult:
-    spec = {"backend": backend, "precision": precision, **(prune or {})} if backend else None
-    cell = Cell(id=cell_id, detector=detector, type="autoencoder", params=params or {"window": 8}, axes={}, backend=spec)
+    spec = {"backend": backend, "precision": precision} if backend else None
+    cell = Cell(id=cell_id, detector=detector, type="autoencoder", params=params or {"window": 8}, axes={}, backend=spec,
+                pruning=prune)
     kinds = ["score", "timing"] if backend else ["score"]
     if status == "failed":
         return CellResult(cell=cell, kinds=kinds, tasks={"score": TaskRecord(kind="score", status=Status.FAILED, error="RuntimeError: boom")})

@@ -44,8 +44,8 @@ def run(tmp_path, monkeypatch):
 
 def test_records_and_artefacts_round_trip_and_failed_cells_leave_no_derived_views(run) -> None:
     p, folder = run
-    context = RunContext(p.corpus, p.profiles, None, 0.15, p.scenario.timing.model_dump())
-    tasks = plan_tasks(p.cells, p.scenario.timing.model_dump(), len(p.corpus.files))
+    context = RunContext(p.corpus, p.profiles, None, 0.15, p.scenario.timing)
+    tasks = plan_tasks(p.cells, p.scenario.timing, len(p.corpus.files))
     results = {c.id: folder.read_cell(c, ["score", "timing"] if c.backend else ["score"]) for c in p.cells}
     assert all(r.status == Status.PENDING and not r.tasks for r in results.values())
     for task in (t for t in tasks if t.kind == "score"):

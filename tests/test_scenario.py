@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harness.timing import TimingSpec
 from harness.scenario import Scenario, expand, load_scenario
 
 from conftest import REPO, harness, one_error_line, snapshot, write_nab
@@ -175,7 +176,7 @@ def test_targets_cross_every_cell_and_set_its_limits() -> None:
     assert edge_ae.target == "edge" and edge_ae.axes["target"] == "edge" and edge_ae.backend.threads == 1
     assert cells["autoencoder.onnxruntime-fp32.threads-2@cloud"].backend.threads == 2
     assert scenario.target_labels(edge_ae) == {"tier": "edge"}
-    needs = {(t.cell.id, t.kind): t.needs for t in plan_tasks(list(cells.values()), {"exclusive": True}, 3, True, scenario.targets)}
+    needs = {(t.cell.id, t.kind): t.needs for t in plan_tasks(list(cells.values()), TimingSpec(exclusive=True), 3, True, scenario.targets)}
     score = needs[("autoencoder.onnxruntime-fp32.threads-2@edge", "score")]
     assert score.labels == {"tier": "edge"} and score.cpus == 1 and score.memory_bytes == int(1.5 * 2**30)
     timing = needs[("autoencoder.onnxruntime-fp32.threads-2@edge", "timing")]

@@ -184,7 +184,7 @@ def test_bad_requests_are_refused_and_the_next_one_served(ray_cluster: RayCluste
 
 def _kill_a_shard(served: Served) -> dict:
     """SIGKILL the process of the shard that owns the stream "ok" (it has state); returns its status before."""
-    from harness.serving import shard_of
+    from harness.serving.config import shard_of
 
     before = served.status()
     shard = next(s for s in before["shards"] if s["shard"] == shard_of("ok", len(before["shards"])))

@@ -10,10 +10,10 @@ import msgpack
 import numpy as np
 import pytest
 
-from harness.api import JSON, MAX_BODY_BYTES, PACKED, EventBatch, RequestError, decode, decode_scores, encode, encode_scores
+from harness.serving.api import JSON, MAX_BODY_BYTES, PACKED, EventBatch, RequestError, decode, decode_scores, encode, encode_scores
 from harness.detectors import Stream, StreamingDetector, resolve_detector
-from harness.serving import ServiceConfig, Variant, make_detector_factory, shard_of
-from harness.streams import StreamTable
+from harness.serving.config import ServiceConfig, Variant, shard_of
+from harness.serving.streams import StreamTable
 
 
 def batch(n: int = 6, streams=("a", "b")) -> EventBatch:
@@ -161,7 +161,7 @@ def test_a_table_of_interleaved_streams_equals_each_stream_record_by_record(kind
     values = {s: 5 * np.sin(np.arange(n) / (7 + k)) + rng.normal(0, 0.3, n) for k, s in enumerate(names)}
     backend = {"backend": "onnxruntime", "precision": "fp32"} if kind in ("autoencoder", "lstm") else None
     variant = Variant(type=kind, params=params, backend=backend)
-    table = StreamTable(make_detector_factory(variant), default_probation=100)
+    table = StreamTable(variant.detector_factory(), default_probation=100)
     order = rng.permutation(np.repeat(np.arange(3), n))  # which stream each arriving event belongs to
     cursor = {s: 0 for s in names}
     got = {s: [] for s in names}
@@ -181,7 +181,7 @@ def test_a_table_of_interleaved_streams_equals_each_stream_record_by_record(kind
             got[s].append(x)
         start += size
     for s in names:
-        alone = make_detector_factory(variant)()
+        alone = variant.detector_factory()()
         alone.start(Stream(s, 100))
         ref = StreamingDetector.score_many(alone, np.zeros(n, "datetime64[ns]"), values[s])
         np.testing.assert_allclose(got[s], ref, rtol=0, atol=1e-9, err_msg=s)
@@ -196,7 +196,7 @@ def at(stream: str | list[str], t, v=1.0, settings: dict | None = None) -> Event
 
 
 def gauss_table(**kw) -> StreamTable:
-    return StreamTable(make_detector_factory(Variant(type="windowedGaussian")), **{"default_probation": 750, **kw})
+    return StreamTable(Variant(type="windowedGaussian").detector_factory(), **{"default_probation": 750, **kw})
 
 
 def test_stream_settings_apply_to_first_events_only() -> None:
@@ -219,7 +219,7 @@ def test_stream_settings_apply_to_first_events_only() -> None:
     table.check(at("d", 1e9, settings={"d": {"probation": 1}}), pending)
     with pytest.raises(RequestError):  # a second request in the same serve batch may not restart it either
         table.check(at("d", 2e9, settings={"d": {"probation": 9}}), pending)
-    small = StreamTable(make_detector_factory(Variant(type="null")), 0, max_streams=2)
+    small = StreamTable(Variant(type="null").detector_factory(), 0, max_streams=2)
     with pytest.raises(RequestError) as info:
         small.check(EventBatch.of(["a", "b", "c"], np.full(3, 1e9), np.ones(3)))
     assert info.value.status == 429
@@ -286,12 +286,12 @@ def test_training_runs_off_the_callers_thread_and_keeps_each_streams_order(kind:
     requests = [at(["x"] * 30 + ["y"], 1e9 + 300.0 * np.r_[np.arange(30) + 30 * r, r], 0.0) for r in range(4)]
     for r in requests:
         r.value = rng.normal(size=len(r))
-    inline = StreamTable(make_detector_factory(variant), default_probation=40)
+    inline = StreamTable(variant.detector_factory(), default_probation=40)
     want = [inline.score(r).scores for r in requests]
     with ThreadPoolExecutor(1) as pool:
         gate = threading.Event()
         pool.submit(gate.wait)  # the executor is busy until the gate opens: jobs queue, deterministically
-        table = StreamTable(make_detector_factory(variant), default_probation=40, executor=pool)
+        table = StreamTable(variant.detector_factory(), default_probation=40, executor=pool)
         outs = [table.score(r) for r in requests]
         deferred = [bool(o.jobs) for o in outs]
         assert table.warming(["x"]) == ({"x": 0} if kind == "autoencoder" else {})  # busy: no events needed, not ready
@@ -309,7 +309,7 @@ def test_training_runs_off_the_callers_thread_and_keeps_each_streams_order(kind:
 
 
 def test_one_request_may_not_cost_more_than_its_share() -> None:
-    from harness.api import check_size
+    from harness.serving.api import check_size
 
     check_size(at(["a", "b"], [1.0, 2.0]), max_events=2, max_streams=2)
     with pytest.raises(RequestError) as info:
@@ -337,7 +337,7 @@ def test_the_serve_config_file_deploys_a_valid_service() -> None:
 
     config = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
     (app,) = config["applications"]
-    assert app["import_path"] == "serve.app:build_app"
+    assert app["import_path"] == "harness.serving.app:build_app"
     assert config["http_options"]["host"] == "127.0.0.1"
     service = ServiceConfig.model_validate(app["args"])
-    assert callable(make_detector_factory(service.variant))
+    assert callable(service.variant.detector_factory())

@@ -8,6 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
+from harness.timing import TimingSpec
 from harness.corpus.layout import load_corpus
 from harness.corpus.synthetic import write_corpus
 from harness.results.folder import HANDOFF, SCORES
@@ -15,9 +16,10 @@ from harness.results.schema import Status
 from harness.scenario import Cell
 from harness.scoring.nab import probation_rows
 from harness.scoring.profiles import load_profiles
+from harness.tasks.handoff import ModelHandoff
 from harness.tasks import RunContext, execute, kinds_of, plan_tasks
 
-TIMING = {"batch": 32, "warmup": 1, "min_iterations": 5, "min_duration_s": 0.0, "rounds": 1, "exclusive": True}
+TIMING = TimingSpec(batch=32, warmup=1, min_iterations=5, min_duration_s=0.0, rounds=1, exclusive=True)
 AE = Cell(
     id="ae.onnxruntime-int8-dynamic", detector="ae", type="autoencoder", axes={},
     params={"window": 8, "hidden": 8, "bottleneck": 2, "epochs": 1},
@@ -49,7 +51,7 @@ def test_cells_become_scoring_then_timing_tasks(corpus) -> None:
     ]
     assert tasks[0].units == len(corpus.files) and tasks[2].needs.exclusive
     assert kinds_of(plain) == ["score"] and kinds_of(AE) == ["score", "timing"]
-    assert not plan_tasks([AE], {**TIMING, "exclusive": False}, 1)[1].needs.exclusive
+    assert not plan_tasks([AE], TIMING.model_copy(update={"exclusive": False}), 1)[1].needs.exclusive
 
 
 def test_scoring_then_timing_from_the_handoff(corpus) -> None:
@@ -65,7 +67,7 @@ def test_scoring_then_timing_from_the_handoff(corpus) -> None:
     assert set(score.nab.profiles) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
     assert [len(s) for s in artefacts[SCORES]] == [f.n_rows for f in corpus.files]
     handoff = pickle.loads(pickle.dumps(artefacts))[HANDOFF]  # it travels to another Ray task
-    assert pickle.loads(handoff)["windows"].shape == (32, 8)
+    assert ModelHandoff.from_bytes(handoff).windows.shape == (32, 8)
 
     record, out = execute(timing_task, context(corpus), {"score": artefacts})
     assert record.status == Status.OK, record.traceback
@@ -75,7 +77,7 @@ def test_scoring_then_timing_from_the_handoff(corpus) -> None:
     assert timing.batch1.batch == 1 and timing.batchN.batch == 32 and timing.batchN.iterations >= 5
     for lat in (timing.batch1, timing.batchN):
         assert lat.p50_ms <= lat.p90_ms <= lat.p95_ms <= lat.p99_ms <= lat.max_ms
-    assert timing.settings == {k: TIMING[k] for k in ("batch", "warmup", "min_iterations", "min_duration_s", "rounds")}
+    assert timing.settings == {"batch": 32, "warmup": 1, "min_iterations": 5, "min_duration_s": 0.0, "rounds": 1, "sweep": []}
 
 
 def test_a_failure_is_a_record_with_its_traceback(corpus) -> None:

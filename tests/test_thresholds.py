@@ -113,14 +113,15 @@ def test_a_scoring_task_reports_the_honest_number_and_every_policy(synthetic_roo
     from harness.corpus.layout import load_corpus
     from harness.report import build_table, build_thresholds_table
     from harness.results.schema import CellResult
-    from harness.scenario import Cell, PolicySpec
+    from harness.scenario import Cell
+    from harness.thresholds.spec import PolicySpec
     from harness.scoring.profiles import NAB_PROFILES
     from harness.tasks import RunContext, Task, execute
     from harness.tasks.base import Needs
 
     corpus = load_corpus(synthetic_root)
     policies = [PolicySpec(type="fixed", grid={"value": [0.5, 0.9]}), PolicySpec(type="spot", params={"n_init": 500}, grid={"risk": [1e-3, 1e-2]})]
-    ctx = RunContext(corpus, NAB_PROFILES, None, 0.15, {}, policies=[p.model_dump() for p in policies])
+    ctx = RunContext(corpus, NAB_PROFILES, None, 0.15, policies=policies)
     cell = Cell(id="wg", detector="windowedGaussian", type="windowedGaussian", params={}, axes={})
     record, _ = execute(Task("score", cell, Needs()), ctx, {})
     assert record.status.value == "ok", record.error

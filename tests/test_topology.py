@@ -194,7 +194,7 @@ def test_up_builds_the_topology_and_down_removes_all_of_it(topology) -> None:
 
 def test_a_load_test_records_the_shaping_toward_its_service(tmp_path, monkeypatch) -> None:
     """What `harness cluster exec` hands a run (HARNESS_TOPOLOGY) becomes the `network` beside its load figures."""
-    from harness.execution.serving import network_to
+    from harness.serving.deploy import network_to
     from harness.results.schema import NetworkFigures
     from harness.topology import Link, NodeState, TopologyState
 

@@ -1,8 +1,8 @@
-"""The interface every inference backend shares: a `BackendSpec` says where and how a detector's model runs,
-`prepare` turns a trained `torch.nn.Module` into a `Compiled` model for it, and `Compiled.infer` scores a batch
-of windows.
+"""The interface every inference backend shares: a `RuntimeSpec` (one subclass per runtime) says where and how a
+detector's model runs, `prepare` turns a trained `torch.nn.Module` into a `Compiled` model for it, and
+`Compiled.infer` scores a batch of windows.
 
-    compiled = prepare(BackendSpec(backend="onnxruntime", precision="int8"), model, calibration)
+    compiled = prepare(as_spec({"backend": "onnxruntime", "precision": "int8"}), model, calibration)
     scores = compiled.infer(windows)        # float32 (batch, window) -> float32 (batch, k)
     compiled.info                           # everything needed to reproduce the row
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -25,58 +25,63 @@ from harness.cache import cache_root
 if TYPE_CHECKING:
     import torch
 
-BACKENDS = ("torch", "onnxruntime", "openvino")
-
-# ONNX Runtime INT8 when `quantization` is not given. Static is not better here (benchmarks/bench_backends.py;
-# AMD EPYC, 1 thread, window 32, hidden 32): dynamic vs static latency within run-to-run noise (LSTM batch 256
-# 1.61-1.66 vs 1.66-1.67 ms, batch 1 220 vs 215-253 us), errors of the same size (worst relative error over 5
-# seeds x untrained/trained 0.044 vs 0.041; on windows with spikes 0.032 vs 0.059), and static costs a
-# calibration pass (per-file prepare 0.08-0.11 vs 0.27-0.38 s for the LSTM).
-# Dynamic ranges come from each batch, so nothing is clipped however far a window strays from calibration.
+# ONNX Runtime INT8 when `quantization` is not given: dynamic (docs/quantization.md, "why these settings").
 DEFAULT_ORT_QUANTIZATION = "dynamic"
 
-# Static INT8 (onnxruntime static, openvino/NNCF) clips activations at the calibrated range. 256 calibration
-# windows leave later windows of the same series outside it (trained autoencoder: relative error up to 0.24 on
-# held-out windows, 0.42 on windows with spikes). Calibrating on the windows plus the windows x2 gives the
-# ranges room: worst cases 0.10 / 0.06 (onnxruntime static), 0.04 / 0.03 (NNCF), for a little resolution.
+# Static INT8 calibrates on the windows plus the windows x this factor, so activation ranges get room beyond what
+# the calibration windows reach (docs/quantization.md).
 DEFAULT_CALIBRATION_HEADROOM = 2.0
 
 MAX_CALIBRATION = 256  # samples used for static quantization / NNCF (more are ignored)
 VERIFY_SAMPLES = 64  # calibration samples compared with torch after every prepare
 
 # FP32 backends must reproduce torch: max |y - y_torch| <= FP32_ATOL + FP32_RTOL * max |y_torch|.
-# Measured: ~1e-7 (onnxruntime and openvino with the f32 hint); bf16 would give ~2e-3.
 FP32_ATOL = 1e-5
 FP32_RTOL = 1e-5
 
-# What each runtime runs on a CPU. bf16 and fp16 run the FP32 model with reduced-precision arithmetic: torch casts
-# the model (bf16), onnxruntime converts the graph to fp16 keeping fp32 inputs and outputs, openvino compiles with
-# INFERENCE_PRECISION_HINT bf16 / f16.
-PRECISIONS: dict[str, tuple[str, ...]] = {
-    "torch": ("fp32", "bf16"),
-    "onnxruntime": ("fp32", "int8", "fp16"),
-    "openvino": ("fp32", "int8", "bf16", "fp16"),
-}
-
 FORMAT_VERSION = "1"  # bump to invalidate every cached artefact
 
+# The order of a spec's settings in its token (and so in cell ids), whichever runtime declares them.
+_TOKEN_ORDER = ("threads", "quantization", "graph_optimization", "quantize_input_layers", "calibration_headroom", "verify")
 
-class BackendSpec(BaseModel):
-    """Where a model runs. Compatible with a scenario's backend entry: `BackendSpec.model_validate(entry.model_dump())`."""
+
+class RuntimeSpec(BaseModel):
+    """Where and how a model runs: the settings every runtime has. Each runtime subclasses it with its own
+    precisions (`PRECISIONS`) and settings, and builds a `Compiled` in `build`; harness.backends gathers them
+    into `BackendSpec`, a union told apart by `backend`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    backend: Literal["torch", "onnxruntime", "openvino"] = "torch"
+    PRECISIONS: ClassVar[tuple[str, ...]] = ("fp32",)
+    backend: str
     precision: Literal["fp32", "int8", "bf16", "fp16"] = Field(
-        "fp32", description="int8: onnxruntime, openvino; bf16: torch, openvino; fp16: onnxruntime, openvino (PRECISIONS)"
+        "fp32", description="int8: onnxruntime, openvino; bf16: torch, openvino; fp16: onnxruntime, openvino"
     )
     threads: int = Field(1, ge=1, le=64, description="intra-op threads of the backend")
-    quantization: Literal["dynamic", "static"] | None = Field(
-        None, description=f"onnxruntime int8 only; default {DEFAULT_ORT_QUANTIZATION!r}"
-    )
-    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
-        "all", description="onnxruntime's graph optimization level"
-    )
+    verify: bool = Field(True, description="after prepare, compare with torch on calibration samples (fp32: must match)")
+
+    @property
+    def token(self) -> str:
+        """A cell-id part: backend-precision[-quantization], then every other setting that is not the default
+        (`.threads-2`, `.graph-optimization-basic`...), so two entries that differ anywhere get distinct ids."""
+        quantization = getattr(self, "quantization", None)
+        base = "-".join(p for p in (self.backend, self.precision, quantization) if p)
+        extras = self.model_dump(exclude_defaults=True, exclude={"backend", "precision", "quantization"})
+        ordered = sorted(extras.items(), key=lambda kv: _TOKEN_ORDER.index(kv[0]) if kv[0] in _TOKEN_ORDER else len(_TOKEN_ORDER))
+        return ".".join([base, *(f"{k}-{str(v).lower()}".replace("_", "-") for k, v in ordered)])
+
+    @property
+    def cached(self) -> bool:
+        """Whether its artefacts are exported to the model cache (every runtime but torch)."""
+        return True
+
+    def build(self, model: "torch.nn.Module", calibration: np.ndarray, cache_dir: Path | None) -> "Compiled":
+        raise NotImplementedError
+
+
+class StaticInt8(RuntimeSpec):
+    """The settings of a runtime whose INT8 is calibrated (onnxruntime static, openvino/NNCF)."""
+
     quantize_input_layers: bool = Field(
         False,
         description="static int8 (onnxruntime static, openvino/NNCF): also quantize the Linear layers that read "
@@ -87,49 +92,19 @@ class BackendSpec(BaseModel):
         description="static int8: calibrate on the windows and on the windows scaled by this factor, so activation "
         "ranges get room beyond what the calibration windows reach (1.0: the windows only)",
     )
-    verify: bool = Field(True, description="after prepare, compare with torch on calibration samples (fp32: must match)")
-    prune: Literal["magnitude", "structured"] | None = Field(
-        None, description="learned detectors prune each trained model before it is prepared (harness.detectors.pruning): "
-        "magnitude (zeroed weights, shapes kept) or structured (hidden units removed)",
-    )
-    sparsity: float = Field(0.0, ge=0.0, lt=1.0, description="with prune: the share of weights (magnitude) or hidden units (structured) removed")
-    prune_epochs: int = Field(2, ge=0, le=100, description="with prune: fine-tuning passes over the probationary data after pruning")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _default_quantization(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("quantization") is None:
-            if data.get("backend") == "onnxruntime" and data.get("precision") == "int8":
-                data = {**data, "quantization": DEFAULT_ORT_QUANTIZATION}
-        return data
+    @property
+    def calibrated(self) -> bool:
+        return self.precision == "int8"
 
     @model_validator(mode="after")
-    def _combination(self) -> "BackendSpec":
-        if self.precision not in PRECISIONS[self.backend]:
-            why = " (torch.ao dynamic quantization is slower than torch fp32 on this CPU)" if self.precision == "int8" else ""
-            offered = " or ".join(b for b, ps in PRECISIONS.items() if self.precision in ps)
-            raise ValueError(f"{self.backend} {self.precision} is not offered{why}; use backend {offered} for {self.precision}")
-        if self.quantization is not None and not (self.backend == "onnxruntime" and self.precision == "int8"):
-            raise ValueError("quantization ('dynamic' or 'static') applies to onnxruntime int8 only")
-        if (self.prune is None) != (self.sparsity == 0.0) or (self.prune is None and self.prune_epochs != 2):
-            raise ValueError("prune (magnitude or structured) and a sparsity above 0 go together (prune_epochs with them)")
-        if self.graph_optimization != "all" and self.backend != "onnxruntime":
-            raise ValueError("graph_optimization applies to onnxruntime only")
-        calibrated = self.precision == "int8" and (self.backend == "openvino" or self.quantization == "static")
-        if not calibrated and (self.quantize_input_layers or self.calibration_headroom != DEFAULT_CALIBRATION_HEADROOM):
+    def _static_only(self) -> "StaticInt8":
+        if not self.calibrated and (self.quantize_input_layers or self.calibration_headroom != DEFAULT_CALIBRATION_HEADROOM):
             raise ValueError(
                 "quantize_input_layers and calibration_headroom apply to static int8 only "
                 "(onnxruntime with quantization 'static', or openvino int8)"
             )
         return self
-
-    @property
-    def token(self) -> str:
-        """A cell-id part: backend-precision[-quantization], then every other setting that is not the default
-        (`.threads-2`, `.graph-optimization-basic`...), so two entries that differ anywhere get distinct ids."""
-        base = "-".join(p for p in (self.backend, self.precision, self.quantization) if p)
-        extras = self.model_dump(exclude_defaults=True, exclude={"backend", "precision", "quantization"})
-        return ".".join([base, *(f"{k}-{str(v).lower()}".replace("_", "-") for k, v in extras.items())])
 
 
 class Compiled:
@@ -160,15 +135,6 @@ class Compiled:
         return f"<{type(self).__name__} {self.info.get('backend')}/{self.info.get('precision')} {self.size_bytes} B>"
 
 
-def as_spec(spec: Any) -> BackendSpec:
-    """A BackendSpec from a BackendSpec, a dict, or any pydantic model with the same fields (a scenario entry)."""
-    if isinstance(spec, BackendSpec):
-        return spec
-    if isinstance(spec, BaseModel):
-        spec = spec.model_dump(exclude_none=True)
-    return BackendSpec.model_validate(spec)
-
-
 def static_calibration(calibration: np.ndarray, headroom: float) -> np.ndarray:
     """The batch static quantizers calibrate on: the windows, plus the windows scaled by `headroom` if > 1."""
     if headroom <= 1.0:
@@ -176,7 +142,7 @@ def static_calibration(calibration: np.ndarray, headroom: float) -> np.ndarray:
     return np.concatenate([calibration, calibration * np.float32(headroom)])
 
 
-def calibrated_settings(spec: BackendSpec, calibration: np.ndarray) -> dict[str, Any]:
+def calibrated_settings(spec: StaticInt8, calibration: np.ndarray) -> dict[str, Any]:
     """What a static INT8 artefact depends on besides the quantizer itself (part of its cache key and info)."""
     return {
         "quantize_input_layers": spec.quantize_input_layers,
@@ -231,28 +197,14 @@ def versions() -> dict[str, str]:
     return out
 
 
-def prepare(spec: Any, model: "torch.nn.Module", calibration: np.ndarray, cache_dir: str | Path | None = None) -> Compiled:
-    """Export / quantize / compile `model` for `spec`'s backend.
-
-    `calibration`: up to 256 float32 windows (samples, window), representative of what the model will score;
-    used as the export example, for static quantization / NNCF, and to verify the result against torch.
-    `cache_dir`: where exported and quantized artefacts are kept, keyed by a hash of weights + settings
-    (default `$HARNESS_CACHE/models` or `~/.cache/harness/models`); a second prepare of the same weights loads them.
-    """
-    spec = as_spec(spec)
+def prepare(spec: RuntimeSpec, model: "torch.nn.Module", calibration: np.ndarray, cache_dir: str | Path | None = None) -> Compiled:
+    """Export / quantize / compile `model` for `spec`'s runtime, with what every runtime records, and verified
+    against torch (harness.backends.prepare takes any spec-like value)."""
     calibration = as_calibration(calibration)
     model.eval()
-    if spec.backend == "torch":
-        from harness.backends.torch_backend import prepare_torch as impl
-    elif spec.backend == "onnxruntime":
-        from harness.backends.onnxruntime_backend import prepare_onnxruntime as impl
-    elif spec.backend == "openvino":
-        from harness.backends.openvino_backend import prepare_openvino as impl
-    else:  # pragma: no cover - the spec's Literal rules it out
-        raise ValueError(f"unknown backend {spec.backend!r}")
-    cache = resolve_cache_dir(cache_dir) if spec.backend != "torch" else None
+    cache = resolve_cache_dir(cache_dir) if spec.cached else None
     t0 = time.perf_counter()
-    compiled = impl(spec, model, calibration, cache)
+    compiled = spec.build(model, calibration, cache)
     compiled.info["prepare_s"] = round(time.perf_counter() - t0, 6)
     compiled.info["size_bytes"] = compiled.size_bytes
     compiled.info["window"] = int(calibration.shape[1])
@@ -278,7 +230,7 @@ def output_errors(y: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     return {"max_abs_err": err, "rel_err": err / scale if scale > 0 else err}
 
 
-def _verify(compiled: Compiled, model: "torch.nn.Module", calibration: np.ndarray, spec: BackendSpec) -> None:
+def _verify(compiled: Compiled, model: "torch.nn.Module", calibration: np.ndarray, spec: RuntimeSpec) -> None:
     t0 = time.perf_counter()
     x = calibration[:VERIFY_SAMPLES]
     ref = torch_reference(model, x)

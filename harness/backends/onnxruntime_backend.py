@@ -26,11 +26,13 @@ import os
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
-from harness.backends.base import BackendSpec, Compiled, calibrated_settings, static_calibration
+from pydantic import Field, model_validator
+
+from harness.backends.base import DEFAULT_ORT_QUANTIZATION, Compiled, StaticInt8, calibrated_settings, static_calibration
 from harness.backends.onnx_export import (
     OnnxModel,
     artefact_path,
@@ -73,7 +75,7 @@ class OrtCompiled(Compiled):
         return self.session.run(self._outputs, {self._input: batch})[0]
 
 
-def session_options(spec: BackendSpec) -> Any:
+def session_options(spec: "OnnxRuntimeSpec") -> Any:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -164,7 +166,41 @@ def _quantize_static(src: OnnxModel, dst: Path, calibration: np.ndarray, exclude
     ))
 
 
-def prepare_onnxruntime(spec: BackendSpec, model: "torch.nn.Module", calibration: np.ndarray, cache_dir: Path) -> OrtCompiled:
+class OnnxRuntimeSpec(StaticInt8):
+    """ONNX Runtime's CPU provider: fp32, fp16, int8 dynamic or static (QDQ)."""
+
+    PRECISIONS: ClassVar[tuple[str, ...]] = ("fp32", "int8", "fp16")
+    backend: Literal["onnxruntime"] = "onnxruntime"
+    quantization: Literal["dynamic", "static"] | None = Field(
+        None, description=f"int8 only; default {DEFAULT_ORT_QUANTIZATION!r}"
+    )
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="onnxruntime's graph optimization level"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_quantization(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("quantization") is None and data.get("precision") == "int8":
+            data = {**data, "quantization": DEFAULT_ORT_QUANTIZATION}
+        return data
+
+    @model_validator(mode="after")
+    def _int8_only(self) -> "OnnxRuntimeSpec":
+        if self.quantization is not None and self.precision != "int8":
+            raise ValueError("quantization ('dynamic' or 'static') applies to onnxruntime int8 only")
+        return self
+
+    @property
+    def calibrated(self) -> bool:
+        return self.precision == "int8" and self.quantization == "static"
+
+    def build(self, model: "torch.nn.Module", calibration: np.ndarray, cache_dir: Path | None) -> "OrtCompiled":
+        assert cache_dir is not None
+        return prepare_onnxruntime(self, model, calibration, cache_dir)
+
+
+def prepare_onnxruntime(spec: OnnxRuntimeSpec, model: "torch.nn.Module", calibration: np.ndarray, cache_dir: Path) -> OrtCompiled:
     import onnx
     import onnxruntime as ort
 

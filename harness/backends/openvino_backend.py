@@ -29,11 +29,11 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
-from harness.backends.base import BackendSpec, Compiled, calibrated_settings, static_calibration
+from harness.backends.base import Compiled, StaticInt8, calibrated_settings, static_calibration
 from harness.backends.onnx_export import artefact_path, initializer_bytes, onnx_fp32
 
 if TYPE_CHECKING:
@@ -144,7 +144,18 @@ def _save_ir(model: Any, xml: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def prepare_openvino(spec: BackendSpec, model: "torch.nn.Module", calibration: np.ndarray, cache_dir: Path) -> OvCompiled:
+class OpenVinoSpec(StaticInt8):
+    """OpenVINO on CPU: fp32 (with the f32 precision hint), bf16, fp16, int8 (NNCF, calibrated)."""
+
+    PRECISIONS: ClassVar[tuple[str, ...]] = ("fp32", "int8", "bf16", "fp16")
+    backend: Literal["openvino"] = "openvino"
+
+    def build(self, model: "torch.nn.Module", calibration: np.ndarray, cache_dir: Path | None) -> "OvCompiled":
+        assert cache_dir is not None
+        return prepare_openvino(self, model, calibration, cache_dir)
+
+
+def prepare_openvino(spec: OpenVinoSpec, model: "torch.nn.Module", calibration: np.ndarray, cache_dir: Path) -> OvCompiled:
     import openvino as ov
 
     c = core()

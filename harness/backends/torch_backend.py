@@ -4,11 +4,12 @@ in and out). No INT8 (torch.ao dynamic quantization is slower than FP32 for thes
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
-from harness.backends.base import BackendSpec, Compiled
+from harness.backends.base import Compiled, RuntimeSpec
 
 if TYPE_CHECKING:
     import torch
@@ -31,7 +32,21 @@ class TorchCompiled(Compiled):
             return self._model(x if self._dtype is None else x.to(self._dtype)).float().numpy()
 
 
-def prepare_torch(spec: BackendSpec, model: "torch.nn.Module", calibration: np.ndarray, cache_dir=None) -> TorchCompiled:
+class TorchSpec(RuntimeSpec):
+    """Torch eager on CPU: fp32 (the reference) or a bf16 copy of the model."""
+
+    PRECISIONS: ClassVar[tuple[str, ...]] = ("fp32", "bf16")
+    backend: Literal["torch"] = "torch"
+
+    @property
+    def cached(self) -> bool:
+        return False
+
+    def build(self, model: "torch.nn.Module", calibration: np.ndarray, cache_dir: Path | None) -> "TorchCompiled":
+        return prepare_torch(self, model, calibration)
+
+
+def prepare_torch(spec: TorchSpec, model: "torch.nn.Module", calibration: np.ndarray, cache_dir=None) -> TorchCompiled:
     import torch
 
     import copy

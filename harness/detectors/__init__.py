@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 from harness.detectors.autoencoder import DenseAutoencoder
 from harness.detectors.base import Stream, StreamingDetector
@@ -55,9 +56,20 @@ def user_code_path(kind: str) -> Path | None:
     return folder
 
 
+def build_detector(kind: str, params: dict[str, Any], backend: Any = None, pruning: Any = None) -> StreamingDetector:
+    """A fresh detector of a variant: its type with its parameters, its model run on `backend` (a runtime spec)
+    and pruned after training as `pruning` says. A run's scoring task and a served stream make theirs here."""
+    detector = resolve_detector(kind)(**params)
+    if backend is not None:
+        detector.use_backend(backend)
+    if pruning is not None:
+        detector.use_pruning(pruning)
+    return detector
+
+
 def default_label(kind: str) -> str:
     """Cell label for a detector type: the name itself, or the class name of an import path."""
     return kind.rpartition(":")[2]
 
 
-__all__ = ["DETECTORS", "Stream", "StreamingDetector", "resolve_detector", "default_label", "user_code_path"]
+__all__ = ["DETECTORS", "Stream", "StreamingDetector", "build_detector", "resolve_detector", "default_label", "user_code_path"]

@@ -37,12 +37,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from harness.backends.base import BackendSpec
 from harness.detectors.autoencoder import DenseAutoencoder
 from harness.detectors.base import Stream
 from harness.detectors.learned import CALIBRATION_SIZE, LearnedDetector
 from harness.detectors.likelihood import StreamingLikelihood, StreamingSuppression
 from harness.detectors.lstm import LSTMForecaster
+from harness.detectors.pruning import PruningSpec
 
 if TYPE_CHECKING:
     from torch import nn
@@ -316,10 +316,10 @@ class Ensemble(LearnedDetector):
     def build_model(self) -> nn.Module:
         raise NotImplementedError("an ensemble's model is its trained members, stacked by fit()")
 
-    def use_backend(self, spec: BackendSpec | dict, cache_dir: str | None = None) -> None:
-        super().use_backend(spec, cache_dir)
+    def use_pruning(self, spec: "PruningSpec | dict | None") -> None:
+        super().use_pruning(spec)
         for m in self.members:  # each member prunes itself after its own training
-            m.pruning = self.pruning
+            m.use_pruning(self.pruning)
 
     def fit(self, name: str, head: np.ndarray) -> tuple[nn.Module, float, float]:
         from harness.detectors.torch_models import Stack

@@ -44,11 +44,11 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.backends import BackendSpec, Compiled, prepare
-from harness.backends.base import as_spec
+from harness.backends import Compiled, RuntimeSpec, as_spec, prepare
 from harness.corpus.layout import SeriesFile
 from harness.detectors.base import Stream, StreamingDetector
 from harness.detectors.likelihood import StreamingLikelihood, anomaly_likelihood, suppress_repeats
+from harness.detectors.pruning import PruningSpec
 
 if TYPE_CHECKING:  # torch is imported where a model is trained or run, so a scenario validates without it
     import torch
@@ -111,20 +111,22 @@ class LearnedDetector(StreamingDetector):
         self.last_errors: np.ndarray | None = None
         self.last_inputs: np.ndarray | None = None  # the windows of the last file scored (score_file)
         self.last_probation = 0  # that file's probationary rows
-        self.backend: BackendSpec | None = None
+        self.backend: RuntimeSpec | None = None
         self.cache_dir: str | None = None
         self.last_compiled: Compiled | None = None
-        self.pruning: BackendSpec | None = None  # a backend entry that asks for pruning (set by use_backend)
+        self.pruning: PruningSpec | None = None  # how each model is pruned after training (set by use_pruning)
         self.last_pruning: dict | None = None  # what pruning did to the last model (harness.detectors.pruning)
         self.prepared: list[dict] = []  # `Compiled.info` of every model prepared for the backend, in order
         self._compiled_for: "nn.Module | None" = None
 
-    def use_backend(self, spec: "BackendSpec | dict", cache_dir: str | None = None) -> None:
+    def use_backend(self, spec: "RuntimeSpec | dict", cache_dir: str | None = None) -> None:
         """Run inference on `spec`'s backend (harness.backends): each file's trained model is exported,
-        quantized (calibrated on windows of its own probationary rows) and compiled once, on first use; pruned
-        first, right after training, when the entry asks for it (`prune`, `sparsity`)."""
+        quantized (calibrated on windows of its own probationary rows) and compiled once, on first use."""
         self.backend, self.cache_dir = as_spec(spec), cache_dir
-        self.pruning = self.backend if self.backend.prune is not None else None
+
+    def use_pruning(self, spec: "PruningSpec | dict | None") -> None:
+        """Prune each model right after training, then fine-tune it (harness.detectors.pruning)."""
+        self.pruning = None if spec is None else PruningSpec.model_validate(spec)
 
     # --- what subclasses provide ----------------------------------------------------------------------------
     @property
@@ -235,7 +237,7 @@ class LearnedDetector(StreamingDetector):
         self.train(model, inputs, targets, gen)
         spec = self.pruning
         if spec is not None:  # then a short fine-tune on the same pairs
-            from harness.detectors.pruning import prune_and_finetune
+            from harness.detectors.pruning import prune_and_finetune  # torch, when pruning
 
             self.last_pruning = prune_and_finetune(model, spec.prune, spec.sparsity,
                                                    lambda m: self.train(m, inputs, targets, gen, spec.prune_epochs))

@@ -1,7 +1,7 @@
 """Pruning a trained model, then a short fine-tune: magnitude (unstructured) and structured (hidden units).
 
 Plain torch (`torch.nn.utils.prune` for the masks); the learned detector calls `prune_and_finetune` after training,
-when its backend entry asks for pruning (`BackendSpec.prune`, `sparsity`, `prune_epochs`).
+when told to (`PruningSpec`: a scenario's backend entry with `prune`, `sparsity`, `prune_epochs`).
 
 - magnitude: in every Linear layer, the `sparsity` share of weights smallest in |w| is set to zero (L1
   unstructured); the fine-tune keeps them zero (the masks stay on while training), then the zeros are made
@@ -16,12 +16,46 @@ when its backend entry asks for pruning (`BackendSpec.prune`, `sparsity`, `prune
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from torch import nn
 
 METHODS = ("magnitude", "structured")
+KEYS = ("prune", "sparsity", "prune_epochs")  # a backend entry's keys that say how to prune, in its YAML
+
+
+class PruningSpec(BaseModel):
+    """How a learned detector prunes each model right after training, then fine-tunes it: written in a scenario's
+    backend entry (`prune`, `sparsity`, `prune_epochs`), since it is what the build of that entry runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prune: Literal["magnitude", "structured"] = Field(
+        description="magnitude (zeroed weights, shapes kept) or structured (hidden units removed)")
+    sparsity: float = Field(gt=0.0, lt=1.0, description="the share of weights (magnitude) or hidden units (structured) removed")
+    prune_epochs: int = Field(2, ge=0, le=100, description="fine-tuning passes over the probationary data after pruning")
+
+    @property
+    def token(self) -> str:
+        """The cell-id part: `prune-structured.sparsity-0.5`, then `.prune-epochs-N` when not the default."""
+        parts = [f"prune-{self.prune}", f"sparsity-{self.sparsity}"]
+        if self.prune_epochs != 2:
+            parts.append(f"prune-epochs-{self.prune_epochs}")
+        return ".".join(parts)
+
+    @classmethod
+    def split(cls, entry: dict[str, Any]) -> tuple[dict[str, Any], "PruningSpec | None"]:
+        """A backend entry's runtime settings, and its pruning (None when it asks for none)."""
+        asked = {k: entry[k] for k in KEYS if k in entry}
+        rest = {k: v for k, v in entry.items() if k not in KEYS}
+        if not asked or (asked.get("prune") is None and not asked.get("sparsity") and asked.get("prune_epochs", 2) == 2):
+            return rest, None
+        if asked.get("prune") is None or not asked.get("sparsity"):
+            raise ValueError("prune (magnitude or structured) and a sparsity above 0 go together (prune_epochs with them)")
+        return rest, cls.model_validate(asked)
 
 
 def prune_and_finetune(model: nn.Module, method: str, sparsity: float, finetune: Callable[[nn.Module], None]) -> dict[str, Any]:

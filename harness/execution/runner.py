@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 from harness.execution.placement import Unplaceable, node_facts, ray_options
 from harness.results.schema import NodeFacts, Status, TaskRecord
-from harness.tasks.base import RunContext, Task, execute, failed
+from harness.tasks import RunContext, Task, execute, failed
 
 POLL_S = 0.5  # how often progress is read while tasks run
 
@@ -46,8 +46,8 @@ def ray_environment(private: bool) -> str | None:
     # Serve's fast path (uvloop, no per-request access logs, user code on the replica's own loop): measured
     # here 92k -> 129k events/s through the proxy (docs/serving.md). A cluster you join keeps its own setting.
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
-    # every Serve HTTP front reads bodies whole, bounded, before a replica sees them (harness.http_guard)
-    from harness.http_guard import IMPORT_PATH
+    # every Serve HTTP front reads bodies whole, bounded, before a replica sees them (harness.serving.http_guard)
+    from harness.serving.http_guard import IMPORT_PATH
 
     os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", IMPORT_PATH)
     return folder
@@ -312,7 +312,7 @@ class RayRunner:
 
     def _run_on_driver(self, task: Task, context: RunContext, dependency_refs: list[Any]) -> tuple[TaskRecord, dict]:
         """A kind that drives the cluster itself (a load test) runs here, in the driver, with nothing else running."""
-        from harness.execution.serving import RayServing
+        from harness.execution.serving_cluster import RayServing
 
         inputs = dict(zip(task.after, self._ray.get(dependency_refs)))
         record, artefacts = execute(task, context, inputs, None, cluster=RayServing(self.metrics))

@@ -8,7 +8,7 @@ or in a test against a local server.
     summary = drive("http://127.0.0.1:8000", settings, bodies)   # LoadSummary, judged VALID or not
     print(summary.to_json())
 
-Pieces: schedule (when requests are due), open_loop / closed_loop (the two executors), recorder (HdrHistogram
+Pieces: settings (every run's settings, defined once), schedule (when requests are due), open_loop / closed_loop (the two executors), recorder (HdrHistogram
 latencies and a per-second series), outcome (a run's mergeable result), summary (what is reported), validity
 (MLPerf-style VALID rules), peak (the highest rate within an SLO), http_target (the HTTP `send`), response (every
 answer checked; shed told from failed), errors (how failures are named), payload (pre-encoded request bodies),
@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable, Literal, Mapping, Sequence
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Any, Callable, Mapping, Sequence
 
 from harness.load.closed_loop import run_closed_loop
 from harness.load.errors import BAD_RESPONSE, SHED, SendError, Shed, error_kind
@@ -30,54 +28,17 @@ from harness.load.outcome import LoadOutcome, Send
 from harness.load.payload import RequestBodies, request_bodies, synthetic_streams
 from harness.load.peak import PeakResult, find_peak, find_peak_async
 from harness.load.recorder import Recorder
+from harness.load.settings import LoadSettings, LoadSpec, RunShape
 from harness.load.summary import LatencyMs, LoadSummary, SecondStats
 from harness.load.validity import ValidityRules, judge
 from harness.load.warmup import Warmed, WarmupError, warm_up, warm_up_async
 
 __all__ = [
-    "BAD_RESPONSE", "SHED", "LatencyMs", "LoadOutcome", "LoadSettings", "LoadSummary", "PeakResult", "Recorder",
+    "BAD_RESPONSE", "SHED", "LatencyMs", "LoadOutcome", "LoadSettings", "LoadSpec", "LoadSummary", "PeakResult", "Recorder",
     "RequestBodies", "SecondStats", "Send", "SendError", "Shed", "ValidityRules", "Warmed", "WarmupError", "drive",
     "drive_async", "error_kind", "find_peak", "find_peak_async", "judge", "rate_probe", "request_bodies",
-    "run_closed_loop", "run_load", "run_open_loop", "synthetic_streams", "warm_up", "warm_up_async", "warm_up_url",
+    "RunShape", "run_closed_loop", "run_load", "run_open_loop", "synthetic_streams", "warm_up", "warm_up_async", "warm_up_url",
 ]
-
-
-class LoadSettings(BaseModel):
-    """One load run. `mode` may be left out: a `rate` means open loop, a `concurrency` closed loop."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    mode: Literal["open", "closed"] | None = None
-    arrivals: Literal["constant", "poisson"] = "constant"
-    rate: float | None = Field(None, gt=0, description="requests per second offered (open loop)")
-    concurrency: int | None = Field(None, ge=1, description="virtual clients (closed loop)")
-    events_per_request: int = Field(1, ge=1)
-    duration_s: float = Field(30.0, gt=0, description="measured window")
-    warmup_s: float = Field(5.0, ge=0, description="sent before the window, not recorded")
-    think_time_s: float = Field(0.0, ge=0, description="closed loop: pause between a client's requests")
-    max_in_flight: int = Field(1024, ge=1, description="open loop: outstanding requests before new ones are dropped")
-    max_lateness_s: float = Field(0.1, gt=0, description="open loop: generator lag beyond which requests are dropped")
-    timeout_s: float = Field(10.0, gt=0, description="per request")
-    drain_s: float = Field(10.0, ge=0, description="wait for outstanding requests after the window")
-    seed: int = 0
-    rules: ValidityRules = Field(default_factory=ValidityRules)
-
-    @model_validator(mode="after")
-    def _one_mode(self) -> "LoadSettings":
-        if self.mode is None:
-            if (self.rate is None) == (self.concurrency is None):
-                raise ValueError("give either rate (open loop) or concurrency (closed loop)")
-            self.mode = "open" if self.rate is not None else "closed"
-        if self.mode == "open" and self.rate is None:
-            raise ValueError("open loop needs a rate")
-        if self.mode == "closed" and self.concurrency is None:
-            raise ValueError("closed loop needs a concurrency")
-        return self
-
-    @property
-    def connections(self) -> int:
-        """The most requests this run can have in flight: the HTTP connection pool's size."""
-        return self.max_in_flight if self.mode == "open" else self.concurrency  # type: ignore[return-value]
 
 
 async def run_load(settings: LoadSettings, send: Send, *, events_per_request: int | Sequence[int] | None = None,

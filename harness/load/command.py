@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import math
 import sys
-from argparse import Namespace
-from typing import Any, Callable
+from argparse import ArgumentParser, Namespace
+from typing import Any
 
 from harness.errors import InputError
 
@@ -24,9 +24,8 @@ def run_command(args: Namespace) -> int:
     check_flags(args)
     rules = ValidityRules(min_duration_s=args.min_duration if args.min_duration is not None else min(10.0, args.duration))
     try:
-        settings = LoadSettings(rate=args.rate, concurrency=args.concurrency, events_per_request=args.events_per_request,
-                                duration_s=args.duration, warmup_s=args.warmup, arrivals=args.arrivals,
-                                think_time_s=args.think_time, max_in_flight=args.max_in_flight, timeout_s=args.timeout, rules=rules)
+        shape = {name: getattr(args, _attr(flag)) for flag, owner, name, _ in _FLAGS if owner == "RunShape"}
+        settings = LoadSettings(rate=args.rate, concurrency=args.concurrency, rules=rules, **shape)
     except ValueError as exc:  # the flags were checked one by one above: this is a combination
         raise InputError(_first_error_line(exc), field="load settings") from None
     if args.find_peak and args.rate is None:
@@ -55,38 +54,95 @@ def run_command(args: Namespace) -> int:
     return 0 if summary.valid else 1
 
 
-# --- the flags --------------------------------------------------------------------------------------------------
+# --- the flags ---------------------------------------------------------------------------------------------------
+# Each flag is a field of the load settings (harness.load.settings): its default, help and bounds come from there.
 
-def _positive(v: float) -> bool:
-    return math.isfinite(v) and v > 0
-
-
-def _not_negative(v: float) -> bool:
-    return math.isfinite(v) and v >= 0
-
-
-_FLAGS: tuple[tuple[str, str, Callable[[Any], bool], str], ...] = (
-    # flag, attribute, rule, what is expected
-    ("--rate", "rate", _positive, "a number of requests per second > 0"),
-    ("--concurrency", "concurrency", lambda v: v >= 1, "a number of clients >= 1"),
-    ("--events-per-request", "events_per_request", lambda v: v >= 1, "an integer >= 1"),
-    ("--duration", "duration", _positive, "a number of seconds > 0"),
-    ("--warmup", "warmup", _not_negative, "a number of seconds >= 0"),
-    ("--think-time", "think_time", _not_negative, "a number of seconds >= 0"),
-    ("--streams", "streams", lambda v: v >= 1, "an integer >= 1"),
-    ("--max-in-flight", "max_in_flight", lambda v: v >= 1, "an integer >= 1"),
-    ("--timeout", "timeout", _positive, "a number of seconds > 0"),
-    ("--slo-p95-ms", "slo_p95_ms", _positive, "a number of milliseconds > 0"),
-    ("--min-duration", "min_duration", _positive, "a number of seconds > 0"),
+_FLAGS: tuple[tuple[str, str, str, str], ...] = (
+    # flag, settings class, field, what the number counts
+    ("--events-per-request", "RunShape", "events_per_request", "events"),
+    ("--duration", "RunShape", "duration_s", "seconds"),
+    ("--warmup", "RunShape", "warmup_s", "seconds"),
+    ("--arrivals", "RunShape", "arrivals", ""),
+    ("--think-time", "RunShape", "think_time_s", "seconds"),
+    ("--max-in-flight", "RunShape", "max_in_flight", "requests"),
+    ("--timeout", "RunShape", "timeout_s", "seconds"),
+    ("--encoding", "LoadSpec", "encoding", ""),
+    ("--streams", "LoadSpec", "streams", "streams"),
+    ("--slo-p95-ms", "LoadSpec", "slo_p95_ms", "milliseconds"),
+)
+_CHOSEN = (  # flags without a default: one of --rate / --concurrency, and the VALID duration
+    ("--rate", "LoadSettings", "rate", "requests per second"),
+    ("--concurrency", "LoadSettings", "concurrency", "clients"),
+    ("--min-duration", "ValidityRules", "min_duration_s", "seconds"),
 )
 
 
+def _info(owner: str, name: str) -> Any:
+    from harness.load import settings
+
+    cls = getattr(settings, owner)
+    return cls.model_fields[name]
+
+
+def add_arguments(parser: ArgumentParser) -> None:
+    """`harness load`'s flags, each with its settings field's default and description."""
+    from typing import get_args
+
+    parser.add_argument("url", help="the service's URL (http://host:port, or its /v1/score)")
+    how = parser.add_mutually_exclusive_group(required=True)
+    for flag, owner, name, unit in _CHOSEN[:2]:
+        how.add_argument(flag, type=_number(_info(owner, name)), help=f"{_info(owner, name).description}")
+    for flag, owner, name, unit in _FLAGS:
+        info = _info(owner, name)
+        choices = get_args(info.annotation) or None
+        kind = None if choices else _number(info)
+        parser.add_argument(flag, type=kind, choices=choices, default=info.default,
+                            metavar=None if choices else ("S" if unit == "seconds" else "N"),
+                            help=f"{info.description} (default {info.default})")
+    flag, owner, name, _ = _CHOSEN[2]
+    parser.add_argument(flag, type=float, metavar="S", help="VALID needs this many measured seconds (default: "
+                        "min(10, --duration))")
+    parser.add_argument("--corpus", help="replay this NAB-layout folder's files instead of synthetic streams")
+    parser.add_argument("--find-peak", action="store_true",
+                        help="search the highest rate whose p95 meets --slo-p95-ms (from --rate)")
+    parser.add_argument("--token-file", metavar="FILE", help="send `Authorization: Bearer <token>` on every request, "
+                        "the token being FILE's one line (the service's serve.token_file)")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+def _attr(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
+
+
+def _number(info: Any) -> type:
+    from typing import get_args
+
+    return int if int in (info.annotation, *get_args(info.annotation)) else float
+
+
+def _bound(info: Any) -> tuple[str, float] | None:
+    """The lower bound of a settings field: ('>', 0) or ('>=', 1)."""
+    for m in info.metadata:
+        if getattr(m, "gt", None) is not None:
+            return ">", m.gt
+        if getattr(m, "ge", None) is not None:
+            return ">=", m.ge
+    return None
+
+
 def check_flags(args: Namespace) -> None:
-    """One InputError line naming the first flag whose value is out of range (flags left out are not checked)."""
-    for flag, attr, ok, expected in _FLAGS:
-        value = getattr(args, attr, None)
-        if value is not None and not ok(value):
-            raise InputError(f"expected {expected}, got {value:g}", field=flag)
+    """One InputError line naming the first flag whose value is out of its field's range (flags left out are not
+    checked)."""
+    for flag, owner, name, unit in (*_CHOSEN, *_FLAGS):
+        value = getattr(args, _attr(flag), None)
+        info = _info(owner, name)
+        bound = _bound(info)
+        if value is None or bound is None:
+            continue
+        op, limit = bound
+        if not (math.isfinite(value) and (value > limit if op == ">" else value >= limit)):
+            what = "an integer" if _number(info) is int else "a number"
+            raise InputError(f"expected {what} of {unit} {op} {limit:g}, got {value:g}", field=flag)
 
 
 def _token(path: str | None) -> str | None:

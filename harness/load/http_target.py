@@ -102,6 +102,6 @@ class HttpTarget:
 
 
 def _count_events(body: bytes, content_type: str) -> int:
-    from harness.api import decode
+    from harness.serving.api import decode
 
     return len(decode(body, content_type))

@@ -28,6 +28,7 @@ from harness.load.errors import answered, error_kind
 from harness.load.outcome import EventsPerRequest, LoadOutcome, Send
 from harness.load.recorder import Recorder
 from harness.load.schedule import Arrivals, offsets
+from harness.load.settings import RunShape
 
 _YIELD_EVERY = 64  # when behind schedule, let completions run at least this often
 
@@ -40,7 +41,7 @@ async def run_open_loop(
     warmup_s: float = 0.0,
     arrivals: Arrivals = "constant",
     seed: int = 0,
-    max_in_flight: int = 1024,
+    max_in_flight: int = RunShape.model_fields["max_in_flight"].default,
     events_per_request: int | Sequence[int] = 1,
     max_lateness_s: float = 0.1,
     drain_s: float = 10.0,
@@ -49,56 +50,65 @@ async def run_open_loop(
     """Offer `rate` requests per second for `warmup_s + duration_s`; `send(i)` sends request i, raising on failure."""
     if duration_s <= 0 or warmup_s < 0 or max_in_flight < 1:
         raise ValueError("need duration_s > 0, warmup_s >= 0 and max_in_flight >= 1")
-    loop = asyncio.get_running_loop()
-    events = EventsPerRequest(events_per_request)
     rec = recorder if recorder is not None else Recorder()  # given: someone reads it live (metrics)
     rec.window_s = duration_s
+    events = EventsPerRequest(events_per_request)
     outcome = LoadOutcome("open", rec, arrivals=arrivals, offered_rps=rate, events_per_request=events.mean,
                           warmup_s=warmup_s, max_send_lag_s=0.0)
-    end = warmup_s + duration_s
-    t0 = loop.time()
-    window = t0 + warmup_s
-    pending: dict[asyncio.Task, bool] = {}  # outstanding request -> whether it is measured
-
-    async def issue(i: int, intended: float, measured: bool) -> None:
-        try:
-            await send(i)
-        except Exception as exc:  # noqa: BLE001 - any failure of `send` is a failed (or shed) request
-            if measured:
-                done = loop.time()
-                rec.record(done - intended if answered(exc) else None, done - window, ok=False, kind=error_kind(exc))
-        else:
-            if measured:
-                done = loop.time()
-                rec.record(done - intended, done - window, events(i))
-
+    run = _Run(send, rec, events, warmup_s)
     for i, offset in enumerate(offsets(arrivals, rate, seed)):
-        if offset >= end:
+        if offset >= warmup_s + duration_s:
             break
-        intended = t0 + offset
-        delay = intended - loop.time()
+        intended = run.t0 + offset
+        delay = intended - run.loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
         elif i % _YIELD_EVERY == 0:
             await asyncio.sleep(0)
         measured = offset >= warmup_s
-        lag = loop.time() - intended
+        lag = run.loop.time() - intended
         if measured:
             outcome.scheduled += 1
-        if lag > max_lateness_s or len(pending) >= max_in_flight:
+        if lag > max_lateness_s or len(run.pending) >= max_in_flight:
             if measured:
-                rec.drop(intended - window)
+                rec.drop(intended - run.window)
             continue
         if measured:
             outcome.max_send_lag_s = max(outcome.max_send_lag_s, lag)
-        task = loop.create_task(issue(i, intended, measured))
-        pending[task] = measured
-        task.add_done_callback(pending.pop)
-
-    if pending:
-        await asyncio.wait(list(pending), timeout=drain_s)
-    await _time_out(pending, lambda: rec.record(None, loop.time() - window, ok=False, kind="timeout"))
+        run.issue(i, intended, measured)
+    if run.pending:
+        await asyncio.wait(list(run.pending), timeout=drain_s)
+    await _time_out(run.pending, lambda: rec.record(None, run.loop.time() - run.window, ok=False, kind="timeout"))
     return outcome
+
+
+class _Run:
+    """The requests of one open-loop run in flight, each recorded from its intended send time when it ends."""
+
+    def __init__(self, send: Send, rec: Recorder, events: EventsPerRequest, warmup_s: float):
+        self.send, self.rec, self.events = send, rec, events
+        self.loop = asyncio.get_running_loop()
+        self.t0 = self.loop.time()
+        self.window = self.t0 + warmup_s
+        self.pending: dict[asyncio.Task, bool] = {}  # outstanding request -> whether it is measured
+
+    def issue(self, i: int, intended: float, measured: bool) -> None:
+        task = self.loop.create_task(self._send(i, intended, measured))
+        self.pending[task] = measured
+        task.add_done_callback(self.pending.pop)
+
+    async def _send(self, i: int, intended: float, measured: bool) -> None:
+        try:
+            await self.send(i)
+        except Exception as exc:  # noqa: BLE001 - any failure of `send` is a failed (or shed) request
+            if measured:
+                done = self.loop.time()
+                self.rec.record(done - intended if answered(exc) else None, done - self.window, ok=False,
+                                kind=error_kind(exc))
+        else:
+            if measured:
+                done = self.loop.time()
+                self.rec.record(done - intended, done - self.window, self.events(i))
 
 
 async def _time_out(pending: dict[asyncio.Task, bool], count_timeout: Callable[[], None]) -> None:

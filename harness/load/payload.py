@@ -22,7 +22,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from harness.api import EventBatch, encode
+from harness.serving.api import EventBatch, encode
 
 START_TIME = 1704067200.0  # 2024-01-01T00:00:00Z
 

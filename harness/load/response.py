@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.api import Answer, decode_answer
+from harness.serving.api import Answer, decode_answer
 from harness.load.errors import BAD_RESPONSE, SendError, Shed
 
 

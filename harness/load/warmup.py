@@ -26,7 +26,7 @@ from typing import Any, Awaitable, Callable, Mapping
 
 import numpy as np
 
-from harness.api import EventBatch, encode
+from harness.serving.api import EventBatch, encode
 from harness.load.errors import Shed, describe
 from harness.load.payload import START_TIME, stream_settings
 from harness.load.response import check_response
@@ -54,6 +54,65 @@ class Warmed:
                 f"{self.requests} requests, {self.seconds:.2f} s")
 
 
+class _Warming:
+    """One warm-up's shared state: how to call the service, how many streams warm at once, the requests sent, and
+    whether a stream failed (then the others stop: a plain `post` never yields, so cancelling comes too late)."""
+
+    def __init__(self, post: Post, headers: Mapping[str, str] | None, parallel: int, encoding: str,
+                 every: Mapping[str, Mapping[str, int | str]], events_per_request: int, start_time: float, step_s: float):
+        self.post, self.headers, self.gate = post, dict(headers or {}), asyncio.Semaphore(parallel)
+        self.encoding, self.every, self.events_per_request = encoding, every, events_per_request
+        self.start_time, self.step_s = start_time, step_s
+        self.requests, self.failed = 0, False
+
+    def fail(self, name: str, why: str) -> WarmupError:
+        self.failed = True
+        return WarmupError(f"warm-up of stream {name} failed: {why}")
+
+    async def call(self, body: bytes, content_type: str) -> Reply:
+        reply = self.post(body, content_type, self.headers)
+        reply = await reply if inspect.isawaitable(reply) else reply
+        return (*reply, None)[:4] if len(reply) == 3 else reply  # type: ignore[return-value]  # no Retry-After
+
+    async def answer(self, name: str, request: tuple[bytes, str], events: int) -> Any:
+        """The checked answer to one request, sent again (after Retry-After) while the service sheds it."""
+        shed_since = None
+        while True:
+            try:
+                status, body, content_type, retry_after = await self.call(*request)
+                return check_response(status, body, content_type, events, retry_after)
+            except Shed as exc:  # the service is busy: wait as it asks, then send it again
+                shed_since = shed_since if shed_since is not None else time.monotonic()
+                if time.monotonic() - shed_since > SHED_PATIENCE_S:
+                    raise self.fail(name, f"shed for {SHED_PATIENCE_S:g} s: {describe(exc)}") from None
+                await asyncio.sleep(_seconds(retry_after))
+            except Exception as exc:  # noqa: BLE001 - whatever went wrong, this stream is not warm
+                raise self.fail(name, describe(exc)) from None
+
+    async def stream(self, name: str, values: np.ndarray) -> int:
+        """Send `name` its events in order until the service no longer lists it as warming; the events it took."""
+        if not len(values):
+            raise ValueError(f"stream {name} has no values")
+        sent, need = 0, None
+        async with self.gate:
+            while True:
+                if self.failed:
+                    raise asyncio.CancelledError
+                p = np.arange(sent, sent + self.events_per_request)
+                batch = EventBatch([name], np.zeros(len(p), np.int64), self.start_time + p * self.step_s,
+                                   values[p % len(values)], {name: self.every[name]})
+                answer = await self.answer(name, encode(batch, self.encoding), len(p))
+                sent += len(p)
+                self.requests += 1
+                left = answer.warming.get(name)
+                if left is None:
+                    return sent
+                if need is not None and left >= need:
+                    raise self.fail(name, f"the service still lists it as needing {left} events after {sent} (its "
+                                          "count did not go down)")
+                need = left
+
+
 async def warm_up_async(post: Post, streams: Mapping[str, Any], events_per_request: int, encoding: str = "msgpack",
                         settings: Mapping[str, Mapping[str, int | str]] | None = None, *,
                         headers: Mapping[str, str] | None = None, parallel: int = 8,
@@ -62,59 +121,11 @@ async def warm_up_async(post: Post, streams: Mapping[str, Any], events_per_reque
     `start_time` and `step_s` must be those the measured bodies use (harness.load.payload.request_bodies)."""
     if not streams or events_per_request < 1 or parallel < 1:
         raise ValueError("need a stream, events_per_request >= 1 and parallel >= 1")
-    every = stream_settings(streams, settings)
-    sent_headers = dict(headers or {})
-    gate = asyncio.Semaphore(parallel)
-    requests = 0
-    failed = False  # one stream failed: the others stop (a plain `post` never yields, so cancelling is too late)
-
-    async def call(body: bytes, content_type: str) -> Reply:
-        reply = post(body, content_type, sent_headers)
-        reply = await reply if inspect.isawaitable(reply) else reply
-        return (*reply, None)[:4] if len(reply) == 3 else reply  # type: ignore[return-value]  # no Retry-After
-
-    async def warm(name: str) -> int:
-        nonlocal requests, failed
-        values = np.asarray(streams[name], np.float64)
-        if not len(values):
-            raise ValueError(f"stream {name} has no values")
-        sent, need = 0, None
-        async with gate:
-            while True:
-                if failed:
-                    raise asyncio.CancelledError
-                p = np.arange(sent, sent + events_per_request)
-                batch = EventBatch([name], np.zeros(len(p), np.int64), start_time + p * step_s,
-                                   values[p % len(values)], {name: every[name]})
-                request, shed_since = encode(batch, encoding), None
-                while True:
-                    try:
-                        status, body, content_type, retry_after = await call(*request)
-                        answer = check_response(status, body, content_type, len(p), retry_after)
-                        break
-                    except Shed as exc:  # the service is busy: wait as it asks, then send it again
-                        shed_since = shed_since if shed_since is not None else time.monotonic()
-                        if time.monotonic() - shed_since > SHED_PATIENCE_S:
-                            failed = True
-                            raise WarmupError(f"warm-up of stream {name} failed: shed for {SHED_PATIENCE_S:g} s: "
-                                              f"{describe(exc)}") from None
-                        await asyncio.sleep(_seconds(retry_after))
-                    except Exception as exc:  # noqa: BLE001 - whatever went wrong, this stream is not warm
-                        failed = True
-                        raise WarmupError(f"warm-up of stream {name} failed: {describe(exc)}") from None
-                sent += len(p)
-                requests += 1
-                left = answer.warming.get(name)
-                if left is None:
-                    return sent
-                if need is not None and left >= need:
-                    failed = True
-                    raise WarmupError(f"warm-up of stream {name} failed: the service still lists it as needing {left} "
-                                      f"events after {sent} (its count did not go down)")
-                need = left
-
+    warming = _Warming(post, headers, parallel, encoding, stream_settings(streams, settings), events_per_request,
+                       start_time, step_s)
     started = time.perf_counter()
-    tasks = {name: asyncio.ensure_future(warm(name)) for name in streams}
+    tasks = {name: asyncio.ensure_future(warming.stream(name, np.asarray(values, np.float64)))
+             for name, values in streams.items()}
     await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_EXCEPTION)
     for task in tasks.values():  # a failure ends the warm-up: the other streams are not waited for
         task.cancel()
@@ -122,7 +133,7 @@ async def warm_up_async(post: Post, streams: Mapping[str, Any], events_per_reque
     error = next((t.exception() for t in tasks.values() if not t.cancelled() and t.exception()), None)
     if error is not None:
         raise error
-    return Warmed(time.perf_counter() - started, requests, {name: t.result() for name, t in tasks.items()})
+    return Warmed(time.perf_counter() - started, warming.requests, {name: t.result() for name, t in tasks.items()})
 
 
 def warm_up(post: Post, streams: Mapping[str, Any], events_per_request: int, encoding: str = "msgpack",

@@ -78,7 +78,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("backend", "where the model ran: `torch`, `onnxruntime`, `openvino`", value=_backend("backend"), backend=True),
     Column("precision", "the model's numeric precision: `fp32`, `int8`, `bf16`, `fp16`", value=_backend("precision"), backend=True),
     Column("pruning", "what the backend entry pruned: `magnitude` or `structured` and the share removed (empty: none)",
-           value=lambda r: f"{r.cell.backend.prune} {r.cell.backend.sparsity:g}" if r.cell.backend and r.cell.backend.prune else "", backend=True),
+           value=lambda r: f"{r.cell.pruning.prune} {r.cell.pruning.sparsity:g}" if r.cell.pruning else "", backend=True),
     Column("weights_nonzero", "non-zero weights of the last pruned model (magnitude pruning keeps the shapes: the zeros are still stored)",
            "weights", "lower", DETERMINISTIC,
            lambda r: (r.score.backend_info or {}).get("pruning", {}).get("weights_nonzero") if r.score else None, backend=True),

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from harness.errors import InputError
 
+REFERENCE_PROFILE = "standard"  # the table's detection metrics and threshold are read at this profile's threshold
+
 
 @dataclass(frozen=True)
 class Profile:

@@ -10,22 +10,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from harness.scenario import Cell
-from harness.tasks import load, score, timing
-from harness.tasks.base import Needs, RunContext, Task, execute, failed, task_id
-
-KINDS = {"score": score, "timing": timing, "load": load}
-
+from harness.targets import TargetSpec, labels_for
+from harness.tasks.base import Needs, RunContext, Task, task_id
+from harness.tasks.execute import KINDS, execute, failed
+from harness.timing import TimingSpec
 
 def kinds_of(cell: Cell, load: bool = False) -> list[str]:
     """The task kinds a cell needs, in dependency order (`load`: the scenario load-tests its variants)."""
     return ["score"] + (["timing"] if cell.backend is not None else []) + (["load"] if load else [])
 
 
-def plan_tasks(cells: list[Cell], timing_settings: dict[str, Any], files: int, load: bool = False,
-               targets: dict[str, Any] | None = None) -> list[Task]:
+def plan_tasks(cells: list[Cell], timing_spec: TimingSpec, files: int, load: bool = False,
+               targets: dict[str, TargetSpec] | None = None) -> list[Task]:
     """Every cell's tasks: a scoring task reserving the backend's threads (1 CPU without a backend), and for a
     backend cell a timing task after it, alone on its node when timing is exclusive; with `load`, a load task
     after the scoring (run by the driver). A cell on a target (`targets`: the scenario's TargetSpecs by name)
@@ -33,13 +30,13 @@ def plan_tasks(cells: list[Cell], timing_settings: dict[str, Any], files: int, l
     tasks = []
     for cell in cells:
         target = (targets or {}).get(cell.target) if cell.target else None
-        labels = dict(target.labels) if target else {}
+        labels = labels_for(targets or {}, cell.target)
         memory = target.memory if target else None
         threads = cell.backend.threads if cell.backend is not None else 1
         cpus = target.cpus if target is not None and target.cpus is not None else threads
         tasks.append(Task("score", cell, Needs(cpus=cpus, memory_bytes=memory, labels=labels), units=max(files, 1)))
         if "timing" in kinds_of(cell):
-            needs = Needs(cpus=cpus, memory_bytes=memory, labels=labels, exclusive=bool(timing_settings.get("exclusive", True)))
+            needs = Needs(cpus=cpus, memory_bytes=memory, labels=labels, exclusive=timing_spec.exclusive)
             tasks.append(Task("timing", cell, needs, after=("score",)))
         if load:
             tasks.append(Task("load", cell, Needs(cpus=0, labels=labels, exclusive=True), after=("score",)))

@@ -1,5 +1,6 @@
-"""What every task kind shares: the work it needs (`Needs`, read by the runner's placement), the `Task` itself,
-the shared `RunContext`, and `execute`, which runs a task in plain Python and turns any failure into a record.
+"""What every task kind shares: the work it needs (`Needs`, read by the runner's placement), the `Task` itself
+and the shared `RunContext`. `harness.tasks.execute` runs a task in plain Python and turns any failure into a
+record.
 
 A task kind is a module with `run(task, context, inputs, progress) -> (result, artefacts)`: `inputs` are the
 artefacts of the tasks it depends on (by kind), `progress(n)` reports n more units done, `result` is the kind's
@@ -9,18 +10,19 @@ Nothing here imports Ray: the runner calls `execute` inside its Ray tasks, tests
 
 from __future__ import annotations
 
-import time
-import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from harness.corpus.layout import Corpus
-from harness.environment import now
-from harness.results.schema import Status, TaskRecord
+from harness.load.settings import LoadSpec
 from harness.scenario import Cell
 from harness.scoring.profiles import Profile
+from harness.serving.config import ServeSpec
+from harness.targets import TargetSpec, labels_for
+from harness.thresholds.spec import PolicySpec
+from harness.timing import TimingSpec
 
-Progress = Callable[[int], None]
+ReportProgress = Callable[[int], None]  # reports n more units done
 
 
 @dataclass(frozen=True)
@@ -58,42 +60,19 @@ def task_id(cell_id: str, kind: str) -> str:
 
 @dataclass
 class RunContext:
-    """Everything a run's tasks share, shipped to the workers once."""
+    """Everything a run's tasks share, shipped to the workers once: the corpus and NAB's settings, and the
+    scenario's sections each kind reads, as their components define them."""
 
     corpus: Corpus
     profiles: tuple[Profile, ...]
     thresholds: dict[str, dict[str, float]] | None  # per detector label, per profile; None: optimise
     probation_percent: float
-    timing: dict[str, Any]  # the scenario's timing settings (TimingSpec)
-    serve: dict[str, Any] | None = None  # the scenario's serve settings (ServeSpec)
-    load: dict[str, Any] | None = None  # the scenario's load settings (LoadSpec); None: no load tasks
-    targets: dict[str, dict[str, Any]] = field(default_factory=dict)  # the scenario's targets (TargetSpec) by name
-    policies: list[dict[str, Any]] = field(default_factory=list)  # the scenario's threshold policies (PolicySpec)
+    timing: TimingSpec = field(default_factory=TimingSpec)
+    serve: ServeSpec = field(default_factory=ServeSpec)
+    load: LoadSpec | None = None  # None: no load tasks
+    targets: dict[str, TargetSpec] = field(default_factory=dict)  # by name
+    policies: list[PolicySpec] = field(default_factory=list)
 
-
-def execute(task: Task, context: RunContext, inputs: dict[str, dict[str, Any]], progress: Progress | None = None,
-            cluster: Any = None) -> tuple[TaskRecord, dict[str, Any]]:
-    """Run one task; a failure is data (a failed record with the error and traceback), never an exception.
-    `cluster`: what a kind that runs on the driver (ON_DRIVER) drives, from the runner."""
-    from harness.tasks import KINDS
-
-    kind = KINDS[task.kind]
-    started, t0 = now(), time.perf_counter()
-    try:
-        extra = (cluster,) if getattr(kind, "ON_DRIVER", False) else ()
-        result, artefacts = kind.run(task, context, inputs, progress or (lambda n: None), *extra)
-        return TaskRecord(kind=task.kind, status=Status.OK, started_at=started, seconds=time.perf_counter() - t0, result=result), artefacts
-    except Exception as exc:  # noqa: BLE001 - any detector or backend failure is recorded, never fatal to the run
-        return failed(task.kind, exc, started, time.perf_counter() - t0, traceback.format_exc()), {}
-
-
-def failed(kind: str, error: BaseException | str, started: str | None = None, seconds: float = 0.0, tb: str | None = None) -> TaskRecord:
-    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    return TaskRecord(
-        kind=kind,
-        status=Status.FAILED,
-        started_at=started,
-        seconds=seconds,
-        error=(message.splitlines() or [""])[0],
-        traceback=tb,
-    )
+    def labels(self, cell: Cell) -> dict[str, str]:
+        """The node labels of the target `cell` runs on (none without a target)."""
+        return labels_for(self.targets, cell.target)

@@ -1,4 +1,4 @@
-"""The load task: a variant deployed on Ray Serve (serve/app.py), its streams warmed, then loaded (docs/load.md).
+"""The load task: a variant deployed on Ray Serve (harness/serving/app.py), its streams warmed, then loaded (docs/load.md).
 
 1. Deploy the cell's variant with the scenario's `serve:` settings.
 2. Warm-up (harness.load.warmup): each stream (the first `load.streams` corpus files) is sent its events in
@@ -13,7 +13,7 @@
 5. Take the deployment down, whatever happened.
 
 It runs in the driver, one at a time with nothing else running (a measurement needs the machine), through the
-`cluster` the runner hands it (harness.execution.serving.RayServing): this module imports no Ray.
+`cluster` the runner hands it (harness.execution.serving_cluster.RayServing): this module imports no Ray.
 """
 
 from __future__ import annotations
@@ -25,19 +25,19 @@ from typing import Any, Mapping, Protocol
 
 import numpy as np
 
-from harness.api import EventBatch
-from harness.load import LoadOutcome, LoadSettings, RequestBodies, find_peak, request_bodies, warm_up
+from harness.serving.api import EventBatch
+from harness.load import LoadOutcome, LoadSettings, LoadSpec, RequestBodies, find_peak, request_bodies, warm_up
 from harness.load.http_target import auth_headers
 from harness.load.payload import stream_settings
 from harness.results.schema import FaultFigures, LoadPoint, LoadResult, PeakFigures, WarmupFigures
-from harness.serving import ServeSpec, ServiceConfig
-from harness.tasks.base import Progress, RunContext, Task
+from harness.serving.config import ServiceConfig
+from harness.tasks.base import ReportProgress, RunContext, Task
 
 ON_DRIVER = True  # the runner runs this kind in its own process, alone
 
 
 class ServingCluster(Protocol):
-    """What the load task needs from the cluster (implemented with Ray in harness.execution.serving)."""
+    """What the load task needs from the cluster (implemented with Ray in harness.execution.serving_cluster)."""
 
     def deploy(self, config: ServiceConfig, name: str) -> Any: ...  # -> an object with .url and .deploy_s
     def undeploy(self, name: str) -> None: ...
@@ -58,90 +58,91 @@ def app_name(cell_id: str) -> str:
     return "load-" + (safe if len(safe) <= 48 else f"{safe[:39]}-{zlib.crc32(cell_id.encode()):08x}")
 
 
-def run(task: Task, ctx: RunContext, inputs: dict[str, Any], progress: Progress, cluster: ServingCluster) -> tuple[LoadResult, dict[str, Any]]:
+def run(task: Task, ctx: RunContext, inputs: dict[str, Any], progress: ReportProgress, cluster: ServingCluster) -> tuple[LoadResult, dict[str, Any]]:
     spec = ctx.load
     assert spec is not None, "a load task needs the scenario's load: section"
-    cell = task.cell
-    labels = ctx.targets[cell.target]["labels"] if cell.target else {}
-    config = ServiceConfig.for_cell(cell, ServeSpec.model_validate(ctx.serve or {}), ctx.probation_percent, labels)
-    files = ctx.corpus.files[: spec["streams"]]
+    config = _service(task.cell, ctx)
+    files = ctx.corpus.files[: spec.streams]
     if not files:
         raise ValueError("the corpus has no files to replay as streams")
     streams = {f.name: np.asarray(f.values, np.float64) for f in files}
     settings = stream_settings(streams, {f.name: {"length": f.n_rows} for f in files})  # order: arrival, too
-    if config.serve.token_file:  # the driver reads the token: the replicas and generators are given it
-        from harness.tokens import read_token
-
-        config = config.model_copy(update={"api_token": read_token(config.serve.token_file, "serve.token_file")})
-    headers = auth_headers(config.api_token)
-    epr, enc = spec["events_per_request"], spec["encoding"]
-    name = app_name(cell.id)
+    name = app_name(task.cell.id)
     service = cluster.deploy(config, name)
     try:
-        warmup, used = _warm_up(cluster, service, streams, settings, epr, enc, headers)
+        warmup, used = _warm_up(cluster, service, streams, settings, spec.events_per_request, spec.encoding,
+                                auth_headers(config.api_token))
         warm, rest = _cut(streams, used)
-        inprocess = cluster.beside(config, in_process_eps, config, warm, rest, settings, epr)
+        inprocess = cluster.beside(config, in_process_eps, config, warm, rest, settings, spec.events_per_request)
         result = LoadResult(
             deploy_s=service.deploy_s, warmup=warmup, inprocess_eps=inprocess,
             serve=config.serve.model_dump(), serve_environment=cluster.serve_environment(),
-            events_per_request=epr, encoding=enc, streams=len(files), network=getattr(service, "network", None),
+            events_per_request=spec.events_per_request, encoding=spec.encoding, streams=len(files),
+            network=getattr(service, "network", None),
         )
         artefacts: dict[str, Any] = {}
-        first = True
-        for path in spec["paths"]:
-            gens = _split(streams, spec["generators"], epr, enc, settings, used)
-            for point in _points(spec):
-                settings_ = _settings(spec, point, spec["duration_s"])
-                profile = cluster.replicas(service) if first and spec["profile"] else None
-                kill = None
-                if first and spec["kill_replica_at_s"] is not None:
-                    shard = next(r for r in cluster.replicas(service) if r["deployment"] == config.serve.owner(0))
-                    kill = (shard, settings_.warmup_s + spec["kill_replica_at_s"])
-                outcome, flames, killed_at = cluster.load(service, path, settings_, gens, profile, kill)
-                summary = outcome.summary(settings_.rules)
-                result.points.append(LoadPoint(path=path, summary=summary))
-                if kill is not None:
-                    result.fault = _fault(summary, kill[0], spec["kill_replica_at_s"], killed_at, spec["slo_p95_ms"])
-                for who, svg in flames.items():
-                    key = f"flame-{path}-{who}.svg"
-                    artefacts[key] = svg
-                    result.profiles.append(key)
-                first = False
-            if spec["find_peak"]:
-                duration = spec["peak_duration_s"] or spec["duration_s"]
-
-                runs = []
-
-                def measure(rate: float, path=path, gens=gens, duration=duration, runs=runs):
-                    s = _settings(spec, rate, duration)
-                    summary = cluster.load(service, path, s, gens)[0].summary(s.rules)
-                    runs.append(summary.model_copy(update={"per_second": []}))
-                    return summary
-
-                peak = find_peak(measure, start_rps=spec["peak_start_rps"], slo_p95_ms=spec["slo_p95_ms"],
-                                 max_error_rate=spec["rules"]["max_error_rate"], precision=spec["peak_precision"],
-                                 max_runs=spec["peak_max_runs"])
-                result.peaks.append(PeakFigures(
-                    path=path, slo_p95_ms=spec["slo_p95_ms"], peak_rps=peak.peak_rps,
-                    peak_eps=None if peak.summary is None else peak.summary.achieved_eps,
-                    summary=peak.summary, converged=peak.converged, probes=[p.model_dump() for p in peak.probes], runs=runs,
-                ))
+        for i, path in enumerate(spec.paths):
+            gens = _split(streams, spec.generators, spec.events_per_request, spec.encoding, settings, used)
+            _measure_points(cluster, service, config, spec, path, gens, result, artefacts, first_path=i == 0)
+            if spec.find_peak:
+                result.peaks.append(_peak(cluster, service, spec, path, gens))
         progress(1)
         return result, artefacts
     finally:
         cluster.undeploy(name)
 
 
-def _points(spec: dict) -> list[float]:
-    return list(spec["rates"]) if spec["mode"] == "open" else [float(c) for c in spec["concurrency"]]
+def _service(cell: Any, ctx: RunContext) -> ServiceConfig:
+    """The cell's service, on its target's nodes, with the API token read from its file here, in the driver (the
+    replicas and generators are given it)."""
+    config = cell.service(ctx.serve, ctx.probation_percent, ctx.labels(cell))
+    if config.serve.token_file:
+        from harness.tokens import read_token
+
+        config = config.model_copy(update={"api_token": read_token(config.serve.token_file, "serve.token_file")})
+    return config
 
 
-def _settings(spec: dict, point: float, duration_s: float) -> LoadSettings:
-    common = dict(events_per_request=spec["events_per_request"], duration_s=duration_s, warmup_s=spec["warmup_s"],
-                  max_in_flight=spec["max_in_flight"], timeout_s=spec["timeout_s"], rules=spec["rules"])
-    if spec["mode"] == "open":
-        return LoadSettings(mode="open", arrivals=spec["arrivals"], rate=point, **common)
-    return LoadSettings(mode="closed", concurrency=int(point), think_time_s=spec["think_time_s"], **common)
+def _measure_points(cluster: ServingCluster, service: Any, config: ServiceConfig, spec: LoadSpec, path: str,
+                    gens: list[RequestBodies], result: LoadResult, artefacts: dict[str, Any], first_path: bool) -> None:
+    """One run per rate (or concurrency) on `path`, into `result`; the first run of the first path may carry the
+    flame graphs (into `artefacts`) and the replica kill."""
+    for j, point in enumerate(spec.points()):
+        first = first_path and j == 0
+        settings = spec.run_settings(point)
+        profile = cluster.replicas(service) if first and spec.profile else None
+        kill = None
+        if first and spec.kill_replica_at_s is not None:
+            shard = next(r for r in cluster.replicas(service) if r["deployment"] == config.serve.owner(0))
+            kill = (shard, settings.warmup_s + spec.kill_replica_at_s)
+        outcome, flames, killed_at = cluster.load(service, path, settings, gens, profile, kill)
+        summary = outcome.summary(settings.rules)
+        result.points.append(LoadPoint(path=path, summary=summary))
+        if kill is not None:
+            result.fault = _fault(summary, kill[0], spec.kill_replica_at_s, killed_at, spec.slo_p95_ms)
+        for who, svg in flames.items():
+            key = f"flame-{path}-{who}.svg"
+            artefacts[key] = svg
+            result.profiles.append(key)
+
+
+def _peak(cluster: ServingCluster, service: Any, spec: LoadSpec, path: str, gens: list[RequestBodies]) -> PeakFigures:
+    """The highest rate on `path` whose p95 meets the SLO, VALID (harness.load.peak), with every probe's run."""
+    runs = []
+
+    def measure(rate: float):
+        settings = spec.run_settings(rate, spec.peak_duration_s)
+        summary = cluster.load(service, path, settings, gens)[0].summary(settings.rules)
+        runs.append(summary.model_copy(update={"per_second": []}))
+        return summary
+
+    peak = find_peak(measure, start_rps=spec.peak_start_rps, slo_p95_ms=spec.slo_p95_ms,
+                     max_error_rate=spec.rules.max_error_rate, precision=spec.peak_precision, max_runs=spec.peak_max_runs)
+    return PeakFigures(
+        path=path, slo_p95_ms=spec.slo_p95_ms, peak_rps=peak.peak_rps,
+        peak_eps=None if peak.summary is None else peak.summary.achieved_eps,
+        summary=peak.summary, converged=peak.converged, probes=[p.model_dump() for p in peak.probes], runs=runs,
+    )
 
 
 def _cut(streams: dict[str, np.ndarray], used: dict[str, int]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -178,10 +179,7 @@ def in_process_eps(config: ServiceConfig, warm: dict[str, np.ndarray], rest: dic
                     epr: int) -> float:
     """Events per second a StreamTable scores in this process, on the same variant and request size, after the
     same warm-up: the ceiling the service is compared with."""
-    from harness.serving import make_detector_factory
-    from harness.streams import StreamTable
-
-    table = StreamTable(make_detector_factory(config.variant), config.serve.probation, config.probation_percent)
+    table = config.stream_table()
     for name, values in warm.items():
         table.score(EventBatch.of([name] * len(values), np.zeros(len(values)), values, {name: settings[name]}))
     chunks = [EventBatch.of([name] * len(c), np.zeros(len(c)), c, {name: settings[name]})

@@ -6,28 +6,29 @@ quantization are not timed and not repeated), and measures `infer` on real windo
 
 from __future__ import annotations
 
-import pickle
 from typing import Any
 
 from harness.results.folder import HANDOFF
 from harness.results.schema import LatencyFigures, TimingResult
-from harness.tasks.base import Progress, RunContext, Task
+from harness.tasks.base import ReportProgress, RunContext, Task
+from harness.tasks.handoff import ModelHandoff
 
-def run(task: Task, ctx: RunContext, inputs: dict[str, Any], progress: Progress) -> tuple[TimingResult, dict[str, Any]]:
+
+def run(task: Task, ctx: RunContext, inputs: dict[str, Any], progress: ReportProgress) -> tuple[TimingResult, dict[str, Any]]:
     from harness.backends import prepare
     from harness.timing import time_batches
 
-    job = pickle.loads(inputs["score"][HANDOFF])
-    compiled = prepare(job["spec"], job["model"], job["calibration"])
-    settings = {k: v for k, v in ctx.timing.items() if k != "exclusive"}  # exclusive is placement, not measurement
-    figures = time_batches(compiled.infer, job["windows"], **settings)
+    job = ModelHandoff.from_bytes(inputs["score"][HANDOFF])
+    compiled = prepare(job.spec, job.model, job.calibration)
+    settings = ctx.timing.measurement()
+    figures = time_batches(compiled.infer, job.windows, **settings)
     progress(1)
     return (
         TimingResult(
             batch1=LatencyFigures(**figures["batch1"]),
             batchN=LatencyFigures(**figures["batchN"]),
             sweep={size: LatencyFigures(**f) for size, f in figures["sweep"].items()},
-            file=job["file"],
+            file=job.file,
             settings=settings,
             exclusive=task.needs.exclusive,
             cache=compiled.info.get("cache"),

@@ -48,7 +48,7 @@ def start_ray(state: TopologyState, node: NodeState) -> subprocess.Popen:
     # but with a proxy on every node: that path's "direct ingress" runs the proxy on the head only, and a service
     # on the edge would then have nothing on the edge's 127.0.0.1:8000 for its relay to reach
     env.setdefault("RAY_SERVE_ENABLE_DIRECT_INGRESS", "0")
-    from harness.http_guard import IMPORT_PATH
+    from harness.serving.http_guard import IMPORT_PATH
 
     env.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", IMPORT_PATH)  # bodies read whole, bounded
     if node.memory_bytes:  # Ray's monitor acts before the kernel's OOM killer, which would kill without a reason

@@ -38,7 +38,7 @@ class NodeSpec(_Strict):
     @field_validator("memory", mode="before")
     @classmethod
     def _bytes(cls, v: Any) -> Any:
-        from harness.scenario import parse_bytes
+        from harness.targets import parse_bytes
 
         return parse_bytes(v) if isinstance(v, str) else v
 

@@ -1,5 +1,5 @@
 """What `harness cluster up` made, recorded so that `down` removes exactly that, `exec` knows where to run, and a
-run on the topology can record the shaping it met (`harness.execution.serving.network_to`)."""
+run on the topology can record the shaping it met (`harness.serving.deploy.network_to`)."""
 
 from __future__ import annotations
 

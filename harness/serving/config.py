@@ -1,5 +1,5 @@
-"""What a served variant is, and how events find their shard (plain Python; serve/app.py builds the Ray Serve
-application from a `ServiceConfig`, docs/serving.md).
+"""What a served variant is, and how events find their shard (plain Python; harness.serving.app builds the Ray
+Serve application from a `ServiceConfig`, docs/serving.md).
 
 One stream's state must live in exactly one place, and Serve routes a deployment's requests to any of its
 replicas. So the state lives in `shards`: separate deployments of one replica each, a stream always on shard
@@ -11,14 +11,18 @@ the streams itself: a single deployment, one hop (and its serialisation) less.
 from __future__ import annotations
 
 import zlib
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from harness.backends.base import BackendSpec
+from harness.backends import BackendSpec
+from harness.detectors.pruning import PruningSpec
 
 if TYPE_CHECKING:
-    from harness.scenario import Cell
+    from concurrent.futures import Executor
+
+    from harness.serving.streams import StreamTable
 
 
 class ServeSpec(BaseModel):
@@ -86,7 +90,7 @@ class ServeSpec(BaseModel):
 
 
 class Variant(BaseModel):
-    """The detector a service runs: a cell's type, parameters and backend."""
+    """The detector a service runs: a cell's type, parameters, backend and pruning."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -94,10 +98,17 @@ class Variant(BaseModel):
     type: str
     params: dict[str, Any] = Field(default_factory=dict)
     backend: BackendSpec | None = None
+    pruning: PruningSpec | None = None
+
+    def detector_factory(self) -> Callable[[], Any]:
+        """A function returning a fresh detector for one stream (harness.detectors.build_detector)."""
+        from harness.detectors import build_detector
+
+        return partial(build_detector, self.type, self.params, self.backend, self.pruning)
 
 
 class ServiceConfig(BaseModel):
-    """Everything serve/app.py needs: the variant, the deployment's settings, NAB's probation percentage."""
+    """Everything harness.serving.app needs: the variant, the deployment's settings, NAB's probation percentage."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -109,14 +120,6 @@ class ServiceConfig(BaseModel):
     api_token: str | None = Field(None, repr=False, description="the token of serve.token_file (read by the "
                                   "driver, so the replicas need not see the file)")
 
-    @classmethod
-    def for_cell(cls, cell: "Cell", serve: ServeSpec | None, probation_percent: float,
-                 labels: dict[str, str] | None = None) -> "ServiceConfig":
-        """The service of a scenario's cell: its variant, the scenario's `serve:` settings and probation, and its
-        target's node labels."""
-        variant = Variant(id=cell.id, type=cell.type, params=cell.params, backend=cell.backend)
-        return cls(variant=variant, serve=serve or ServeSpec(), probation_percent=probation_percent, labels=labels or {})
-
     def stream_limit(self) -> int:
         """Streams a shard keeps: `serve.max_streams`, else by what one stream costs (docs/serving.md)."""
         if self.serve.max_streams is not None:
@@ -124,6 +127,15 @@ class ServiceConfig(BaseModel):
         from harness.detectors import resolve_detector
 
         return LEARNED_STREAMS if resolve_detector(self.variant.type).trains_at_probation else STREAMS
+
+    def stream_table(self, executor: "Executor | None" = None) -> "StreamTable":
+        """The live streams of one shard of this service: its variant's detectors, its probation, limits and
+        expiry; learned streams trained on `executor` (None: in the caller's thread)."""
+        from harness.serving.streams import StreamTable
+
+        s = self.serve
+        return StreamTable(self.variant.detector_factory(), s.probation, self.probation_percent, self.stream_limit(),
+                           s.max_probation, s.stream_ttl_s, executor=executor)
 
     def user_code(self) -> list[str]:
         """The folder of a user's detector package, which the replicas need (shipped as Ray py_modules)."""
@@ -152,18 +164,3 @@ def is_loopback(host: str) -> bool:
 def shard_of(stream: str, shards: int) -> int:
     """The shard that owns a stream: stable across processes and restarts (crc32, not Python's hash)."""
     return zlib.crc32(stream.encode()) % shards
-
-
-def make_detector_factory(variant: Variant):
-    """A function returning a fresh detector for one stream (on the variant's backend)."""
-    from harness.detectors import resolve_detector
-
-    cls = resolve_detector(variant.type)
-
-    def make():
-        detector = cls(**variant.params)
-        if variant.backend is not None:
-            detector.use_backend(variant.backend)
-        return detector
-
-    return make

@@ -16,7 +16,7 @@ proxy, never a replica slot.
 Where it runs. Serve imports the function named by `RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH` in every proxy
 (and in a direct-ingress replica's own HTTP server) and wraps its ASGI app in the middlewares it returns. A
 private Ray started by the harness sets it (`harness.execution.runner.ray_environment`); on a cluster you start,
-put `RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=harness.http_guard:middlewares` in every node's environment
+put `RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=harness.serving.http_guard:middlewares` in every node's environment
 (clusters/ does). Without it the replica still enforces the same limits itself (`read_body`), but a slow body
 then holds a replica slot until its deadline.
 """
@@ -29,14 +29,14 @@ import math
 from collections import deque
 from typing import Any, Awaitable, Callable
 
-from harness.api import BODY_TIMEOUT_S, JSON, MAX_BODY_BYTES, RequestError
+from harness.serving.api import BODY_TIMEOUT_S, JSON, MAX_BODY_BYTES, RequestError
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-IMPORT_PATH = "harness.http_guard:middlewares"
+IMPORT_PATH = "harness.serving.http_guard:middlewares"
 ADMIT_HEADER = "x-harness-admit"  # "<route> <slots> <queue> <retry-after s>": what a service tells the guard
 MAX_ROUTES = 1024  # services (route prefixes) whose admission a guard remembers
 

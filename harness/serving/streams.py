@@ -1,5 +1,5 @@
 """Live streams' state: one detector per stream, fed the events of many requests in order (plain Python; the
-Serve shard in serve/app.py holds one `StreamTable`).
+Serve shard in harness/serving/app.py holds one `StreamTable`).
 
 A stream starts on its first event with its settings (`probation`: records learned before any is scored, by
 default the variant's; `length` when known, as for a replayed file; `order`: `timestamp`, the default, refuses
@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from harness.api import EventBatch, RequestError
+from harness.serving.api import EventBatch, RequestError
 from harness.detectors.base import Stream, StreamingDetector
 
 

@@ -1,17 +1,17 @@
 """The Ray Serve application that scores live streams with one variant (detector x backend x precision).
 
     POST /v1/score   a batch of events (JSON or packed msgpack, harness.api) -> one score per event, in order,
-                     and which of the request's streams are warming or were started by it (harness.api.Answer)
+                     and which of the request's streams are warming or were started by it (harness.serving.api.Answer)
     GET  /v1/status  every shard's streams, warming streams, events scored and start time (a restart shows)
 
-Two deployments (harness.serving explains why): `ScoreIngress`, stateless, checks the API token, reads and
+Two deployments (harness.serving.config explains why): `ScoreIngress`, stateless, checks the API token, reads and
 decodes a request, splits its events by shard and reassembles the answer; `StreamShard-<k>`, one replica each,
-holds its streams' state (harness.streams.StreamTable) and scores the events of up to `max_batch_size` requests
+holds its streams' state (harness.serving.streams.StreamTable) and scores the events of up to `max_batch_size` requests
 together (@serve.batch). A learned stream's training runs on the shard's one training thread, so the requests
-waiting for it wait alone (harness.streams).
+waiting for it wait alone (harness.serving.streams).
 
 Outside the harness: `serve run serve/config.yaml` (from the repository root), or
-`serve run serve.app:build_app config=<a ServiceConfig as JSON>`.
+`serve run harness.serving.app:build_app config=<a ServiceConfig as JSON>`.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 from starlette.responses import Response
 
-from harness.api import JSON, Answer, EventBatch, RequestError, check_size, decode, encode_answer
-from harness.http_guard import ADMIT_HEADER, ClientGone, declared_length, error_body, read_body
-from harness.serving import ServiceConfig, make_detector_factory, shard_of
-from harness.streams import Scored, StreamTable
+from harness.serving.api import JSON, Answer, EventBatch, RequestError, check_size, decode, encode_answer
+from harness.serving.http_guard import ADMIT_HEADER, ClientGone, declared_length, error_body, read_body
+from harness.serving.config import ServiceConfig, shard_of
+from harness.serving.streams import Scored
 from harness.tokens import bearer_matches
 
 
@@ -46,8 +46,7 @@ class Streams:
         s = cfg.serve
         self.shard = shard
         self.training = ThreadPoolExecutor(1, thread_name_prefix=f"training-{shard}")
-        self.table = StreamTable(make_detector_factory(cfg.variant), s.probation, cfg.probation_percent,
-                                 cfg.stream_limit(), s.max_probation, s.stream_ttl_s, executor=self.training)
+        self.table = cfg.stream_table(self.training)
         self._batched.set_max_batch_size(s.max_batch_size)
         self._batched.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
 
@@ -133,7 +132,7 @@ class ScoreIngress:
     def __init__(self, config: dict[str, Any], *shards: DeploymentHandle):
         self.config = ServiceConfig.model_validate(config)
         self.token = self.config.api_token
-        self.admission: dict[str, str] = {}  # what the HTTP front is told to admit (harness.http_guard)
+        self.admission: dict[str, str] = {}  # what the HTTP front is told to admit (harness.serving.http_guard)
         self.shards = shards
         self.local = None if shards else Streams(self.config, 0)
 
@@ -228,7 +227,7 @@ def build_app(args: dict[str, Any]):
     config = cfg.model_dump(mode="json")
     common = {"max_ongoing_requests": s.max_ongoing_requests}
     # Overload is refused at the door (503 + Retry-After) rather than queued into timeouts: the HTTP front admits
-    # what the ingress replicas hold (harness.http_guard, told by ADMIT_HEADER). Serve's own router queue is a
+    # what the ingress replicas hold (harness.serving.http_guard, told by ADMIT_HEADER). Serve's own router queue is a
     # backstop as long (requests that race the router's first look at a new replica, handle callers, a proxy
     # without the guard); requests waiting there retry under backoff, which is what collapsed overload before.
     # The shards are called by the ingress only.
