@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, field_validator, model_validator
 
 from harness.backends import BackendSpec, as_spec
@@ -23,6 +22,7 @@ from harness.serving.config import ServeSpec, ServiceConfig, Variant
 from harness.targets import TargetSpec, labels_for
 from harness.thresholds.spec import PolicySpec
 from harness.timing import TimingSpec
+from harness.yamlfile import read_yaml_mapping
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
@@ -251,34 +251,6 @@ def on_target(cell: Cell, name: str, target: TargetSpec) -> Cell:
         backend = backend.model_copy(update={"threads": target.threads})
     return cell.model_copy(update={"id": f"{cell.id}@{name}", "target": name, "backend": backend,
                                    "axes": {**cell.axes, "target": name}})
-
-
-def read_yaml_mapping(path: str | Path) -> tuple[dict, str]:
-    """The file's text and its top-level mapping, or one clear InputError."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError("file does not exist", path)
-    if not path.is_file():
-        raise InputError("expected a YAML file, got a folder", path)
-    raw = path.read_bytes()
-    if b"\0" in raw:
-        raise InputError("expected a YAML text file, got binary data", path)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError("expected a UTF-8 YAML text file, got binary data", path) from None
-    if not text.strip():
-        raise InputError("file is empty; expected a scenario mapping (name, corpus, detectors)", path)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputError(f"invalid YAML{where}: {problem}", path) from None
-    if not isinstance(data, dict):
-        raise InputError(f"expected a mapping at the top level, got {kind_of(data)}", path)
-    return data, text
 
 
 def load_scenario(

@@ -85,11 +85,12 @@ class Topology(_Strict):
 
 def load_topology(path: str | Path) -> Topology:
     """The topology file, validated; one InputError line naming the file and field otherwise."""
-    from harness.scenario import _first_error, read_yaml_mapping
+    from harness.errors import field_error
+    from harness.yamlfile import read_yaml_mapping
 
     data, _ = read_yaml_mapping(path)
     try:
         return Topology.model_validate(data)
     except ValidationError as exc:
-        field, msg = _first_error(exc)
+        field, msg = field_error(exc)
         raise InputError(msg, path, field or None) from None
