@@ -87,10 +87,8 @@ class ReviewRun:
 def open_run(path: str | Path) -> ReviewRun:
     """A finished run folder with its corpus (read again from where the run read it, and checked to be the
     same data); one InputError line otherwise."""
-    from harness.history.rows import read_run
-
     folder = RunFolder(path)
-    manifest, results = read_run(path)
+    manifest, results = folder.read_run()
     root = manifest.corpus.get("root")
     if not root or not Path(root).is_dir():
         raise InputError(f"the run's corpus is no longer at {root}", folder.manifest_file)

@@ -1,17 +1,15 @@
 """A run folder's figures as (cell, metric) rows, with the direction that is better and the noise each carries:
-read from the same column descriptors the tables render from (harness.results.columns)."""
+read from the same column descriptors the tables render from (harness.results.columns). The folder itself is
+read by harness.results.folder (`RunFolder.read_run`)."""
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 from dataclasses import dataclass
-from pathlib import Path
 
-from harness.errors import InputError
 from harness.results.columns import B1_NOISE, BY_NAME, COLUMNS, DETERMINISTIC, LOAD_BY_NAME, TIMING_NOISE, Column
-from harness.results.schema import CellResult, Manifest
+from harness.results.schema import CellResult
 
 NOISE_FIGURES = {c.noise for c in COLUMNS}  # columns that are other columns' noise: context, not figures to judge
 
@@ -31,27 +29,6 @@ class Figure:
     def judged(self) -> bool:
         """False for a column that is another column's noise (throughput_spread_pct): stored, shown, not judged."""
         return self.metric.partition("[")[0] not in NOISE_FIGURES
-
-
-def read_run(folder: str | Path) -> tuple[Manifest, list[CellResult]]:
-    """The manifest and every recorded cell of a run folder; one InputError line if it is not one."""
-    root = Path(folder)
-    manifest_file = root / "manifest.json"
-    if not manifest_file.is_file():
-        raise InputError("not a run folder (no manifest.json): give a folder written by `harness run`", root)
-    try:
-        manifest = Manifest.model_validate_json(manifest_file.read_text())
-    except ValueError as exc:
-        raise InputError(f"unreadable manifest.json ({str(exc).splitlines()[0]})", root) from None
-    results = []
-    for cell_id in manifest.cells:
-        path = root / "cells" / cell_id / "result.json"
-        if path.is_file():
-            try:
-                results.append(CellResult.from_data(json.loads(path.read_text())))
-            except ValueError as exc:
-                raise InputError(f"unreadable cell result ({str(exc).splitlines()[0]})", path) from None
-    return manifest, results
 
 
 def figures(results: list[CellResult]) -> list[Figure]:

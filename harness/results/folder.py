@@ -115,6 +115,35 @@ class RunFolder:
         except ValidationError as exc:
             raise InputError(f"not a harness manifest ({_first(exc)}); start a new run with another --out", self._manifest) from None
 
+    def read_run(self) -> tuple[Manifest, list[CellResult]]:
+        """A finished (or interrupted) run, read only: its manifest and every cell recorded so far, for the history,
+        comparisons, exports and the review loop; one InputError line if it is not a run folder."""
+        if not self._manifest.is_file():
+            raise InputError("not a run folder (no manifest.json): give a folder written by `harness run`", self.root)
+        try:
+            manifest = Manifest.model_validate_json(self._manifest.read_text())
+        except ValueError as exc:
+            raise InputError(f"unreadable manifest.json ({str(exc).splitlines()[0]})", self.root) from None
+        results = []
+        for cell_id in manifest.cells:
+            path = self._result(cell_id)
+            if path.is_file():
+                try:
+                    results.append(CellResult.from_data(json.loads(path.read_text())))
+                except ValueError as exc:
+                    raise InputError(f"unreadable cell result ({str(exc).splitlines()[0]})", path) from None
+        return manifest, results
+
+    def result_file(self, cell_id: str) -> Path | None:
+        """The cell's result.json, for exports that copy it whole; None before the cell has one."""
+        path = self._result(cell_id)
+        return path if path.is_file() else None
+
+    def report_files(self) -> list[Path]:
+        """The run's tables, manifest and plots that exist, for exports that copy them whole."""
+        names = ("table.csv", "table.md", "serving.csv", "serving.md", "leaderboard.md", "manifest.json")
+        return [self.root / n for n in names if (self.root / n).is_file()] + sorted(self.root.glob("*.png"))
+
     def write_manifest(self, manifest: Manifest) -> None:
         write_text(self._manifest, manifest.model_dump_json(indent=2) + "\n")
 
