@@ -13,7 +13,7 @@ import numpy as np
 
 from harness.corpus.layout import Corpus, SeriesFile, load_corpus
 from harness.errors import InputError
-from harness.feedback.log import Entry, build_entries, seconds_of, stamp, verdicts_of
+from harness.feedback.log import build_entries, verdicts_of
 from harness.feedback.loop import (
     ALERT,
     NOBODY,
@@ -23,6 +23,7 @@ from harness.feedback.loop import (
     Reviewer,
 )
 from harness.results.folder import RunFolder
+from harness.results.review_log import Entry, seconds_of, stamp
 from harness.results.schema import CellResult, Status
 from harness.scoring.nab import alert_block_rows, probation_rows
 from harness.scoring.profiles import REFERENCE_PROFILE

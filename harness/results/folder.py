@@ -8,7 +8,7 @@
     <out>/cells/<cell>/handoff.pkl          what the scoring task hands the timing task (model, windows)
     <out>/nab/<cell>/<category>/<cell>_<file>.csv   ok cells' scores in NAB's results layout (at render)
     <out>/table.csv, table.md, leaderboard.csv, leaderboard.md, pr_curves.png, crossover.png (timing.sweep)
-    <out>/review/log.csv                    the review log (harness.feedback.log): rebuilt at render, verdicts kept
+    <out>/review/log.csv                    the review log (format: harness.results.review_log; built by harness.feedback.log): rebuilt at render, verdicts kept
     <out>/review/feedback.csv, feedback.md  `harness feedback evaluate`'s table
     <out>/review/labelstudio-tasks.json, labelstudio-config.xml   `harness feedback export`
 
@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from harness.atomic import write_bytes, write_json, write_text
 from harness.corpus.layout import Corpus
 from harness.errors import InputError
+from harness.results.review_log import Entry, parse, render
 from harness.results.schema import SCHEMA_VERSION, CellResult, Manifest, TaskRecord
 from harness.scenario import Cell
 from harness.scoring.results_layout import results_csv, results_path
@@ -262,21 +263,17 @@ class RunFolder:
             else:
                 write_text(self.root / name, content)
 
-    # --- the review loop (harness.feedback) -------------------------------------------------------------------
+    # --- the review loop (harness.feedback; the log's format: harness.results.review_log) -------------------------------------------------------------------
     @property
     def review_log(self) -> Path:
         return self.root / "review" / "log.csv"
 
-    def read_review(self) -> list | None:
+    def read_review(self) -> list[Entry] | None:
         """The review log's entries (None: the run has none)."""
-        from harness.feedback.log import parse
-
         path = self.review_log
         return parse(path.read_text(), path) if path.is_file() else None
 
-    def write_review(self, entries: list) -> None:
-        from harness.feedback.log import render
-
+    def write_review(self, entries: list[Entry]) -> None:
         write_text(self.review_log, render(entries))
 
     def write_feedback(self, csv: str, markdown: str) -> Path:
