@@ -26,9 +26,9 @@ def _init(kind: str, params: dict) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from harness.detectors import resolve_detector
+    from harness.detectors import build_detector
 
-    _DET = resolve_detector(kind)(**{"threads": 1, **params})
+    _DET = build_detector(kind, {"threads": 1, **params})
 
 
 def _score(f) -> tuple[str, np.ndarray, np.ndarray, float]:

@@ -281,10 +281,10 @@ def _published_scoreboard(p: "Plan") -> dict[str, dict[str, float]] | None:
 def _rescore_published(p: "Plan") -> tuple[list[dict[str, Any]], list[str]]:
     """Rows for every detector with raw outputs in the corpus's results/ folder, scored like the run's cells."""
     from harness.errors import InputError
-    from harness.scoring.nab import CorpusIndex, score_detector
+    from harness.scoring.nab import CorpusIndex
     from harness.scoring.profiles import load_thresholds
     from harness.scoring.results_layout import read_results_dir
-    from harness.thresholds.crossval import category, cross_validate
+    from harness.thresholds.crossval import score_like_a_cell
 
     results = p.corpus_root / "results"
     if not results.is_dir():
@@ -304,11 +304,9 @@ def _rescore_published(p: "Plan") -> tuple[list[dict[str, Any]], list[str]]:
             except InputError:
                 notes.append(f"{name}: the scenario's thresholds file has no entry for it; its thresholds are optimised")
         index = index or CorpusIndex.build(p.corpus.files, p.scenario.scoring.probation_percent, p.corpus.label_windows)
-        rep = score_detector(index, scores, name, thresholds, p.profiles)
+        rep, cv = score_like_a_cell(p.corpus.files, scores, name, thresholds, p.profiles, p.scenario.scoring.probation_percent,
+                                    p.corpus.label_windows, index)
         at = rep.detection[REFERENCE_PROFILE]
-        cv = None
-        if thresholds is None and len({category(f) for f in p.corpus.files}) >= 2:
-            cv = cross_validate(p.corpus.files, scores, p.profiles, p.scenario.scoring.probation_percent, p.corpus.label_windows)
         rows.append({
             "detector": name,
             "source": "NAB raw outputs, re-scored",

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from harness.detectors.autoencoder import DenseAutoencoder
 from harness.detectors.base import Stream, StreamingDetector
 from harness.detectors.ensemble import Ensemble
 from harness.detectors.baselines import NullDetector, RandomDetector, WindowedGaussian
 from harness.detectors.lstm import LSTMForecaster
+
+if TYPE_CHECKING:
+    from harness.backends.base import BackendSpec
 
 # Importing the learned detectors is light: they import torch only when a model is built.
 DETECTORS: dict[str, type[StreamingDetector]] = {
@@ -41,6 +46,16 @@ def resolve_detector(kind: str) -> type[StreamingDetector]:
     return cls
 
 
+def build_detector(kind: str, params: Mapping[str, Any], backend: "BackendSpec | dict | None" = None,
+                   cache_dir: str | None = None) -> StreamingDetector:
+    """A fresh detector of a cell or a served variant (`type`, `params`, `backend`), its inference on that backend:
+    the one place a scenario's detector is built, so a cell scores and a service serves the same detector."""
+    detector = resolve_detector(kind)(**params)
+    if backend is not None:
+        detector.use_backend(backend, cache_dir)
+    return detector
+
+
 def user_code_path(kind: str) -> Path | None:
     """The folder of a user's detector package, which the runner ships to Ray workers; None for built-ins
     and for packages installed in site-packages (assumed present on every node)."""
@@ -60,4 +75,4 @@ def default_label(kind: str) -> str:
     return kind.rpartition(":")[2]
 
 
-__all__ = ["DETECTORS", "Stream", "StreamingDetector", "resolve_detector", "default_label", "user_code_path"]
+__all__ = ["DETECTORS", "Stream", "StreamingDetector", "build_detector", "resolve_detector", "default_label", "user_code_path"]
