@@ -1,7 +1,7 @@
 """ONNX export: one dynamo export per architecture, then a weight swap per trained model.
 
-`torch.onnx.export(..., dynamo=True)` costs seconds (about 1 s for a dense autoencoder, 6-10 s for an LSTM
-unrolled over 32 steps), and the corpus trains one model per file. So the first model of an architecture is
+`torch.onnx.export(..., dynamo=True)` costs seconds (docs/quantization.md, "Why these settings"), and the corpus
+trains one model per file. So the first model of an architecture is
 exported as a *template*; every later model with the same architecture gets its ONNX graph by copying the
 template and replacing the initializers that hold its parameters.
 
