@@ -2,8 +2,8 @@
 comes from, and how its value is read from a typed `CellResult` (or derived from other columns).
 
 The table renders from these descriptors, the README's column reference is checked against them, and anything
-that compares numbers (the INT8 gate today, regression checks next) asks them which way is better and how much
-a difference must exceed to be more than noise.
+that compares numbers (the INT8 gate, `harness compare` and the history's verdicts) asks them which way is better
+and how much a difference must exceed to be more than noise.
 """
 
 from __future__ import annotations
