@@ -527,9 +527,9 @@ def cmd_corpus_inject(args) -> int:
 
 def cmd_nab_fetch(args) -> int:
     from harness.corpus.fetch import fetch_nab, manifest
-    from harness.progress import Progress
+    from harness.progress import ProgressBar
 
-    with Progress(len(manifest()[1]), "files", "fetched") as bar:
+    with ProgressBar(len(manifest()[1]), "files", "fetched") as bar:
         print(fetch_nab(args.dest, base_url=args.base_url, progress=lambda done, total: bar.update(done)))
     return 0
 
