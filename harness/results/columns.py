@@ -28,7 +28,7 @@ class Column:
     value: Callable[[CellResult], Any] | None = None  # None: derived from other columns by the table
     backend: bool = False  # shown only when the run has backend cells
     target: bool = False  # shown only when the run has cells on targets
-    kinds: bool = False  # shown only when the corpus names its windows' anomaly kinds
+    anomaly_kinds: bool = False  # shown only when the corpus names its windows' anomaly kinds
     exact: bool = False  # printed with every digit (thresholds: 0.99999999999955 must not read as 1)
 
 
@@ -89,7 +89,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("recall_by_kind", "windows detected / windows of each anomaly kind, at the same threshold, when the corpus "
            "names its windows' kinds (labels/anomaly_types.json: the embedded corpus, `harness corpus inject`)",
            value=lambda r: ", ".join(f"{k} {d}/{n}" for k, (d, n) in r.score.recall_by_kind.items())
-           if r.score and r.score.recall_by_kind else None, kinds=True),
+           if r.score and r.score.recall_by_kind else None, anomaly_kinds=True),
     Column("range_f1", "range-based F1 (Tatbul et al. 2018) at the same threshold", "", "higher", DETERMINISTIC, _det("range_f1")),
     Column("range_precision", "range-based precision: the share of each alert's extent inside windows", "", "higher", DETERMINISTIC, _det("range_precision")),
     Column("range_recall", "range-based recall: half for flagging a window, half for covering it", "", "higher", DETERMINISTIC, _det("range_recall")),
@@ -127,8 +127,9 @@ COLUMNS: tuple[Column, ...] = (
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 
 
-def columns(with_backends: bool, with_targets: bool = False, with_kinds: bool = False) -> list[Column]:
-    return [c for c in COLUMNS if (with_backends or not c.backend) and (with_targets or not c.target) and (with_kinds or not c.kinds)]
+def columns(with_backends: bool, with_targets: bool = False, with_anomaly_kinds: bool = False) -> list[Column]:
+    return [c for c in COLUMNS if (with_backends or not c.backend) and (with_targets or not c.target)
+            and (with_anomaly_kinds or not c.anomaly_kinds)]
 
 
 # --- the serving table (serving.csv): one row per load run of a served variant ---------------------------------
