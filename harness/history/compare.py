@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from harness.history.rows import Figure, figures
+from harness.history.rows import Measurement, figures
 from harness.results.folder import RunFolder
 
 EXACT = 1e-9  # relative: equal up to float formatting
@@ -79,7 +79,7 @@ def compare(folder_a: str | Path, folder_b: str | Path, threshold: float = 0.10,
     return out
 
 
-def judge(a: Figure | None, b: Figure | None, threshold: float, same_inputs: bool, between_pct: float | None = None,
+def judge(a: Measurement | None, b: Measurement | None, threshold: float, same_inputs: bool, between_pct: float | None = None,
           same_code: bool = False) -> Verdict:
     f = a or b
     assert f is not None

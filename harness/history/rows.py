@@ -15,7 +15,9 @@ NOISE_FIGURES = {c.noise for c in COLUMNS}  # columns that are other columns' no
 
 
 @dataclass(frozen=True)
-class Figure:
+class Measurement:
+    """One number of one cell of a run (a table or serving-table figure), with what judging it needs."""
+
     cell: str
     target: str | None
     metric: str  # a table column, or `column[path run]` for a serving row
@@ -31,12 +33,12 @@ class Figure:
         return self.metric.partition("[")[0] not in NOISE_FIGURES
 
 
-def figures(results: list[CellResult]) -> list[Figure]:
+def figures(results: list[CellResult]) -> list[Measurement]:
     """Every numeric figure of the run's table and serving table, for its ok cells: with a better direction or
     not (a setting such as the batch, the NAB threshold), and the columns that are other columns' noise."""
     from harness import report
 
-    out: list[Figure] = []
+    out: list[Measurement] = []
     ok = [r for r in results if r.status.value == "ok"]
     if not ok:
         return out
@@ -50,7 +52,7 @@ def figures(results: list[CellResult]) -> list[Figure]:
                 continue
             spread = row.get(TIMING_NOISE) if col.noise == TIMING_NOISE else _b1_spread(by_id[row["cell"]]) if col.noise == B1_NOISE else None
             deterministic = col.noise == DETERMINISTIC or col.exact  # exact: the NAB threshold, found by deterministic code
-            out.append(Figure(row["cell"], target[row["cell"]], col.name, float(value), col.better, deterministic,
+            out.append(Measurement(row["cell"], target[row["cell"]], col.name, float(value), col.better, deterministic,
                               float(spread) if _number(spread) else None, col.unit))
     serving = report.build_serving_table(ok)
     if serving is not None:
@@ -61,7 +63,7 @@ def figures(results: list[CellResult]) -> list[Figure]:
                 col: Column | None = LOAD_BY_NAME.get(str(name))
                 if col is None or not _number(value):
                     continue
-                out.append(Figure(row["cell"], target[row["cell"]], f"{col.name}[{row['path']} {row['run']}]", float(value),
+                out.append(Measurement(row["cell"], target[row["cell"]], f"{col.name}[{row['path']} {row['run']}]", float(value),
                                   col.better, col.noise == DETERMINISTIC, None if col.noise == DETERMINISTIC else spread, col.unit))
     return out
 
