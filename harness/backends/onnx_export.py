@@ -257,8 +257,8 @@ def _bind(proto: "onnx.ModelProto", tensors: dict[str, np.ndarray], params: set[
     arrays = [numpy_helper.to_array(t) for t in inits]
     by_name = {t.name: i for i, t in enumerate(inits)}
 
-    def same(a: np.ndarray, arr: np.ndarray) -> bool | None:
-        """False: equal; True: equal to the transpose; None: neither."""
+    def transposed(a: np.ndarray, arr: np.ndarray) -> bool | None:
+        """How initializer `a` holds tensor `arr`: False as is (equal), True transposed, None not at all."""
         if a.dtype != arr.dtype:
             return None
         if a.shape == arr.shape and np.array_equal(a, arr):
@@ -275,7 +275,7 @@ def _bind(proto: "onnx.ModelProto", tensors: dict[str, np.ndarray], params: set[
         hits: list[tuple[int, bool]] = []
         if name in by_name:
             i = by_name[name]
-            t = same(arrays[i], arr)
+            t = transposed(arrays[i], arr)
             if t is None:
                 raise TemplateError(
                     f"ONNX initializer {name!r} is named after the model tensor but holds other values "
@@ -286,7 +286,7 @@ def _bind(proto: "onnx.ModelProto", tensors: dict[str, np.ndarray], params: set[
             for i, a in enumerate(arrays):
                 if inits[i].name in tensors:  # named after another tensor: that one's
                     continue
-                t = same(a, arr)
+                t = transposed(a, arr)
                 if t is not None:
                     hits.append((i, t))
         for i, t in hits:
