@@ -326,7 +326,8 @@ class RayRunner:
             record, artefacts = failed(task.kind, _unplaceable(task, exc)), {}
         return book.finish(task, record, artefacts, self._ray.put(artefacts) if record.status == Status.OK else None)
 
-    def _cancel_stranded(self, book: _Book, running: dict[Any, tuple[Task, Any]], nodes: list[dict[str, Any]]) -> Iterator[Finished]:
+    def _cancel_stranded(self, book: _Book, running: dict[Any, tuple[Task, Any]],
+                         nodes: list[dict[str, Any]]) -> Iterator[Finished]:
         """After a node was lost: tasks on it fail by themselves (their worker is gone); tasks still queued for a
         target that has no node left would wait forever: they are cancelled, and fail with why (so is a task of
         that target whose NodeDiedError Ray has not delivered yet)."""

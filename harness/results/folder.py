@@ -8,7 +8,8 @@
     <out>/cells/<cell>/handoff.pkl          what the scoring task hands the timing task (model, windows)
     <out>/nab/<cell>/<category>/<cell>_<file>.csv   ok cells' scores in NAB's results layout (at render)
     <out>/table.csv, table.md, leaderboard.csv, leaderboard.md, pr_curves.png, crossover.png (timing.sweep)
-    <out>/review/log.csv                    the review log (format: harness.results.review_log; built by harness.feedback.log): rebuilt at render, verdicts kept
+    <out>/review/log.csv                    the review log (harness.results.review_log's format, harness.feedback.log's
+                                            entries): rebuilt at render, verdicts kept
     <out>/review/feedback.csv, feedback.md  `harness feedback evaluate`'s table
     <out>/review/labelstudio-tasks.json, labelstudio-config.xml   `harness feedback export`
 
@@ -263,7 +264,7 @@ class RunFolder:
             else:
                 write_text(self.root / name, content)
 
-    # --- the review loop (harness.feedback; the log's format: harness.results.review_log) -------------------------------------------------------------------
+    # --- the review loop (harness.feedback; the log's format: harness.results.review_log) -----------------------
     @property
     def review_log(self) -> Path:
         return self.root / "review" / "log.csv"
