@@ -26,9 +26,9 @@ def _init(kind: str, params: dict) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from harness.detectors import resolve_detector
+    from harness.detectors import build_detector
 
-    _DET = resolve_detector(kind)(**{"threads": 1, **params})
+    _DET = build_detector(kind, {"threads": 1, **params})
 
 
 def _score(f) -> tuple[str, np.ndarray, np.ndarray, float]:
@@ -63,6 +63,7 @@ def main() -> None:
 
     from harness.corpus.layout import load_corpus
     from harness.scoring.nab import score_detector
+    from harness.scoring.profiles import REFERENCE_PROFILE
 
     params = json.loads(args.params)
     corpus = load_corpus(args.corpus)
@@ -72,12 +73,12 @@ def main() -> None:
     outputs = [scores[f.name] for f in corpus.files]
     report = score_detector(corpus.files, outputs, args.detector, label_windows=corpus.label_windows)
     pr = report.profiles
-    std = pr["standard"]
+    std = pr[REFERENCE_PROFILE]
     print(
         f"{args.detector} {json.dumps(params)}: NAB standard {std.score:.2f} / "
         f"low FP {pr['reward_low_FP_rate'].score:.2f} / low FN {pr['reward_low_FN_rate'].score:.2f} "
         f"(threshold {std.threshold:.6g}, windows detected {std.tp}, missed {std.fn}, FP rows {std.fp}, "
-        f"F1 {report.detection['standard'].f1:.3f}, FP events {report.detection['standard'].fp_events}); "
+        f"F1 {report.detection[REFERENCE_PROFILE].f1:.3f}, FP events {report.detection[REFERENCE_PROFILE].fp_events}); "
         f"{len(corpus.files)} files, {corpus.n_rows} rows, {wall:.1f} s wall on {args.workers} worker(s), "
         f"{sum(secs.values()):.1f} s summed per file"
     )

@@ -108,6 +108,7 @@ def main() -> None:
 
     from harness.corpus.layout import load_corpus
     from harness.scoring.nab import CorpusIndex, score_detector
+    from harness.scoring.profiles import REFERENCE_PROFILE
     from harness.thresholds.crossval import category
 
     corpus = load_corpus(args.corpus)
@@ -128,8 +129,8 @@ def main() -> None:
 
     def line(label: str, s) -> None:
         r = score_detector(_INDEX[0], s, "ensemble")
-        pr, d = r.profiles, r.detection["standard"]
-        print(f"{label}: NAB standard {pr['standard'].score:.2f} / low FP {pr['reward_low_FP_rate'].score:.2f} / "
+        pr, d = r.profiles, r.detection[REFERENCE_PROFILE]
+        print(f"{label}: NAB standard {pr[REFERENCE_PROFILE].score:.2f} / low FP {pr['reward_low_FP_rate'].score:.2f} / "
               f"low FN {pr['reward_low_FN_rate'].score:.2f}; at the standard threshold F1 {d.f1:.3f}, "
               f"precision {d.precision:.3f}, recall {d.recall:.3f}, FP events {d.fp_events}")
 

@@ -37,8 +37,10 @@ def main() -> None:
         )
         walls.append(time.perf_counter() - t)
         out = json.loads(proc.stdout)
+    from harness.scoring.profiles import NAB_PROFILES
+
     wall = statistics.median(walls)
-    scores = " / ".join(f"{out['profiles'][p]['score']:.4f}" for p in ("standard", "reward_low_FP_rate", "reward_low_FN_rate"))
+    scores = " / ".join(f"{out['profiles'][p.name]['score']:.4f}" for p in NAB_PROFILES)
     print(f"harness nab score {args.detector} --optimize --json: median {wall:.3f} s wall over {args.repeat} runs "
           f"(min {min(walls):.3f}); {NAB_OWN_SECONDS / wall:.1f}x faster than NAB's {NAB_OWN_SECONDS} s; scores {scores}")
 

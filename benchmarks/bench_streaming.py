@@ -34,7 +34,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from harness.corpus.layout import load_corpus
-    from harness.detectors import Stream, resolve_detector
+    from harness.detectors import Stream, build_detector
     from harness.environment import cpu_model
     from harness.scoring.nab import probation_rows
 
@@ -45,9 +45,7 @@ def main() -> None:
     print(f"{'detector':<14} {'backend':<22} {'first':>10} {'last':>10} {'last/first':>10} {'training s':>10}")
     cache = tempfile.mkdtemp(prefix="bench-streaming-")
     for kind, backend in CASES:
-        det = resolve_detector(kind)()
-        if backend is not None:
-            det.use_backend(backend, cache)
+        det = build_detector(kind, {}, backend, cache_dir=cache)
         det.start(Stream(f.name, P, f.n_rows))
         cost = np.empty(f.n_rows)
         for i, (t, x) in enumerate(zip(f.timestamps, f.values.tolist())):

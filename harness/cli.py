@@ -17,14 +17,25 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    """Every command's arguments: one small function per command (group) adds its subparser, in --help's order."""
     p = _Parser(prog="harness", description="Benchmark streaming anomaly detectors on NAB, on Ray.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_add_validate, _add_run, _add_serve, _add_load, _add_history, _add_compare, _add_export, _add_cluster,
+                _add_feedback, _add_leaderboard, _add_corpus, _add_nab):
+        add(sub)
+    return p
 
+
+def _add_validate(sub: "argparse._SubParsersAction") -> None:
+    """`harness validate SCENARIO`."""
     v = sub.add_parser("validate", help="check a scenario file (and its corpus) and list its cells")
     v.add_argument("scenario", help="scenario YAML file")
     v.add_argument("--corpus", help="NAB-layout folder that replaces the scenario's corpus")
     v.add_argument("--only", action="append", type=_only, help="corpus categories or files (comma-separated; repeatable)")
 
+
+def _add_run(sub: "argparse._SubParsersAction") -> None:
+    """`harness run SCENARIO`: the run, resume, and its live metrics."""
     r = sub.add_parser("run", help="run a scenario on Ray and write a results folder")
     r.add_argument("scenario", help="scenario YAML file")
     r.add_argument("--out", help="results folder (default results/<timestamp>-<scenario name>)")
@@ -41,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="serve Prometheus metrics (cells, live load figures) at http://HOST:PORT/metrics while the run lasts")
     r.add_argument("--metrics-host", default="127.0.0.1", help="address the metrics listen on (default 127.0.0.1)")
 
+
+def _add_serve(sub: "argparse._SubParsersAction") -> None:
+    """`harness serve SCENARIO --cell ID`: one cell's variant as a scoring service."""
     sv = sub.add_parser("serve", help="deploy one cell's variant as a Ray Serve scoring service (until Ctrl-C)")
     sv.add_argument("scenario", help="scenario YAML file (its serve: section shapes the deployment)")
     sv.add_argument("--cell", required=True, help="the cell id (see `harness validate`)")
@@ -51,11 +65,17 @@ def _parser() -> argparse.ArgumentParser:
                     "the token being FILE's one line (default: the scenario's serve.token_file)")
     sv.add_argument("--no-auth", action="store_true", help="serve a non-loopback --host without a token, knowingly")
 
+
+def _add_load(sub: "argparse._SubParsersAction") -> None:
+    """`harness load URL`: the load generator against any service speaking the scoring API."""
     ld = sub.add_parser("load", help="load any endpoint speaking the scoring API and print the summary (docs/load.md)")
     from harness.load.command import add_arguments
 
     add_arguments(ld)
 
+
+def _add_history(sub: "argparse._SubParsersAction") -> None:
+    """`harness history list|show|index`: the history store."""
     h = sub.add_parser("history", help="runs indexed in the history store, and a metric's trend (docs/history.md)"
                        ).add_subparsers(dest="history_cmd", required=True, parser_class=_Parser)
     hl = h.add_parser("list", help="the latest runs")
@@ -70,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     for hp in (hl, hs, hi):
         hp.add_argument("--history", metavar="PATH", help="the store (default $HARNESS_HISTORY, else results/history.sqlite)")
 
+
+def _add_compare(sub: "argparse._SubParsersAction") -> None:
+    """`harness compare A B`: noise-aware verdicts between two runs."""
     cmp_ = sub.add_parser("compare", help="run A vs run B, metric by metric, with noise-aware verdicts; exit 1 on a regression")
     cmp_.add_argument("run_a", help="a run folder, or a run id in the history")
     cmp_.add_argument("run_b")
@@ -82,12 +105,18 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--history", metavar="PATH", help="where run ids are looked up, and earlier runs give each "
                       "figure's run-to-run noise")
 
+
+def _add_export(sub: "argparse._SubParsersAction") -> None:
+    """`harness export mlflow RUN`."""
     ex = sub.add_parser("export", help="export a run elsewhere").add_subparsers(dest="export_cmd", required=True, parser_class=_Parser)
     em = ex.add_parser("mlflow", help="each cell as an MLflow run: parameters, metrics, tables and plots")
     em.add_argument("run_dir")
     em.add_argument("--tracking-uri", default=None, help="default $MLFLOW_TRACKING_URI, else file:./mlruns")
     em.add_argument("--experiment", help="default: the scenario's name")
 
+
+def _add_cluster(sub: "argparse._SubParsersAction") -> None:
+    """`harness cluster up|down|status|exec`: the local topology of network namespaces."""
     cl = sub.add_parser("cluster", help="a local Ray cluster of network namespaces: cloud and edge nodes on this machine "
                         "(docs/topology.md)").add_subparsers(dest="cluster_cmd", required=True, parser_class=_Parser)
     cu = cl.add_parser("up", help="start the topology of FILE: namespaces, shaped links, limited `ray start` nodes")
@@ -100,6 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     ce.add_argument("name", help="its name, or its file")
     ce.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND...")
 
+
+def _add_feedback(sub: "argparse._SubParsersAction") -> None:
+    """`harness feedback simulate|export|import|evaluate`: a run's review loop."""
     fb = sub.add_parser("feedback", help="a run's review log: simulated or Label Studio verdicts, and what a feedback "
                         "policy makes of them (docs/thresholds.md)").add_subparsers(dest="feedback_cmd", required=True, parser_class=_Parser)
     fs = fb.add_parser("simulate", help="fill the review log's verdicts from the labels, standing in for reviewers")
@@ -125,9 +157,15 @@ def _parser() -> argparse.ArgumentParser:
     fe.add_argument("--forget", type=_delay, default="21d", help="event time after which a false alarm's silence ends (default 21d)")
     fe.add_argument("--lower-on-miss", action="store_true", help="also lower a stream's threshold to a confirmed missed window's highest score")
 
+
+def _add_leaderboard(sub: "argparse._SubParsersAction") -> None:
+    """`harness leaderboard RUN`."""
     lb = sub.add_parser("leaderboard", help="print a run's leaderboard (run detectors + NAB's published scores)")
     lb.add_argument("run_dir", help="a results folder written by `harness run`")
 
+
+def _add_corpus(sub: "argparse._SubParsersAction") -> None:
+    """`harness corpus synth|inject`: corpora to run on."""
     c = sub.add_parser("corpus", help="corpus utilities").add_subparsers(dest="corpus_cmd", required=True, parser_class=_Parser)
     s = c.add_parser("synth", help="write the embedded synthetic corpus (NAB layout) to DEST")
     s.add_argument("dest")
@@ -142,6 +180,9 @@ def _parser() -> argparse.ArgumentParser:
     ij.add_argument("--per-file", type=int, default=1, help="anomalies planted per file (default 1)")
     ij.add_argument("--seed", type=int, default=0)
 
+
+def _add_nab(sub: "argparse._SubParsersAction") -> None:
+    """`harness nab fetch|score`: NAB itself."""
     n = sub.add_parser("nab", help="the Numenta Anomaly Benchmark").add_subparsers(dest="nab_cmd", required=True, parser_class=_Parser)
     f = n.add_parser("fetch", help="download NAB v1.1 at its pinned commit and verify every file's SHA-256")
     f.add_argument("dest")
@@ -153,7 +194,6 @@ def _parser() -> argparse.ArgumentParser:
     how.add_argument("--thresholds", help="thresholds file in NAB's config/thresholds.json format")
     how.add_argument("--optimize", action="store_true", help="optimize one global threshold per profile")
     sc.add_argument("--json", action="store_true", help="print one JSON object")
-    return p
 
 
 def _only(text: str) -> list[str]:
@@ -470,9 +510,9 @@ def cmd_corpus_inject(args) -> int:
 
 def cmd_nab_fetch(args) -> int:
     from harness.corpus.fetch import fetch_nab, manifest
-    from harness.progress import Progress
+    from harness.progress import ProgressBar
 
-    with Progress(len(manifest()[1]), "files", "fetched") as bar:
+    with ProgressBar(len(manifest()[1]), "files", "fetched") as bar:
         print(fetch_nab(args.dest, base_url=args.base_url, progress=lambda done, total: bar.update(done)))
     return 0
 

@@ -10,14 +10,16 @@ from typing import TextIO
 PLAIN_EVERY_S = 30.0
 
 
-class Progress:
+class ProgressBar:
+    """A run's (or a download's) progress bar: `update(done)` sets the units done so far."""
+
     def __init__(self, total: float, unit: str, desc: str = "progress", stream: TextIO | None = None):
         self.total, self.unit, self.desc = total, unit, desc
         self.stream = stream or sys.stderr
         self._bar = None
         self._last_line = (-1.0, 0.0)  # (done, time) of the last plain line
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> "ProgressBar":
         if self.stream.isatty():
             from tqdm import tqdm
 
@@ -47,3 +49,5 @@ class Progress:
             self._bar.write(line, file=self.stream)
         else:
             print(line, file=self.stream, flush=True)
+
+

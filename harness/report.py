@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from harness.results.columns import BY_NAME, LOAD_COLUMNS, Column, LoadRow, columns
 from harness.results.schema import CellResult, Status
+from harness.scoring.profiles import NAB_PROFILES, REFERENCE_PROFILE
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from harness.plan import Plan
 
-PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
+PROFILES = tuple(p.name for p in NAB_PROFILES)  # the leaderboard's nab_<profile> columns
 GATE_MAX_LOSS_PCT = 5.0  # an int8, bf16, fp16 or pruned build may lose less than 5% of the quality column...
 GATE_MIN_SPEEDUP = 2.0  # ...and must reach at least 2x the speed column of its torch fp32 row (`gate`), or of its
 # runtime's fp32 row (`gate_vs_backend`: what the precision itself buys, not the change of runtime)
@@ -178,10 +179,10 @@ def build_thresholds_table(results: list[CellResult]) -> "pd.DataFrame | None":
     for r in results:
         if r.score is None or not r.score.cross_validated:
             continue
-        at = r.score.nab.detection["standard"]
-        optimized = {"policy": "optimized", "oracle_params": f"threshold {r.score.nab.profiles['standard'].threshold!r}",
-                     "nab_standard": r.score.nab.profiles["standard"].score, "nab_standard_cv": r.score.cross_validated["standard"],
-                     "folds": {k: f"threshold {v!r}" for k, v in (r.score.cv_folds or {}).get("standard", {}).items()},
+        at = r.score.nab.detection[REFERENCE_PROFILE]
+        optimized = {"policy": "optimized", "oracle_params": f"threshold {r.score.nab.profiles[REFERENCE_PROFILE].threshold!r}",
+                     "nab_standard": r.score.nab.profiles[REFERENCE_PROFILE].score, "nab_standard_cv": r.score.cross_validated[REFERENCE_PROFILE],
+                     "folds": {k: f"threshold {v!r}" for k, v in (r.score.cv_folds or {}).get(REFERENCE_PROFILE, {}).items()},
                      "f1": at.f1, "precision": at.precision, "recall": at.recall, "latency_mean_s": at.latency_mean_s,
                      "fp_events": at.fp_events}
         rows += [(r, optimized)] + [(r, p.model_dump()) for p in r.score.policies]
@@ -248,11 +249,11 @@ def leaderboard(table: "pd.DataFrame", p: "Plan") -> tuple[str, str]:
         have = {r["detector"] for r in rows if r["source"] != "this run"}
         for r in rows:
             if r["source"] != "this run" and r["detector"] in published:
-                r["published_standard"] = published[r["detector"]].get("standard")
+                r["published_standard"] = published[r["detector"]].get(REFERENCE_PROFILE)
         for name, scores in published.items():
             if name not in have:
                 rows.append({"detector": name, "source": "NAB published", **{f"nab_{k}": scores.get(k) for k in PROFILES},
-                             "published_standard": scores.get("standard")})
+                             "published_standard": scores.get(REFERENCE_PROFILE)})
         notes.append("NAB published: NAB's scoreboard (results/final_results.json), which covers the whole corpus; "
                      "`published_standard` is its standard score beside the re-scored one.")
     elif published is not None:
@@ -280,10 +281,10 @@ def _published_scoreboard(p: "Plan") -> dict[str, dict[str, float]] | None:
 def _rescore_published(p: "Plan") -> tuple[list[dict[str, Any]], list[str]]:
     """Rows for every detector with raw outputs in the corpus's results/ folder, scored like the run's cells."""
     from harness.errors import InputError
-    from harness.scoring.nab import CorpusIndex, score_detector
+    from harness.scoring.nab import CorpusIndex
     from harness.scoring.profiles import load_thresholds
     from harness.scoring.results_layout import read_results_dir
-    from harness.thresholds.crossval import category, cross_validate
+    from harness.thresholds.crossval import score_like_a_cell
 
     results = p.corpus_root / "results"
     if not results.is_dir():
@@ -303,16 +304,14 @@ def _rescore_published(p: "Plan") -> tuple[list[dict[str, Any]], list[str]]:
             except InputError:
                 notes.append(f"{name}: the scenario's thresholds file has no entry for it; its thresholds are optimised")
         index = index or CorpusIndex.build(p.corpus.files, p.scenario.scoring.probation_percent, p.corpus.label_windows)
-        rep = score_detector(index, scores, name, thresholds, p.profiles)
-        at = rep.detection["standard"]
-        cv = None
-        if thresholds is None and len({category(f) for f in p.corpus.files}) >= 2:
-            cv = cross_validate(p.corpus.files, scores, p.profiles, p.scenario.scoring.probation_percent, p.corpus.label_windows)
+        rep, cv = score_like_a_cell(p.corpus.files, scores, name, thresholds, p.profiles, p.scenario.scoring.probation_percent,
+                                    p.corpus.label_windows, index)
+        at = rep.detection[REFERENCE_PROFILE]
         rows.append({
             "detector": name,
             "source": "NAB raw outputs, re-scored",
             **{f"nab_{k}": rep.profiles[k].score for k in PROFILES if k in rep.profiles},
-            "nab_standard_cv": cv["standard"].cross_validated if cv and "standard" in cv else None,
+            "nab_standard_cv": cv[REFERENCE_PROFILE].cross_validated if cv and REFERENCE_PROFILE in cv else None,
             "f1": at.f1, "alert_precision": at.precision, "recall": at.recall, "range_f1": at.range_f1,
             "latency_mean_s": at.latency_mean_s, "fp_events": at.fp_events,
         })

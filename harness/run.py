@@ -179,7 +179,7 @@ def _run_tasks(
 ) -> None:
     from harness.detectors import user_code_path
     from harness.execution.runner import RayRunner
-    from harness.progress import Progress
+    from harness.progress import ProgressBar
     from harness.serving.config import ServeSpec
 
     code = [str(path) for t in todo if (path := user_code_path(t.cell.type)) is not None]
@@ -188,7 +188,7 @@ def _run_tasks(
         serve=p.scenario.serve or ServeSpec(), load=p.scenario.load, targets=dict(p.scenario.targets),
         policies=list(p.scenario.scoring.policies),
     )
-    with RayRunner(address, code, metrics) as runner, Progress(sum(t.units for t in todo), "steps (files scored, timings, load tests)") as bar:
+    with RayRunner(address, code, metrics) as runner, ProgressBar(sum(t.units for t in todo), "steps (files scored, timings, load tests)") as bar:
         manifest.ray = runner.describe()
         folder.write_manifest(manifest)
         if metrics is not None:

@@ -1,4 +1,5 @@
-"""One percentile helper for every latency figure the harness reports (backend timing now, load tests next).
+"""One percentile helper for the timing task's latency figures (the load tests' come from their HdrHistogram,
+harness.load.recorder).
 
 Percentiles come from the raw samples, never from averages of averages: numpy's default (linear interpolation
 between the two nearest ranks). `spread_pct` says how far repeated measurements of the same thing disagreed:

@@ -14,8 +14,9 @@ import pytest
 from harness.corpus.layout import SeriesFile
 from harness.errors import InputError
 from harness.feedback.labelstudio import CONTROL, read_export, tasks
-from harness.feedback.log import build_entries, merged, parse, render, stamp, verdicts_of
+from harness.feedback.log import build_entries, merged, verdicts_of
 from harness.feedback.loop import FeedbackThreshold, LabelReviewer, LogReviewer
+from harness.results.review_log import parse, render, stamp
 
 from conftest import harness, one_error_line, write_nab
 from test_report import result

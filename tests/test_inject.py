@@ -28,14 +28,14 @@ def test_every_kind_is_planted_with_a_window_and_its_kind(planted) -> None:
     source, corpus, counts = planted
     assert set(counts) == set(KINDS) and sum(counts.values()) == 2 * len(source.files)
     assert max(counts.values()) - min(counts.values()) <= 1  # dealt round-robin
-    kinds = [k for f in corpus.files for k in f.kinds]
+    kinds = [k for f in corpus.files for k in f.anomaly_kinds]
     assert sorted(set(kinds)) == sorted(set(KINDS) | {"frequency_change"})  # the embedded corpus names its own kinds
     for before, after in zip(source.files, corpus.files):
         assert after.name == before.name and after.n_rows == before.n_rows
         assert len(after.windows) == len(before.windows) + 2
-        assert len(after.kinds) == len(after.windows)
-        own = {tuple(w): k for w, k in zip(before.windows.tolist(), before.kinds)}
-        new = [(tuple(w), k) for w, k in zip(after.windows.tolist(), after.kinds) if tuple(w) not in own]
+        assert len(after.anomaly_kinds) == len(after.windows)
+        own = {tuple(w): k for w, k in zip(before.windows.tolist(), before.anomaly_kinds)}
+        new = [(tuple(w), k) for w, k in zip(after.windows.tolist(), after.anomaly_kinds) if tuple(w) not in own]
         assert len(new) == 2 and all(lo >= probation_rows(after.n_rows) for (lo, _), _ in new)
         # before the first planted anomaly nothing changed (a shift or a drift persists after it)
         first = min(lo for (lo, _), _ in new)
@@ -71,7 +71,7 @@ def test_recall_by_kind_counts_windows_hit_after_probation() -> None:
 def test_bad_requests_are_refused(synthetic_root, tmp_path) -> None:
     source = load_corpus(synthetic_root)
     with pytest.raises(InputError, match="unknown anomaly kind 'wobble'"):
-        inject(source, kinds=("spike", "wobble"))
+        inject(source, anomaly_kinds=("spike", "wobble"))
     with pytest.raises(InputError, match="at least 1 anomaly per file"):
         inject(source, per_file=0)
     (tmp_path / "full").mkdir()
@@ -88,7 +88,7 @@ def test_cli_plants_into_nab_and_refuses_bad_input(cli_env, tmp_path) -> None:
     corpus = load_corpus(tmp_path / "nab-planted")
     original = json.loads((NAB / "labels" / "combined_windows.json").read_text())
     assert corpus.label_windows == sum(map(len, original.values())) + 58
-    assert sum(k == LABELLED for f in corpus.files for k in f.kinds) == sum(map(len, original.values()))
+    assert sum(k == LABELLED for f in corpus.files for k in f.anomaly_kinds) == sum(map(len, original.values()))
     assert (tmp_path / "nab-planted" / "config" / "profiles.json").read_bytes() == (NAB / "config" / "profiles.json").read_bytes()
     line = one_error_line(harness(cli_env, "corpus", "inject", NAB, tmp_path / "other", "--kinds", "wobble"))
     assert "unknown anomaly kind 'wobble'" in line and not (tmp_path / "other").exists()

@@ -114,7 +114,7 @@ def test_quickstart_recall_by_kind_adds_up_to_recall(quickstart_run):
 def test_quickstart_review_loop(quickstart_run, cli_env, tmp_path):
     """The run's review log: each cell's alerts and missed windows; Label Studio out and back; simulated
     reviewers; a replayed log decides exactly as the simulated reviewer it recorded."""
-    from harness.feedback.log import parse
+    from harness.results.review_log import parse
 
     from conftest import harness, one_error_line
 

@@ -48,7 +48,7 @@ _TOKEN_ORDER = ("threads", "quantization", "graph_optimization", "quantize_input
 class RuntimeSpec(BaseModel):
     """Where and how a model runs: the settings every runtime has. Each runtime subclasses it with its own
     precisions (`PRECISIONS`) and settings, and builds a `Compiled` in `build`; harness.backends gathers them
-    into `BackendSpec`, a union told apart by `backend`."""
+    into `BackendSpec`, which validates an entry with the class its `backend` names."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

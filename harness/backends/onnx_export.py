@@ -1,7 +1,7 @@
 """ONNX export: one dynamo export per architecture, then a weight swap per trained model.
 
-`torch.onnx.export(..., dynamo=True)` costs seconds (about 1 s for a dense autoencoder, 6-10 s for an LSTM
-unrolled over 32 steps), and the corpus trains one model per file. So the first model of an architecture is
+`torch.onnx.export(..., dynamo=True)` costs seconds (docs/quantization.md, "Why these settings"), and the corpus
+trains one model per file. So the first model of an architecture is
 exported as a *template*; every later model with the same architecture gets its ONNX graph by copying the
 template and replacing the initializers that hold its parameters.
 
@@ -257,8 +257,8 @@ def _bind(proto: "onnx.ModelProto", tensors: dict[str, np.ndarray], params: set[
     arrays = [numpy_helper.to_array(t) for t in inits]
     by_name = {t.name: i for i, t in enumerate(inits)}
 
-    def same(a: np.ndarray, arr: np.ndarray) -> bool | None:
-        """False: equal; True: equal to the transpose; None: neither."""
+    def transposed(a: np.ndarray, arr: np.ndarray) -> bool | None:
+        """How initializer `a` holds tensor `arr`: False as is (equal), True transposed, None not at all."""
         if a.dtype != arr.dtype:
             return None
         if a.shape == arr.shape and np.array_equal(a, arr):
@@ -275,7 +275,7 @@ def _bind(proto: "onnx.ModelProto", tensors: dict[str, np.ndarray], params: set[
         hits: list[tuple[int, bool]] = []
         if name in by_name:
             i = by_name[name]
-            t = same(arrays[i], arr)
+            t = transposed(arrays[i], arr)
             if t is None:
                 raise TemplateError(
                     f"ONNX initializer {name!r} is named after the model tensor but holds other values "
@@ -286,7 +286,7 @@ def _bind(proto: "onnx.ModelProto", tensors: dict[str, np.ndarray], params: set[
             for i, a in enumerate(arrays):
                 if inits[i].name in tensors:  # named after another tensor: that one's
                     continue
-                t = same(a, arr)
+                t = transposed(a, arr)
                 if t is not None:
                     hits.append((i, t))
         for i, t in hits:

@@ -3,19 +3,14 @@
 FP16 converts the FP32 graph's weights and arithmetic to float16 (`onnxruntime.transformers.float16`), keeping
 float32 inputs and outputs; the CPU provider runs what it has no fp16 kernel for through inserted casts.
 
-Settings chosen by measurement (benchmarks/bench_backends.py; AMD EPYC, AVX-512 VNNI, 1 thread, window 32,
-hidden 32):
-- dynamic: `quantize_dynamic` with QInt8 weights, per-tensor. QUInt8 weights are as accurate but ~15% slower at
-  batch 256; per-channel adds latency and no accuracy. No calibration: ranges come from each batch, so
+- dynamic: `quantize_dynamic` with QInt8 weights, per-tensor; no calibration: ranges come from each batch, so
   out-of-range windows (anomalies) are not clipped.
-- static: QDQ, per-channel symmetric QInt8 weights, asymmetric QUInt8 activations (ReLU outputs are unsigned:
-  symmetric S8 activations lost half the range, trained autoencoder error 0.10 against 0.04), only the
-  inputs of Gemm/MatMul quantized: their outputs stay float (`OpTypesToExcludeOutputQuantization`; quantizing
-  the LSTM's gate pre-activations clipped them on spiky windows and made it 1.6x slower), no other op types
-  (Q/DQ pairs around every sigmoid/tanh/mul: 5x the prepare time, slower inference). MinMax calibration over
-  the calibration windows plus the windows x `calibration_headroom` (base.DEFAULT_CALIBRATION_HEADROOM), one
-  batch. The Gemm/MatMul layers reading the raw window stay FP32 unless `quantize_input_layers` (a calibrated
-  input range clips anomalies; for the LSTM they are K=1 layers whose quantization costs more than it saves).
+- static: QDQ, per-channel symmetric QInt8 weights, asymmetric QUInt8 activations, only the inputs of
+  Gemm/MatMul quantized (their outputs stay float), no other op types. MinMax calibration over the calibration
+  windows plus the windows x `calibration_headroom` (base.DEFAULT_CALIBRATION_HEADROOM), one batch. The
+  Gemm/MatMul layers reading the raw window stay FP32 unless `quantize_input_layers`.
+
+Why these settings, with the measurements that chose them: docs/quantization.md, "Why these settings".
 """
 
 from __future__ import annotations
@@ -29,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-
 from pydantic import Field, model_validator
 
 from harness.backends.base import DEFAULT_ORT_QUANTIZATION, Compiled, StaticInt8, calibrated_settings, static_calibration
@@ -90,7 +84,7 @@ def session_options(spec: "OnnxRuntimeSpec") -> Any:
 @contextlib.contextmanager
 def _quiet_quantizer():
     """onnxruntime.quantization logs 'Please consider to run pre-processing' through the root logger on every
-    call (pre-processing changed nothing here); drop that one message."""
+    call (pre-processing is not used: docs/quantization.md, "Why these settings"); drop that one message."""
 
     class _Drop(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
@@ -201,6 +195,8 @@ class OnnxRuntimeSpec(StaticInt8):
 
 
 def prepare_onnxruntime(spec: OnnxRuntimeSpec, model: "torch.nn.Module", calibration: np.ndarray, cache_dir: Path) -> OrtCompiled:
+    """The model on ONNX Runtime at `spec`'s precision: its ONNX artefact (cached), then a session; `info` says
+    what was run and how (the cell's backend_info)."""
     import onnx
     import onnxruntime as ort
 
@@ -212,36 +208,7 @@ def prepare_onnxruntime(spec: OnnxRuntimeSpec, model: "torch.nn.Module", calibra
         "provider": PROVIDER,
         "graph_optimization": spec.graph_optimization,
     }
-    if spec.precision == "fp32":
-        src = onnx_fp32(model, calibration, cache_dir)
-        data, path, cache = src.data, src.path, "hit" if src.source == "cache" else "miss"
-        info["export"] = src.source
-    else:
-        # the artefact's key: weights + conversion settings (+ calibration for static)
-        if spec.precision == "fp16":
-            settings: dict[str, Any] = dict(FP16)
-        elif spec.quantization == "dynamic":
-            settings = dict(DYNAMIC)
-        else:
-            settings = {**STATIC, **calibrated_settings(spec, calibration)}
-        kind = "ort-fp16" if spec.precision == "fp16" else f"ort-int8-{spec.quantization}"
-        path = artefact_path(model, calibration.shape[1], cache_dir, kind, settings, (ort.__version__,), ".onnx")
-        info["quantizer"] = settings
-        if path.is_file():
-            cache, info["export"] = "hit", "cache"
-        else:
-            cache = "miss"
-            src = onnx_fp32(model, calibration, cache_dir)
-            info["export"] = src.source
-            if spec.precision == "fp16":
-                _convert_fp16(src, path)
-            elif spec.quantization == "dynamic":
-                _quantize_dynamic(src, path)
-            else:
-                exclude = [] if spec.quantize_input_layers else quantizable_input_layers(src.proto(), src.input_name)
-                info["fp32_layers"] = len(exclude)
-                _quantize_static(src, path, static_calibration(calibration, spec.calibration_headroom), exclude)
-        data = path.read_bytes()
+    data, path, cache = _artefact(spec, model, calibration, cache_dir, info)
     proto = onnx.load_from_string(data)
     if spec.precision == "int8":
         info["quantized_ops"] = {k: v for k, v in Counter(n.op_type for n in proto.graph.node).items() if k in (
@@ -259,3 +226,39 @@ def prepare_onnxruntime(spec: OnnxRuntimeSpec, model: "torch.nn.Module", calibra
     )
     inp, out = session.get_inputs()[0].name, session.get_outputs()[0].name
     return OrtCompiled(session, inp, out, len(data), info)
+
+
+def _artefact(spec: "OnnxRuntimeSpec", model: "torch.nn.Module", calibration: np.ndarray, cache_dir: Path,
+              info: dict[str, Any]) -> tuple[bytes, Path, str]:
+    """The ONNX model to run (bytes, its path, cache "hit" or "miss"): the FP32 export, or its FP16 / INT8
+    conversion, cached under the weights and the conversion's settings (+ the calibration, for static).
+    Records how it was made in `info` (export, quantizer)."""
+    import onnxruntime as ort
+
+    if spec.precision == "fp32":
+        src = onnx_fp32(model, calibration, cache_dir)
+        info["export"] = src.source
+        return src.data, src.path, "hit" if src.source == "cache" else "miss"
+    if spec.precision == "fp16":
+        settings: dict[str, Any] = dict(FP16)
+    elif spec.quantization == "dynamic":
+        settings = dict(DYNAMIC)
+    else:
+        settings = {**STATIC, **calibrated_settings(spec, calibration)}
+    kind = "ort-fp16" if spec.precision == "fp16" else f"ort-int8-{spec.quantization}"
+    path = artefact_path(model, calibration.shape[1], cache_dir, kind, settings, (ort.__version__,), ".onnx")
+    info["quantizer"] = settings
+    if path.is_file():
+        info["export"] = "cache"
+        return path.read_bytes(), path, "hit"
+    src = onnx_fp32(model, calibration, cache_dir)
+    info["export"] = src.source
+    if spec.precision == "fp16":
+        _convert_fp16(src, path)
+    elif spec.quantization == "dynamic":
+        _quantize_dynamic(src, path)
+    else:
+        exclude = [] if spec.quantize_input_layers else quantizable_input_layers(src.proto(), src.input_name)
+        info["fp32_layers"] = len(exclude)
+        _quantize_static(src, path, static_calibration(calibration, spec.calibration_headroom), exclude)
+    return path.read_bytes(), path, "miss"

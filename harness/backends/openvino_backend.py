@@ -1,22 +1,16 @@
 """OpenVINO on CPU: FP32, BF16 and FP16 (the FP32 graph compiled with that INFERENCE_PRECISION_HINT), and INT8
 (NNCF post-training quantization).
 
-FP32 sets `INFERENCE_PRECISION_HINT=f32`: OpenVINO's default on an AVX-512 CPU is bf16 (max error ~2e-3 on the
-LSTM instead of ~1e-7). The model is read from the FP32 ONNX bytes in memory (`Core.read_model(bytes)`).
+FP32 sets `INFERENCE_PRECISION_HINT=f32` (OpenVINO's default on an AVX-512 CPU is bf16). The model is read from
+the FP32 ONNX bytes in memory (`Core.read_model(bytes)`).
 
 INT8 is `nncf.quantize` on that model, calibrated on the calibration windows plus the windows x
 `calibration_headroom` (base.DEFAULT_CALIBRATION_HEADROOM) fed as ONE batch (NNCF's `subset_size` counts dataset
-items, i.e. batches, so it is 1 here; min/max then span every sample; split into batches of 64 the ranges were
-averaged over batches and the LSTM error grew from 3% to 4%), then compiled with the f32 hint so what stays
-unquantized runs in f32. Settings chosen by measurement (benchmarks/bench_backends.py):
-- quantize only the MatMuls: `ignored_scope` types Multiply and Add. NNCF's default PERFORMANCE preset also
-  puts FakeQuantize on the inputs of the LSTM's elementwise gate products (380 FQ nodes instead of 64): relative
-  error 3% in distribution and 43% on windows with spikes, and slower than FP32. MIXED preset: the same errors.
-  `model_type=TRANSFORMER` quantizes only MatMuls too but adds SmoothQuant and is less accurate on spikes
-  (18% against 2%).
-- keep the MatMuls that read the raw window in FP32 (`quantize_input_layers=False`): a calibrated input range
-  clips anomalies; for the LSTM these are K=1 layers.
-- fast bias correction (the default) on; turning it off changed nothing measurable.
+items, i.e. batches, so it is 1 here and min/max span every sample), then compiled with the f32 hint so what
+stays unquantized runs in f32. Only the MatMuls are quantized (`ignored_scope` types Multiply and Add), the
+MatMuls that read the raw window stay FP32 unless `quantize_input_layers`, fast bias correction (the default) on.
+
+Why these settings, with the measurements that chose them: docs/quantization.md, "Why these settings".
 """
 
 from __future__ import annotations
@@ -88,7 +82,7 @@ class OvCompiled(Compiled):
         self._request = compiled_model.create_infer_request()
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        # set_input_tensor + infer + get_output_tensor is the cheapest call path (~10 us less than request.infer({..}))
+        # set_input_tensor + infer + get_output_tensor: the cheapest call path (docs/quantization.md, "Why these settings")
         self._request.set_input_tensor(self._Tensor(batch, shared_memory=True))
         self._request.infer()
         return self._request.get_output_tensor().data.copy()

@@ -1,5 +1,5 @@
 """Torch FP32: the reference every other backend is compared with; and torch BF16 (a bf16 copy of the model, fp32
-in and out). No INT8 (torch.ao dynamic quantization is slower than FP32 for these small Linear models on this CPU)."""
+in and out). No INT8: why, docs/quantization.md, "Why these settings"."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ BASE_URL_ENV = "HARNESS_NAB_BASE_URL"
 RETRIES = 3  # extra attempts per file after a connection error or 5xx (never after a 404 or a hash mismatch)
 BACKOFF_S = 0.5  # first pause between attempts; doubles each time
 
-Progress = Callable[[int, int], None]
+FetchProgress = Callable[[int, int], None]  # (files done, files in all)
 
 
 @lru_cache(maxsize=1)
@@ -73,7 +73,7 @@ def fetch_nab(
     base_url: str | None = None,
     jobs: int = 8,
     timeout: float = 60.0,
-    progress: Progress | None = None,
+    progress: FetchProgress | None = None,
 ) -> Path:
     """Download and verify every manifest file, then move the whole tree to `dest` in one rename.
 

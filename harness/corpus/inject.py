@@ -73,12 +73,12 @@ def _places(n: int, taken: np.ndarray, want: int, width: int, first: int, rng: n
     return sorted(out)
 
 
-def inject(corpus: Corpus, kinds: Sequence[str] = KINDS, per_file: int = 1, seed: int = 0,
+def inject(corpus: Corpus, anomaly_kinds: Sequence[str] = KINDS, per_file: int = 1, seed: int = 0,
            probation_percent: float = 0.15) -> tuple[dict[str, bytes], dict[str, int]]:
     """The planted corpus as {relative path: bytes}, and how many anomalies of each kind went in. Kinds are
     dealt round-robin over the files' anomaly slots, so every kind gets its share."""
-    unknown = [k for k in kinds if k not in KINDS]
-    if unknown or not kinds:
+    unknown = [k for k in anomaly_kinds if k not in KINDS]
+    if unknown or not anomaly_kinds:
         raise InputError(f"unknown anomaly kind {unknown[0]!r}; expected some of {', '.join(KINDS)}" if unknown else "expected at least one anomaly kind")
     if per_file < 1:
         raise InputError(f"expected at least 1 anomaly per file, got {per_file}")
@@ -86,7 +86,7 @@ def inject(corpus: Corpus, kinds: Sequence[str] = KINDS, per_file: int = 1, seed
     files: dict[str, bytes] = {}
     windows: dict[str, list[list[str]]] = {}
     types: dict[str, list[str]] = {}
-    counts = {k: 0 for k in kinds}
+    counts = {k: 0 for k in anomaly_kinds}
     slot = 0
     for f in corpus.files:
         assert f.values is not None and f.timestamps is not None, "inject needs a corpus loaded with its values"
@@ -96,12 +96,12 @@ def inject(corpus: Corpus, kinds: Sequence[str] = KINDS, per_file: int = 1, seed
         at = _places(n, f.windows, per_file, width, probation_rows(n, probation_percent), rng)
         planted = []
         for a in at:
-            kind = kinds[slot % len(kinds)]
+            kind = anomaly_kinds[slot % len(anomaly_kinds)]
             slot += 1
             plant(values, kind, a, max(width // 4, 2), rng)
             counts[kind] += 1
             planted.append(((max(a - width // 2, 0), min(a - width // 2 + width - 1, n - 1)), kind))
-        own = list(zip([tuple(w) for w in f.windows], f.kinds or [LABELLED] * len(f.windows)))
+        own = list(zip([tuple(w) for w in f.windows], f.anomaly_kinds or [LABELLED] * len(f.windows)))
         both = sorted(own + planted)
         stamps = np.char.replace(f.timestamps.astype(str), "T", " ")
         windows[f.name] = [[f"{stamps[lo]}.000000", f"{stamps[hi]}.000000"] for (lo, hi), _ in both]
@@ -116,12 +116,12 @@ def inject(corpus: Corpus, kinds: Sequence[str] = KINDS, per_file: int = 1, seed
     return files, counts
 
 
-def recall_by_kind(windows: Sequence[np.ndarray], kinds: Sequence[Sequence[str]], alerts: Sequence[np.ndarray],
+def recall_by_kind(windows: Sequence[np.ndarray], anomaly_kinds: Sequence[Sequence[str]], alerts: Sequence[np.ndarray],
                    first_rows: Sequence[int]) -> dict[str, tuple[int, int]]:
     """{kind: (windows detected, windows)}: a window is detected when an alert falls in it (after the
     probationary rows, as NAB counts)."""
     out: dict[str, list[int]] = {}
-    for w, ks, a, first in zip(windows, kinds, alerts, first_rows):
+    for w, ks, a, first in zip(windows, anomaly_kinds, alerts, first_rows):
         for (lo, hi), k in zip(w, ks):
             if hi < first:
                 continue

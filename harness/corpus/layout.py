@@ -41,7 +41,7 @@ class SeriesFile:
     timestamps: np.ndarray | None = None  # datetime64[s]
     values: np.ndarray | None = None  # float64
     raw: bytes | None = field(default=None, repr=False)
-    kinds: list[str] | None = None  # each window's anomaly kind (labels/anomaly_types.json), when the corpus has them
+    anomaly_kinds: list[str] | None = None  # each window's anomaly kind (labels/anomaly_types.json), when the corpus has them
 
     def timestamps_at(self, rows) -> np.ndarray:
         """datetime64[s] of the given rows."""
@@ -119,22 +119,22 @@ def read_labels(root: Path) -> dict[str, list[list[str]]]:
     return labels
 
 
-def read_kinds(root: Path, windows: dict[str, int]) -> dict[str, list[str]] | None:
+def read_anomaly_kinds(root: Path, windows: dict[str, int]) -> dict[str, list[str]] | None:
     """labels/anomaly_types.json, checked against the windows (`windows`: file -> how many); None without one."""
     path = root / TYPES_FILE
     if not path.is_file():
         return None
     try:
-        kinds = json.loads(path.read_bytes())
+        anomaly_kinds = json.loads(path.read_bytes())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"expected a JSON object of anomaly kinds, could not parse it ({exc})", path) from None
-    if not isinstance(kinds, dict):
+    if not isinstance(anomaly_kinds, dict):
         raise InputError("expected a JSON object {relative path: [kind of each window, ...]}", path)
     for name, n in windows.items():
-        got = kinds.get(name, [])
+        got = anomaly_kinds.get(name, [])
         if not isinstance(got, list) or len(got) != n or not all(isinstance(k, str) and k for k in got):
             raise InputError(f"expected {n} kind name(s), one per window of {LABELS.as_posix()}", path, name)
-    return kinds
+    return anomaly_kinds
 
 
 def select(names: Sequence[str], only: Sequence[str]) -> list[str]:
@@ -167,11 +167,11 @@ def load_corpus(root: str | Path, values: bool = True, only: Sequence[str] = ())
     digest = hashlib.sha256()
     files = [_load_file(root, name, labels[name], values, digest) for name in names]
     digest.update(json.dumps({n: labels[n] for n in names}, sort_keys=True).encode())
-    kinds = read_kinds(root, {f.name: len(f.windows) for f in files})
-    if kinds is not None:
+    anomaly_kinds = read_anomaly_kinds(root, {f.name: len(f.windows) for f in files})
+    if anomaly_kinds is not None:
         for f in files:
-            f.kinds = kinds.get(f.name, [])
-        digest.update(json.dumps({n: kinds.get(n, []) for n in names}, sort_keys=True).encode())
+            f.anomaly_kinds = anomaly_kinds.get(f.name, [])
+        digest.update(json.dumps({n: anomaly_kinds.get(n, []) for n in names}, sort_keys=True).encode())
     profiles = root / "config" / "profiles.json"
     if profiles.is_file():
         digest.update(profiles.read_bytes())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from harness.detectors.base import Stream, StreamingDetector
 from harness.detectors.ensemble import Ensemble
 from harness.detectors.baselines import NullDetector, RandomDetector, WindowedGaussian
 from harness.detectors.lstm import LSTMForecaster
+
 
 # Importing the learned detectors is light: they import torch only when a model is built.
 DETECTORS: dict[str, type[StreamingDetector]] = {
@@ -56,12 +58,15 @@ def user_code_path(kind: str) -> Path | None:
     return folder
 
 
-def build_detector(kind: str, params: dict[str, Any], backend: Any = None, pruning: Any = None) -> StreamingDetector:
-    """A fresh detector of a variant: its type with its parameters, its model run on `backend` (a runtime spec)
-    and pruned after training as `pruning` says. A run's scoring task and a served stream make theirs here."""
+def build_detector(kind: str, params: Mapping[str, Any], backend: Any = None, pruning: Any = None,
+                   cache_dir: str | None = None) -> StreamingDetector:
+    """A fresh detector of a cell or a served variant: its type with its parameters, its model run on `backend`
+    (a runtime spec or its dict; artefacts cached in `cache_dir`, default the model cache) and pruned after
+    training as `pruning` says. The one place a scenario's detector is built, so a cell scores and a service
+    serves the same detector."""
     detector = resolve_detector(kind)(**params)
     if backend is not None:
-        detector.use_backend(backend)
+        detector.use_backend(backend, cache_dir)
     if pruning is not None:
         detector.use_pruning(pruning)
     return detector

@@ -118,7 +118,9 @@ class _Reporter:
         self.actor.add.remote(self.task_id, units)
 
 
-class _Progress:
+class _ProgressTally:
+    """The driver's actor that adds up the units each running task reports."""
+
     def __init__(self) -> None:
         self.units: dict[str, int] = {}
 
@@ -127,6 +129,45 @@ class _Progress:
 
     def snapshot(self) -> dict[str, int]:
         return dict(self.units)
+
+
+@dataclass
+class _Book:
+    """The runner's bookkeeping between tasks: tasks not started, the artefacts (Ray refs) of tasks done ok, and
+    the units done; `finish` is the one way a task ends, however it ended."""
+
+    waiting: list[Task]
+    outputs: dict[str, Any]  # task id -> its artefacts' ref, for the tasks after it
+    on_progress: Callable[[float], None] | None
+    done_units: float = 0.0
+
+    def ready(self, task: Task) -> bool:
+        return all(d in self.outputs for d in task.dependencies)
+
+    def finish(self, task: Task, record: TaskRecord, artefacts: dict[str, Any], artefacts_ref: Any = None) -> Finished:
+        """Count the task's units; an ok task's artefacts feed the tasks after it, a failed task's dependents are
+        dropped (they never run); report progress; the Finished to yield."""
+        self.done_units += task.units
+        if record.status == Status.OK:
+            self.outputs[task.id] = artefacts_ref
+        else:
+            self.waiting = self._drop_dependents(task, self.waiting)
+        if self.on_progress is not None:
+            self.on_progress(self.done_units)
+        return Finished(task, record, artefacts)
+
+    @staticmethod
+    def _drop_dependents(task: Task, waiting: list[Task]) -> list[Task]:
+        """Tasks that depend (transitively) on a failed one never run: their cell has failed already."""
+        gone = {task.id}
+        changed = True
+        while changed:
+            changed = False
+            for t in waiting:
+                if t.id not in gone and any(d in gone for d in t.dependencies):
+                    gone.add(t.id)
+                    changed = True
+        return [t for t in waiting if t.id not in gone]
 
 
 class RayRunner:
@@ -230,85 +271,72 @@ class RayRunner:
 
         # beside the driver: on a node that may leave mid-run (an edge node), the progress would die with it
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        actor = ray.remote(num_cpus=0)(_Progress).options(scheduling_strategy=here).remote()
+        actor = ray.remote(num_cpus=0)(_ProgressTally).options(scheduling_strategy=here).remote()
         context_ref = ray.put(context)
-        outputs = {tid: ray.put(artefacts) for tid, artefacts in (finished or {}).items()}
-        waiting = list(tasks)
+        book = _Book(list(tasks), {tid: ray.put(artefacts) for tid, artefacts in (finished or {}).items()}, on_progress)
         running: dict[Any, tuple[Task, Any]] = {}  # record ref -> (task, artefacts ref)
-        done_units = 0.0
 
-        while waiting or running:
-            for task in list(waiting):
-                if any(dep not in outputs for dep in task.dependencies):
-                    continue
-                if _on_driver(task):
-                    continue  # below, once nothing else runs
-                waiting.remove(task)
+        while book.waiting or running:
+            for task in [t for t in book.waiting if book.ready(t) and not _on_driver(t)]:  # a driver's: below, alone
+                book.waiting.remove(task)
                 try:
                     options = ray_options(task.needs, nodes)
                 except Unplaceable as exc:
-                    done_units += task.units
-                    yield Finished(task, failed(task.kind, _unplaceable(task, exc)), {})
-                    waiting = self._drop_dependents(task, waiting)
+                    yield book.finish(task, failed(task.kind, _unplaceable(task, exc)), {})
                     continue
                 refs = remote.options(**options).remote(
-                    task, context_ref, _Reporter(actor, task.id), *(outputs[d] for d in task.dependencies)
+                    task, context_ref, _Reporter(actor, task.id), *(book.outputs[d] for d in task.dependencies)
                 )
                 running[refs[0]] = (task, refs[1])
             if not running:
-                ready_here = [t for t in waiting if _on_driver(t) and all(d in outputs for d in t.dependencies)]
-                if not ready_here:
+                done = self._next_on_driver(book, context)
+                if done is None:
                     break  # what is left waits on tasks that failed
-                task = ready_here[0]
-                waiting.remove(task)
-                try:
-                    ray_options(task.needs, ray.nodes())  # its target must still have a node
-                    record, artefacts = self._run_on_driver(task, context, [outputs[d] for d in task.dependencies])
-                except Unplaceable as exc:
-                    record, artefacts = failed(task.kind, _unplaceable(task, exc)), {}
-                done_units += task.units
-                if record.status == Status.OK:
-                    outputs[task.id] = ray.put(artefacts)
-                else:
-                    waiting = self._drop_dependents(task, waiting)
-                if on_progress is not None:
-                    on_progress(done_units)
-                yield Finished(task, record, artefacts)
+                yield done
                 continue
             ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
             if not ready:
                 latest = ray.nodes()
                 if _lost_nodes(nodes, latest):
-                    # tasks on the lost node fail by themselves (their worker is gone); tasks still queued for a
-                    # target that has no node left would wait forever: they are cancelled, and fail with why (so is
-                    # a task of that target whose NodeDiedError Ray has not delivered yet)
-                    for ref, (task, _) in list(running.items()):
-                        reason = _stranded(task, latest)
-                        if reason:
-                            ray.cancel(ref, force=True)
-                            del running[ref]
-                            done_units += task.units
-                            waiting = self._drop_dependents(task, waiting)
-                            yield Finished(task, failed(task.kind, reason), {})
+                    yield from self._cancel_stranded(book, running, latest)
                 nodes = latest
                 if on_progress is not None:
                     partial = ray.get(actor.snapshot.remote())
-                    on_progress(done_units + sum(min(partial.get(t.id, 0), t.units) for t, _ in running.values()))
+                    on_progress(book.done_units + sum(min(partial.get(t.id, 0), t.units) for t, _ in running.values()))
                 continue
             task, artefacts_ref = running.pop(ready[0])
-            done_units += task.units
             try:
                 record = ray.get(ready[0])
                 artefacts = ray.get(artefacts_ref) if record.status == Status.OK else {}
             except Exception as exc:  # noqa: BLE001 - a dead worker fails its task, not the run
                 record, artefacts = failed(task.kind, _ray_error(exc)), {}
-            if record.status == Status.OK:
-                outputs[task.id] = artefacts_ref
-            else:
-                waiting = self._drop_dependents(task, waiting)
-            if on_progress is not None:
-                on_progress(done_units)
-            yield Finished(task, record, artefacts)
+            yield book.finish(task, record, artefacts, artefacts_ref)
+
+    def _next_on_driver(self, book: _Book, context: RunContext) -> Finished | None:
+        """The next ready task of a kind that runs in the driver (nothing else runs now); None when none is ready."""
+        ready_here = [t for t in book.waiting if _on_driver(t) and book.ready(t)]
+        if not ready_here:
+            return None
+        task = ready_here[0]
+        book.waiting.remove(task)
+        try:
+            ray_options(task.needs, self._ray.nodes())  # its target must still have a node
+            record, artefacts = self._run_on_driver(task, context, [book.outputs[d] for d in task.dependencies])
+        except Unplaceable as exc:
+            record, artefacts = failed(task.kind, _unplaceable(task, exc)), {}
+        return book.finish(task, record, artefacts, self._ray.put(artefacts) if record.status == Status.OK else None)
+
+    def _cancel_stranded(self, book: _Book, running: dict[Any, tuple[Task, Any]],
+                         nodes: list[dict[str, Any]]) -> Iterator[Finished]:
+        """After a node was lost: tasks on it fail by themselves (their worker is gone); tasks still queued for a
+        target that has no node left would wait forever: they are cancelled, and fail with why (so is a task of
+        that target whose NodeDiedError Ray has not delivered yet)."""
+        for ref, (task, _) in list(running.items()):
+            reason = _stranded(task, nodes)
+            if reason:
+                self._ray.cancel(ref, force=True)
+                del running[ref]
+                yield book.finish(task, failed(task.kind, reason), {})
 
     def _run_on_driver(self, task: Task, context: RunContext, dependency_refs: list[Any]) -> tuple[TaskRecord, dict]:
         """A kind that drives the cluster itself (a load test) runs here, in the driver, with nothing else running."""
@@ -317,19 +345,6 @@ class RayRunner:
         inputs = dict(zip(task.after, self._ray.get(dependency_refs)))
         record, artefacts = execute(task, context, inputs, None, cluster=RayServing(self.metrics))
         return record.model_copy(update={"node": NodeFacts(**node_facts())}), artefacts
-
-    @staticmethod
-    def _drop_dependents(task: Task, waiting: list[Task]) -> list[Task]:
-        """Tasks that depend (transitively) on a failed one never run: their cell has failed already."""
-        gone = {task.id}
-        changed = True
-        while changed:
-            changed = False
-            for t in waiting:
-                if t.id not in gone and any(d in gone for d in t.dependencies):
-                    gone.add(t.id)
-                    changed = True
-        return [t for t in waiting if t.id not in gone]
 
 
 def _unplaceable(task: Task, exc: Unplaceable) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import InputError
-from harness.feedback.log import VERDICTS, Entry
+from harness.results.review_log import VERDICTS, Entry
 
 CONTROL = "verdict"  # the Choices tag's name: what an annotation's result says `from_name`
 

@@ -27,7 +27,7 @@ from typing import Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-ALERT, MISSED = "alert", "missed"
+from harness.results.review_log import ALERT, MISSED  # a verdict's kinds are the review log's
 
 
 @dataclass(frozen=True)

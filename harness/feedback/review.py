@@ -13,7 +13,7 @@ import numpy as np
 
 from harness.corpus.layout import Corpus, SeriesFile, load_corpus
 from harness.errors import InputError
-from harness.feedback.log import Entry, build_entries, seconds_of, stamp, verdicts_of
+from harness.feedback.log import build_entries, verdicts_of
 from harness.feedback.loop import (
     ALERT,
     NOBODY,
@@ -23,8 +23,10 @@ from harness.feedback.loop import (
     Reviewer,
 )
 from harness.results.folder import RunFolder
+from harness.results.review_log import Entry, seconds_of, stamp
 from harness.results.schema import CellResult, Status
 from harness.scoring.nab import alert_block_rows, probation_rows
+from harness.scoring.profiles import REFERENCE_PROFILE
 from harness.thresholds.evaluate import event_seconds, score_alerts
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -68,7 +70,7 @@ def reviewable(folder: RunFolder, results: list[CellResult]) -> list[Reviewable]
             continue
         scores = folder.scores(r.cell.id)
         if scores is not None:
-            out.append(Reviewable(r.cell.id, r.cell.detector, score.nab.profiles["standard"].threshold, score.probation_percent, scores))
+            out.append(Reviewable(r.cell.id, r.cell.detector, score.nab.profiles[REFERENCE_PROFILE].threshold, score.probation_percent, scores))
     return out
 
 
@@ -86,10 +88,8 @@ class ReviewRun:
 def open_run(path: str | Path) -> ReviewRun:
     """A finished run folder with its corpus (read again from where the run read it, and checked to be the
     same data); one InputError line otherwise."""
-    from harness.history.rows import read_run
-
     folder = RunFolder(path)
-    manifest, results = read_run(path)
+    manifest, results = folder.read_run()
     root = manifest.corpus.get("root")
     if not root or not Path(root).is_dir():
         raise InputError(f"the run's corpus is no longer at {root}", folder.manifest_file)
@@ -147,8 +147,8 @@ def _scored(run: ReviewRun, cell: Reviewable, policy: FeedbackThreshold, reviewe
     alerted = [policy.apply(event_seconds(f), s, reviewer_of(f), alert_block_rows(f), probation_rows(f.n_rows, cell.probation_percent))
                for f, s in zip(files, cell.scores)]
     rep = score_alerts(files, alerted, label_windows=run.corpus.label_windows, probation_percent=cell.probation_percent)
-    d = rep.detection["standard"]
-    return {"nab_standard": rep.profiles["standard"].score, "fp_events": d.fp_events, "detected_windows": d.detected_windows,
+    d = rep.detection[REFERENCE_PROFILE]
+    return {"nab_standard": rep.profiles[REFERENCE_PROFILE].score, "fp_events": d.fp_events, "detected_windows": d.detected_windows,
             "windows": d.windows, "precision": d.precision, "recall": d.recall}
 
 

@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from harness.history.rows import Figure, figures, read_run
+from harness.history.rows import Measurement, figures
+from harness.results.folder import RunFolder
 
 EXACT = 1e-9  # relative: equal up to float formatting
 
@@ -63,8 +64,8 @@ def compare(folder_a: str | Path, folder_b: str | Path, threshold: float = 0.10,
     glob patterns of figures left out (`seconds`, `p99_ms[*]`), for a sweep that should not alert on them."""
     from harness.history.store import run_id, spread_between_runs
 
-    manifest_a, results_a = read_run(folder_a)
-    manifest_b, results_b = read_run(folder_b)
+    manifest_a, results_a = RunFolder(folder_a).read_run()
+    manifest_b, results_b = RunFolder(folder_b).read_run()
     same = manifest_a.corpus.get("fingerprint") == manifest_b.corpus.get("fingerprint")
     tree_a, tree_b = (m.environment.get("code", {}).get("tree_sha256") for m in (manifest_a, manifest_b))
     out = Comparison(str(folder_a), str(folder_b), same, 100.0 * threshold, same_code=bool(tree_a) and tree_a == tree_b)
@@ -78,7 +79,7 @@ def compare(folder_a: str | Path, folder_b: str | Path, threshold: float = 0.10,
     return out
 
 
-def judge(a: Figure | None, b: Figure | None, threshold: float, same_inputs: bool, between_pct: float | None = None,
+def judge(a: Measurement | None, b: Measurement | None, threshold: float, same_inputs: bool, between_pct: float | None = None,
           same_code: bool = False) -> Verdict:
     f = a or b
     assert f is not None

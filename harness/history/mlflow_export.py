@@ -12,9 +12,8 @@ import os
 from pathlib import Path
 
 from harness.errors import InputError
-from harness.history.rows import figures, read_run
-
-ARTEFACTS = ("table.csv", "table.md", "serving.csv", "serving.md", "leaderboard.md", "manifest.json")
+from harness.history.rows import figures
+from harness.results.folder import RunFolder
 
 
 def export_run(folder: str | Path, tracking_uri: str, experiment: str | None = None) -> list[str]:
@@ -24,7 +23,8 @@ def export_run(folder: str | Path, tracking_uri: str, experiment: str | None = N
     except ImportError:
         raise InputError("mlflow is not installed: pip install 'harness[mlflow]'", field="export mlflow") from None
     root = Path(folder)
-    manifest, results = read_run(root)
+    run_folder = RunFolder(root)
+    manifest, results = run_folder.read_run()
     if tracking_uri.startswith("file:") or "://" not in tracking_uri:
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     mlflow.set_tracking_uri(tracking_uri)
@@ -34,7 +34,7 @@ def export_run(folder: str | Path, tracking_uri: str, experiment: str | None = N
     for f in figures(results):
         by_cell.setdefault(f.cell, {})[_metric_key(f.metric)] = f.value
     code = manifest.environment.get("code", {})
-    shared = [root / name for name in ARTEFACTS if (root / name).is_file()] + sorted(root.glob("*.png"))
+    shared = run_folder.report_files()
     ids = []
     for r in results:
         params = {**{f"param.{k}": v for k, v in r.cell.params.items()}, "cell": r.cell.id, "detector": r.cell.detector,
@@ -48,8 +48,8 @@ def export_run(folder: str | Path, tracking_uri: str, experiment: str | None = N
                 mlflow.log_metrics(by_cell[r.cell.id])
             for path in shared:
                 mlflow.log_artifact(str(path))
-            result = root / "cells" / r.cell.id / "result.json"
-            if result.is_file():
+            result = run_folder.result_file(r.cell.id)
+            if result is not None:
                 mlflow.log_artifact(str(result), artifact_path="cell")
             ids.append(run.info.run_id)
     return ids

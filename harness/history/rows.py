@@ -1,23 +1,23 @@
 """A run folder's figures as (cell, metric) rows, with the direction that is better and the noise each carries:
-read from the same column descriptors the tables render from (harness.results.columns)."""
+read from the same column descriptors the tables render from (harness.results.columns). The folder itself is
+read by harness.results.folder (`RunFolder.read_run`)."""
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 from dataclasses import dataclass
-from pathlib import Path
 
-from harness.errors import InputError
 from harness.results.columns import B1_NOISE, BY_NAME, COLUMNS, DETERMINISTIC, LOAD_BY_NAME, TIMING_NOISE, Column
-from harness.results.schema import CellResult, Manifest
+from harness.results.schema import CellResult
 
 NOISE_FIGURES = {c.noise for c in COLUMNS}  # columns that are other columns' noise: context, not figures to judge
 
 
 @dataclass(frozen=True)
-class Figure:
+class Measurement:
+    """One number of one cell of a run (a table or serving-table figure), with what judging it needs."""
+
     cell: str
     target: str | None
     metric: str  # a table column, or `column[path run]` for a serving row
@@ -33,33 +33,12 @@ class Figure:
         return self.metric.partition("[")[0] not in NOISE_FIGURES
 
 
-def read_run(folder: str | Path) -> tuple[Manifest, list[CellResult]]:
-    """The manifest and every recorded cell of a run folder; one InputError line if it is not one."""
-    root = Path(folder)
-    manifest_file = root / "manifest.json"
-    if not manifest_file.is_file():
-        raise InputError("not a run folder (no manifest.json): give a folder written by `harness run`", root)
-    try:
-        manifest = Manifest.model_validate_json(manifest_file.read_text())
-    except ValueError as exc:
-        raise InputError(f"unreadable manifest.json ({str(exc).splitlines()[0]})", root) from None
-    results = []
-    for cell_id in manifest.cells:
-        path = root / "cells" / cell_id / "result.json"
-        if path.is_file():
-            try:
-                results.append(CellResult.from_data(json.loads(path.read_text())))
-            except ValueError as exc:
-                raise InputError(f"unreadable cell result ({str(exc).splitlines()[0]})", path) from None
-    return manifest, results
-
-
-def figures(results: list[CellResult]) -> list[Figure]:
+def figures(results: list[CellResult]) -> list[Measurement]:
     """Every numeric figure of the run's table and serving table, for its ok cells: with a better direction or
     not (a setting such as the batch, the NAB threshold), and the columns that are other columns' noise."""
     from harness import report
 
-    out: list[Figure] = []
+    out: list[Measurement] = []
     ok = [r for r in results if r.status.value == "ok"]
     if not ok:
         return out
@@ -73,7 +52,7 @@ def figures(results: list[CellResult]) -> list[Figure]:
                 continue
             spread = row.get(TIMING_NOISE) if col.noise == TIMING_NOISE else _b1_spread(by_id[row["cell"]]) if col.noise == B1_NOISE else None
             deterministic = col.noise == DETERMINISTIC or col.exact  # exact: the NAB threshold, found by deterministic code
-            out.append(Figure(row["cell"], target[row["cell"]], col.name, float(value), col.better, deterministic,
+            out.append(Measurement(row["cell"], target[row["cell"]], col.name, float(value), col.better, deterministic,
                               float(spread) if _number(spread) else None, col.unit))
     serving = report.build_serving_table(ok)
     if serving is not None:
@@ -84,7 +63,7 @@ def figures(results: list[CellResult]) -> list[Figure]:
                 col: Column | None = LOAD_BY_NAME.get(str(name))
                 if col is None or not _number(value):
                     continue
-                out.append(Figure(row["cell"], target[row["cell"]], f"{col.name}[{row['path']} {row['run']}]", float(value),
+                out.append(Measurement(row["cell"], target[row["cell"]], f"{col.name}[{row['path']} {row['run']}]", float(value),
                                   col.better, col.noise == DETERMINISTIC, None if col.noise == DETERMINISTIC else spread, col.unit))
     return out
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import InputError
-from harness.history.rows import figures, read_run
+from harness.history.rows import figures
+from harness.results.folder import RunFolder
 
 DEFAULT = Path("results") / "history.sqlite"
 SCHEMA = """
@@ -90,7 +91,7 @@ def index_run(folder: str | Path, path: Path) -> str:
     """Index (or re-index) a run folder; returns its run id."""
     from harness.results.columns import hardware
 
-    manifest, results = read_run(folder)
+    manifest, results = RunFolder(folder).read_run()
     rid = run_id(folder)
     env, ray = manifest.environment, manifest.ray or {}
     run = (rid, str(Path(folder).resolve()), manifest.scenario.get("resolved", {}).get("name"), manifest.started_at,

@@ -2,8 +2,8 @@
 comes from, and how its value is read from a typed `CellResult` (or derived from other columns).
 
 The table renders from these descriptors, the README's column reference is checked against them, and anything
-that compares numbers (the INT8 gate today, regression checks next) asks them which way is better and how much
-a difference must exceed to be more than noise.
+that compares numbers (the INT8 gate, `harness compare` and the history's verdicts) asks them which way is better
+and how much a difference must exceed to be more than noise.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
 from harness.results.schema import CellResult
+from harness.scoring.profiles import REFERENCE_PROFILE
 
 Better = Literal["higher", "lower"] | None
 DETERMINISTIC = "none: deterministic (seeded; a rerun gives the same value)"
@@ -27,7 +28,7 @@ class Column:
     value: Callable[[CellResult], Any] | None = None  # None: derived from other columns by the table
     backend: bool = False  # shown only when the run has backend cells
     target: bool = False  # shown only when the run has cells on targets
-    kinds: bool = False  # shown only when the corpus names its windows' anomaly kinds
+    anomaly_kinds: bool = False  # shown only when the corpus names its windows' anomaly kinds
     exact: bool = False  # printed with every digit (thresholds: 0.99999999999955 must not read as 1)
 
 
@@ -35,7 +36,7 @@ def _nab(profile: str) -> Callable[[CellResult], Any]:
     return lambda r: r.score.nab.profiles[profile].score if r.score else None
 
 
-def _det(field: str, at: str = "standard") -> Callable[[CellResult], Any]:
+def _det(field: str, at: str = REFERENCE_PROFILE) -> Callable[[CellResult], Any]:
     return lambda r: getattr(r.score.nab.detection[at], field) if r.score else None
 
 
@@ -66,14 +67,14 @@ COLUMNS: tuple[Column, ...] = (
     Column("params", "every parameter of the cell, as `key=value`", value=lambda r: " ".join(f"{k}={v}" for k, v in r.cell.params.items())),
     Column("target", "the scenario target (node group, by labels) the cell ran on", value=lambda r: r.cell.target, target=True),
     Column("status", "`ok`, `failed` (see `error`) or `pending` (a task never finished); `--resume` reruns every task not `ok`", value=lambda r: r.status.value),
-    Column("nab_standard", "NAB v1.1 normalised score, standard profile (100 = perfect, 0 = the null detector), at its threshold", "points", "higher", DETERMINISTIC, _nab("standard")),
+    Column("nab_standard", "NAB v1.1 normalised score, standard profile (100 = perfect, 0 = the null detector), at its threshold", "points", "higher", DETERMINISTIC, _nab(REFERENCE_PROFILE)),
     Column("nab_reward_low_FP_rate", "the same, reward_low_FP_rate profile", "points", "higher", DETERMINISTIC, _nab("reward_low_FP_rate")),
     Column("nab_reward_low_FN_rate", "the same, reward_low_FN_rate profile", "points", "higher", DETERMINISTIC, _nab("reward_low_FN_rate")),
     Column("nab_standard_cv", "NAB standard with each category's files scored at the threshold optimised on the other "
            "categories: the honest number (docs/thresholds.md)", "points", "higher", DETERMINISTIC,
-           lambda r: r.score.cross_validated.get("standard") if r.score and r.score.cross_validated else None),
+           lambda r: r.score.cross_validated.get(REFERENCE_PROFILE) if r.score and r.score.cross_validated else None),
     Column("cv_gap", "nab_standard - nab_standard_cv: what fitting the threshold to the labels it is judged on was worth",
-           "points", None, value=lambda r: r.score.nab.profiles["standard"].score - r.score.cross_validated["standard"]
+           "points", None, value=lambda r: r.score.nab.profiles[REFERENCE_PROFILE].score - r.score.cross_validated[REFERENCE_PROFILE]
            if r.score and r.score.cross_validated else None),
     Column("backend", "where the model ran: `torch`, `onnxruntime`, `openvino`", value=_backend("backend"), backend=True),
     Column("precision", "the model's numeric precision: `fp32`, `int8`, `bf16`, `fp16`", value=_backend("precision"), backend=True),
@@ -88,14 +89,14 @@ COLUMNS: tuple[Column, ...] = (
     Column("recall_by_kind", "windows detected / windows of each anomaly kind, at the same threshold, when the corpus "
            "names its windows' kinds (labels/anomaly_types.json: the embedded corpus, `harness corpus inject`)",
            value=lambda r: ", ".join(f"{k} {d}/{n}" for k, (d, n) in r.score.recall_by_kind.items())
-           if r.score and r.score.recall_by_kind else None, kinds=True),
+           if r.score and r.score.recall_by_kind else None, anomaly_kinds=True),
     Column("range_f1", "range-based F1 (Tatbul et al. 2018) at the same threshold", "", "higher", DETERMINISTIC, _det("range_f1")),
     Column("range_precision", "range-based precision: the share of each alert's extent inside windows", "", "higher", DETERMINISTIC, _det("range_precision")),
     Column("range_recall", "range-based recall: half for flagging a window, half for covering it", "", "higher", DETERMINISTIC, _det("range_recall")),
     Column("latency_mean_s", "mean seconds from a detected window's first row to its first detection", "s", "lower", DETERMINISTIC, _det("latency_mean_s")),
     Column("fp_events", "false-positive alert events at the same threshold", "events", "lower", DETERMINISTIC, _det("fp_events")),
     Column("f1_best", "event-based F1 at the threshold that maximises it", "", "higher", DETERMINISTIC, _det("f1", "best_f1")),
-    Column("threshold", "the standard profile's threshold", value=lambda r: r.score.nab.profiles["standard"].threshold if r.score else None, exact=True),
+    Column("threshold", "the standard profile's threshold", value=lambda r: r.score.nab.profiles[REFERENCE_PROFILE].threshold if r.score else None, exact=True),
     Column("nab_standard_delta_pct", "NAB standard vs the same model's torch fp32 row", "%", "higher", DETERMINISTIC, backend=True),
     Column("latency_b1_p50_ms", "milliseconds per `infer` call at batch 1, median (docs/timing.md)", "ms", "lower", B1_NOISE, _lat("batch1", "p50_ms"), backend=True),
     Column("latency_b1_p95_ms", "the same, 95th percentile", "ms", "lower", B1_NOISE, _lat("batch1", "p95_ms"), backend=True),
@@ -126,8 +127,9 @@ COLUMNS: tuple[Column, ...] = (
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 
 
-def columns(with_backends: bool, with_targets: bool = False, with_kinds: bool = False) -> list[Column]:
-    return [c for c in COLUMNS if (with_backends or not c.backend) and (with_targets or not c.target) and (with_kinds or not c.kinds)]
+def columns(with_backends: bool, with_targets: bool = False, with_anomaly_kinds: bool = False) -> list[Column]:
+    return [c for c in COLUMNS if (with_backends or not c.backend) and (with_targets or not c.target)
+            and (with_anomaly_kinds or not c.anomaly_kinds)]
 
 
 # --- the serving table (serving.csv): one row per load run of a served variant ---------------------------------
@@ -186,7 +188,7 @@ LOAD_COLUMNS: tuple[Column, ...] = (
            value=lambda r: None if r.summary is None else ("VALID" if r.summary.valid else "INVALID: " + "; ".join(r.summary.reasons))),
     Column("peak_eps_at_slo", "the highest events/s whose p95 met `load.slo_p95_ms` with the run VALID, on this path (find_peak)", "events/s", "higher", LOAD_NOISE,
            lambda r: r.peak().peak_eps if r.peak() is not None else None),
-    Column("nab_standard", "the variant's NAB standard score (its scoring task)", "points", "higher", DETERMINISTIC, lambda r: r.result.score.nab.profiles["standard"].score if r.result.score else None),
+    Column("nab_standard", "the variant's NAB standard score (its scoring task)", "points", "higher", DETERMINISTIC, lambda r: r.result.score.nab.profiles[REFERENCE_PROFILE].score if r.result.score else None),
     Column("inprocess_eps", "events/s the same variant scores in one process on the same requests (no Serve, no HTTP)", "events/s", "higher", "one 2 s measurement",
            lambda r: r.load.inprocess_eps if r.load else None),
     Column("served_vs_inprocess", "achieved_eps / inprocess_eps: what serving keeps of the in-process throughput", "x", "higher", LOAD_NOISE,

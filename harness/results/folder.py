@@ -8,7 +8,8 @@
     <out>/cells/<cell>/handoff.pkl          what the scoring task hands the timing task (model, windows)
     <out>/nab/<cell>/<category>/<cell>_<file>.csv   ok cells' scores in NAB's results layout (at render)
     <out>/table.csv, table.md, leaderboard.csv, leaderboard.md, pr_curves.png, crossover.png (timing.sweep)
-    <out>/review/log.csv                    the review log (harness.feedback.log): rebuilt at render, verdicts kept
+    <out>/review/log.csv                    the review log (harness.results.review_log's format, harness.feedback.log's
+                                            entries): rebuilt at render, verdicts kept
     <out>/review/feedback.csv, feedback.md  `harness feedback evaluate`'s table
     <out>/review/labelstudio-tasks.json, labelstudio-config.xml   `harness feedback export`
 
@@ -33,6 +34,7 @@ from pydantic import ValidationError
 from harness.atomic import write_bytes, write_json, write_text
 from harness.corpus.layout import Corpus
 from harness.errors import InputError
+from harness.results.review_log import Entry, parse, render
 from harness.results.schema import SCHEMA_VERSION, CellResult, Manifest, TaskRecord
 from harness.scenario import Cell
 from harness.scoring.results_layout import results_csv, results_path
@@ -114,6 +116,35 @@ class RunFolder:
             return Manifest.model_validate(data)
         except ValidationError as exc:
             raise InputError(f"not a harness manifest ({_first(exc)}); start a new run with another --out", self._manifest) from None
+
+    def read_run(self) -> tuple[Manifest, list[CellResult]]:
+        """A finished (or interrupted) run, read only: its manifest and every cell recorded so far, for the history,
+        comparisons, exports and the review loop; one InputError line if it is not a run folder."""
+        if not self._manifest.is_file():
+            raise InputError("not a run folder (no manifest.json): give a folder written by `harness run`", self.root)
+        try:
+            manifest = Manifest.model_validate_json(self._manifest.read_text())
+        except ValueError as exc:
+            raise InputError(f"unreadable manifest.json ({str(exc).splitlines()[0]})", self.root) from None
+        results = []
+        for cell_id in manifest.cells:
+            path = self._result(cell_id)
+            if path.is_file():
+                try:
+                    results.append(CellResult.from_data(json.loads(path.read_text())))
+                except ValueError as exc:
+                    raise InputError(f"unreadable cell result ({str(exc).splitlines()[0]})", path) from None
+        return manifest, results
+
+    def result_file(self, cell_id: str) -> Path | None:
+        """The cell's result.json, for exports that copy it whole; None before the cell has one."""
+        path = self._result(cell_id)
+        return path if path.is_file() else None
+
+    def report_files(self) -> list[Path]:
+        """The run's tables, manifest and plots that exist, for exports that copy them whole."""
+        names = ("table.csv", "table.md", "serving.csv", "serving.md", "leaderboard.md", "manifest.json")
+        return [self.root / n for n in names if (self.root / n).is_file()] + sorted(self.root.glob("*.png"))
 
     def write_manifest(self, manifest: Manifest) -> None:
         write_text(self._manifest, manifest.model_dump_json(indent=2) + "\n")
@@ -233,21 +264,17 @@ class RunFolder:
             else:
                 write_text(self.root / name, content)
 
-    # --- the review loop (harness.feedback) -------------------------------------------------------------------
+    # --- the review loop (harness.feedback; the log's format: harness.results.review_log) -----------------------
     @property
     def review_log(self) -> Path:
         return self.root / "review" / "log.csv"
 
-    def read_review(self) -> list | None:
+    def read_review(self) -> list[Entry] | None:
         """The review log's entries (None: the run has none)."""
-        from harness.feedback.log import parse
-
         path = self.review_log
         return parse(path.read_text(), path) if path.is_file() else None
 
-    def write_review(self, entries: list) -> None:
-        from harness.feedback.log import render
-
+    def write_review(self, entries: list[Entry]) -> None:
         write_text(self.review_log, render(entries))
 
     def write_feedback(self, csv: str, markdown: str) -> Path:

@@ -1,5 +1,5 @@
 """Typed, versioned records of a run: the manifest, and one `CellResult` per cell holding a `TaskRecord` per task
-kind (scoring, timing). `harness.results.folder` is the only module that reads and writes them.
+kind (score, timing, load). `harness.results.folder` is the only module that reads and writes them.
 
 Bump `SCHEMA_VERSION` when a stored field changes meaning or shape: a run folder of another version is refused
 on resume, with one line, instead of being misread.

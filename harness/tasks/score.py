@@ -15,11 +15,11 @@ import numpy as np
 
 from harness.results.folder import CURVE, HANDOFF, SCORES
 from harness.results.schema import NabResult, PolicyFigures, ScoreResult
-from harness.scoring.nab import probation_rows, score_detector
+from harness.scoring.nab import probation_rows
 from harness.scoring.profiles import REFERENCE_PROFILE
 from harness.tasks.base import ReportProgress, RunContext, Task
 from harness.tasks.handoff import ModelHandoff
-from harness.thresholds.crossval import category, cross_validate
+from harness.thresholds.crossval import score_like_a_cell
 from harness.thresholds.spec import PolicySpec
 
 
@@ -32,9 +32,8 @@ def run(task: Task, ctx: RunContext, inputs: dict[str, Any], progress: ReportPro
     scores = score_files(detector, ctx, progress)
     detect_s = time.perf_counter() - started
     thresholds = ctx.thresholds[cell.detector] if ctx.thresholds else None
-    report = score_detector(
-        ctx.corpus.files, scores, cell.detector, thresholds, ctx.profiles, ctx.probation_percent, ctx.corpus.label_windows
-    )
+    report, cv = score_like_a_cell(ctx.corpus.files, scores, cell.detector, thresholds, ctx.profiles,
+                                   ctx.probation_percent, ctx.corpus.label_windows)
     curve = report.pr_curve
     artefacts: dict[str, Any] = {
         SCORES: scores,
@@ -47,7 +46,7 @@ def run(task: Task, ctx: RunContext, inputs: dict[str, Any], progress: ReportPro
         probation_percent=ctx.probation_percent,
         detect_s=detect_s,
     )
-    _beside_nab(result, ctx, scores, report.profiles[REFERENCE_PROFILE].threshold, optimised=thresholds is None)
+    _beside_nab(result, ctx, scores, report.profiles[REFERENCE_PROFILE].threshold, cv)
     if cell.backend is not None:
         artefacts[HANDOFF] = _handoff(detector, cell, ctx, result).to_bytes()
     return result, artefacts
@@ -65,18 +64,18 @@ def score_files(detector: Any, ctx: RunContext, progress: ReportProgress) -> lis
     return scores
 
 
-def _beside_nab(result: ScoreResult, ctx: RunContext, scores: list[np.ndarray], at: float, optimised: bool) -> None:
+def _beside_nab(result: ScoreResult, ctx: RunContext, scores: list[np.ndarray], at: float,
+                cv: dict[str, Any] | None) -> None:
     """What the table shows beside NAB's score: recall by anomaly kind (at the reference profile's threshold `at`)
-    when the corpus names kinds; with optimised thresholds and two categories or more, the cross-validated
-    number and every threshold policy's figures."""
+    when the corpus names kinds; with the cross-validated number (`cv`: optimised thresholds over two categories
+    or more), that number and every threshold policy's figures."""
     files = ctx.corpus.files
-    if any(f.kinds for f in files):
+    if any(f.anomaly_kinds for f in files):
         from harness.corpus.inject import recall_by_kind
 
-        result.recall_by_kind = recall_by_kind([f.windows for f in files], [f.kinds or [] for f in files],
+        result.recall_by_kind = recall_by_kind([f.windows for f in files], [f.anomaly_kinds or [] for f in files],
                                                [s >= at for s in scores], [probation_rows(f.n_rows, ctx.probation_percent) for f in files])
-    if optimised and len({category(f) for f in files}) >= 2:  # the honest number beside NAB's
-        cv = cross_validate(files, scores, ctx.profiles, ctx.probation_percent, ctx.corpus.label_windows)
+    if cv is not None:  # the honest number beside NAB's
         result.cross_validated = {name: r.cross_validated for name, r in cv.items()}
         result.cv_folds = {name: r.folds for name, r in cv.items()}
         result.policies = [policy_figures(spec, ctx, scores) for spec in ctx.policies]

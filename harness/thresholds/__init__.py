@@ -8,7 +8,6 @@ from harness.thresholds.policies import (
     RollingQuantile,
     Spot,
     ThresholdPolicy,
-    make_policy,
 )
 
-__all__ = ["POLICIES", "Fixed", "RollingQuantile", "Spot", "ThresholdPolicy", "make_policy"]
+__all__ = ["POLICIES", "Fixed", "RollingQuantile", "Spot", "ThresholdPolicy"]

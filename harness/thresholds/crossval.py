@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.corpus.layout import SeriesFile
-from harness.scoring.nab import PROBATION_PERCENT, CorpusIndex, NabSweep
+from harness.scoring.nab import PROBATION_PERCENT, CorpusIndex, NabReport, NabSweep, score_detector
 from harness.scoring.profiles import NAB_PROFILES, Profile
 
 
@@ -61,3 +61,17 @@ def cross_validate(files: Sequence[SeriesFile], scores: Sequence[np.ndarray], pr
             raw += float(test.raw(p, test.rank_for(threshold)))
         out[p.name] = CrossValidated(p.name, whole.profile_score(p, whole.optimize(p)).score, whole.index.normalised(p, raw), plan)
     return out
+
+
+def score_like_a_cell(files: Sequence[SeriesFile], scores: Sequence[np.ndarray], detector: str,
+                      thresholds: dict[str, float] | None, profiles: Sequence[Profile], probation_percent: float,
+                      label_windows: int | None, index: CorpusIndex | None = None) -> tuple[NabReport, dict[str, CrossValidated] | None]:
+    """A detector's scores judged as a run judges a cell, so a run's cells and anything set beside them (the
+    leaderboard's re-scored published detectors) are scored alike: NAB's report (the given thresholds, or
+    optimised ones), and, when the thresholds are optimised over at least two categories, the cross-validated
+    score beside it (None otherwise). `index`: the files' prebuilt CorpusIndex, to score many detectors faster."""
+    report = score_detector(index or files, scores, detector, thresholds, profiles, probation_percent, label_windows)
+    cv = None
+    if thresholds is None and len({category(f) for f in files}) >= 2:
+        cv = cross_validate(files, scores, profiles, probation_percent, label_windows)
+    return report, cv

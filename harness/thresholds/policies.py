@@ -20,7 +20,7 @@ record at a time (`step(t, score) -> bool`) for a live service.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -199,7 +199,3 @@ class Spot(ThresholdPolicy):
 
 
 POLICIES: dict[str, type[ThresholdPolicy]] = {p.name: p for p in (Fixed, RollingQuantile, Spot)}
-
-
-def make_policy(kind: Literal["fixed", "rolling_quantile", "spot"], **params: Any) -> ThresholdPolicy:
-    return POLICIES[kind](**params)
