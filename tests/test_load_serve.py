@@ -144,8 +144,8 @@ load:
     assert killed["requests"] + killed["errors"] + killed["dropped"] > 0
     handle = load["points"][1]["summary"]
     assert handle["valid"], handle["reasons"]
-    assert handle["achieved_rps"] == handle["requests"] / handle["duration_s"]
-    assert abs(handle["achieved_rps"] - 20) <= 1 and handle["errors"] == 0
+    assert handle["requests"] + handle["errors"] + handle["dropped"] == 100  # the schedule: 20/s for 5 s
+    assert handle["achieved_rps"] <= 20 and handle["errors"] == 0
     assert {p["path"] for p in load["peaks"]} == {"http", "handle"}
     for peak in load["peaks"]:
         assert len(peak["probes"]) <= 2 and len(peak["runs"]) == len(peak["probes"])
