@@ -16,6 +16,8 @@ from conftest import require
 from harness.topology import cgroups
 from harness.topology.cgroups import V1, V2, Limits, detect
 
+pytestmark = pytest.mark.timeout(60)  # file writes and one short subprocess
+
 GROUP = "harness-t-edge"
 
 

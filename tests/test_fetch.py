@@ -19,6 +19,8 @@ from harness.errors import InputError
 
 from conftest import NAB, needs_nab
 
+pytestmark = pytest.mark.timeout(120)  # a local HTTP server; the CLI test runs two fetches
+
 CORRUPT = "data/realKnownCause/nyc_taxi.csv"
 MISSING = "labels/combined_windows.json"
 

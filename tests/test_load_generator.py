@@ -48,6 +48,8 @@ from harness.load.summary import LatencyMs
 
 from conftest import harness, one_error_line
 
+pytestmark = pytest.mark.timeout(60)  # in-process load against a local server: each run lasts a few seconds
+
 SHORT = ValidityRules(min_duration_s=0.5, min_requests=50)  # rules sized for these short runs
 
 

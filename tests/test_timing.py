@@ -10,6 +10,8 @@ import pytest
 import harness.timing
 from harness.timing import measure, time_batches
 
+pytestmark = pytest.mark.timeout(30)  # in-process timing on a stand-in clock: seconds at most
+
 
 class Clock:
     """A stand-in for `time` in harness.timing: it moves only when a timed call says how long it took."""
