@@ -111,14 +111,14 @@ load:
   rates: [20]
   events_per_request: 500
   streams: 4
-  duration_s: 5
-  warmup_s: 1
+  duration_s: 3
+  warmup_s: 0.5
   find_peak: true
   peak_start_rps: 20
   peak_max_runs: 2
-  peak_duration_s: 3
+  peak_duration_s: 2
   profile: true
-  kill_replica_at_s: 2
+  kill_replica_at_s: 1.5
   slo_p95_ms: 100
   rules: {{min_duration_s: 2, min_requests: 30}}
 """)
@@ -144,7 +144,7 @@ load:
     assert killed["requests"] + killed["errors"] + killed["dropped"] > 0
     handle = load["points"][1]["summary"]
     assert handle["valid"], handle["reasons"]
-    assert handle["requests"] + handle["errors"] + handle["dropped"] == 100  # the schedule: 20/s for 5 s
+    assert handle["requests"] + handle["errors"] + handle["dropped"] == 60  # the schedule: 20/s for 3 s
     assert handle["achieved_rps"] <= 20 and handle["errors"] == 0
     assert {p["path"] for p in load["peaks"]} == {"http", "handle"}
     for peak in load["peaks"]:
