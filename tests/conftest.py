@@ -3,7 +3,8 @@ fixed ports never collide with anything else on the machine; every Ray process a
 process group (never `ray stop`, which would stop every Ray on the machine, a user's own included).
 
 Requirements: tests marked `needs_nab` read NAB (`$HARNESS_NAB`, else ../shared/nab); tests marked `needs_netns`
-(and the cluster fixtures) need root, `unshare` and `ip`. Without them a test is skipped with the reason, except
+(and the cluster fixtures) need root, `unshare` and `ip`; tests marked `needs_shellcheck` need `shellcheck` on PATH
+(`apt-get install shellcheck`). Without them a test is skipped with the reason, except
 with CI=true, where it fails: a green CI must never hide the NAB or the Ray path.
 """
 
@@ -30,6 +31,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 needs_nab = pytest.mark.needs_nab
 needs_netns = pytest.mark.needs_netns
+needs_shellcheck = pytest.mark.needs_shellcheck
 
 
 def can_isolate() -> bool:
@@ -40,6 +42,7 @@ REQUIREMENTS = {
     "needs_nab": (lambda: (NAB / "labels" / "combined_windows.json").is_file(),
                   f"NAB corpus not found at {NAB} (set HARNESS_NAB to a folder fetched with `harness nab fetch`)"),
     "needs_netns": (can_isolate, "needs root, unshare and ip to keep Ray on a private loopback"),
+    "needs_shellcheck": (lambda: shutil.which("shellcheck") is not None, "shellcheck not on PATH (apt-get install shellcheck)"),
 }
 
 

@@ -22,7 +22,7 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import REPO, kill_stragglers, needs_netns, ray_env, stop_group
+from conftest import REPO, kill_stragglers, needs_netns, needs_shellcheck, ray_env, stop_group
 from harness.serving.http_guard import IMPORT_PATH as GUARD  # every node's Serve front door (docs/serving.md)
 
 CLUSTERS = REPO / "clusters"
@@ -243,9 +243,12 @@ def test_the_plain_cronjob_creates_the_same_rayjob_with_an_account_that_can_do_l
 def test_the_edge_join_script_is_valid_shell() -> None:
     script = CLUSTERS / "edge" / "join.sh"
     assert subprocess.run(["bash", "-n", str(script)], check=False, capture_output=True).returncode == 0
-    if shutil.which("shellcheck"):
-        out = subprocess.run(["shellcheck", str(script)], check=False, capture_output=True, text=True)
-        assert out.returncode == 0, out.stdout
+
+
+@needs_shellcheck
+def test_the_edge_join_script_passes_shellcheck() -> None:
+    out = subprocess.run(["shellcheck", str(CLUSTERS / "edge" / "join.sh")], check=False, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
 
 
 def test_the_edge_join_script_joins_with_the_token_and_labels(tmp_path: Path) -> None:

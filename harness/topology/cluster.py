@@ -44,7 +44,7 @@ def up(path: str | Path) -> TopologyState:
         raise InputError(f"topology {topo.name!r} is up already (harness cluster down {topo.name})", path)
     state = _plan(topo, Path(path))
     taken = sorted(({n.namespace for n in state.nodes} | {state.hub}) & net.namespaces())
-    taken += [f"{c}/{n.cgroup}" for n in state.nodes for c in cgroups.CONTROLLERS if (cgroups.ROOT / c / n.cgroup).exists()]
+    taken += [group for n in state.nodes for group in cgroups.existing(n.cgroup)]
     taken += [state.temp_root] if Path(state.temp_root).exists() else []
     if taken:  # never adopt (nor later delete) what this command did not make
         raise InputError(f"{', '.join(taken)} exist(s) already: left by another program, or by an `up` killed "
@@ -190,7 +190,7 @@ def describe(state: TopologyState) -> list[str]:
     for n in state.nodes:
         role = "head" if n.head else ("client" if n.client else "worker")
         mem = f"{n.memory_bytes / 2**30:.1f} GiB" if n.memory_bytes else "no memory limit"
-        if n.memory_bytes and "memory" not in n.controllers:  # no cgroup v1 memory hierarchy here
+        if n.memory_bytes and "memory" not in n.controllers:  # no memory controller here
             mem += " (Ray's share only, not enforced)"
         link = "no shaping"
         if n.link is not None:

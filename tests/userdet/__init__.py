@@ -109,21 +109,25 @@ class LinearForecaster(LearnedDetector):
 class StallParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     stall_s: float = 1.0
-    after_events: int = 30_000  # events this process scores before its one stall
+    after_events: int = 30_000  # events this process scores before its clock starts
+    after_s: float = 0.0  # then seconds until its one stall: a time, so it lands in the measured window at any speed
 
 
-_STALLED = {"events": 0, "done": False}  # per process: a service's shard stalls once, whatever its streams
+_STALLED: dict = {"events": 0, "since": None, "done": False}  # per process: a shard stalls once, whatever its streams
 
 
 class Stall(StreamingDetector):
-    """Scores 0, and stalls the scoring process once for `stall_s` after `after_events` events: the
-    coordinated-omission check (an open loop shows the stall in its p99, a closed loop hides it)."""
+    """Scores 0, and stalls the scoring process once for `stall_s`, `after_s` seconds after its first
+    `after_events` events: the coordinated-omission check (an open loop shows the stall in its p99, a closed loop
+    hides it)."""
 
     Params = StallParams
 
     def score_many(self, timestamps, values):
         _STALLED["events"] += len(values)
-        if not _STALLED["done"] and _STALLED["events"] >= self.params.after_events:
+        if _STALLED["since"] is None and _STALLED["events"] >= self.params.after_events:
+            _STALLED["since"] = time.monotonic()
+        if not _STALLED["done"] and _STALLED["since"] is not None and time.monotonic() - _STALLED["since"] >= self.params.after_s:
             _STALLED["done"] = True
             time.sleep(self.params.stall_s)
         return np.zeros(len(values))
