@@ -23,6 +23,7 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from harness.load.errors import SHED
+from harness.load.summary import LatencyMs
 
 LOWEST_US = 1
 HIGHEST_US = 120_000_000
@@ -240,9 +241,7 @@ def merged_second(states: list[dict[str, Any]], quantiles: tuple[float, ...]) ->
     return total.requests, total.events, total.errors, latency
 
 
-def _percentiles(h: HdrHistogram) -> "LatencyMs":
-    from harness.load.summary import LatencyMs
-
+def _percentiles(h: HdrHistogram) -> LatencyMs:
     if not h.get_total_count():
         return LatencyMs()
     return LatencyMs(p50=_ms(h, 50), p90=_ms(h, 90), p95=_ms(h, 95), p99=_ms(h, 99), max=h.get_max_value() / 1e3,

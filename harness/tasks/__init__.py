@@ -3,7 +3,6 @@
 - `score` (harness.tasks.score): the cell's detector over every corpus file, then NAB scoring.
 - `timing` (harness.tasks.timing): a backend cell's latency, after its scoring (it times the model the scoring
   trained and cached); with `timing.exclusive` it needs a node to itself.
-
 - `load` (harness.tasks.load): the variant deployed on Ray Serve and loaded; after the scoring (its row shows
   the NAB score beside), run by the driver, alone.
 """
@@ -15,6 +14,7 @@ from harness.targets import TargetSpec, labels_for
 from harness.tasks.base import Needs, RunContext, Task, task_id
 from harness.tasks.execute import KINDS, execute, failed
 from harness.timing import TimingSpec
+
 
 def kinds_of(cell: Cell, load: bool = False) -> list[str]:
     """The task kinds a cell needs, in dependency order (`load`: the scenario load-tests its variants)."""
