@@ -55,7 +55,7 @@ def check_resumable(previous: Manifest, current: Manifest, folder: RunFolder) ->
     where = folder.manifest_file
     if previous.cells != current.cells:
         raise InputError("--resume: this folder was run with different cells; use a new --out", where)
-    before, after = (_flat(m.scenario["resolved"]) for m in (previous, current))
+    before, after = (_flat(_as_now(m.scenario["resolved"])) for m in (previous, current))
     for key in sorted(set(before) | set(after)):
         if key != "corpus.path" and before.get(key) != after.get(key):
             raise InputError(
@@ -65,6 +65,19 @@ def check_resumable(previous: Manifest, current: Manifest, folder: RunFolder) ->
             )
     if previous.corpus.get("fingerprint") != current.corpus["fingerprint"]:
         raise InputError("--resume: the corpus differs from the one this folder was run on (its data, labels or profiles); use a new --out", where)
+
+
+def _as_now(resolved: dict[str, Any]) -> dict[str, Any]:
+    """A resolved scenario as this version writes it, so a folder started by an earlier version is compared by what
+    its scenario means, not by how it was stored (e.g. every runtime's settings in each backend entry)."""
+    from pydantic import ValidationError
+
+    from harness.scenario import Scenario
+
+    try:
+        return Scenario.model_validate(resolved).model_dump(mode="json")
+    except (ValidationError, InputError):
+        return resolved  # not readable now: compared as stored, so the difference is named
 
 
 def _flat(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, field_validator, model_validator
 
 from harness.backends import BackendSpec, as_spec
+from harness.detectors.pruning import KEYS as PRUNING_KEYS
 from harness.detectors.pruning import PruningSpec
 from harness.errors import InputError, field_error, kind_of
 from harness.load.settings import LoadSpec
@@ -175,6 +176,17 @@ class Cell(BaseModel):
     axes: dict[str, Any]  # the swept values that distinguish this cell
     backend: BackendSpec | None = None  # None: the detector's own (torch) inference, or no model at all
     pruning: PruningSpec | None = None  # what its backend entry prunes after training
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pruning_apart(cls, data: Any) -> Any:
+        """A cell stored before pruning was the detector's kept `prune`, `sparsity` and `prune_epochs` in its
+        backend: they are read as its pruning."""
+        backend = data.get("backend") if isinstance(data, dict) else None
+        if isinstance(backend, dict) and any(k in backend for k in PRUNING_KEYS):
+            runtime, pruning = PruningSpec.split(backend)
+            data = {**data, "backend": runtime, "pruning": data.get("pruning") or pruning}
+        return data
 
     @property
     def build(self) -> str:

@@ -108,3 +108,27 @@ def test_a_detector_prunes_each_model_before_the_runtime_gets_it(method: str, tm
     lstm = LSTMForecaster(window=8, hidden=8, epochs=1)
     lstm.use_pruning({"prune": "magnitude", "sparsity": 0.5})
     assert np.isfinite(lstm.score_file(s, P)).all() and lstm.last_pruning["zero_share"] > 0.4
+
+
+OLD_RUNTIME = {"threads": 1, "quantization": None, "graph_optimization": "all", "quantize_input_layers": False,
+               "calibration_headroom": 2.0, "verify": True}  # how a cell's backend was stored before issue 22
+
+
+def test_a_cell_stored_with_pruning_in_its_backend_reads_the_same() -> None:
+    """Run folders written before pruning was the detector's (every runtime's settings in the backend, pruning
+    too) stay readable: history, compare and resume read them as the same cells."""
+    from pydantic import ValidationError
+
+    from harness.scenario import Cell
+
+    def old(backend: dict) -> Cell:
+        return Cell.model_validate({"id": "c", "detector": "ae", "type": "autoencoder", "params": {}, "axes": {},
+                                    "backend": {**OLD_RUNTIME, **backend}})
+
+    pruned = old({"backend": "onnxruntime", "precision": "fp32", "prune": "structured", "sparsity": 0.5, "prune_epochs": 2})
+    assert type(pruned.backend).__name__ == "OnnxRuntimeSpec" and pruned.pruning == PruningSpec(prune="structured", sparsity=0.5)
+    assert pruned.build == "onnxruntime-fp32.prune-structured.sparsity-0.5"
+    plain = old({"backend": "torch", "precision": "fp32", "prune": None, "sparsity": 0.0, "prune_epochs": 2})
+    assert type(plain.backend).__name__ == "TorchSpec" and plain.pruning is None and plain.build == "torch-fp32"
+    with pytest.raises(ValidationError, match="graph_optimization applies to onnxruntime only"):
+        as_spec({"backend": "openvino", "graph_optimization": "basic"})  # not its default: still refused

@@ -40,6 +40,14 @@ class _Runtime(BaseModel):
     backend: Literal[tuple(RUNTIMES)] = "torch"  # type: ignore[valid-type]
 
 
+def _own(value: dict[str, Any]) -> dict[str, Any]:
+    """The entry without another runtime's settings left at their defaults, which mean nothing here (a spec
+    stored before each runtime had its own class dumped every runtime's settings)."""
+    cls = RUNTIMES[value.get("backend", "torch")]
+    foreign = {k: f.default for spec in RUNTIMES.values() for k, f in spec.model_fields.items() if k not in cls.model_fields}
+    return {k: v for k, v in value.items() if not (k in foreign and v == foreign[k])}
+
+
 def _offered(value: dict[str, Any]) -> None:
     """An entry's runtime must offer its precision and have its settings: one line saying which runtime does."""
     name = value.get("backend", "torch")
@@ -64,6 +72,7 @@ def _validate(value: Any) -> RuntimeSpec:
     if not isinstance(value, dict):
         raise ValueError(f"expected a backend entry (backend, precision...), got {kind_of(value)}")
     name = _Runtime.model_validate(value).backend
+    value = _own(value)
     _offered(value)
     return RUNTIMES[name].model_validate(value)
 
