@@ -119,7 +119,12 @@ def _entry(value: Any) -> Build:
     return Build(backend=as_spec(runtime), pruning=pruning)
 
 
-BackendEntry = Annotated[Build, PlainValidator(_entry), PlainSerializer(lambda b: {**b.backend.model_dump(), **(b.pruning.model_dump() if b.pruning else {})})]
+def _flat(build: Build) -> dict[str, Any]:
+    """The entry as the YAML writes it (the manifest's resolved scenario reads like the scenario)."""
+    return {**build.backend.model_dump(), **(build.pruning.model_dump() if build.pruning else {})}
+
+
+BackendEntry = Annotated[Build, PlainValidator(_entry), PlainSerializer(_flat)]
 
 
 class Scenario(_Strict):

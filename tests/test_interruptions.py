@@ -75,19 +75,20 @@ def finish_with_resume(cmd: list[str], out: Path, untouched: list[str]) -> None:
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
 def test_a_signal_stops_the_run_cleanly_and_resume_finishes_it(tmp_path: Path, sig, code: int, word: str) -> None:
     out = tmp_path / "run"
-    hold = tmp_path / "hold"  # the slow cells wait while it exists: the signal comes mid-run at any speed
+    hold = tmp_path / "hold"  # the slow cells wait while it exists, so the signal comes mid-run at any speed
     hold.write_text("")
-    cmd = private_net(harness_cmd("run", str(scenario(tmp_path / "s.yaml", 0.0, hold)), "--out", str(out)))
+    cmd = private_net(harness_cmd("run", str(scenario(tmp_path / "s.yaml", 0.4, hold)), "--out", str(out)))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ray_env(**ENV), cwd=REPO)
     try:
         wait_for(lambda: "null" in results(out), 120, "the first cell", proc)
         wait_for(Path(f"{hold}.pid").exists, 120, "a slow cell to hold", proc)
         started_at = json.loads((out / "manifest.json").read_text())["started_at"]
         proc.send_signal(sig)
+        hold.unlink()  # released, each slow cell still takes 13 files x 0.4 s: the run stops before any finishes
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()
-        hold.unlink()
+        hold.unlink(missing_ok=True)
     assert proc.returncode == code, stderr[-3000:]
     assert "Traceback" not in stderr and "Aborted" not in stderr and "*** " not in stderr, stderr[-3000:]
     assert f"harness: {word}; finished tasks are kept" in stderr.splitlines()[-1]
