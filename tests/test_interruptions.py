@@ -72,13 +72,20 @@ def finish_with_resume(cmd: list[str], out: Path, untouched: list[str]) -> None:
     assert manifest["status"] == "complete" and len(manifest["resumes"]) == 1 and manifest["resumes"][0]["code"]["tree_sha256"]
 
 
+def as_in_a_terminal() -> None:
+    """Ctrl-C's disposition as a terminal's foreground command has it: a suite started in the background (as CI may
+    start it) has SIGINT ignored, and a child inherits that, so `harness run` would rightly not see the signal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
 def test_a_signal_stops_the_run_cleanly_and_resume_finishes_it(tmp_path: Path, sig, code: int, word: str) -> None:
     out = tmp_path / "run"
     hold = tmp_path / "hold"  # the slow cells wait while it exists, so the signal comes mid-run at any speed
     hold.write_text("")
     cmd = private_net(harness_cmd("run", str(scenario(tmp_path / "s.yaml", 0.4, hold)), "--out", str(out)))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ray_env(**ENV), cwd=REPO)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ray_env(**ENV), cwd=REPO,
+                            preexec_fn=as_in_a_terminal)
     try:
         wait_for(lambda: "null" in results(out), 120, "the first cell", proc)
         wait_for(Path(f"{hold}.pid").exists, 120, "a slow cell to hold", proc)
