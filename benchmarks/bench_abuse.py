@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +33,8 @@ sys.path.insert(0, str(REPO))
 
 from harness.serving.api import EventBatch, encode  # noqa: E402
 
+import served  # noqa: E402  (benchmarks/served.py)
+
 TOKEN = "bench-abuse-token-" + "0123456789abcdef" * 2
 GAUSS = ("scenarios/quickstart.yaml", "windowedGaussian.window-288")
 LEARNED = ("scenarios/serving.yaml", "autoencoder.onnxruntime-fp32")
@@ -43,28 +43,7 @@ LEARNED = ("scenarios/serving.yaml", "autoencoder.onnxruntime-fp32")
 # --- the service ------------------------------------------------------------------------------------------------
 
 def serve(port: int, scenario: str, cell: str, token_file: Path, log: Path) -> subprocess.Popen:
-    out = open(log, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "serve", scenario, "--cell", cell, "--port", str(port),
-                             "--token-file", str(token_file)], stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-                            start_new_session=True)
-    deadline = time.monotonic() + 180
-    while "Ctrl-C stops" not in log.read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"harness serve did not start:\n{log.read_text()[-2000:]}")
-        time.sleep(0.3)
-    return proc
-
-
-def stop(proc: subprocess.Popen) -> float:
-    """Ctrl-C, as in a terminal; the seconds until it has exited."""
-    t0 = time.monotonic()
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    return time.monotonic() - t0
+    return served.start([scenario, "--cell", cell, "--port", str(port), "--token-file", str(token_file)], log, REPO)
 
 
 def rss_mb(pid: int) -> float:
@@ -172,7 +151,7 @@ Case = tuple[str, Callable[[Wire], Awaitable[tuple[int, dict, bytes]]], tuple[in
 
 def cases() -> list[Case]:
     """(name, how to send it, the statuses docs/serving.md promises, a word its JSON error must hold)."""
-    J, M = "application/json", "application/msgpack"
+    M = "application/msgpack"
     many = encode(EventBatch.of(["s"] * 10_001, 1.7e9 + np.arange(10_001.0), np.ones(10_001)), "json")[0]
     streams_1k = encode(EventBatch.of([f"k{i}" for i in range(1000)], np.full(1000, 1.7e9), np.ones(1000)), "json")[0]
     streams_30k = encode(EventBatch.of([f"n{i}" for i in range(30_000)], np.full(30_000, 1.7e9), np.ones(30_000)), "json")[0]
@@ -406,14 +385,14 @@ def main() -> None:
             print("Overload (1,000-event JSON):", flush=True)
             overload(args.port, token_file)
     finally:
-        print(f"  harness serve stopped {stop(proc):.1f} s after Ctrl-C")
+        print(f"  harness serve stopped {served.stop(proc):.1f} s after Ctrl-C")
     if not args.skip_learned and not args.only_max_size:
         proc = serve(args.port, *LEARNED, token_file, tmp / "serve-learned.log")
         try:
             print("Maximum-size requests that train, beside a 1-event client:", flush=True)
             asyncio.run(beside_max_size(args.port, learned_max, LEARNED[1], seconds=20))
         finally:
-            print(f"  harness serve stopped {stop(proc):.1f} s after Ctrl-C")
+            print(f"  harness serve stopped {served.stop(proc):.1f} s after Ctrl-C")
 
 
 if __name__ == "__main__":

@@ -23,12 +23,13 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import served  # benchmarks/served.py
 
 REPO = Path(__file__).resolve().parents[1]
 CODE = REPO  # the checkout whose service and load generator run (--code)
@@ -47,24 +48,11 @@ def harness(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 def serve(port: int, log: Path, scenario: str = "scenarios/quickstart.yaml", cell: str = CELL) -> subprocess.Popen:
-    out = open(log, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "serve", scenario, "--cell", cell, "--port", str(port)],
-                            stdout=out, stderr=subprocess.STDOUT, cwd=CODE, env=code_env(), start_new_session=True)
-    deadline = time.monotonic() + 120
-    while "Ctrl-C stops" not in log.read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"harness serve did not start:\n{log.read_text()[-2000:]}")
-        time.sleep(0.3)
-    return proc
+    return served.start([scenario, "--cell", cell, "--port", str(port)], log, CODE, code_env(), timeout_s=120)
 
 
 def stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    served.stop(proc, timeout_s=30)
 
 
 def peak(url: str, events: int, encoding: str, start: float) -> None:

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 RUNTIMES: dict[str, type[RuntimeSpec]] = {"torch": TorchSpec, "onnxruntime": OnnxRuntimeSpec, "openvino": OpenVinoSpec}
 BACKENDS = tuple(RUNTIMES)
+_FOREIGN = {  # per runtime: the other runtimes' settings it lacks, with their defaults
+    name: {k: f.default for other in RUNTIMES.values() for k, f in other.model_fields.items() if k not in cls.model_fields}
+    for name, cls in RUNTIMES.items()
+}
 PRECISIONS = {name: spec.PRECISIONS for name, spec in RUNTIMES.items()}  # what each runtime runs on a CPU
 
 
@@ -43,8 +47,7 @@ class _Runtime(BaseModel):
 def _own(value: dict[str, Any]) -> dict[str, Any]:
     """The entry without another runtime's settings left at their defaults, which mean nothing here (a spec
     stored before each runtime had its own class dumped every runtime's settings)."""
-    cls = RUNTIMES[value.get("backend", "torch")]
-    foreign = {k: f.default for spec in RUNTIMES.values() for k, f in spec.model_fields.items() if k not in cls.model_fields}
+    foreign = _FOREIGN[value.get("backend", "torch")]
     return {k: v for k, v in value.items() if not (k in foreign and v == foreign[k])}
 
 

@@ -90,8 +90,9 @@ def add_arguments(parser: ArgumentParser) -> None:
 
     parser.add_argument("url", help="the service's URL (http://host:port, or its /v1/score)")
     how = parser.add_mutually_exclusive_group(required=True)
-    for flag, owner, name, unit in _CHOSEN[:2]:
-        how.add_argument(flag, type=_number(_info(owner, name)), help=f"{_info(owner, name).description}")
+    for flag, owner, name, _ in _CHOSEN[:2]:
+        info = _info(owner, name)
+        how.add_argument(flag, type=_number(info), help=info.description)
     for flag, owner, name, unit in _FLAGS:
         info = _info(owner, name)
         choices = get_args(info.annotation) or None
@@ -99,8 +100,7 @@ def add_arguments(parser: ArgumentParser) -> None:
         parser.add_argument(flag, type=kind, choices=choices, default=info.default,
                             metavar=None if choices else ("S" if unit == "seconds" else "N"),
                             help=f"{info.description} (default {info.default})")
-    flag, owner, name, _ = _CHOSEN[2]
-    parser.add_argument(flag, type=float, metavar="S", help="VALID needs this many measured seconds (default: "
+    parser.add_argument(_CHOSEN[2][0], type=float, metavar="S", help="VALID needs this many measured seconds (default: "
                         "min(10, --duration))")
     parser.add_argument("--corpus", help="replay this NAB-layout folder's files instead of synthetic streams")
     parser.add_argument("--find-peak", action="store_true",
