@@ -151,7 +151,19 @@ class RayCluster:
     def start_node(self, *args: str, env: dict[str, str] | None = None, wrapper: list[str] = ()) -> subprocess.Popen:
         """`ray start ... --block` in its own session (so it can be stopped by process group); returns once it
         says the node runs. `env`: more environment for the node's processes; `wrapper`: a command (in the
-        namespace) that execs the rest."""
+        namespace) that execs the rest. Ray gives a node 30 s (hard-coded) to register with the GCS; on a busy
+        machine (the suite's parallel workers) that can run out, so such a start is tried once more."""
+        for attempt in range(2):
+            proc, log = self._start(args, env, wrapper)
+            if "Ray runtime started" in log or attempt or "timed out during startup" not in log:
+                break
+            self.stop_node(proc)
+        if "Ray runtime started" not in log:
+            raise RuntimeError(f"ray start {' '.join(args)} failed:\n{log[-3000:]}")
+        return proc
+
+    def _start(self, args: tuple[str, ...], env: dict[str, str] | None, wrapper: list[str]) -> tuple[subprocess.Popen, str]:
+        """One `ray start`, and its log once it says it runs, ends, or 120 s pass."""
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         log = self.temp_dir / f"ray-start-{len(self.nodes)}.log"
         with open(log, "w") as out:
@@ -161,11 +173,9 @@ class RayCluster:
             )
         self.nodes.append(proc)
         deadline = time.monotonic() + 120
-        while "Ray runtime started" not in log.read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ray start {' '.join(args)} failed:\n{log.read_text()[-3000:]}")
+        while "Ray runtime started" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
-        return proc
+        return proc, log.read_text()
 
     def stop_node(self, proc: subprocess.Popen) -> None:
         stop_group(proc)
