@@ -3,11 +3,21 @@ runs, its achieved rate and latency percentiles second by second (clusters/monit
 
 `harness run --metrics-port 9464` serves them at http://127.0.0.1:9464/metrics for as long as the run lasts
 (`--metrics-host` to listen elsewhere). The registry is the run's own, so nothing of the process leaks into it.
+
+A run's verdicts (a cell failed, a quantized build lost NAB score, a threshold policy storms) are facts about the
+run that must outlive it: an exporter that goes when the run ends takes them with it before a production scrape
+(every 15-60 s, alert rules with `for:`) has judged them. `--metrics-file PATH` also writes the registry in
+Prometheus' text format to PATH, atomically, after every change: node_exporter's textfile collector serves the
+last run's figures until the next run of the scenario replaces them (docs/playbooks/runs.md).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.results.schema import CellResult
 
 QUANTILES = (0.5, 0.95, 0.99)
 
@@ -15,10 +25,11 @@ QUANTILES = (0.5, 0.95, 0.99)
 class RunMetrics:
     """The run's metrics and their HTTP endpoint."""
 
-    def __init__(self, scenario: str, port: int, host: str = "127.0.0.1"):
+    def __init__(self, scenario: str, port: int | None, host: str = "127.0.0.1", textfile: str | Path | None = None):
         from prometheus_client import CollectorRegistry, Counter, Gauge
 
         self.scenario, self.port, self.host = scenario, port, host
+        self.textfile, self._warned = (Path(textfile) if textfile is not None else None), False
         self.registry = CollectorRegistry()
         load = ["scenario", "cell", "path"]
         self._planned = Gauge("harness_cells_planned", "cells this run has to finish", ["scenario"], registry=self.registry)
@@ -31,6 +42,11 @@ class RunMetrics:
         self._latency = Gauge("harness_load_latency_ms", "request latency in the last whole second, by quantile",
                               [*load, "quantile"], registry=self.registry)
         self._errors = Counter("harness_load_errors", "failed requests of load runs", load, registry=self.registry)
+        self._delta = Gauge("harness_nab_standard_delta_pct", "NAB standard of an int8/bf16/fp16/pruned cell against its "
+                            "model's torch fp32 row, in percent (the table's nab_standard_delta_pct)",
+                            ["scenario", "cell", "target"], registry=self.registry)
+        self._storm = Gauge("harness_policy_alerts_per_1k_events", "records a threshold policy (its oracle candidate) "
+                            "alerts on, per 1,000 scored records", ["scenario", "cell", "target", "policy"], registry=self.registry)
         for status in ("ok", "failed"):  # both series exist from the start: a rate() over them works at once
             self._finished.labels(scenario, status)
         self._server: Any = None
@@ -39,11 +55,19 @@ class RunMetrics:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/metrics"
 
+    @property
+    def where(self) -> str:
+        """Where the metrics go, in words, for the run's first lines."""
+        return " and ".join(([self.url] if self.port is not None else []) + ([str(self.textfile)] if self.textfile else []))
+
     def __enter__(self) -> "RunMetrics":
         from prometheus_client import start_http_server
 
         from harness.errors import InputError
 
+        self._check_textfile()
+        if self.port is None:
+            return self
         try:
             self._server, _ = start_http_server(self.port, addr=self.host, registry=self.registry)
         except OSError as exc:
@@ -51,15 +75,74 @@ class RunMetrics:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self._write()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+    def _check_textfile(self) -> None:
+        """A textfile that cannot be written is refused before the run starts; the previous run's figures stay in
+        it until this run has its first (a cell finished), so its verdicts do not vanish the moment a run starts."""
+        if self.textfile is None:
+            return
+        import tempfile
+
+        from harness.errors import InputError
+
+        try:
+            self.textfile.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.textfile.parent, prefix=f".{self.textfile.name}.", suffix=".check"):
+                pass
+        except OSError as exc:
+            raise InputError(f"cannot write the metrics file ({exc.strerror or exc})", self.textfile, "--metrics-file") from None
+
+    def _write(self) -> None:
+        """The registry into the textfile, if one was asked for: atomically, so a collector never reads half. Once
+        the run has started, a failed write is a warning: the run's own results matter more than its metrics."""
+        if self.textfile is None:
+            return
+        import sys
+
+        from prometheus_client import generate_latest
+
+        from harness.atomic import write_bytes
+        from harness.errors import InputError
+
+        try:
+            write_bytes(self.textfile, generate_latest(self.registry))
+        except OSError as exc:
+            error = InputError(f"cannot write the metrics file ({exc.strerror or exc})", self.textfile, "--metrics-file")
+            if not self._warned:
+                print(f"harness: warning: {error}", file=sys.stderr)
+            self._warned = True
 
     def planned(self, cells: int) -> None:
         self._planned.labels(self.scenario).set(cells)
 
     def finished(self, ok: bool) -> None:
         self._finished.labels(self.scenario, "ok" if ok else "failed").inc()
+        self._write()
+
+    def verdicts(self, done: "list[CellResult]") -> None:
+        """What the finished cells say about the builds and policies: each reduced-precision or pruned cell's NAB
+        change against its torch fp32 row (once both are done, as the table computes it), and each threshold
+        policy's alert rate. Called when a cell finishes."""
+        from harness import report
+        from harness.results.schema import Status
+
+        ok = [r for r in done if r.status == Status.OK]
+        target = {r.cell.id: r.cell.target or "local" for r in ok}
+        if any(r.cell.backend is not None for r in ok):
+            table = report.build_table(ok)
+            reduced = (~table["precision"].isin(["fp32", ""]) & table["precision"].notna()) | (table["pruning"] != "")
+            for cell, delta in zip(table["cell"][reduced], table["nab_standard_delta_pct"][reduced]):
+                if delta == delta:  # NaN: its torch fp32 row is not done (or failed)
+                    self._delta.labels(self.scenario, cell, target[cell]).set(float(delta))
+        for r in ok:
+            for p in (r.score.policies if r.score is not None else []):
+                if p.alerts_per_1k is not None:
+                    self._storm.labels(self.scenario, r.cell.id, target[r.cell.id], p.policy).set(p.alerts_per_1k)
+        self._write()
 
     def load_second(self, cell: str, path: str, requests: int, events: int, errors: int,
                     latency_ms: dict[float, float | None]) -> None:
@@ -71,3 +154,4 @@ class RunMetrics:
         for q, ms in latency_ms.items():
             if ms is not None:
                 self._latency.labels(*labels, str(q)).set(ms)
+        self._write()

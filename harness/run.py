@@ -111,9 +111,11 @@ def execute(
     resume: bool = False,
     only: list[str] | None = None,
     metrics: tuple[str, int] | None = None,
+    metrics_file: str | Path | None = None,
 ) -> tuple[Path, list[str]]:
     """Run (or resume) a scenario; returns the run folder and the ids of cells that did not finish ok.
-    `metrics`: (host, port) to serve the run's Prometheus metrics on while it runs (harness.metrics)."""
+    `metrics`: (host, port) to serve the run's Prometheus metrics on while it runs (harness.metrics);
+    `metrics_file`: where to also write them, in Prometheus' text format, so that they outlive the run."""
     if resume and out is None:
         raise InputError("--resume needs --out: the folder of the run to finish")
     p = plan(scenario_path, corpus_override, only)
@@ -142,7 +144,10 @@ def execute(
     }
     with ExitStack() as stack:
         # the metrics' port is taken before anything is written: a busy one is refused with nothing left behind
-        served = stack.enter_context(RunMetrics(p.scenario.name, metrics[1], metrics[0])) if metrics else None
+        served = None
+        if metrics or metrics_file:
+            host, port = metrics or ("127.0.0.1", None)
+            served = stack.enter_context(RunMetrics(p.scenario.name, port, host, metrics_file))
         folder.write_scenario(p.scenario_text)
         folder.write_manifest(manifest)
         _run_and_record(p, folder, manifest, results, todo, handed, address, served)
@@ -206,7 +211,7 @@ def _run_tasks(
         folder.write_manifest(manifest)
         if metrics is not None:
             metrics.planned(len({t.cell.id for t in todo}))
-            bar.write(f"metrics: {metrics.url}")
+            bar.write(f"metrics: {metrics.where}")
         for done in runner.run(todo, context, handed, on_progress=bar.update):
             cell = done.task.cell.id
             results[cell] = folder.record(results[cell], done.task.kind, done.record, done.artefacts)
@@ -214,6 +219,7 @@ def _run_tasks(
                 bar.write(f"cell {cell} failed ({done.task.kind}): {done.record.error}")
             if metrics is not None and results[cell].status != Status.PENDING:
                 metrics.finished(results[cell].status == Status.OK)
+                metrics.verdicts([r for r in results.values() if r.status != Status.PENDING])
 
 
 def render(folder: RunFolder, p: Plan, results: dict[str, CellResult]) -> None:
