@@ -85,7 +85,9 @@ def compare(folder_a: str | Path, folder_b: str | Path, threshold: float = 0.10,
     fa = {(renamed.get(f.cell, f.cell), f.metric): f for f in figures(results_a) if kept(f)}
     fb = {(f.cell, f.metric): f for f in figures(results_b) if kept(f)}
     for key in sorted(set(fa) | set(fb)):
-        out.verdicts.append(judge(fa.get(key), fb.get(key), threshold, same, between.get(key), out.same_code))
+        verdict = judge(fa.get(key), fb.get(key), threshold, same, between.get(key), out.same_code)
+        verdict.cell = key[0]  # B's id for a matched pair
+        out.verdicts.append(verdict)
     return out
 
 
