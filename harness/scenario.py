@@ -210,10 +210,10 @@ class Cell(BaseModel):
 
     def service(self, serve: ServeSpec | None, probation_percent: float, labels: dict[str, str] | None = None) -> ServiceConfig:
         """This cell's variant as a service: with the scenario's `serve:` settings and probation, on its target's
-        node labels."""
+        node labels, its metrics labelled with the target's name."""
         variant = Variant(id=self.id, type=self.type, params=self.params, backend=self.backend, pruning=self.pruning)
         return ServiceConfig(variant=variant, serve=serve or ServeSpec(), probation_percent=probation_percent,
-                             labels=labels or {})
+                             labels=labels or {}, target=self.target or "local")
     target: str | None = None  # the scenario target (node group) its tasks run on; None: wherever Ray puts them
     sla: Objectives | None = None  # what the scenario's `sla:` promises for it (harness.sla); not part of its id
 
