@@ -196,6 +196,7 @@ def ray_cluster() -> RayCluster:
         cluster.start_node(
             "--head", "--port=6379", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
             "--dashboard-port=8265", "--num-cpus=2", "--labels=tier=cloud", f"--temp-dir={temp_dir}",
+            "--metrics-export-port=8080",  # Ray's dashboard lists it in <temp_dir>/prom_metrics_service_discovery.json
             env={"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "harness.serving.http_guard:middlewares"},  # as clusters/ do
         )
         yield cluster

@@ -47,7 +47,8 @@ def scenario(builds: list[str], policy: str) -> str:
             "detectors:\n  - type: autoencoder\n    label: ae\n    params: {window: 16, hidden: 16, bottleneck: 4, epochs: 2}\n"
             "backends:\n  - {backend: torch}\n" + "".join(f"  - {b}\n" for b in builds)
             + f"scoring:\n  thresholds: optimize\n  policies:\n    - {policy}\n"
-            "timing: {batch: 64, warmup: 2, min_iterations: 10, min_duration_s: 0.02, rounds: 1, exclusive: false}\n")
+            "timing: {batch: 64, warmup: 2, min_iterations: 10, min_duration_s: 0.02, rounds: 1, exclusive: false}\n"
+            "sla: {max_quantized_loss_pct: 5}\n")
 
 
 @dataclass
@@ -67,7 +68,7 @@ class Stack:
         path.write_text(text)
         t0 = time.monotonic()
         proc = self.harness("run", path, "--out", out, "--address", self.cluster.gcs_address, "--metrics-port", "9464",
-                            "--metrics-file", self.textfiles / "harness-run-deploy.prom", timeout=240)
+                            "--fail-on-sla", "--metrics-file", self.textfiles / "harness-run-deploy.prom", timeout=240)
         print(f"TIMING run {name} {time.monotonic() - t0:.1f} s")
         return proc, out
 
@@ -113,7 +114,9 @@ def _recovered(stack: Stack) -> dict[str, bool]:
     job = f'job="{TEXTFILE_JOB}"'
     delta = stack.value(f'harness_nab_standard_delta_pct{{{job},cell="{PREVIOUS_CELL}"}} > -5')
     storm = stack.value(f'harness_policy_alerts_per_1k_events{{{job},policy="fixed"}} <= 10')
+    sla = stack.value(f'harness_sla_ok{{{job},cell="{PREVIOUS_CELL}",objective="max_quantized_loss_pct"}} == 1')
     return {"accuracy-regression": bool(delta) and not stack.prom.firing("HarnessQuantizedAccuracyRegression"),
+            "sla-failed": bool(sla) and not stack.prom.firing("HarnessSlaFailed"),
             "alert-storm": len(storm) == 2 and not stack.prom.firing("HarnessAlertStorm")}
 
 
@@ -121,12 +124,12 @@ def _recovered(stack: Stack) -> dict[str, bool]:
 def fixed(stack: Stack, broken) -> Fixed:
     """The documented fixes in one release: the previous build, the recommended policy, no cell the cluster cannot
     hold. Recovery is timed from the start of the fix until Prometheus sees each playbook's figure in bounds."""
-    for alert in ("HarnessQuantizedAccuracyRegression", "HarnessAlertStorm", "HarnessCellsFailing"):
+    for alert in ("HarnessQuantizedAccuracyRegression", "HarnessSlaFailed", "HarnessAlertStorm", "HarnessCellsFailing"):
         stack.prom.wait_firing(alert, timeout_s=20, scenario="deploy")
     started = time.monotonic()
     proc, out = stack.run("fixed", scenario([PREVIOUS_BUILD], RECOMMENDED))
     recovered: dict[str, float] = {}
-    while len(recovered) < 2 and time.monotonic() - started < 240:
+    while len(recovered) < 3 and time.monotonic() - started < 240:
         for name, ok in _recovered(stack).items():
             if ok and name not in recovered:
                 recovered[name] = time.monotonic() - started
@@ -149,19 +152,25 @@ def test_a_cell_the_cluster_cannot_place_fires_cells_failing(stack: Stack, broke
 
 
 def test_accuracy_regression_after_requantizing(stack: Stack, broken, fixed: Fixed) -> None:
-    _, out = broken
+    proc, out = broken
     row = {r["cell"]: r for r in table(out)}[PRUNED_CELL]
     assert row["gate"].startswith("FAIL: loses") and float(row["nab_standard_delta_pct"]) < -10, row
+    assert row["sla"].startswith("FAIL: max_quantized_loss_pct"), row["sla"]
+    assert f"failed their SLA: {PRUNED_CELL}" in proc.stderr, proc.stderr[-2000:]  # --fail-on-sla
+    fired = stack.prom.wait_firing("HarnessSlaFailed", timeout_s=20, cell=PRUNED_CELL)
+    assert fired["labels"]["objective"] == "max_quantized_loss_pct"
     # the fix: the previous build, rerun; its gate no longer names a loss, and compare flags the pruned build
     assert fixed.proc.returncode == 0, fixed.proc.stderr[-3000:]
     good = {r["cell"]: r for r in table(fixed.out)}[PREVIOUS_CELL]
-    assert "loses" not in good["gate"] and abs(float(good["nab_standard_delta_pct"])) < 5, good
+    assert "loses" not in good["gate"] and abs(float(good["nab_standard_delta_pct"])) < 5 and good["sla"] == "PASS", good
     cmp = stack.harness("compare", fixed.out, out, "--match", f"{PREVIOUS_CELL}={PRUNED_CELL}", "--json")
     assert cmp.returncode == 1, cmp.stderr
     verdicts = {v["metric"]: v for v in json.loads(cmp.stdout)["verdicts"] if v["cell"] == PRUNED_CELL}
     assert verdicts["nab_standard"]["verdict"] == "regressed" and verdicts["nab_standard"]["delta_pct"] < -10
     assert "accuracy-regression" in fixed.recovered_s, "the alert did not clear with the previous build's figures back"
+    assert "sla-failed" in fixed.recovered_s, "HarnessSlaFailed did not clear with the previous build's verdict back"
     print(f"RECOVERY accuracy-regression {fixed.recovered_s['accuracy-regression']:.1f} s")
+    print(f"RECOVERY sla-failed (max_quantized_loss_pct) {fixed.recovered_s['sla-failed']:.1f} s")
 
 
 def test_alert_storm_from_a_low_quantile(stack: Stack, broken, fixed: Fixed) -> None:
