@@ -36,8 +36,10 @@ TOO_BIG = "{backend: onnxruntime, threads: 4}"
 STORM = "{type: rolling_quantile, params: {q: 0.9}}"
 RECOMMENDED = "{type: fixed, grid: {value: [0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9]}}"  # docs/thresholds.md
 PREVIOUS_CELL, PRUNED_CELL = "ae.onnxruntime-int8-dynamic", "ae.onnxruntime-int8-dynamic.prune-structured.sparsity-0.75.prune-epochs-1"
-FILES = ["synthNoAnomaly/pure_noise.csv", "synthWithAnomaly/level_shift.csv", "synthWithAnomaly/spikes_multiple.csv",
-         "synthWithAnomaly/noise_burst.csv"]
+# four files of the embedded corpus (both categories, for the cross-validated number the policies need): there the
+# pruned build loses 38% of NAB standard, and feedback helps when verdicts arrive within a day, not three
+FILES = ["synthNoAnomaly/periodic_noise.csv", "synthWithAnomaly/frequency_change.csv", "synthWithAnomaly/spike_and_flatline.csv",
+         "synthWithAnomaly/spikes_multiple.csv"]
 TEXTFILE_JOB = "node-textfile"
 
 
@@ -96,10 +98,27 @@ def stack(ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory):
         stop_group(node)
 
 
+@dataclass
+class Broken:
+    proc: subprocess.CompletedProcess
+    out: Path
+    fired: dict[str, list[dict]]  # alert -> the labels of each firing instance
+
+
+BROKEN_ALERTS = ("HarnessQuantizedAccuracyRegression", "HarnessSlaFailed", "HarnessAlertStorm", "HarnessCellsFailing")
+
+
 @pytest.fixture(scope="module")
-def broken(stack: Stack) -> tuple[subprocess.CompletedProcess, Path]:
-    """The release that breaks three things at once: a pruned re-quantized build, a storming policy, a cell too big."""
-    return stack.run("broken", scenario([PRUNED_BUILD, TOO_BIG], STORM))
+def broken(stack: Stack) -> Broken:
+    """The release that breaks three things at once: a pruned re-quantized build, a storming policy, a cell too big;
+    and the alerts Prometheus fires on its verdicts."""
+    proc, out = stack.run("broken", scenario([PRUNED_BUILD, TOO_BIG], STORM))
+    fired = {}
+    for alert in BROKEN_ALERTS:
+        stack.prom.wait_firing(alert, timeout_s=20, scenario="deploy")
+        # the verdicts as the textfile keeps them (the run's own exporter went with the run)
+        fired[alert] = [a["labels"] for a in stack.prom.firing(alert) if a["labels"].get("job", TEXTFILE_JOB) == TEXTFILE_JOB]
+    return Broken(proc, out, fired)
 
 
 @dataclass
@@ -124,8 +143,6 @@ def _recovered(stack: Stack) -> dict[str, bool]:
 def fixed(stack: Stack, broken) -> Fixed:
     """The documented fixes in one release: the previous build, the recommended policy, no cell the cluster cannot
     hold. Recovery is timed from the start of the fix until Prometheus sees each playbook's figure in bounds."""
-    for alert in ("HarnessQuantizedAccuracyRegression", "HarnessSlaFailed", "HarnessAlertStorm", "HarnessCellsFailing"):
-        stack.prom.wait_firing(alert, timeout_s=20, scenario="deploy")
     started = time.monotonic()
     proc, out = stack.run("fixed", scenario([PREVIOUS_BUILD], RECOMMENDED))
     recovered: dict[str, float] = {}
@@ -141,24 +158,22 @@ def table(out: Path, name: str = "table.csv") -> list[dict[str, str]]:
     return list(csv.DictReader((out / name).read_text().splitlines()))
 
 
-def test_a_cell_the_cluster_cannot_place_fires_cells_failing(stack: Stack, broken) -> None:
-    proc, out = broken
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    failed = [r for r in table(out) if r["status"] != "ok"]
+def test_a_cell_the_cluster_cannot_place_fires_cells_failing(stack: Stack, broken: Broken) -> None:
+    assert broken.proc.returncode == 1, broken.proc.stderr[-3000:]
+    failed = [r for r in table(broken.out) if r["status"] != "ok"]
     assert [r["cell"] for r in failed] == ["ae.onnxruntime-fp32.threads-4"]
     assert "needs 4 CPUs on one node; the largest node has 2" in failed[0]["error"]
-    fired = stack.prom.wait_firing("HarnessCellsFailing", timeout_s=20, scenario="deploy")
-    assert fired["labels"]["playbook"] == "cells-failing"
+    assert [a["playbook"] for a in broken.fired["HarnessCellsFailing"]] == ["cells-failing"]
 
 
-def test_accuracy_regression_after_requantizing(stack: Stack, broken, fixed: Fixed) -> None:
-    proc, out = broken
+def test_accuracy_regression_after_requantizing(stack: Stack, broken: Broken, fixed: Fixed) -> None:
+    proc, out = broken.proc, broken.out
     row = {r["cell"]: r for r in table(out)}[PRUNED_CELL]
     assert row["gate"].startswith("FAIL: loses") and float(row["nab_standard_delta_pct"]) < -10, row
     assert row["sla"].startswith("FAIL: max_quantized_loss_pct"), row["sla"]
     assert f"failed their SLA: {PRUNED_CELL}" in proc.stderr, proc.stderr[-2000:]  # --fail-on-sla
-    fired = stack.prom.wait_firing("HarnessSlaFailed", timeout_s=20, cell=PRUNED_CELL)
-    assert fired["labels"]["objective"] == "max_quantized_loss_pct"
+    assert [(a["cell"], a["objective"]) for a in broken.fired["HarnessSlaFailed"]] == [(PRUNED_CELL, "max_quantized_loss_pct")]
+    assert [a["cell"] for a in broken.fired["HarnessQuantizedAccuracyRegression"]] == [PRUNED_CELL]
     # the fix: the previous build, rerun; its gate no longer names a loss, and compare flags the pruned build
     assert fixed.proc.returncode == 0, fixed.proc.stderr[-3000:]
     good = {r["cell"]: r for r in table(fixed.out)}[PREVIOUS_CELL]
@@ -173,10 +188,10 @@ def test_accuracy_regression_after_requantizing(stack: Stack, broken, fixed: Fix
     print(f"RECOVERY sla-failed (max_quantized_loss_pct) {fixed.recovered_s['sla-failed']:.1f} s")
 
 
-def test_alert_storm_from_a_low_quantile(stack: Stack, broken, fixed: Fixed) -> None:
-    _, out = broken
-    storm = [r for r in table(out, "thresholds.csv") if r["policy"] == "rolling_quantile"]
+def test_alert_storm_from_a_low_quantile(stack: Stack, broken: Broken, fixed: Fixed) -> None:
+    storm = [r for r in table(broken.out, "thresholds.csv") if r["policy"] == "rolling_quantile"]
     assert len(storm) == 2 and all(float(r["alerts_per_1k"]) > 50 for r in storm), storm
+    assert sorted(a["policy"] for a in broken.fired["HarnessAlertStorm"]) == ["rolling_quantile"] * 2
     # the fix: the thresholds table's recommendation (the best cross-validated policy), within the budget
     policies = [r for r in table(fixed.out, "thresholds.csv") if r["policy"] != "optimized"]
     assert {r["policy"] for r in policies} == {"fixed"} and all(float(r["alerts_per_1k"]) <= 10 for r in policies), policies
@@ -193,7 +208,7 @@ def test_reviewer_verdicts_days_late(stack: Stack, fixed: Fixed) -> None:
     rows = [r for r in table(run / "review", "feedback.csv") if r["cell"] == "ae.torch-fp32"]
     buys = {r["delay"]: (float(r["nab_delta"]), float(r["fp_events_change_pct"])) for r in rows if r["delay"]}
     assert buys["1h"][1] < 0 <= buys["1h"][0], buys  # on time, feedback cuts false alarms at no NAB cost
-    assert buys["3d"][1] > buys["1h"][1], buys  # three days late it buys less
+    assert buys["1d"][1] < 0 <= buys["1d"][0] and buys["3d"] == (0.0, 0.0), buys  # a day late it still helps; three, nothing
     late = stack.harness("feedback", "simulate", run, "--delay", "3d")
     status = stack.harness("feedback", "status", run, "--metrics-file", metrics)
     assert late.returncode == 0 and status.returncode == 0, late.stderr + status.stderr
