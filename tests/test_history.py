@@ -17,8 +17,8 @@ from test_report import result
 
 
 def write_run(root: Path, nab: float = 50.0, eps: float = 1000.0, spread_pct: float = 0.0, started: str = "2026-11-01T00:00:00+00:00",
-              fingerprint: str = "corpus-1", tree: str = "f00", threshold: float = 0.9) -> Path:
-    cells = [result("ae.ort-fp32", "onnxruntime", "fp32", nab, eps, threshold=threshold), result("wg", None, "fp32", 40.0, 0.0, detector="wg")]
+              fingerprint: str = "corpus-1", tree: str = "f00", threshold: float = 0.9, cell: str = "ae.ort-fp32") -> Path:
+    cells = [result(cell, "onnxruntime", "fp32", nab, eps, threshold=threshold), result("wg", None, "fp32", 40.0, 0.0, detector="wg")]
     timing = cells[0].tasks["timing"].result
     timing.batchN.spread_pct = spread_pct
     manifest = Manifest(scenario={"resolved": {"name": "hist"}}, corpus={"fingerprint": fingerprint}, cells=[c.cell.id for c in cells],
@@ -86,6 +86,17 @@ def test_a_planted_throughput_drop_and_a_changed_nab_score_are_regressions(env, 
     assert code == 1 and verdict(report, "ae.ort-fp32", "nab_standard") == "regressed"
     text = harness(env, "compare", base, tmp_path / "worse")
     assert text.returncode == 1 and "**regressed**" in text.stdout and "1 regression" not in text.stdout.splitlines()[0]
+
+
+def test_a_rebuilt_cell_whose_id_changed_is_judged_against_the_build_it_replaces(env, tmp_path) -> None:
+    base, rebuilt = write_run(tmp_path / "a"), write_run(tmp_path / "b", nab=40.0, cell="ae.ort-fp32.pruned")
+    code, report = compare(env, base, rebuilt)  # by id alone: one cell missing, one new, the loss never seen
+    assert code == 0 and verdict(report, "ae.ort-fp32", "nab_standard") == "missing"
+    code, report = compare(env, base, rebuilt, "--match", "ae.ort-fp32=ae.ort-fp32.pruned")
+    assert code == 1 and verdict(report, "ae.ort-fp32.pruned", "nab_standard") == "regressed"
+    assert not any(v["cell"] == "ae.ort-fp32" for v in report["verdicts"])
+    assert "run A has no cell 'nope'" in one_error_line(harness(env, "compare", base, rebuilt, "--match", "nope=ae.ort-fp32.pruned"))
+    assert "expected A_CELL=B_CELL" in one_error_line(harness(env, "compare", base, rebuilt, "--match", "ae.ort-fp32"))
 
 
 def test_a_deterministic_figure_that_moves_under_the_same_code_and_corpus_fails(env, tmp_path) -> None:

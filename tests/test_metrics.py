@@ -68,3 +68,45 @@ def test_a_busy_port_is_one_input_error() -> None:
         taken.listen()
         with pytest.raises(InputError, match="--metrics-port.*cannot serve metrics at 127.0.0.1"):
             RunMetrics("sweep", taken.getsockname()[1]).__enter__()
+
+
+def test_verdicts_go_to_the_textfile_and_outlive_the_exporter(tmp_path) -> None:
+    """A reduced build's NAB loss (once its torch fp32 row is done) and each policy's alert rate; the textfile keeps
+    the previous run's figures until this run has its first, and keeps this run's after it ends."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from harness.results.schema import PolicyFigures
+    from test_report import result
+
+    def read(path) -> dict[tuple[str, tuple], float]:
+        return {(x.name, tuple(sorted(x.labels.items()))): x.value
+                for f in text_string_to_metric_families(path.read_text()) for x in f.samples}
+
+    textfile = tmp_path / "collector" / "harness-run-sweep.prom"
+    textfile.parent.mkdir()
+    textfile.write_text("# the previous run's\nharness_cells_planned{scenario=\"sweep\"} 7\n")
+    torch, int8 = result("ae.torch-fp32", "torch", "fp32", 50.0, 1000.0), result("ae.ort-int8", "onnxruntime", "int8", 40.0, 2500.0)
+    int8.score.policies = [PolicyFigures(policy="rolling_quantile", oracle_params="q=0.9", nab_standard=-800.0, nab_standard_cv=-800.0,
+                                         folds={}, f1=0.01, precision=0.01, recall=1.0, latency_mean_s=1.0, fp_events=900, seconds=0.1,
+                                         alert_rows=144, scored_rows=1000)]
+    with RunMetrics("sweep", None, textfile=textfile) as metrics:
+        metrics.planned(2)
+        assert read(textfile) == {("harness_cells_planned", (("scenario", "sweep"),)): 7}  # nothing of this run yet
+        metrics.finished(True)
+        metrics.verdicts([int8])  # its torch fp32 row is not done: no loss to report yet
+        assert not any(k[0] == "harness_nab_standard_delta_pct" for k in read(textfile))
+        metrics.finished(True)
+        metrics.verdicts([torch, int8])
+    got = read(textfile)
+    assert got[("harness_nab_standard_delta_pct", (("cell", "ae.ort-int8"), ("scenario", "sweep"), ("target", "local")))] == pytest.approx(-20.0)
+    assert not any(k[0] == "harness_nab_standard_delta_pct" and ("cell", "ae.torch-fp32") in k[1] for k in got)
+    assert got[("harness_policy_alerts_per_1k_events", (("cell", "ae.ort-int8"), ("policy", "rolling_quantile"), ("scenario", "sweep"),
+                                                       ("target", "local")))] == pytest.approx(144.0)
+    assert got[("harness_cells_finished_total", (("scenario", "sweep"), ("status", "ok")))] == 2
+    assert sorted(p.name for p in textfile.parent.iterdir()) == [textfile.name]  # no temporary file left beside it
+
+
+def test_an_unwritable_metrics_file_is_one_input_error(tmp_path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="--metrics-file: cannot write the metrics file"):
+        RunMetrics("sweep", None, textfile=tmp_path / "file" / "x.prom").__enter__()
