@@ -14,6 +14,7 @@ last run's figures until the next run of the scenario replaces them (docs/playbo
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -144,7 +145,7 @@ class RunMetrics:
             table = report.build_table(ok)
             reduced = (~table["precision"].isin(["fp32", ""]) & table["precision"].notna()) | (table["pruning"] != "")
             for cell, delta in zip(table["cell"][reduced], table["nab_standard_delta_pct"][reduced]):
-                if delta == delta:  # NaN: its torch fp32 row is not done (or failed)
+                if not math.isnan(delta):  # NaN: its torch fp32 row is not done (or failed)
                     self._delta.labels(self.scenario, cell, target[cell]).set(float(delta))
         for r in ok:
             for p in (r.score.policies if r.score is not None else []):

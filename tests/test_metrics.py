@@ -74,9 +74,9 @@ def test_verdicts_go_to_the_textfile_and_outlive_the_exporter(tmp_path) -> None:
     """A reduced build's NAB loss (once its torch fp32 row is done) and each policy's alert rate; the textfile keeps
     the previous run's figures until this run has its first, and keeps this run's after it ends."""
     from prometheus_client.parser import text_string_to_metric_families
+    from test_report import result
 
     from harness.results.schema import PolicyFigures
-    from test_report import result
 
     def read(path) -> dict[tuple[str, tuple], float]:
         return {(x.name, tuple(sorted(x.labels.items()))): x.value

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.prom import Prometheus
-from tests.conftest import IN_CI, REPO, RayCluster, harness_cmd, needs_netns, require, stop_group
+from tests.conftest import REPO, RayCluster, harness_cmd, needs_netns, require, stop_group
 
 pytestmark = needs_netns
 
