@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 QUANTILES = (0.5, 0.95, 0.99)
+LINGER_S = 6.0  # at most this long for a last scrape at the end (Prometheus' interval here is 1 to 5 s)
 LOCAL = "local"  # the `target` of a cell without one (harness.serving.metrics says the same of a service)
 
 
@@ -42,6 +43,9 @@ class RunMetrics:
         for status in ("ok", "failed"):  # both series exist from the start: a rate() over them works at once
             self._finished.labels(scenario, status)
         self._server: Any = None
+        self.scrapes = 0  # how often the endpoint was read (a scraper is watching once it is > 0)
+        self.linger_s = LINGER_S
+        self.registry.register(_ScrapeCounter(self))
 
     @property
     def url(self) -> str:
@@ -59,6 +63,14 @@ class RunMetrics:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        """Stop serving, after one more scrape if something scrapes: the run's last figures (cells finished, SLA
+        verdicts) are set just before the end and would otherwise never be seen."""
+        import time
+
+        if self._server is not None and self.scrapes:
+            seen, deadline = self.scrapes, time.monotonic() + self.linger_s
+            while self.scrapes == seen and time.monotonic() < deadline:
+                time.sleep(0.05)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -95,3 +107,17 @@ class RunMetrics:
                     pass
             else:
                 self._sla.labels(*labels).set(1 if ok else 0)
+
+
+class _ScrapeCounter:
+    """A collector with no metrics: counts the scrapes of the registry it is in."""
+
+    def __init__(self, metrics: RunMetrics):
+        self.metrics = metrics
+
+    def describe(self) -> list:
+        return []  # registering must not count as a scrape
+
+    def collect(self) -> list:
+        self.metrics.scrapes += 1
+        return []
