@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 
@@ -638,3 +639,6 @@ def main(argv: list[str] | None = None) -> int:
         kept = "; finished tasks are kept (finish the run with --resume --out DIR)" if args.command == "run" else ""
         print(f"harness: {how}{kept}", file=sys.stderr)
         return 143 if _terminated else 130
+    except BrokenPipeError:  # `harness validate X | head`: the reader left; say nothing more, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

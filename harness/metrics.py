@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from harness.results.schema import CellResult
 
 QUANTILES = (0.5, 0.95, 0.99)
+LINGER_S = 6.0  # at most this long for a last scrape at the end (Prometheus' interval here is 1 to 5 s)
 LOCAL = "local"  # the `target` of a cell without one (harness.serving.metrics says the same of a service)
 
 
@@ -59,6 +60,10 @@ class RunMetrics:
         for status in ("ok", "failed"):  # both series exist from the start: a rate() over them works at once
             self._finished.labels(scenario, status)
         self._server: Any = None
+        self.scrapes = 0  # how often the endpoint was read (a scraper is watching once it is > 0)
+        self.linger_s = LINGER_S
+        self.writer: int | None = None  # the thread writing the textfile, while it does
+        self.registry.register(_ScrapeCounter(self))
 
     @property
     def url(self) -> str:
@@ -84,6 +89,14 @@ class RunMetrics:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        """Stop serving, after one more scrape if something scrapes: the run's last figures (cells finished, SLA
+        verdicts) are set just before the end and would otherwise never be seen."""
+        import time
+
+        if self._server is not None and self.scrapes:
+            seen, deadline = self.scrapes, time.monotonic() + self.linger_s
+            while self.scrapes == seen and time.monotonic() < deadline:
+                time.sleep(0.05)
         self._write()
         if self._server is not None:
             self._server.shutdown()
@@ -114,9 +127,12 @@ class RunMetrics:
 
         from prometheus_client import generate_latest
 
+        import threading
+
         from harness.atomic import write_bytes
         from harness.errors import InputError
 
+        self.writer = threading.get_ident()
         try:
             write_bytes(self.textfile, generate_latest(self.registry))
         except OSError as exc:
@@ -124,6 +140,8 @@ class RunMetrics:
             if not self._warned:
                 print(f"harness: warning: {error}", file=sys.stderr)
             self._warned = True
+        finally:
+            self.writer = None
 
     def planned(self, cells: int) -> None:
         self._planned.labels(self.scenario).set(cells)
@@ -181,3 +199,20 @@ class RunMetrics:
             else:
                 self._sla.labels(*labels).set(1 if ok else 0)
         self._write()
+
+
+class _ScrapeCounter:
+    """A collector with no metrics: counts the scrapes of the registry it is in."""
+
+    def __init__(self, metrics: RunMetrics):
+        self.metrics = metrics
+
+    def describe(self) -> list:
+        return []  # registering must not count as a scrape
+
+    def collect(self) -> list:
+        import threading
+
+        if threading.get_ident() != self.metrics.writer:  # the textfile's own read of the registry is no scrape
+            self.metrics.scrapes += 1
+        return []

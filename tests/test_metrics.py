@@ -25,6 +25,7 @@ def scrape(url: str) -> dict[tuple[str, tuple], float]:
 
 def test_cells_and_a_load_second_are_served_on_loopback() -> None:
     with RunMetrics("sweep", free_port()) as metrics:
+        metrics.linger_s = 0.1  # no second scrape comes here
         assert metrics.url.startswith("http://127.0.0.1:")
         metrics.planned(3)
         metrics.finished(True)
@@ -50,6 +51,7 @@ def test_cells_and_a_load_second_are_served_on_loopback() -> None:
 
 def test_sla_verdicts_are_one_gauge_per_objective_and_not_measured_is_absent() -> None:
     with RunMetrics("sla", free_port()) as metrics:
+        metrics.linger_s = 0.1
         metrics.sla("wg@edge", "edge", {"p95_ms": True, "max_error_rate": False, "max_recovery_s": True})
         metrics.sla("wg", None, {"p95_ms": True})
         metrics.sla("wg@edge", "edge", {"max_recovery_s": None, "min_events_per_s": None})  # measured no more
@@ -106,7 +108,31 @@ def test_verdicts_go_to_the_textfile_and_outlive_the_exporter(tmp_path) -> None:
     assert sorted(p.name for p in textfile.parent.iterdir()) == [textfile.name]  # no temporary file left beside it
 
 
+def test_writing_the_textfile_is_not_a_scrape(tmp_path) -> None:
+    """The endpoint lingers for a last scrape only when something scrapes it; the textfile's reads do not count."""
+    import time
+
+    with RunMetrics("end", free_port(), textfile=tmp_path / "end.prom") as metrics:
+        metrics.finished(True)
+        started = time.monotonic()
+    assert metrics.scrapes == 0 and time.monotonic() - started < 1.0
+
+
 def test_an_unwritable_metrics_file_is_one_input_error(tmp_path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(InputError, match="--metrics-file: cannot write the metrics file"):
         RunMetrics("sweep", None, textfile=tmp_path / "file" / "x.prom").__enter__()
+
+def test_the_last_figures_are_scraped_before_the_endpoint_closes() -> None:
+    """Cells finished and SLA verdicts are set just before a run ends: the endpoint waits for one more scrape."""
+    import threading
+    import time
+
+    got: list[dict] = []
+    with RunMetrics("end", free_port()) as metrics:
+        scrape(metrics.url)  # a scraper is watching
+        metrics.finished(True)
+        threading.Timer(0.5, lambda: got.append(scrape(metrics.url))).start()
+        started = time.monotonic()
+    assert 0.4 < time.monotonic() - started < metrics.linger_s
+    assert got[0][("harness_cells_finished_total", (("scenario", "end"), ("status", "ok")))] == 1
