@@ -45,8 +45,9 @@ REQUIREMENTS = {
                   f"NAB corpus not found at {NAB} (set HARNESS_NAB to a folder fetched with `harness nab fetch`)"),
     "needs_netns": (can_isolate, "needs root, unshare and ip to keep Ray on a private loopback"),
     "needs_shellcheck": (lambda: shutil.which("shellcheck") is not None, "shellcheck not on PATH (apt-get install shellcheck)"),
-    "needs_prometheus": (lambda: shutil.which("prometheus") is not None and shutil.which("promtool") is not None,
-                         "prometheus and promtool not on PATH (apt-get install prometheus)"),
+    "needs_prometheus": (lambda: all(shutil.which(t) for t in ("prometheus", "promtool", "prometheus-node-exporter")),
+                         "prometheus, promtool or prometheus-node-exporter not on PATH "
+                         "(apt-get install prometheus prometheus-node-exporter)"),
 }
 
 
