@@ -186,12 +186,12 @@ def test_slow_clients_are_cut_and_others_keep_their_p95(service: Service) -> Non
     prom = service.prom
     proc = service.load("slow", URL, "--rate", "10", "--duration", "13", "--bodies", "48", "--heads", "8",
                         "--start-at", "1", "--events", str(EVENTS))
-    fired = prom.wait_firing("HarnessSlowClients", timeout_s=40, application=APP)
     out = service.result(proc)
     normal = LoadSummary.model_validate(out["phases"][0])
     bodies, heads = out["side"][8:], out["side"][:8]
     print(f"SLOW slow-clients: bodies {sorted({b[0] for b in bodies})} after {min(b[2] for b in bodies):.1f}-"
           f"{max(b[2] for b in bodies):.1f} s; heads {sorted({h[0] for h in heads})}; normal p95 {normal.latency_ms.p95} ms")
-    assert fired["labels"]["playbook"] == "slow-clients"
     assert all(b[0] == "408" and 9.5 <= b[2] <= 12.5 for b in bodies), bodies
     assert normal.errors == 0 and normal.shed == 0 and normal.latency_ms.p95 <= SLO_MS, normal
+    fired = prom.wait_firing("HarnessSlowClients", timeout_s=20, application=APP)  # its rate holds the 408s a minute
+    assert fired["labels"]["playbook"] == "slow-clients"
