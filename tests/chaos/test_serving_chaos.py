@@ -8,7 +8,7 @@ a real Prometheus scraping Ray's metrics agent and evaluating clusters/monitorin
 - overload: offered three times what the service carries; shed with 503 + Retry-After while the requests it admits
   keep their p95; HarnessServeOverloaded fires, and resolves once the rate is lowered.
 - slow clients: connections that trickle their body (or head) a byte a second, beside a normal client; the front
-  door cuts the bodies with 408 at 10 s; the normal client keeps its p95; HarnessSlowClients fires.
+  door cuts bodies and heads with 408 at 10 s; the normal client keeps its p95; HarnessSlowClients fires.
 
 The service is `userdet:Busy` (4 ms of sleep per event: a known capacity, at no cost to the machine's cores) with
 4 request slots and 4 queued at the front door, so overload takes 150 requests/s, not thousands.
@@ -180,7 +180,7 @@ def test_overload_is_shed_and_resolves_when_the_rate_is_lowered(service: Service
 
 def test_slow_clients_are_cut_and_others_keep_their_p95(service: Service) -> None:
     """48 clients trickling a body and 8 trickling their head, a byte a second, from 1 s into a 10 requests/s
-    load: the bodies are answered 408 at 10 s, the normal requests keep the SLO, HarnessSlowClients fires."""
+    load: bodies and heads are answered 408 at 10 s, the normal requests keep the SLO, HarnessSlowClients fires."""
     from harness.load import LoadSummary
 
     prom = service.prom
@@ -192,6 +192,7 @@ def test_slow_clients_are_cut_and_others_keep_their_p95(service: Service) -> Non
     print(f"SLOW slow-clients: bodies {sorted({b[0] for b in bodies})} after {min(b[2] for b in bodies):.1f}-"
           f"{max(b[2] for b in bodies):.1f} s; heads {sorted({h[0] for h in heads})}; normal p95 {normal.latency_ms.p95} ms")
     assert all(b[0] == "408" and 9.5 <= b[2] <= 12.5 for b in bodies), bodies
+    assert all(h[0] == "408" and 9.5 <= h[2] <= 12.5 for h in heads), heads  # http_guard.HEAD_TIMEOUT_S
     assert normal.errors == 0 and normal.shed == 0 and normal.latency_ms.p95 <= SLO_MS, normal
     fired = prom.wait_firing("HarnessSlowClients", timeout_s=20, application=APP)  # its rate holds the 408s a minute
     assert fired["labels"]["playbook"] == "slow-clients"
