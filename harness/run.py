@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import sys
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from harness import report
+from harness.sla import verdict as sla
 from harness.environment import environment, now
 from harness.errors import InputError
 from harness.metrics import RunMetrics
@@ -111,9 +113,9 @@ def execute(
     resume: bool = False,
     only: list[str] | None = None,
     metrics: tuple[str, int] | None = None,
-) -> tuple[Path, list[str]]:
-    """Run (or resume) a scenario; returns the run folder and the ids of cells that did not finish ok.
-    `metrics`: (host, port) to serve the run's Prometheus metrics on while it runs (harness.metrics)."""
+) -> Outcome:
+    """Run (or resume) a scenario; returns the run folder, the cells that did not finish ok and those that failed
+    their SLA. `metrics`: (host, port) to serve the run's Prometheus metrics on while it runs (harness.metrics)."""
     if resume and out is None:
         raise InputError("--resume needs --out: the folder of the run to finish")
     p = plan(scenario_path, corpus_override, only)
@@ -146,8 +148,22 @@ def execute(
         folder.write_scenario(p.scenario_text)
         folder.write_manifest(manifest)
         _run_and_record(p, folder, manifest, results, todo, handed, address, served)
+        ordered = [results[c.id] for c in p.cells]
+        table = report.build_table(ordered)
+        if served is not None:
+            for cell, held in sla.verdicts(ordered, table).items():
+                served.sla(cell, results[cell].cell.target, held)
     index_in_history(folder.root)
-    return folder.root, [cid for cid, r in results.items() if r.status != Status.OK]
+    return Outcome(folder.root, [cid for cid, r in results.items() if r.status != Status.OK], sla.failed(table))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended: its folder, the cells not ok, and the cells whose SLA verdict is FAIL."""
+
+    root: Path
+    not_ok: list[str]
+    sla_failed: list[str]
 
 
 def index_in_history(root: Path) -> None:

@@ -179,6 +179,7 @@ class RayRunner:
         self.metrics = metrics
         self._ray: Any = None
         self._token_folder: str | None = None
+        self._discovery: Any = None
 
     def __enter__(self) -> "RayRunner":
         self._token_folder = ray_environment(private=self.private)
@@ -192,7 +193,11 @@ class RayRunner:
         handler = signal.getsignal(signal.SIGTERM)
         try:
             if self.private:
-                ray.init(address="local", include_dashboard=False, **kwargs)
+                started = ray.init(address="local", include_dashboard=False, **kwargs)
+                from harness.execution.discovery import start_for_private_ray
+
+                # Prometheus finds the node's metrics agent as it does on a cluster (what Ray's dashboard writes)
+                self._discovery = start_for_private_ray(started.address_info["session_dir"])
             else:
                 if os.environ.get("HARNESS_NODE_IP"):  # several nodes share this host (harness cluster exec): Ray
                     kwargs["_node_ip_address"] = os.environ["HARNESS_NODE_IP"]  # would join the head's, not this
@@ -204,6 +209,8 @@ class RayRunner:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._discovery is not None:
+            self._discovery.stop()
         if self._ray is not None:
             self._ray.shutdown()
         self._remove_token()
