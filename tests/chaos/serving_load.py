@@ -10,8 +10,9 @@ probation longer than the run, so every 200 answer says how many events the stre
 ledger keeps, per answer, the stream, its status and that count (`seen`), and whether the answer started the
 stream. `--kill-at`: SIGKILL the replica that `GET /v1/status` names, that many seconds into the measured window
 (the load task's `kill_replica_at_s`, from inside the namespace). `slow`: besides the load, `--bodies` clients
-send a body a byte a second and `--heads` clients send their request head a byte a second, from `--start-at`;
-each records what ended it (the status the service answered, or the connection closing) and when.
+send a body a byte a second and `--heads` clients send their request head a byte a second, from `--start-at` (the
+bodies spread over `--spread` seconds); each records what ended it (the status the service answered, or the
+connection closing) and when.
 Prints one JSON object.
 """
 
@@ -50,7 +51,8 @@ async def run(url: str, rate: float, duration: float, warmup: float, streams: in
     from harness.load.response import check_response
 
     phases = [(rate, duration), *later]
-    total = sum(int(r * (d + warmup)) + 1 for r, d in phases)
+    warmups = [warmup] + [0.0] * len(later)  # a later phase is measured from its first request: the change itself
+    total = sum(int(r * (d + w)) + 1 for (r, d), w in zip(phases, warmups))
     payload, owner = bodies(streams, events, total)
     ledger: list[list] = []
     loop = asyncio.get_running_loop()
@@ -60,6 +62,7 @@ async def run(url: str, rate: float, duration: float, warmup: float, streams: in
         out["status_before"] = before
         offset = 0
         for k, (r, d) in enumerate(phases):
+            warmup = warmups[k]
             start = loop.time() + warmup  # the measured window's start (run_open_loop's t0 + warmup, to the ms)
             base = offset
 
@@ -146,13 +149,19 @@ def main() -> None:
     p.add_argument("--bodies", type=int, default=0)
     p.add_argument("--heads", type=int, default=0)
     p.add_argument("--start-at", type=float, default=1.0)
+    p.add_argument("--spread", type=float, default=0.0)
     a = p.parse_args()
     later = [(a.then_rate, a.then_duration)] if a.then_rate else []
     extra = None
     if a.mode == "slow":
         async def extra(loop, start):
             await asyncio.sleep(max(0.0, start + a.start_at - loop.time()))
-            clients = [trickle(a.url, k < a.heads, a.duration, loop, start) for k in range(a.bodies + a.heads)]
+            async def one(k: int) -> list:
+                if k >= a.heads:  # bodies start evenly over --spread seconds, heads at once
+                    await asyncio.sleep(a.spread * (k - a.heads) / max(1, a.bodies))
+                return await trickle(a.url, k < a.heads, a.duration, loop, start)
+
+            clients = [one(k) for k in range(a.bodies + a.heads)]
             got = await asyncio.gather(*clients, return_exceptions=True)
             return [g if isinstance(g, list) else [f"failed: {g!r}", None, None] for g in got]
     print(json.dumps(asyncio.run(run(a.url, a.rate, a.duration, a.warmup, a.streams, a.events, a.kill_at, later, extra))))
