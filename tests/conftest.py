@@ -202,7 +202,9 @@ def ray_cluster() -> RayCluster:
             "--head", "--port=6379", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
             "--dashboard-port=8265", "--num-cpus=2", "--labels=tier=cloud", f"--temp-dir={temp_dir}",
             "--metrics-export-port=8080",  # Ray's dashboard lists it in <temp_dir>/prom_metrics_service_discovery.json
-            env={"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "harness.serving.http_guard:middlewares"},  # as clusters/ do
+            env={"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "harness.serving.http_guard:middlewares",  # as clusters/ do
+                 # metrics reported every second, not Ray's 10: Prometheus in a test sees a change within seconds
+                 "RAY_metrics_report_interval_ms": "1000"},
         )
         yield cluster
     finally:

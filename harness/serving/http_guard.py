@@ -3,7 +3,7 @@
 - bodies are read whole, bounded in size (chunked ones too) and in time, before any replica is involved;
 - requests are admitted as the service says (`Admission`): the rest wait their turn here, or are shed at once
   with 503 + Retry-After, instead of queueing in Serve's router;
-- request heads are bounded (431) and every error is JSON, uvicorn's own parse errors included.
+- request heads are bounded in size (431) and in time (408), and every error is JSON, uvicorn's own parse errors included.
 
 Why in front. Ray Serve hands a request to a replica as soon as its headers arrive, and the replica then pulls
 the body; a client that sends a large Content-Length and then a byte a second holds one of the replica's
@@ -316,12 +316,15 @@ def json_parse_errors() -> None:
 
 
 MAX_HEAD_BYTES = 64 * 1024  # a request line and headers longer than this are refused (431)
+HEAD_TIMEOUT_S = 10.0  # ...and a request line and headers not whole this long after their first byte (408)
 
 
 def bounded_request_heads(max_bytes: int = MAX_HEAD_BYTES) -> None:
-    """Make uvicorn's httptools protocol refuse a request whose line and headers exceed `max_bytes` (431, JSON):
-    the parser keeps an unfinished header or URL in memory whole, so one connection sending an endless header
-    grew the proxy by 270 MB for 200 MB sent. Counted per request, from its first byte to its headers' end."""
+    """Make uvicorn's httptools protocol refuse a request whose line and headers exceed `max_bytes` (431, JSON), or
+    are not whole within HEAD_TIMEOUT_S of their first byte (408, JSON): the parser keeps an unfinished header or
+    URL in memory whole, so one connection sending an endless header grew the proxy by 270 MB for 200 MB sent,
+    and uvicorn has no deadline for a head (a client sending it a byte a second held its connection for as long
+    as it liked: tests/chaos/test_serving_chaos.py). Counted per request, from its first byte to its headers' end."""
     from uvicorn.protocols.http import httptools_impl
 
     protocol = httptools_impl.HttpToolsProtocol
@@ -332,6 +335,9 @@ def bounded_request_heads(max_bytes: int = MAX_HEAD_BYTES) -> None:
 
     def on_headers_complete(self) -> None:
         self._harness_in_body = True
+        timer = getattr(self, "_harness_timer", None)
+        if timer is not None:
+            timer.cancel()
         headers_complete(self)
 
     def on_message_complete(self) -> None:
@@ -342,24 +348,41 @@ def bounded_request_heads(max_bytes: int = MAX_HEAD_BYTES) -> None:
         if getattr(self, "_harness_refused", False):
             return  # answered already: what the client still sends is dropped until the connection closes
         if not getattr(self, "_harness_in_body", False):
+            if not getattr(self, "_harness_head", 0) and data:  # a request's first byte: its head's clock starts
+                self._harness_timer = asyncio.get_running_loop().call_later(HEAD_TIMEOUT_S, _head_late, self)
             self._harness_head = getattr(self, "_harness_head", 0) + len(data)
         data_received(self, data)
         if (not getattr(self, "_harness_in_body", False) and self._harness_head > max_bytes
                 and not self.transport.is_closing()):
-            body = error_body(f"the request line and headers exceed {max_bytes} bytes")
-            self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: " + JSON.encode()
-                                 + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
-                                 + body)
-            # closing now, with the client's data unread, would reset the connection and lose the answer: end the
-            # sending side, drop what still arrives, and close after LINGER_S
-            self._harness_refused = True
-            if self.transport.can_write_eof():
-                self.transport.write_eof()
-            asyncio.get_running_loop().call_later(LINGER_S, self.transport.close)
+            _refuse_head(self, "431 Request Header Fields Too Large", f"the request line and headers exceed {max_bytes} bytes")
 
     protocol.data_received, protocol.on_headers_complete, protocol.on_message_complete = (
         bounded, on_headers_complete, on_message_complete)
     protocol._harness_bounded = True
+
+
+def _head_late(proto: Any) -> None:
+    """The head's deadline passed: refuse it, unless its headers arrived (or the connection went) meanwhile."""
+    if not getattr(proto, "_harness_in_body", False) and not getattr(proto, "_harness_refused", False) \
+            and not proto.transport.is_closing():
+        _refuse_head(proto, "408 Request Timeout",
+                     f"the request line and headers did not arrive whole within {HEAD_TIMEOUT_S:g} s")
+
+
+def _refuse_head(proto: Any, status: str, message: str) -> None:
+    """Answer a request whose head is refused (JSON) and close: closing now, with the client's data unread, would
+    reset the connection and lose the answer, so end the sending side, drop what still arrives, close after
+    LINGER_S."""
+    timer = getattr(proto, "_harness_timer", None)
+    if timer is not None:
+        timer.cancel()
+    body = error_body(message)
+    proto.transport.write(f"HTTP/1.1 {status}\r\ncontent-type: {JSON}\r\ncontent-length: {len(body)}\r\n"
+                          "connection: close\r\n\r\n".encode() + body)
+    proto._harness_refused = True
+    if proto.transport.can_write_eof():
+        proto.transport.write_eof()
+    asyncio.get_running_loop().call_later(LINGER_S, proto.transport.close)
 
 
 def middlewares() -> list:
