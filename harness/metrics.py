@@ -7,7 +7,9 @@ runs, its achieved rate and latency percentiles second by second (clusters/monit
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from pathlib import Path
+from typing import Any, Callable
 
 QUANTILES = (0.5, 0.95, 0.99)
 
@@ -15,7 +17,9 @@ QUANTILES = (0.5, 0.95, 0.99)
 class RunMetrics:
     """The run's metrics and their HTTP endpoint."""
 
-    def __init__(self, scenario: str, port: int, host: str = "127.0.0.1"):
+    def __init__(self, scenario: str, port: int, host: str = "127.0.0.1", results: str | Path | None = None):
+        """`results`: the run folder, whose filesystem's free and total bytes are read at each scrape
+        (`harness_results_free_bytes`, `harness_results_size_bytes`: a disk filling up is seen before a write fails)."""
         from prometheus_client import CollectorRegistry, Counter, Gauge
 
         self.scenario, self.port, self.host = scenario, port, host
@@ -33,6 +37,11 @@ class RunMetrics:
         self._errors = Counter("harness_load_errors", "failed requests of load runs", load, registry=self.registry)
         for status in ("ok", "failed"):  # both series exist from the start: a rate() over them works at once
             self._finished.labels(scenario, status)
+        if results is not None:
+            for name, what, field in (("harness_results_free_bytes", "bytes free to this run", "f_bavail"),
+                                      ("harness_results_size_bytes", "bytes in all", "f_blocks")):
+                gauge = Gauge(name, f"the results folder's filesystem: {what}", ["scenario"], registry=self.registry)
+                gauge.labels(scenario).set_function(_disk(Path(results), field))
         self._server: Any = None
 
     @property
@@ -71,3 +80,20 @@ class RunMetrics:
         for q, ms in latency_ms.items():
             if ms is not None:
                 self._latency.labels(*labels, str(q)).set(ms)
+
+
+def _disk(folder: Path, field: str) -> Callable[[], float]:
+    """Bytes of `folder`'s filesystem (statvfs `field` blocks), read when scraped; the nearest existing parent
+    stands for a folder not made yet. NaN when unreadable."""
+
+    def read() -> float:
+        where = folder
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        try:
+            st = os.statvfs(where)
+        except OSError:
+            return float("nan")
+        return float(getattr(st, field) * st.f_frsize)
+
+    return read

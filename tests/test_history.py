@@ -151,7 +151,7 @@ def test_an_unreadable_store_is_one_line_naming_it_and_is_left_as_it_was(cli_env
         line = one_error_line(harness(env, *args, *given))
         assert line.startswith(f"harness: error: {path}: {expect}"), (args, line)
         if store != "folder":
-            assert line.endswith("move it aside, then index runs again with `harness history index RUN_DIR`")
+            assert line.endswith("rebuild it from the run folders with `harness history rebuild RESULTS_ROOT` (it keeps this file aside)")
         assert (path.read_bytes() if path.is_file() else None) == before
     assert path.is_dir() == (store == "folder")
 
