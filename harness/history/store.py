@@ -198,9 +198,13 @@ def rebuild(path: Path, root: str | Path) -> tuple[Path | None, list[str], list[
 
 
 def readable(path: Path) -> bool:
-    """Whether `path` opens as a history store and SQLite finds its pages sound."""
+    """Whether SQLite finds `path`'s pages sound, opened as immutable: nothing is written to it, and a journal
+    beside it is neither replayed nor deleted (it is evidence, moved aside with it)."""
     try:
-        with connect(path) as db:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True)
+        try:
             return db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
-    except (InputError, sqlite3.DatabaseError):
+        finally:
+            db.close()
+    except sqlite3.DatabaseError:
         return False
