@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 
@@ -48,6 +49,8 @@ def _add_run(sub: "argparse._SubParsersAction") -> None:
     r.add_argument("--only", action="append", type=_only, help="run on these corpus categories or files only "
                    "(comma-separated; repeatable), e.g. realTraffic or realTweets/Twitter_volume_AAPL.csv")
     r.add_argument("--resume", action="store_true", help="finish the interrupted run in --out (skips tasks done)")
+    r.add_argument("--fail-on-sla", action="store_true", help="exit 1 when a cell's verdict against the scenario's "
+                   "sla: objectives is FAIL (the sla column)")
     r.add_argument("--metrics-port", type=int, metavar="PORT",
                    help="serve Prometheus metrics (cells, live load figures) at http://HOST:PORT/metrics while the run lasts")
     r.add_argument("--metrics-host", default="127.0.0.1", help="address the metrics listen on (default 127.0.0.1)")
@@ -255,7 +258,8 @@ def cmd_run(args) -> int:
 
     signal.signal(signal.SIGTERM, _terminate)
     metrics = (args.metrics_host, args.metrics_port) if args.metrics_port is not None else None
-    out, failed = execute(args.scenario, args.out, args.address, args.corpus, args.resume, _flatten(args.only), metrics)
+    outcome = execute(args.scenario, args.out, args.address, args.corpus, args.resume, _flatten(args.only), metrics)
+    out, failed = outcome.root, outcome.not_ok
     folder = RunFolder(out)
     print(folder.table_markdown(), end="")
     serving = folder.serving_markdown()
@@ -264,8 +268,10 @@ def cmd_run(args) -> int:
     print(f"\nresults: {out}")
     if failed:
         print(f"harness: {len(failed)} cell(s) did not finish ok: {', '.join(failed)} (see table.md)", file=sys.stderr)
-        return 1
-    return 0
+    if outcome.sla_failed and args.fail_on_sla:
+        print(f"harness: {len(outcome.sla_failed)} cell(s) failed their SLA: {', '.join(outcome.sla_failed)} "
+              "(the sla column of table.md)", file=sys.stderr)
+    return 1 if failed or (outcome.sla_failed and args.fail_on_sla) else 0
 
 
 def cmd_serve(args) -> int:
@@ -610,3 +616,6 @@ def main(argv: list[str] | None = None) -> int:
         kept = "; finished tasks are kept (finish the run with --resume --out DIR)" if args.command == "run" else ""
         print(f"harness: {how}{kept}", file=sys.stderr)
         return 143 if _terminated else 130
+    except BrokenPipeError:  # `harness validate X | head`: the reader left; say nothing more, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

@@ -1,5 +1,6 @@
-"""Prometheus metrics of a run, beside Ray's and Serve's own: cells planned and finished, and, while a load cell
-runs, its achieved rate and latency percentiles second by second (clusters/monitoring/ scrapes and charts them).
+"""Prometheus metrics of a run, beside Ray's and Serve's own: cells planned and finished, while a load cell runs its
+achieved rate, latency percentiles, errors and shed requests second by second, and each cell's SLA verdicts
+(clusters/monitoring/ scrapes and charts them; docs/targets.md#metrics lists them).
 
 `harness run --metrics-port 9464` serves them at http://127.0.0.1:9464/metrics for as long as the run lasts
 (`--metrics-host` to listen elsewhere). The registry is the run's own, so nothing of the process leaks into it.
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 QUANTILES = (0.5, 0.95, 0.99)
+LINGER_S = 6.0  # at most this long for a last scrape at the end (Prometheus' interval here is 1 to 5 s)
+LOCAL = "local"  # the `target` of a cell without one (harness.serving.metrics says the same of a service)
 
 
 class RunMetrics:
@@ -24,7 +27,7 @@ class RunMetrics:
 
         self.scenario, self.port, self.host = scenario, port, host
         self.registry = CollectorRegistry()
-        load = ["scenario", "cell", "path"]
+        load = ["scenario", "cell", "target", "path"]
         self._planned = Gauge("harness_cells_planned", "cells this run has to finish", ["scenario"], registry=self.registry)
         self._finished = Counter("harness_cells_finished", "cells finished, by outcome (ok or failed)", ["scenario", "status"],
                                  registry=self.registry)
@@ -35,6 +38,12 @@ class RunMetrics:
         self._latency = Gauge("harness_load_latency_ms", "request latency in the last whole second, by quantile",
                               [*load, "quantile"], registry=self.registry)
         self._errors = Counter("harness_load_errors", "failed requests of load runs", load, registry=self.registry)
+        self._shed = Counter("harness_load_shed", "requests of load runs the service shed (503 + Retry-After)", load,
+                             registry=self.registry)
+        self._requests = Counter("harness_load_requests", "requests of load runs answered: scored, failed or shed", load,
+                                 registry=self.registry)
+        self._sla = Gauge("harness_sla_ok", "1 when the cell met the SLA objective, 0 when it failed (absent: not "
+                          "measured)", ["scenario", "cell", "target", "objective"], registry=self.registry)
         for status in ("ok", "failed"):  # both series exist from the start: a rate() over them works at once
             self._finished.labels(scenario, status)
         if results is not None:
@@ -43,6 +52,9 @@ class RunMetrics:
                 gauge = Gauge(name, f"the results folder's filesystem: {what}", ["scenario"], registry=self.registry)
                 gauge.labels(scenario).set_function(_disk(Path(results), field))
         self._server: Any = None
+        self.scrapes = 0  # how often the endpoint was read (a scraper is watching once it is > 0)
+        self.linger_s = LINGER_S
+        self.registry.register(_ScrapeCounter(self))
 
     @property
     def url(self) -> str:
@@ -60,6 +72,14 @@ class RunMetrics:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        """Stop serving, after one more scrape if something scrapes: the run's last figures (cells finished, SLA
+        verdicts) are set just before the end and would otherwise never be seen."""
+        import time
+
+        if self._server is not None and self.scrapes:
+            seen, deadline = self.scrapes, time.monotonic() + self.linger_s
+            while self.scrapes == seen and time.monotonic() < deadline:
+                time.sleep(0.05)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -71,16 +91,45 @@ class RunMetrics:
         self._finished.labels(self.scenario, "ok" if ok else "failed").inc()
 
     def load_second(self, cell: str, path: str, requests: int, events: int, errors: int,
-                    latency_ms: dict[float, float | None]) -> None:
-        """One whole second of a running load test (every generator's, merged)."""
-        labels = (self.scenario, cell, path)
+                    latency_ms: dict[float, float | None], shed: int = 0, target: str | None = None) -> None:
+        """One whole second of a running load test (every generator's, merged): `requests` scored (carrying
+        `events`), `errors` failed, `shed` shed; `target` None: the cell has none (`local`)."""
+        labels = (self.scenario, cell, target or LOCAL, path)
         self._rps.labels(*labels).set(requests)
         self._eps.labels(*labels).set(events)
         self._errors.labels(*labels).inc(errors)
+        self._shed.labels(*labels).inc(shed)
+        self._requests.labels(*labels).inc(requests + errors + shed)
         for q, ms in latency_ms.items():
             if ms is not None:
                 self._latency.labels(*labels, str(q)).set(ms)
 
+    def sla(self, cell: str, target: str | None, verdicts: dict[str, bool | None]) -> None:
+        """A cell's SLA verdict per objective: 1 met, 0 failed; an objective not measured (None) has no series
+        (one set before is removed), so "absent" never reads as a pass or a failure."""
+        for objective, ok in verdicts.items():
+            labels = (self.scenario, cell, target or LOCAL, objective)
+            if ok is None:
+                try:
+                    self._sla.remove(*labels)
+                except KeyError:
+                    pass
+            else:
+                self._sla.labels(*labels).set(1 if ok else 0)
+
+
+class _ScrapeCounter:
+    """A collector with no metrics: counts the scrapes of the registry it is in."""
+
+    def __init__(self, metrics: RunMetrics):
+        self.metrics = metrics
+
+    def describe(self) -> list:
+        return []  # registering must not count as a scrape
+
+    def collect(self) -> list:
+        self.metrics.scrapes += 1
+        return []
 
 def _disk(folder: Path, field: str) -> Callable[[], float]:
     """Bytes of `folder`'s filesystem (statvfs `field` blocks), read when scraped; the nearest existing parent

@@ -13,11 +13,13 @@ import errno
 import sys
 import threading
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from harness import report
+from harness.sla import verdict as sla
 from harness.environment import environment, now
 from harness.errors import InputError, RunStopped
 from harness.metrics import RunMetrics
@@ -113,9 +115,9 @@ def execute(
     resume: bool = False,
     only: list[str] | None = None,
     metrics: tuple[str, int] | None = None,
-) -> tuple[Path, list[str]]:
-    """Run (or resume) a scenario; returns the run folder and the ids of cells that did not finish ok.
-    `metrics`: (host, port) to serve the run's Prometheus metrics on while it runs (harness.metrics)."""
+) -> Outcome:
+    """Run (or resume) a scenario; returns the run folder, the cells that did not finish ok and those that failed
+    their SLA. `metrics`: (host, port) to serve the run's Prometheus metrics on while it runs (harness.metrics)."""
     if resume and out is None:
         raise InputError("--resume needs --out: the folder of the run to finish")
     p = plan(scenario_path, corpus_override, only)
@@ -150,8 +152,22 @@ def execute(
         folder.write_scenario(p.scenario_text)
         folder.write_manifest(manifest)
         _run_and_record(p, folder, manifest, results, todo, handed, runner, served)
+        ordered = [results[c.id] for c in p.cells]
+        table = report.build_table(ordered)
+        if served is not None:
+            for cell, held in sla.verdicts(ordered, table).items():
+                served.sla(cell, results[cell].cell.target, held)
     index_in_history(folder.root)
-    return folder.root, [cid for cid, r in results.items() if r.status != Status.OK]
+    return Outcome(folder.root, [cid for cid, r in results.items() if r.status != Status.OK], sla.failed(table))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended: its folder, the cells not ok, and the cells whose SLA verdict is FAIL."""
+
+    root: Path
+    not_ok: list[str]
+    sla_failed: list[str]
 
 
 def _runner(address: str | None, todo: list[Task], metrics: RunMetrics | None) -> Any:
@@ -183,7 +199,7 @@ def _run_and_record(p: Plan, folder: RunFolder, manifest: Manifest, results: dic
     disk stops the run with one line (RunStopped), the tasks recorded before it kept; so does the loss of a
     joined cluster's head, from the runner's watch thread (`_head_lost`)."""
     lock = threading.Lock()  # held while a finished task is recorded: the head's watch never ends the run mid-write
-    runner.watch_head(lambda why: _head_lost(why, p, folder, manifest, results, lock, runner.address))
+    watch = runner.watch_head(lambda why: _head_lost(why, p, folder, manifest, results, lock, runner.address))
     try:
         _run_tasks(p, folder, manifest, results, todo, handed, runner, metrics, lock)
         manifest.status = RunStatus.COMPLETE
@@ -196,6 +212,8 @@ def _run_and_record(p: Plan, folder: RunFolder, manifest: Manifest, results: dic
         manifest.status = RunStatus.INTERRUPTED
         raise RunStopped(_no_space(exc, p, folder, results, runner.address)) from None
     finally:
+        if watch is not None:  # the tasks are over: what follows needs no head
+            watch.stop()
         manifest.finished_at = now()
         try:
             folder.write_manifest(manifest)

@@ -131,3 +131,21 @@ def test_the_longest_known_route_holds_a_path_and_what_is_remembered_is_bounded(
     assert len(admission.doors) == 1024
     admission.learn(b"/load-a garbage")  # a malformed announcement changes nothing
     assert admission.door("/load-a").slots == 4
+
+
+def test_a_service_names_itself_to_the_door_so_what_the_door_answers_is_counted_under_its_labels() -> None:
+    from harness.serving.http_guard import admit_header
+
+    admission = Admission()
+    told = admit_header("/load-a", 2, 0, 1.0, "load a", "edge")  # names are quoted: one field each
+    assert told.split()[4:] == ["load%20a", "edge"]
+    admission.learn(b"/load-a 2 0 1 load-a edge")
+    door = admission.door("/load-a/v1/score")
+    assert door.metrics.app == {"application": "load-a", "target": "edge"}
+    kept = door.metrics
+    admission.learn(b"/load-a 2 0 1 load-a edge")  # told again with every answer: the same object
+    assert door.metrics is kept
+    admission.learn(b"/load-a 2 0 1 load-a")  # half a name is malformed: nothing changes
+    assert door.metrics is kept and admission.door("/old/v1/score") is None
+    admission.learn(b"/old 2 0 1")  # a service that does not name itself still gets a door, uncounted
+    assert admission.door("/old/v1/score").metrics is None

@@ -25,23 +25,43 @@ def scrape(url: str) -> dict[tuple[str, tuple], float]:
 
 def test_cells_and_a_load_second_are_served_on_loopback() -> None:
     with RunMetrics("sweep", free_port()) as metrics:
+        metrics.linger_s = 0.1  # no second scrape comes here
         assert metrics.url.startswith("http://127.0.0.1:")
         metrics.planned(3)
         metrics.finished(True)
         metrics.finished(False)
         metrics.finished(True)
-        metrics.load_second("wg@edge", "http", 40, 40_000, 2, {0.5: 12.5, 0.95: 48.0, 0.99: None})
+        metrics.load_second("wg@edge", "http", 40, 40_000, 2, {0.5: 12.5, 0.95: 48.0, 0.99: None}, shed=3, target="edge")
+        metrics.load_second("wg", "handle", 10, 10_000, 0, {0.5: 1.0})  # a cell without a target
         got = scrape(metrics.url)
-    load = (("cell", "wg@edge"), ("path", "http"), ("scenario", "sweep"))
+    load = (("cell", "wg@edge"), ("path", "http"), ("scenario", "sweep"), ("target", "edge"))
     assert got[("harness_cells_planned", (("scenario", "sweep"),))] == 3
     assert got[("harness_cells_finished_total", (("scenario", "sweep"), ("status", "ok")))] == 2
     assert got[("harness_cells_finished_total", (("scenario", "sweep"), ("status", "failed")))] == 1
     assert got[("harness_load_achieved_rps", load)] == 40 and got[("harness_load_achieved_eps", load)] == 40_000
-    assert got[("harness_load_errors_total", load)] == 2
-    assert got[("harness_load_latency_ms", (*load[:2], ("quantile", "0.95"), load[2]))] == 48.0
-    assert ("harness_load_latency_ms", (*load[:2], ("quantile", "0.99"), load[2])) not in got  # no figure, no series
+    assert got[("harness_load_errors_total", load)] == 2 and got[("harness_load_shed_total", load)] == 3
+    assert got[("harness_load_requests_total", load)] == 45  # scored, failed and shed: what an error ratio divides by
+    assert got[("harness_load_latency_ms", (*load[:2], ("quantile", "0.95"), *load[2:]))] == 48.0
+    assert ("harness_load_latency_ms", (*load[:2], ("quantile", "0.99"), *load[2:])) not in got  # no figure, no series
+    local = (("cell", "wg"), ("path", "handle"), ("scenario", "sweep"), ("target", "local"))
+    assert got[("harness_load_requests_total", local)] == 10 and got[("harness_load_shed_total", local)] == 0
     with pytest.raises(OSError):  # it stopped with the run
         urllib.request.urlopen(metrics.url, timeout=2)
+
+
+def test_sla_verdicts_are_one_gauge_per_objective_and_not_measured_is_absent() -> None:
+    with RunMetrics("sla", free_port()) as metrics:
+        metrics.linger_s = 0.1
+        metrics.sla("wg@edge", "edge", {"p95_ms": True, "max_error_rate": False, "max_recovery_s": True})
+        metrics.sla("wg", None, {"p95_ms": True})
+        metrics.sla("wg@edge", "edge", {"max_recovery_s": None, "min_events_per_s": None})  # measured no more
+        got = {k: v for k, v in scrape(metrics.url).items() if k[0] == "harness_sla_ok"}
+
+    def key(cell: str, target: str, objective: str) -> tuple:
+        return ("harness_sla_ok", (("cell", cell), ("objective", objective), ("scenario", "sla"), ("target", target)))
+
+    assert got == {key("wg@edge", "edge", "p95_ms"): 1, key("wg@edge", "edge", "max_error_rate"): 0,
+                   key("wg", "local", "p95_ms"): 1}
 
 
 def test_a_busy_port_is_one_input_error() -> None:
@@ -50,3 +70,18 @@ def test_a_busy_port_is_one_input_error() -> None:
         taken.listen()
         with pytest.raises(InputError, match="--metrics-port.*cannot serve metrics at 127.0.0.1"):
             RunMetrics("sweep", taken.getsockname()[1]).__enter__()
+
+
+def test_the_last_figures_are_scraped_before_the_endpoint_closes() -> None:
+    """Cells finished and SLA verdicts are set just before a run ends: the endpoint waits for one more scrape."""
+    import threading
+    import time
+
+    got: list[dict] = []
+    with RunMetrics("end", free_port()) as metrics:
+        scrape(metrics.url)  # a scraper is watching
+        metrics.finished(True)
+        threading.Timer(0.5, lambda: got.append(scrape(metrics.url))).start()
+        started = time.monotonic()
+    assert 0.4 < time.monotonic() - started < metrics.linger_s
+    assert got[0][("harness_cells_finished_total", (("scenario", "end"), ("status", "ok")))] == 1

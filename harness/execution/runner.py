@@ -272,6 +272,7 @@ class RayRunner:
         self._ray: Any = None
         self._token_folder: str | None = None
         self._watch: HeadWatch | None = None
+        self._discovery: Any = None
 
     def __enter__(self) -> "RayRunner":
         self._token_folder = ray_environment(private=self.private)
@@ -285,7 +286,11 @@ class RayRunner:
         handler = signal.getsignal(signal.SIGTERM)
         try:
             if self.private:
-                ray.init(address="local", include_dashboard=False, **kwargs)
+                started = ray.init(address="local", include_dashboard=False, **kwargs)
+                from harness.execution.discovery import start_for_private_ray
+
+                # Prometheus finds the node's metrics agent as it does on a cluster (what Ray's dashboard writes)
+                self._discovery = start_for_private_ray(started.address_info["session_dir"])
             else:
                 if os.environ.get("HARNESS_NODE_IP"):  # several nodes share this host (harness cluster exec): Ray
                     kwargs["_node_ip_address"] = os.environ["HARNESS_NODE_IP"]  # would join the head's, not this
@@ -309,17 +314,20 @@ class RayRunner:
                 raise InputError(_refused(self.address or "auto"), field="--address") from None
             raise
 
-    def watch_head(self, on_lost: Callable[[str], None]) -> None:
-        """Call `on_lost(why)` (from a thread) if the joined cluster's head goes away while this runner is open;
-        nothing for a private Ray, which ends with this process."""
+    def watch_head(self, on_lost: Callable[[str], None]) -> HeadWatch | None:
+        """Call `on_lost(why)` (from a thread) if the joined cluster's head goes away while this runner is open,
+        until the watch returned is stopped; nothing (None) for a private Ray, which ends with this process."""
         if self.private or self._ray is None:
-            return
+            return None
         address = self._ray.get_runtime_context().gcs_address
         self._watch = HeadWatch(address, on_lost).start()
+        return self._watch
 
     def __exit__(self, *exc) -> None:
         if self._watch is not None:
             self._watch.stop()
+        if self._discovery is not None:
+            self._discovery.stop()
         if self._ray is not None:
             self._ray.shutdown()
         self._remove_token()

@@ -30,6 +30,7 @@ from collections import deque
 from typing import Any, Awaitable, Callable
 
 from harness.serving.api import BODY_TIMEOUT_S, JSON, MAX_BODY_BYTES, RequestError
+from harness.serving.metrics import ServiceMetrics, route_of
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -37,7 +38,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 IMPORT_PATH = "harness.serving.http_guard:middlewares"
-ADMIT_HEADER = "x-harness-admit"  # "<route> <slots> <queue> <retry-after s>": what a service tells the guard
+ADMIT_HEADER = "x-harness-admit"  # "<route> <slots> <queue> <retry-after s> [<application> <target>]": what a
+# service tells the guard (admit_header); application and target (URL-quoted) label what the guard counts
 MAX_ROUTES = 1024  # services (route prefixes) whose admission a guard remembers
 
 
@@ -132,14 +134,20 @@ class BodyGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        path = scope.get("path", "")
         try:
             body = await read_body(receive, declared_length(scope), self.max_bytes, self.timeout_s)
         except RequestError as exc:
+            door = self.admission.door(path)
+            if door is not None and door.metrics is not None:
+                door.metrics.answered(route_of(path), exc.status)
             return await send_error(send, exc.status, exc.message, receive)
         except ClientGone:
             return None
-        door = self.admission.door(scope.get("path", ""))
+        door = self.admission.door(path)
         if door is not None and not await door.enter():
+            if door.metrics is not None:
+                door.metrics.shed(route_of(path))
             return await send_error(send, 503, "the service is at capacity: retry after the Retry-After seconds",
                                     headers=[(b"retry-after", door.retry_after.encode())])
         try:
@@ -163,10 +171,12 @@ class BodyGuard:
 
 class Door:
     """One service's admission at this proxy: `slots` requests pass at once; up to `queue` more wait here, in
-    order, for one of them (a wait that costs nothing: no retries); any more are shed with `retry_after`."""
+    order, for one of them (a wait that costs nothing: no retries); any more are shed with `retry_after`.
+    `metrics`: where what the door answers itself is counted (None: the service did not say who it is)."""
 
-    def __init__(self, slots: int, queue: int, retry_after: str):
-        self.slots, self.queue, self.retry_after = slots, queue, retry_after
+    def __init__(self, slots: int, queue: int, retry_after: str, metrics: ServiceMetrics | None = None):
+        self.slots, self.queue, self.retry_after, self.metrics = slots, queue, retry_after, metrics
+        self.who: tuple[str, ...] = ()  # the application and target the metrics are labelled with, as told
         self.busy = 0
         self.waiting: deque[asyncio.Future] = deque()
 
@@ -231,17 +241,32 @@ class Admission:
         return wrapped
 
     def learn(self, told: bytes) -> None:
-        """From "<route> <slots> <queue> <retry-after s>"; a malformed announcement changes nothing."""
+        """From ADMIT_HEADER's value (admit_header); a malformed announcement changes nothing."""
+        from urllib.parse import unquote
+
         try:
-            route, slots, queue, retry_after = told.decode().split()
+            route, slots, queue, retry_after, *who = told.decode().split()
             settings = (int(slots), int(queue), str(max(1, math.ceil(float(retry_after)))))  # whole seconds
+            if len(who) not in (0, 2):
+                raise ValueError(who)
         except ValueError:
             return
         known = self.doors.get(route)
         if known is not None:
             known.slots, known.queue, known.retry_after = settings
         elif len(self.doors) < MAX_ROUTES:
-            self.doors[route] = Door(*settings)
+            self.doors[route] = known = Door(*settings)
+        else:
+            return
+        if who and tuple(who) != known.who:  # told on every answer: compared as told, made once
+            known.who, known.metrics = tuple(who), ServiceMetrics(unquote(who[0]), unquote(who[1]))
+
+
+def admit_header(route: str, slots: int, queue: int, retry_after_s: float, application: str, target: str) -> str:
+    """ADMIT_HEADER's value: what the guard is to admit for the service at `route`, and who the service is."""
+    from urllib.parse import quote
+
+    return f"{route} {slots} {queue} {retry_after_s:g} {quote(application, safe='')} {quote(target, safe='')}"
 
 
 def as_json_errors(send: Send) -> Send:
