@@ -96,10 +96,11 @@ def check_address(address: str | None) -> None:
         raise InputError(f"no Ray cluster answers at {address} ({exc.strerror or exc})", field="--address") from None
 
 
-def check_token(address: str) -> None:
+def check_token(address: str, timeout_s: float = 5.0) -> None:
     """Ask the cluster's GCS at `address` (host:port) once whether it accepts this process's token: a refusal is
-    one InputError line at once, where `ray.init` retries for half a minute and ends in two tracebacks. Anything
-    else (no answer, no such Ray API) is left to `ray.init`."""
+    one InputError line at once, where `ray.init` retries for 20 s and ends in two tracebacks. A GCS answers in
+    milliseconds; anything else (no answer within `timeout_s`, e.g. a port that is not Ray's, whose client
+    would wait 40 s; no such Ray API) is left to `ray.init`."""
     from harness.errors import InputError
 
     try:
@@ -107,13 +108,21 @@ def check_token(address: str) -> None:
         from ray._raylet import GcsClient  # what `ray start` itself probes the GCS with
     except ImportError:
         return
-    try:
-        with _quiet_stderr():  # Ray's C++ client logs the refusal too: the line below says it once
+    answer: list[BaseException | None] = []
+
+    def probe() -> None:
+        try:
             GcsClient(address=address)
-    except ray.exceptions.AuthenticationError:
+            answer.append(None)
+        except BaseException as exc:  # noqa: BLE001 - judged below
+            answer.append(exc)
+
+    with _quiet_stderr():  # Ray's C++ client logs the refusal too: the line below says it once
+        asking = threading.Thread(target=probe, name="harness-token-probe", daemon=True)
+        asking.start()
+        asking.join(timeout_s)
+    if answer and isinstance(answer[0], ray.exceptions.AuthenticationError):
         raise InputError(_refused(address), field="--address") from None
-    except Exception:  # noqa: BLE001 - not an answer about the token: ray.init says what it is
-        return
 
 
 def _refused(address: str) -> str:

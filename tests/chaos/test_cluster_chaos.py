@@ -32,7 +32,9 @@ from pathlib import Path
 import pytest
 
 from chaos.prom import Prometheus
-from conftest import REPO, RayCluster, can_isolate, harness_cmd, kill_stragglers, ray_env, require, stop_group
+from conftest import REPO, RayCluster, can_isolate, harness_cmd, kill_stragglers, needs_netns, needs_prometheus, ray_env, require, stop_group
+
+pytestmark = [needs_netns, needs_prometheus]
 
 TOKEN = secrets.token_hex(32)
 GCS = "127.0.0.1:6391"
@@ -85,7 +87,6 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     require(can_isolate(), "needs root, unshare and ip to keep Ray on a private loopback")
-    require(shutil.which("prometheus") is not None, "prometheus not on PATH (apt-get install prometheus)")
     tmp = tmp_path_factory.mktemp("cluster")
     ns, temp = f"harness-cc-{uuid.uuid4().hex[:6]}", Path(f"/tmp/rcc-{uuid.uuid4().hex[:6]}")
     subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -150,8 +151,7 @@ def finished_with_resume(c: Cluster, scenario_file: Path, out: Path, done: dict[
     """`harness run SCENARIO --resume --out OUT --address ...` runs only what is missing: every cell recorded ok
     exactly once, the `done` ones (cell -> mtime of its result.json) untouched. `seen`: the folder as this process
     reaches it (another mount namespace's). Returns when the resume ended (monotonic)."""
-    again = c.harness("run", str(scenario_file), "--resume", "--out", str(out), "--address", GCS, "--metrics-port", METRICS,
-                      prefix=prefix)
+    again = c.harness("run", str(scenario_file), "--resume", "--out", str(out), "--address", GCS, prefix=prefix)
     ended = time.monotonic()
     assert again.returncode == 0, again.stderr[-3000:]
     seen = seen or out
@@ -199,6 +199,7 @@ def test_token_mismatch(cluster: Cluster, tmp_path: Path) -> None:
 
 
 def test_results_disk_full(cluster: Cluster, tmp_path: Path) -> None:
+    require(shutil.which("nsenter") is not None, "nsenter not on PATH (util-linux)")
     c = cluster
     mnt, hold = tmp_path / "results", tmp_path / "hold"
     mnt.mkdir()
