@@ -92,7 +92,9 @@ def _add_history(sub: "argparse._SubParsersAction") -> None:
     hs.add_argument("--plot", metavar="FILE.png", help="also write the trend as a plot")
     hi = h.add_parser("index", help="(re)index a run folder (runs index themselves when they end)")
     hi.add_argument("run_dir")
-    for hp in (hl, hs, hi):
+    hr = h.add_parser("rebuild", help="a fresh store from every run folder under RESULTS_ROOT (a corrupt store is kept aside)")
+    hr.add_argument("results_root", nargs="?", default="results", help="the folder runs are written under (default results)")
+    for hp in (hl, hs, hi, hr):
         hp.add_argument("--history", metavar="PATH", help="the store (default $HARNESS_HISTORY, else results/history.sqlite)")
 
 
@@ -381,6 +383,22 @@ def cmd_history_index(args) -> int:
     return 0
 
 
+def cmd_history_rebuild(args) -> int:
+    """Exit 0 when every run folder was indexed, 1 when some could not be read (each named on stderr)."""
+    from harness.history.store import rebuild, store_path
+
+    path = store_path(args.history)
+    if path is None:
+        raise InputError("the history is off (HARNESS_HISTORY=off); give --history PATH", field="--history")
+    aside, indexed, skipped = rebuild(path, args.results_root)
+    if aside is not None:
+        print(f"the previous store is kept as {aside}")
+    print(f"{len(indexed)} run(s) under {args.results_root} indexed in {path}")
+    for why in skipped:
+        print(f"harness: skipped: {why}", file=sys.stderr)
+    return 1 if skipped else 0
+
+
 def cmd_compare(args) -> int:
     """Exit 0 when nothing regressed, 1 when something did: a scheduled sweep can alert on it."""
     from harness.history.compare import compare, markdown
@@ -605,6 +623,7 @@ COMMANDS = {
     ("history", "list"): cmd_history_list,
     ("history", "show"): cmd_history_show,
     ("history", "index"): cmd_history_index,
+    ("history", "rebuild"): cmd_history_rebuild,
     ("compare",): cmd_compare,
     ("export", "mlflow"): cmd_export_mlflow,
     ("cluster", "up"): cmd_cluster_up,
@@ -624,7 +643,9 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from harness.errors import InputError
+    import errno
+
+    from harness.errors import InputError, RunStopped
 
     args = _parser().parse_args(argv)
     sub = (getattr(args, f"{args.command}_cmd", None),)
@@ -634,6 +655,15 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return 2
+    except RunStopped as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"harness: error: no space left on device (ENOSPC) writing {exc.filename or 'a file'}: free space there",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         how = "terminated" if _terminated else "interrupted"
         kept = "; finished tasks are kept (finish the run with --resume --out DIR)" if args.command == "run" else ""

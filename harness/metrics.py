@@ -15,8 +15,9 @@ last run's figures until the next run of the scenario replaces them (docs/playbo
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from harness.results.schema import CellResult
@@ -29,7 +30,11 @@ LOCAL = "local"  # the `target` of a cell without one (harness.serving.metrics s
 class RunMetrics:
     """The run's metrics and their HTTP endpoint."""
 
-    def __init__(self, scenario: str, port: int | None, host: str = "127.0.0.1", textfile: str | Path | None = None):
+    def __init__(self, scenario: str, port: int | None, host: str = "127.0.0.1", textfile: str | Path | None = None,
+                 results: str | Path | None = None):
+        """`textfile`: where the metrics are also written (node_exporter's textfile collector); `results`: the run
+        folder, whose filesystem's free and total bytes are read at each scrape (`harness_results_free_bytes`,
+        `harness_results_size_bytes`: a disk filling up is seen before a write fails)."""
         from prometheus_client import CollectorRegistry, Counter, Gauge
 
         self.scenario, self.port, self.host = scenario, port, host
@@ -59,6 +64,11 @@ class RunMetrics:
                             "alerts on, per 1,000 scored records", ["scenario", "cell", "target", "policy"], registry=self.registry)
         for status in ("ok", "failed"):  # both series exist from the start: a rate() over them works at once
             self._finished.labels(scenario, status)
+        if results is not None:
+            for name, what, field in (("harness_results_free_bytes", "bytes free to this run", "f_bavail"),
+                                      ("harness_results_size_bytes", "bytes in all", "f_blocks")):
+                gauge = Gauge(name, f"the results folder's filesystem: {what}", ["scenario"], registry=self.registry)
+                gauge.labels(scenario).set_function(_disk(Path(results), field))
         self._server: Any = None
         self.scrapes = 0  # how often the endpoint was read (a scraper is watching once it is > 0)
         self.linger_s = LINGER_S
@@ -216,3 +226,19 @@ class _ScrapeCounter:
         if threading.get_ident() != self.metrics.writer:  # the textfile's own read of the registry is no scrape
             self.metrics.scrapes += 1
         return []
+
+def _disk(folder: Path, field: str) -> Callable[[], float]:
+    """Bytes of `folder`'s filesystem (statvfs `field` blocks), read when scraped; the nearest existing parent
+    stands for a folder not made yet. NaN when unreadable."""
+
+    def read() -> float:
+        where = folder
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        try:
+            st = os.statvfs(where)
+        except OSError:
+            return float("nan")
+        return float(getattr(st, field) * st.f_frsize)
+
+    return read
