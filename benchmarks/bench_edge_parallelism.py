@@ -6,7 +6,7 @@ It brings up tests/chaos/edge-topology.yaml under a name of its own (an edge of 
 each variant and each replica count k (1, 2, 3, 4, 6, ...; stopping at the first k that fails) serves the variant on
 the edge with k stream shards (each reserving 0.7/k Ray CPU beside the 0.2 of its ingress), loads it from the client
 node with `harness load` (open loop, --rate, 100-event msgpack requests, 4 streams), and records: the p95 the client
-saw, failed requests, the edge cgroup's peak memory (memory.max_usage_in_bytes, reset before each k), workers Ray's
+saw, requests not served (failed, shed or dropped), the edge cgroup's peak memory (memory.max_usage_in_bytes, reset before each k), workers Ray's
 memory monitor killed there (its raylet log) and the kernel's OOM kills (memory.oom_control). Root, ip, tc and
 cgroups v1 (memory.max_usage_in_bytes) as `harness cluster up` needs; minutes per variant. From the repository root:
 
@@ -76,7 +76,7 @@ class EdgeWatch:
 
     def ray_kills(self) -> int:
         text = "".join(p.read_text(errors="replace") for p in self.logs.glob("session_*/logs/raylet*.out"))
-        return len(re.findall(r"Killing worker|killed due to the node running low on memory", text))
+        return sum(int(n) for n in re.findall(r"Killing (\d+) worker\(s\)", text))
 
     def oom_kills(self) -> int:
         found = re.search(r"oom_kill (\d+)", (self.group / "memory.oom_control").read_text())
@@ -124,8 +124,13 @@ def measure(env: dict[str, str], name: str, head: str, folder: Path, watch: Edge
             load = harness(env, "cluster", "exec", name, "--", sys.executable, "-m", "harness", "load", url, "--rate",
                            str(args.rate), "--events-per-request", "100", "--encoding", "msgpack", "--streams", "4",
                            "--duration", str(args.duration), "--warmup", "2", "--timeout", "5", "--json")
-            summary = json.loads(load.stdout.strip().splitlines()[-1]) if load.stdout.strip() else {}
-            row.update(p95_ms=summary.get("p95_ms"), errors=summary.get("errors"))
+            try:
+                summary = json.loads(load.stdout)
+            except json.JSONDecodeError:
+                summary = {}
+                row["note"] = f"harness load: {(load.stderr.strip().splitlines() or ['no output'])[-1][:300]}"
+            failed = sum(summary.get(k) or 0 for k in ("errors", "shed", "dropped")) if summary else None
+            row.update(p95_ms=(summary.get("latency_ms") or {}).get("p95"), errors=failed)
     finally:
         stop(proc)
     row.update(peak_mib=round(watch.peak_mib()), ray_kills=watch.ray_kills() - ray0, oom_kills=watch.oom_kills() - oom0)

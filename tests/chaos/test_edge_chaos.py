@@ -238,30 +238,41 @@ def test_edge_cpu_starved(edge: Edge) -> None:
 HOGS = """
 import json, os, sys, time, ray
 ray.init(address=os.environ["RAY_ADDRESS"], _node_ip_address=os.environ["HARNESS_NODE_IP"], logging_level="ERROR")
-tasks, mib, hold_s, per_task = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+go = sys.argv[1]
 @ray.remote(num_cpus=0.01, max_retries=3, label_selector={"tier": "edge"})
 def score(mib, hold_s):  # a scoring task's resident model and buffers, held while it scores
     import numpy as np
     block = np.ones(mib * 2**20 // 8)
     time.sleep(hold_s)
     return float(block[0])
-opts = {} if per_task == "none" else {"memory": int(per_task) * 2**20}
-refs = [score.options(**opts).remote(mib, hold_s) for _ in range(tasks)]
-out = []
-for r in refs:
-    try:
-        out.append(ray.get(r, timeout=120) == 1.0)
-    except Exception as exc:
-        out.append(type(exc).__name__)
-print("OUTCOME", json.dumps(out))
+def batch(tasks, mib, hold_s, reserve_mib):
+    opts = {"memory": reserve_mib * 2**20} if reserve_mib else {}
+    out = []
+    for r in [score.options(**opts).remote(mib, hold_s) for _ in range(tasks)]:
+        try:
+            out.append(ray.get(r, timeout=120) == 1.0)
+        except Exception as exc:
+            out.append(type(exc).__name__)
+    print("OUTCOME", json.dumps(out), flush=True)
+batch(5, 64, 4.0, None)  # over-subscribed: all at once
+while not os.path.exists(go):  # the test has seen the alert
+    time.sleep(0.1)
+batch(3, 64, 1.0, 700)  # limited: each reserves 700 MiB of the edge's 1 GiB, so one at a time
 """
 
 
-def _outcome(proc: subprocess.CompletedProcess) -> list[Any]:
-    """Each task's outcome, from the line the driver prints (Ray prints its OOM advice around it)."""
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("OUTCOME ")), None)
-    assert line is not None, proc.stdout[-2000:] + proc.stderr[-2000:]
-    return json.loads(line.removeprefix("OUTCOME "))
+def _outcome(proc: subprocess.Popen) -> list[Any]:
+    """The next batch's outcome, from the line the driver prints (Ray prints its OOM advice around it)."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("OUTCOME "):
+            return json.loads(line.removeprefix("OUTCOME "))
+    raise AssertionError(f"the driver ended (status {proc.wait()}) without its outcome")
+
+
+def _evictions(edge: Edge) -> float:
+    got = edge.prom.query('sum(ray_memory_manager_worker_eviction_total{tier="edge"})')
+    return float(got[0]["value"][1]) if got else 0.0
 
 
 def test_edge_memory_exhausted(edge: Edge) -> None:
@@ -271,23 +282,24 @@ def test_edge_memory_exhausted(edge: Edge) -> None:
     at a time), runs them with none killed, and the service stays within its SLO. (Tasks are retriable, as
     scoring tasks are: Ray's monitor then kills them before the service's replica.)"""
     edge.steady("HarnessEdgeMemoryPressure")
-    over = subprocess.run([sys.executable, "-m", "harness", "cluster", "exec", edge.name, "--", sys.executable, "-c",
-                           HOGS, "5", "64", "4", "none"], env=edge.env, capture_output=True, text=True, timeout=150, cwd=REPO)
-    assert over.returncode == 0, over.stderr[-3000:]
-    outcome = _outcome(over)
-    fired = edge.prom.wait_firing("HarnessEdgeMemoryPressure", timeout_s=20, tier="edge")
-    assert fired["labels"]["playbook"] == "edge-memory-exhausted"
-    killed = edge.prom.query('sum(ray_memory_manager_worker_eviction_total{tier="edge"})')
-    assert killed and float(killed[0]["value"][1]) >= 1, killed
-    evictions = float(killed[0]["value"][1])
-    fixed = time.time()
-    limited = subprocess.run([sys.executable, "-m", "harness", "cluster", "exec", edge.name, "--", sys.executable, "-c",
-                              HOGS, "3", "64", "1", "700"], env=edge.env, capture_output=True, text=True, timeout=150, cwd=REPO)
-    assert limited.returncode == 0, limited.stderr[-3000:]
-    assert _outcome(limited) == [True] * 3
+    go = edge.tmp / "memory-fix"
+    driver = subprocess.Popen([sys.executable, "-m", "harness", "cluster", "exec", edge.name, "--", sys.executable, "-c",
+                               HOGS, str(go)], env=edge.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True, cwd=REPO, start_new_session=True)
+    try:
+        outcome = _outcome(driver)
+        fired = edge.prom.wait_firing("HarnessEdgeMemoryPressure", timeout_s=20, tier="edge")
+        assert fired["labels"]["playbook"] == "edge-memory-exhausted"
+        evictions = _evictions(edge)
+        assert evictions >= 1
+        fixed = time.time()
+        go.touch()  # the fix: the same work, its parallelism limited
+        assert _outcome(driver) == [True] * 3
+        assert driver.wait(timeout=30) == 0
+    finally:
+        stop_group(driver, grace_s=5)
     time.sleep(2.0)  # a scrape after the last task
-    after = edge.prom.query('sum(ray_memory_manager_worker_eviction_total{tier="edge"})')
-    assert float(after[0]["value"][1]) == evictions, "a worker was killed under the parallelism limit"
+    assert _evictions(edge) == evictions, "a worker was killed under the parallelism limit"
     seconds = edge.wait_healthy(fixed, timeout_s=30)
     edge.wait_healthy(time.time() - 3, timeout_s=30)  # and still within the SLO once the limited tasks are done
     print(f"RECOVERY edge-memory-exhausted {max(seconds, 0.0):.1f} s after the fix; {evictions:.0f} worker(s) killed "
@@ -311,8 +323,10 @@ def test_edge_node_lost(edge: Edge) -> None:
     assert new != old, "the restarted node is a new Ray node, with a new metrics port"
     seconds = edge.wait_healthy(lost, timeout_s=120, after_bad=True)
     edge.prom.wait_resolved("HarnessEdgeNodeLost", timeout_s=20, tier="edge")
-    served = edge.prom.query(f'sum(ray_serve_num_http_requests_total{{tier="edge", instance="{new}"}})')
-    assert served and float(served[0]["value"][1]) > 0, "the new edge node's own proxy serves the load"
+    deadline = time.monotonic() + 30  # Ray's agent exports a process's metrics every few seconds
+    while not edge.prom.query(f'sum(ray_serve_num_http_requests_total{{tier="edge", instance="{new}"}}) > 0'):
+        assert time.monotonic() < deadline, "the new edge node's own proxy does not serve the load"
+        time.sleep(1.0)
     _, _, errors_after = edge.client_second(at=lost + seconds)
     print(f"RECOVERY edge-node-lost {seconds:.1f} s from the loss; {errors_after - errors_before:.0f} request(s) "
           f"failed meanwhile (refused, never accepted) at {RATE:g}/s")
