@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 
@@ -48,9 +49,13 @@ def _add_run(sub: "argparse._SubParsersAction") -> None:
     r.add_argument("--only", action="append", type=_only, help="run on these corpus categories or files only "
                    "(comma-separated; repeatable), e.g. realTraffic or realTweets/Twitter_volume_AAPL.csv")
     r.add_argument("--resume", action="store_true", help="finish the interrupted run in --out (skips tasks done)")
+    r.add_argument("--fail-on-sla", action="store_true", help="exit 1 when a cell's verdict against the scenario's "
+                   "sla: objectives is FAIL (the sla column)")
     r.add_argument("--metrics-port", type=int, metavar="PORT",
                    help="serve Prometheus metrics (cells, live load figures) at http://HOST:PORT/metrics while the run lasts")
     r.add_argument("--metrics-host", default="127.0.0.1", help="address the metrics listen on (default 127.0.0.1)")
+    r.add_argument("--metrics-file", metavar="PATH", help="also write the metrics to PATH in Prometheus' text format after "
+                   "every change (node_exporter's textfile collector), so the run's verdicts outlive it")
 
 
 def _add_serve(sub: "argparse._SubParsersAction") -> None:
@@ -87,7 +92,9 @@ def _add_history(sub: "argparse._SubParsersAction") -> None:
     hs.add_argument("--plot", metavar="FILE.png", help="also write the trend as a plot")
     hi = h.add_parser("index", help="(re)index a run folder (runs index themselves when they end)")
     hi.add_argument("run_dir")
-    for hp in (hl, hs, hi):
+    hr = h.add_parser("rebuild", help="a fresh store from every run folder under RESULTS_ROOT (a corrupt store is kept aside)")
+    hr.add_argument("results_root", nargs="?", default="results", help="the folder runs are written under (default results)")
+    for hp in (hl, hs, hi, hr):
         hp.add_argument("--history", metavar="PATH", help="the store (default $HARNESS_HISTORY, else results/history.sqlite)")
 
 
@@ -101,6 +108,9 @@ def _add_compare(sub: "argparse._SubParsersAction") -> None:
     cmp_.add_argument("--all", action="store_true", help="list unchanged figures too")
     cmp_.add_argument("--skip", action="append", default=[], metavar="GLOB", help="leave out figures matching this "
                       "(repeatable), e.g. seconds, 'p99_ms[*]'")
+    cmp_.add_argument("--match", action="append", default=[], type=_pair, metavar="A_CELL=B_CELL",
+                      help="judge run A's cell A_CELL against run B's B_CELL (repeatable): a rebuilt variant whose id "
+                      "changed, e.g. a re-quantized or pruned build against the build it replaces")
     cmp_.add_argument("--json", action="store_true")
     cmp_.add_argument("--history", metavar="PATH", help="where run ids are looked up, and earlier runs give each "
                       "figure's run-to-run noise")
@@ -157,6 +167,13 @@ def _add_feedback(sub: "argparse._SubParsersAction") -> None:
     fi.add_argument("export_json", help="Label Studio's JSON export of the exported tasks")
     fi.add_argument("--delay", type=_delay, default="0", help="event time after its alert from which a verdict may be used (default 0)")
     fi.add_argument("--reviewer", default="label-studio", help="recorded in the log's reviewer column")
+    fst = fb.add_parser("status", help="how far behind the reviewers are: entries without an arrived verdict, the oldest's "
+                        "age, and the delay beyond which feedback stopped helping (docs/playbooks/runs.md)")
+    fst.add_argument("run_dir")
+    fst.add_argument("--now", help="measure ages at this time (e.g. '2026-01-31 12:00:00'; a live service's wall clock); "
+                     "default: each stream's newest record")
+    fst.add_argument("--metrics-file", metavar="PATH", help="also write the figures to PATH in Prometheus' text format, "
+                     "atomically (node_exporter's textfile collector)")
     fe = fb.add_parser("evaluate", help="NAB score and false alarms with a feedback policy vs none, by reviewer delay")
     fe.add_argument("run_dir")
     fe.add_argument("--delays", type=lambda t: [_delay(x) for x in t.split(",") if x.strip()], default="0,1h,1d,7d",
@@ -222,6 +239,13 @@ def _delay(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _pair(text: str) -> tuple[str, str]:
+    a, sep, b = text.partition("=")
+    if not sep or not a.strip() or not b.strip():
+        raise argparse.ArgumentTypeError(f"expected A_CELL=B_CELL, got {text!r}")
+    return a.strip(), b.strip()
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -276,7 +300,9 @@ def cmd_run(args) -> int:
 
     signal.signal(signal.SIGTERM, _terminate)
     metrics = (args.metrics_host, args.metrics_port) if args.metrics_port is not None else None
-    out, failed = execute(args.scenario, args.out, args.address, args.corpus, args.resume, _flatten(args.only), metrics)
+    outcome = execute(args.scenario, args.out, args.address, args.corpus, args.resume, _flatten(args.only), metrics,
+                      args.metrics_file)
+    out, failed = outcome.root, outcome.not_ok
     folder = RunFolder(out)
     print(folder.table_markdown(), end="")
     serving = folder.serving_markdown()
@@ -285,8 +311,10 @@ def cmd_run(args) -> int:
     print(f"\nresults: {out}")
     if failed:
         print(f"harness: {len(failed)} cell(s) did not finish ok: {', '.join(failed)} (see table.md)", file=sys.stderr)
-        return 1
-    return 0
+    if outcome.sla_failed and args.fail_on_sla:
+        print(f"harness: {len(outcome.sla_failed)} cell(s) failed their SLA: {', '.join(outcome.sla_failed)} "
+              "(the sla column of table.md)", file=sys.stderr)
+    return 1 if failed or (outcome.sla_failed and args.fail_on_sla) else 0
 
 
 def cmd_serve(args) -> int:
@@ -378,6 +406,22 @@ def cmd_history_index(args) -> int:
     return 0
 
 
+def cmd_history_rebuild(args) -> int:
+    """Exit 0 when every run folder was indexed, 1 when some could not be read (each named on stderr)."""
+    from harness.history.store import rebuild, store_path
+
+    path = store_path(args.history)
+    if path is None:
+        raise InputError("the history is off (HARNESS_HISTORY=off); give --history PATH", field="--history")
+    aside, indexed, skipped = rebuild(path, args.results_root)
+    if aside is not None:
+        print(f"the previous store is kept as {aside}")
+    print(f"{len(indexed)} run(s) under {args.results_root} indexed in {path}")
+    for why in skipped:
+        print(f"harness: skipped: {why}", file=sys.stderr)
+    return 1 if skipped else 0
+
+
 def cmd_compare(args) -> int:
     """Exit 0 when nothing regressed, 1 when something did: a scheduled sweep can alert on it."""
     from harness.history.compare import compare, markdown
@@ -386,7 +430,8 @@ def cmd_compare(args) -> int:
     if not 0 <= args.threshold < 10:
         raise InputError("expected a fraction such as 0.1", field="--threshold")
     path = store_path(args.history) or DEFAULT
-    result = compare(folder_of(path, args.run_a), folder_of(path, args.run_b), args.threshold, history=path, skip=tuple(args.skip))
+    result = compare(folder_of(path, args.run_a), folder_of(path, args.run_b), args.threshold, history=path, skip=tuple(args.skip),
+                     match=dict(args.match))
     print(json.dumps(result.to_dict()) if args.json else markdown(result, only_changes=not args.all), end="" if not args.json else "\n")
     return 1 if result.failures else 0
 
@@ -520,6 +565,37 @@ def cmd_feedback_import(args) -> int:
     return 0
 
 
+def cmd_feedback_status(args) -> int:
+    """Exit 0 whatever the backlog: the metrics file and its alert rule (HarnessFeedbackLate) page, not the exit."""
+    from harness.feedback.review import open_run, read_log
+    from harness.feedback.status import status, write_metrics
+    from harness.results.review_log import seconds_of
+
+    run = open_run(args.run_dir)
+    now = None if args.now is None else seconds_of(args.now, "--now")
+    cells = status(run, read_log(run), now)
+    if args.metrics_file:
+        scenario = run.folder.read_manifest().scenario.get("resolved", {}).get("name", "")
+        write_metrics(args.metrics_file, scenario, cells)
+    print("| cell | entries | pending | oldest pending | median delay | feedback helps up to | verdict |\n|---|---|---|---|---|---|---|")
+    for c in cells:
+        helps = "not evaluated (harness feedback evaluate)" if c.useful_delay_s is None else _age(c.useful_delay_s)
+        verdict = (f"LATE: run without the feedback policy until reviewers are within {_age(c.useful_delay_s or 0)}" if c.late
+                   else "ok" if c.useful_delay_s is not None else "")
+        median = "" if c.median_delay_s is None else _age(c.median_delay_s)
+        print(f"| {c.cell} | {c.entries} | {c.pending} | {_age(c.oldest_pending_age_s)} | {median} | {helps} | {verdict} |")
+    if args.metrics_file:
+        print(f"\nmetrics: {args.metrics_file}")
+    return 0
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
 def cmd_feedback_evaluate(args) -> int:
     import pandas as pd
 
@@ -604,6 +680,7 @@ COMMANDS = {
     ("history", "list"): cmd_history_list,
     ("history", "show"): cmd_history_show,
     ("history", "index"): cmd_history_index,
+    ("history", "rebuild"): cmd_history_rebuild,
     ("compare",): cmd_compare,
     ("export", "mlflow"): cmd_export_mlflow,
     ("cluster", "up"): cmd_cluster_up,
@@ -617,6 +694,7 @@ COMMANDS = {
     ("feedback", "export"): cmd_feedback_export,
     ("feedback", "import"): cmd_feedback_import,
     ("feedback", "evaluate"): cmd_feedback_evaluate,
+    ("feedback", "status"): cmd_feedback_status,
     ("corpus", "synth"): cmd_corpus_synth,
     ("corpus", "inject"): cmd_corpus_inject,
     ("nab", "fetch"): cmd_nab_fetch,
@@ -625,7 +703,9 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from harness.errors import InputError
+    import errno
+
+    from harness.errors import InputError, RunStopped
 
     args = _parser().parse_args(argv)
     sub = (getattr(args, f"{args.command}_cmd", None),)
@@ -635,8 +715,20 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return 2
+    except RunStopped as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"harness: error: no space left on device (ENOSPC) writing {exc.filename or 'a file'}: free space there",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         how = "terminated" if _terminated else "interrupted"
         kept = "; finished tasks are kept (finish the run with --resume --out DIR)" if args.command == "run" else ""
         print(f"harness: {how}{kept}", file=sys.stderr)
         return 143 if _terminated else 130
+    except BrokenPipeError:  # `harness validate X | head`: the reader left; say nothing more, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

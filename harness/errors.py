@@ -45,3 +45,9 @@ def field_error(exc: "ValidationError") -> tuple[str, str]:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out, msg
+
+
+class RunStopped(Exception):
+    """The run could not go on for a reason outside its input (the results disk full, the Ray cluster's head
+    gone): one line naming the cause and what to do (exit 1, no traceback); every task finished before it is kept
+    in the run folder, and `--resume` finishes the run."""

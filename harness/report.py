@@ -35,10 +35,14 @@ def build_table(results: list[CellResult]) -> "pd.DataFrame":
     import pandas as pd
 
     with_backends = any(r.cell.backend is not None for r in results)
-    cols = columns(with_backends, any(r.cell.target for r in results), any(r.score and r.score.recall_by_kind for r in results))
+    from harness.sla import verdict as sla
+
+    cols = columns(with_backends, any(r.cell.target for r in results), any(r.score and r.score.recall_by_kind for r in results),
+                   any(r.cell.sla for r in results))
     df = pd.DataFrame([{c.name: c.value(r) for c in cols if c.value is not None} for r in results], columns=[c.name for c in cols])
     if with_backends:
         _compare_with_references(df)
+    sla.add_columns(df, results)
     return df
 
 

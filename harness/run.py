@@ -9,15 +9,19 @@ the ones the folder was started with.
 
 from __future__ import annotations
 
+import errno
 import sys
+import threading
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from harness import report
+from harness.sla import verdict as sla
 from harness.environment import environment, now
-from harness.errors import InputError
+from harness.errors import InputError, RunStopped
 from harness.metrics import RunMetrics
 from harness.plan import Plan, plan
 from harness.results.folder import HANDOFF, RunFolder
@@ -111,9 +115,11 @@ def execute(
     resume: bool = False,
     only: list[str] | None = None,
     metrics: tuple[str, int] | None = None,
-) -> tuple[Path, list[str]]:
-    """Run (or resume) a scenario; returns the run folder and the ids of cells that did not finish ok.
-    `metrics`: (host, port) to serve the run's Prometheus metrics on while it runs (harness.metrics)."""
+    metrics_file: str | Path | None = None,
+) -> Outcome:
+    """Run (or resume) a scenario; returns the run folder, the cells that did not finish ok and those that failed
+    their SLA. `metrics`: (host, port) to serve the run's Prometheus metrics on while it runs (harness.metrics);
+    `metrics_file`: where to also write them, in Prometheus' text format, so that they outlive the run."""
     if resume and out is None:
         raise InputError("--resume needs --out: the folder of the run to finish")
     p = plan(scenario_path, corpus_override, only)
@@ -141,13 +147,40 @@ def execute(
         if task_id(t.cell.id, kind) not in todo_ids
     }
     with ExitStack() as stack:
-        # the metrics' port is taken before anything is written: a busy one is refused with nothing left behind
-        served = stack.enter_context(RunMetrics(p.scenario.name, metrics[1], metrics[0])) if metrics else None
+        # the metrics' port is taken, and the cluster joined, before anything is written: a busy port or a refused
+        # token is one line with nothing left behind
+        served = None
+        if metrics or metrics_file:
+            host, port = metrics or ("127.0.0.1", None)
+            served = stack.enter_context(RunMetrics(p.scenario.name, port, host, metrics_file, folder.root))
+        runner = stack.enter_context(_runner(address, todo, served))
         folder.write_scenario(p.scenario_text)
         folder.write_manifest(manifest)
-        _run_and_record(p, folder, manifest, results, todo, handed, address, served)
+        _run_and_record(p, folder, manifest, results, todo, handed, runner, served)
+        ordered = [results[c.id] for c in p.cells]
+        table = report.build_table(ordered)
+        if served is not None:
+            for cell, held in sla.verdicts(ordered, table).items():
+                served.sla(cell, results[cell].cell.target, held)
     index_in_history(folder.root)
-    return folder.root, [cid for cid, r in results.items() if r.status != Status.OK]
+    return Outcome(folder.root, [cid for cid, r in results.items() if r.status != Status.OK], sla.failed(table))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended: its folder, the cells not ok, and the cells whose SLA verdict is FAIL."""
+
+    root: Path
+    not_ok: list[str]
+    sla_failed: list[str]
+
+
+def _runner(address: str | None, todo: list[Task], metrics: RunMetrics | None) -> Any:
+    """The Ray runner for `todo`, shipping the user detector packages its cells need."""
+    from harness.detectors import user_code_path
+    from harness.execution.runner import RayRunner
+
+    return RayRunner(address, [str(path) for t in todo if (path := user_code_path(t.cell.type)) is not None], metrics)
 
 
 def index_in_history(root: Path) -> None:
@@ -166,18 +199,68 @@ def index_in_history(root: Path) -> None:
 
 
 def _run_and_record(p: Plan, folder: RunFolder, manifest: Manifest, results: dict[str, CellResult], todo: list[Task],
-                    handed: dict[str, dict[str, Any]], address: str | None, metrics: RunMetrics | None) -> None:
-    """Run the tasks; whatever happens, the manifest says how the run ended and the reports are rebuilt."""
+                    handed: dict[str, dict[str, Any]], runner: Any, metrics: RunMetrics | None) -> None:
+    """Run the tasks; whatever happens, the manifest says how the run ended and the reports are rebuilt. A full
+    disk stops the run with one line (RunStopped), the tasks recorded before it kept; so does the loss of a
+    joined cluster's head, from the runner's watch thread (`_head_lost`)."""
+    lock = threading.Lock()  # held while a finished task is recorded: the head's watch never ends the run mid-write
+    watch = runner.watch_head(lambda why: _head_lost(why, p, folder, manifest, results, lock, runner.address))
     try:
-        _run_tasks(p, folder, manifest, results, todo, handed, address, metrics)
+        _run_tasks(p, folder, manifest, results, todo, handed, runner, metrics, lock)
         manifest.status = RunStatus.COMPLETE
     except KeyboardInterrupt:
         manifest.status = RunStatus.INTERRUPTED
         raise
+    except OSError as exc:
+        if exc.errno not in NO_SPACE:
+            raise
+        manifest.status = RunStatus.INTERRUPTED
+        raise RunStopped(_no_space(exc, p, folder, results, runner.address)) from None
     finally:
+        if watch is not None:  # the tasks are over: what follows needs no head
+            watch.stop()
         manifest.finished_at = now()
-        folder.write_manifest(manifest)
-        render(folder, p, results)
+        try:
+            folder.write_manifest(manifest)
+            render(folder, p, results)
+        except OSError as exc:  # still full: the line above names it, the files there are whole (harness.atomic)
+            if exc.errno not in NO_SPACE or manifest.status != RunStatus.INTERRUPTED:
+                raise
+
+
+NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+def _resume_command(p: Plan, folder: RunFolder, address: str | None) -> str:
+    where = f" --address {address}" if address else ""
+    return f"harness run {p.scenario_path} --resume --out {folder.root}{where}"
+
+
+def _no_space(exc: OSError, p: Plan, folder: RunFolder, results: dict[str, CellResult], address: str | None) -> str:
+    kept = sum(1 for r in results.values() if r.status == Status.OK)
+    return (f"no space left on the results disk (ENOSPC) writing {exc.filename or folder.root}; the run stopped, "
+            f"{kept} cell(s) finished before are kept whole in {folder.root}: free space there (or move the folder), "
+            f"then `{_resume_command(p, folder, address)}`")
+
+
+def _head_lost(why: str, p: Plan, folder: RunFolder, manifest: Manifest, results: dict[str, CellResult],
+               lock: threading.Lock, address: str | None) -> None:
+    """The joined cluster's head is gone (called from the runner's watch thread while the main thread is stuck in
+    Ray's calls to it): record the run as interrupted, rebuild the reports from the tasks recorded, say what to
+    do in one line and end the process (exit 1) before Ray ends it without a word."""
+    import os
+
+    with lock:  # a task being recorded finishes first; none starts after
+        manifest.status, manifest.finished_at = RunStatus.INTERRUPTED, now()
+        try:
+            folder.write_manifest(manifest)
+            render(folder, p, results)
+        except OSError:
+            pass  # the results recorded so far are whole whatever fails here (harness.atomic)
+        kept = sum(1 for r in results.values() if r.status == Status.OK)
+        print(f"harness: error: {why}; the run stopped, {kept} cell(s) finished are kept in {folder.root}: restart "
+              f"the head, then `{_resume_command(p, folder, address)}`", file=sys.stderr, flush=True)
+        os._exit(1)
 
 
 def _run_tasks(
@@ -187,33 +270,33 @@ def _run_tasks(
     results: dict[str, CellResult],
     todo: list[Task],
     handed: dict[str, dict[str, Any]],
-    address: str | None,
+    runner: Any,
     metrics: RunMetrics | None,
+    lock: threading.Lock,
 ) -> None:
-    from harness.detectors import user_code_path
-    from harness.execution.runner import RayRunner
     from harness.progress import ProgressBar
     from harness.serving.config import ServeSpec
 
-    code = [str(path) for t in todo if (path := user_code_path(t.cell.type)) is not None]
     context = RunContext(
         p.corpus, p.profiles, p.thresholds, p.scenario.scoring.probation_percent, p.scenario.timing,
         serve=p.scenario.serve or ServeSpec(), load=p.scenario.load, targets=dict(p.scenario.targets),
         policies=list(p.scenario.scoring.policies),
     )
-    with RayRunner(address, code, metrics) as runner, ProgressBar(sum(t.units for t in todo), "steps (files scored, timings, load tests)") as bar:
+    with ProgressBar(sum(t.units for t in todo), "steps (files scored, timings, load tests)") as bar:
         manifest.ray = runner.describe()
         folder.write_manifest(manifest)
         if metrics is not None:
             metrics.planned(len({t.cell.id for t in todo}))
-            bar.write(f"metrics: {metrics.url}")
+            bar.write(f"metrics: {metrics.where}")
         for done in runner.run(todo, context, handed, on_progress=bar.update):
             cell = done.task.cell.id
-            results[cell] = folder.record(results[cell], done.task.kind, done.record, done.artefacts)
+            with lock:
+                results[cell] = folder.record(results[cell], done.task.kind, done.record, done.artefacts)
             if done.record.status != Status.OK:
                 bar.write(f"cell {cell} failed ({done.task.kind}): {done.record.error}")
             if metrics is not None and results[cell].status != Status.PENDING:
                 metrics.finished(results[cell].status == Status.OK)
+                metrics.verdicts([r for r in results.values() if r.status != Status.PENDING])
 
 
 def render(folder: RunFolder, p: Plan, results: dict[str, CellResult]) -> None:

@@ -12,13 +12,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, ValidationInfo, field_validator, model_validator
 
 from harness.backends import BackendSpec, as_spec
 from harness.detectors.pruning import KEYS as PRUNING_KEYS
 from harness.detectors.pruning import PruningSpec
 from harness.errors import InputError, field_error, kind_of
 from harness.load.settings import LoadSpec
+from harness.sla.spec import Objectives, SlaEntry, SlaSpec
 from harness.serving.config import ServeSpec, ServiceConfig, Variant
 from harness.targets import TargetSpec, labels_for
 from harness.thresholds.spec import PolicySpec
@@ -139,6 +140,8 @@ class Scenario(_Strict):
     load: LoadSpec | None = Field(None, description="load-test every variant on Ray Serve (docs/load.md)")
     targets: dict[str, TargetSpec] = Field(default_factory=dict, description="node groups every cell runs on "
                                            "(each cell crossed with each target); none: wherever Ray puts it")
+    sla: SlaEntry | None = Field(None, description="deployment objectives every cell is judged on, or one set per target "
+                                "(docs/architecture.md#deployment-slas)")
 
     def target_labels(self, cell: "Cell") -> dict[str, str]:
         """The node labels of the target `cell` runs on (none without a target)."""
@@ -150,6 +153,13 @@ class Scenario(_Strict):
         for name in v:
             if not re.fullmatch(NAME, name):
                 raise ValueError(f"target name {name!r}: expected letters, digits, '.', '_' or '-'")
+        return v
+
+    @field_validator("sla")
+    @classmethod
+    def _sla_targets(cls, v: SlaSpec | None, info: ValidationInfo) -> SlaSpec | None:
+        if v is not None:
+            v.check_targets(list(info.data.get("targets") or {}))
         return v
 
     @field_validator("backends")
@@ -200,11 +210,12 @@ class Cell(BaseModel):
 
     def service(self, serve: ServeSpec | None, probation_percent: float, labels: dict[str, str] | None = None) -> ServiceConfig:
         """This cell's variant as a service: with the scenario's `serve:` settings and probation, on its target's
-        node labels."""
+        node labels, its metrics labelled with the target's name."""
         variant = Variant(id=self.id, type=self.type, params=self.params, backend=self.backend, pruning=self.pruning)
         return ServiceConfig(variant=variant, serve=serve or ServeSpec(), probation_percent=probation_percent,
-                             labels=labels or {})
+                             labels=labels or {}, target=self.target or "local")
     target: str | None = None  # the scenario target (node group) its tasks run on; None: wherever Ray puts them
+    sla: Objectives | None = None  # what the scenario's `sla:` promises for it (harness.sla); not part of its id
 
 
 def build_token(backend: Any, pruning: PruningSpec | None) -> str:
@@ -250,6 +261,8 @@ def expand(scenario: Scenario) -> list[Cell]:
                 )
     if scenario.targets:
         cells = [on_target(c, name, t) for c in cells for name, t in scenario.targets.items()]
+    if scenario.sla is not None:
+        cells = [c.model_copy(update={"sla": scenario.sla.for_target(c.target)}) for c in cells]
     if scenario.backends and not any(c.backend for c in cells):
         raise ScenarioFieldError(
             "backends", "no detector here runs a model (lstm, autoencoder, or a LearnedDetector subclass); remove 'backends'"

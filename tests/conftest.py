@@ -4,7 +4,8 @@ process group (never `ray stop`, which would stop every Ray on the machine, a us
 
 Requirements: tests marked `needs_nab` read NAB (`$HARNESS_NAB`, else ../shared/nab); tests marked `needs_netns`
 (and the cluster fixtures) need root, `unshare` and `ip`; tests marked `needs_shellcheck` need `shellcheck` on PATH
-(`apt-get install shellcheck`). Without them a test is skipped with the reason, except
+(`apt-get install shellcheck`); tests marked `needs_prometheus` (and tests/chaos/prom.py) need Debian's `prometheus`
+package (`prometheus`, `promtool`). Without them a test is skipped with the reason, except
 with CI=true, where it fails: a green CI must never hide the NAB or the Ray path.
 """
 
@@ -32,6 +33,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 needs_nab = pytest.mark.needs_nab
 needs_netns = pytest.mark.needs_netns
 needs_shellcheck = pytest.mark.needs_shellcheck
+needs_prometheus = pytest.mark.needs_prometheus
 
 
 def can_isolate() -> bool:
@@ -43,6 +45,9 @@ REQUIREMENTS = {
                   f"NAB corpus not found at {NAB} (set HARNESS_NAB to a folder fetched with `harness nab fetch`)"),
     "needs_netns": (can_isolate, "needs root, unshare and ip to keep Ray on a private loopback"),
     "needs_shellcheck": (lambda: shutil.which("shellcheck") is not None, "shellcheck not on PATH (apt-get install shellcheck)"),
+    "needs_prometheus": (lambda: all(shutil.which(t) for t in ("prometheus", "promtool", "prometheus-node-exporter")),
+                         "prometheus, promtool or prometheus-node-exporter not on PATH "
+                         "(apt-get install prometheus prometheus-node-exporter)"),
 }
 
 
@@ -196,7 +201,10 @@ def ray_cluster() -> RayCluster:
         cluster.start_node(
             "--head", "--port=6379", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
             "--dashboard-port=8265", "--num-cpus=2", "--labels=tier=cloud", f"--temp-dir={temp_dir}",
-            env={"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "harness.serving.http_guard:middlewares"},  # as clusters/ do
+            "--metrics-export-port=8080",  # Ray's dashboard lists it in <temp_dir>/prom_metrics_service_discovery.json
+            env={"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "harness.serving.http_guard:middlewares",  # as clusters/ do
+                 # metrics reported every second, not Ray's 10: Prometheus in a test sees a change within seconds
+                 "RAY_metrics_report_interval_ms": "1000"},
         )
         yield cluster
     finally:

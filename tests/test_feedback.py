@@ -255,3 +255,30 @@ def test_a_malformed_export_is_one_line_naming_the_place_and_the_log_is_untouche
     assert line == f"harness: error: {export}: {place + ': ' if place else ''}{expect}"
     assert (log.read_bytes(), log.stat().st_mtime_ns) == before
     assert sorted(p.name for p in log.parent.iterdir()) == ["log.csv"]  # no temporary file left beside it
+
+
+def test_status_measures_the_backlog_against_the_delay_feedback_helps_at(cli_env, reviewed_run, tmp_path) -> None:
+    """The one alert (00:15, the stream ends 00:20) waits 5 minutes unjudged; a verdict that arrives after the
+    stream's end is still pending; at a later `--now` it has arrived. The textfile holds what the table says."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from harness.feedback.status import useful_delays
+
+    metrics = tmp_path / "collector" / "fb.prom"
+    proc = harness(cli_env, "feedback", "status", reviewed_run, "--metrics-file", metrics)
+    assert proc.returncode == 0, proc.stderr
+    assert "| ae.ort-fp32 | 1 | 1 | 5.0m |  | not evaluated (harness feedback evaluate) |  |" in proc.stdout, proc.stdout
+    got = {(s.name, s.labels["cell"]): s.value for f in text_string_to_metric_families(metrics.read_text()) for s in f.samples}
+    assert got == {("harness_feedback_pending_entries", "ae.ort-fp32"): 1, ("harness_feedback_oldest_pending_age_seconds", "ae.ort-fp32"): 300}
+    export = tmp_path / "export.json"
+    export.write_text(annotated())
+    assert harness(cli_env, "feedback", "import", reviewed_run, export, "--delay", "1h").returncode == 0
+    (reviewed_run / "review" / "feedback.csv").write_text(
+        "cell,feedback,delay,nab_delta,fp_events_change_pct\nae.ort-fp32,none,,0,0\n"
+        "ae.ort-fp32,simulated (error rate 0),1m,1.5,-50\nae.ort-fp32,simulated (error rate 0),1h,0,0\n")
+    proc = harness(cli_env, "feedback", "status", reviewed_run)
+    assert "| ae.ort-fp32 | 1 | 1 | 5.0m | 1.0h | 1.0m | LATE: run without the feedback policy until reviewers are within 1.0m |" in proc.stdout
+    proc = harness(cli_env, "feedback", "status", reviewed_run, "--now", "2026-01-01 02:00:00")
+    assert "| ae.ort-fp32 | 1 | 0 | 0s | 1.0h | 1.0m | ok |" in proc.stdout, proc.stdout
+    assert useful_delays([{"cell": "c", "feedback": "simulated", "delay": "1d", "nab_delta": "-2", "fp_events_change_pct": "-40"}]) == {}
+    assert "--now: expected a time like" in one_error_line(harness(cli_env, "feedback", "status", reviewed_run, "--now", "soon"))

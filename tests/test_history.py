@@ -17,8 +17,8 @@ from test_report import result
 
 
 def write_run(root: Path, nab: float = 50.0, eps: float = 1000.0, spread_pct: float = 0.0, started: str = "2026-11-01T00:00:00+00:00",
-              fingerprint: str = "corpus-1", tree: str = "f00", threshold: float = 0.9) -> Path:
-    cells = [result("ae.ort-fp32", "onnxruntime", "fp32", nab, eps, threshold=threshold), result("wg", None, "fp32", 40.0, 0.0, detector="wg")]
+              fingerprint: str = "corpus-1", tree: str = "f00", threshold: float = 0.9, cell: str = "ae.ort-fp32") -> Path:
+    cells = [result(cell, "onnxruntime", "fp32", nab, eps, threshold=threshold), result("wg", None, "fp32", 40.0, 0.0, detector="wg")]
     timing = cells[0].tasks["timing"].result
     timing.batchN.spread_pct = spread_pct
     manifest = Manifest(scenario={"resolved": {"name": "hist"}}, corpus={"fingerprint": fingerprint}, cells=[c.cell.id for c in cells],
@@ -88,6 +88,17 @@ def test_a_planted_throughput_drop_and_a_changed_nab_score_are_regressions(env, 
     assert text.returncode == 1 and "**regressed**" in text.stdout and "1 regression" not in text.stdout.splitlines()[0]
 
 
+def test_a_rebuilt_cell_whose_id_changed_is_judged_against_the_build_it_replaces(env, tmp_path) -> None:
+    base, rebuilt = write_run(tmp_path / "a"), write_run(tmp_path / "b", nab=40.0, cell="ae.ort-fp32.pruned")
+    code, report = compare(env, base, rebuilt)  # by id alone: one cell missing, one new, the loss never seen
+    assert code == 0 and verdict(report, "ae.ort-fp32", "nab_standard") == "missing"
+    code, report = compare(env, base, rebuilt, "--match", "ae.ort-fp32=ae.ort-fp32.pruned")
+    assert code == 1 and verdict(report, "ae.ort-fp32.pruned", "nab_standard") == "regressed"
+    assert not any(v["cell"] == "ae.ort-fp32" for v in report["verdicts"])
+    assert "run A has no cell 'nope'" in one_error_line(harness(env, "compare", base, rebuilt, "--match", "nope=ae.ort-fp32.pruned"))
+    assert "expected A_CELL=B_CELL" in one_error_line(harness(env, "compare", base, rebuilt, "--match", "ae.ort-fp32"))
+
+
 def test_a_deterministic_figure_that_moves_under_the_same_code_and_corpus_fails(env, tmp_path) -> None:
     base = write_run(tmp_path / "a")
     code, report = compare(env, base, write_run(tmp_path / "better", nab=50.1))  # same code, same corpus: not deterministic
@@ -151,7 +162,7 @@ def test_an_unreadable_store_is_one_line_naming_it_and_is_left_as_it_was(cli_env
         line = one_error_line(harness(env, *args, *given))
         assert line.startswith(f"harness: error: {path}: {expect}"), (args, line)
         if store != "folder":
-            assert line.endswith("move it aside, then index runs again with `harness history index RUN_DIR`")
+            assert line.endswith("rebuild it from the run folders with `harness history rebuild RESULTS_ROOT` (it keeps this file aside)")
         assert (path.read_bytes() if path.is_file() else None) == before
     assert path.is_dir() == (store == "folder")
 
@@ -169,6 +180,33 @@ def test_a_run_only_warns_when_its_history_is_unreadable(cli_env, tmp_path, monk
         assert len(err) == 1 and err[0].startswith(f"harness: warning: the run was not indexed in the history: {store}: "), err
         assert "Error" not in err[0]  # the store's problem and its remedy, not an exception's name
         assert (store.read_bytes() if store.is_file() else None) == before
+
+
+def test_rebuild_keeps_the_corrupt_store_aside_and_indexes_every_run_folder_once(cli_env, tmp_path) -> None:
+    """`history rebuild ROOT`: the unreadable store and its journal go aside (never deleted, never replayed into the
+    new store), each run folder under ROOT is indexed once; a folder it cannot read is named, exit 1."""
+    root, store = tmp_path / "results", tmp_path / "h.sqlite"
+    env = {**cli_env, "HARNESS_HISTORY": str(store)}
+    runs = [write_run(root / "a", started="2026-11-01T00:00:00+00:00"), write_run(root / "nested" / "b", started="2026-11-02T00:00:00+00:00")]
+    store.write_bytes(b"\x00garbage" * 100)
+    assert "not a readable history database" in one_error_line(harness(env, "history", "list"))
+    (tmp_path / "h.sqlite-journal").write_bytes(b"\x01" * 512)  # a transaction that did not finish
+    done = harness(env, "history", "rebuild", str(root))
+    assert done.returncode == 0 and "2 run(s)" in done.stdout, done.stdout + done.stderr
+    aside = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("h.sqlite.corrupt-"))
+    assert len(aside) == 2 and aside[1] == aside[0] + "-journal" and aside[0] in done.stdout, aside
+    assert (tmp_path / aside[0]).read_bytes() == b"\x00garbage" * 100 and not (tmp_path / "h.sqlite-journal").exists()
+    listed = harness(env, "history", "list")
+    assert listed.returncode == 0 and sorted(ln.split()[0].rsplit("-", 1)[0] for ln in listed.stdout.splitlines()[1:]) == ["a", "b"]
+    # again, on a readable store: kept aside as old, the same runs once each; an unreadable folder is named, exit 1
+    (root / "broken").mkdir()
+    (root / "broken" / "manifest.json").write_text("{not json")
+    again = harness(env, "history", "rebuild", str(root))
+    assert again.returncode == 1 and "2 run(s)" in again.stdout and "broken" in again.stderr, again.stdout + again.stderr
+    assert any(p.name.startswith("h.sqlite.old-") for p in tmp_path.iterdir())
+    assert len(harness(env, "history", "list").stdout.splitlines()) == 3  # header + 2 runs
+    assert "not a folder" in one_error_line(harness(env, "history", "rebuild", str(tmp_path / "nowhere")))
+    del runs
 
 
 def test_each_cell_exports_as_an_mlflow_run(env, tmp_path, monkeypatch) -> None:

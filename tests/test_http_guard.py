@@ -131,3 +131,76 @@ def test_the_longest_known_route_holds_a_path_and_what_is_remembered_is_bounded(
     assert len(admission.doors) == 1024
     admission.learn(b"/load-a garbage")  # a malformed announcement changes nothing
     assert admission.door("/load-a").slots == 4
+
+
+def test_a_request_head_must_arrive_whole_in_time(monkeypatch) -> None:
+    """In a real uvicorn (httptools, as Serve's proxy runs it): a request line and headers trickled past the
+    deadline get a JSON 408 and the connection closes; a head that arrives slowly but in time is served, and so
+    is the next request on the connection (each head has its own clock)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from harness.serving import http_guard
+
+    monkeypatch.setattr(http_guard, "HEAD_TIMEOUT_S", 0.6)
+    http_guard.bounded_request_heads()
+
+    async def app(scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, http="httptools", lifespan="off", log_level="error"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+
+    def exchange(pieces: list[bytes], gap_s: float) -> bytes:
+        with socket.create_connection(sock.getsockname(), timeout=5) as c:
+            got = b""
+            try:
+                for piece in pieces:
+                    c.sendall(piece)
+                    time.sleep(gap_s)
+                c.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # refused and closed under us: read what it answered
+            while chunk := c.recv(65536):
+                got += chunk
+            return got
+
+    head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: abcdefghij\r\n\r\n"
+    try:
+        late = exchange([head[k : k + 1] for k in range(len(head))], 0.05)  # ~2.4 s for the head
+        in_time = exchange([head[:20], head[20:]], 0.3)
+        two = exchange([head, head[:20], head[20:]], 0.3)  # 0.6 s for both heads, 0.3 s for each
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert late.startswith(b"HTTP/1.1 408 "), late
+    assert "did not arrive whole within 0.6 s" in json.loads(late.split(b"\r\n\r\n", 1)[1])["error"]
+    assert in_time.startswith(b"HTTP/1.1 200 ") and in_time.endswith(b"ok"), in_time
+    assert two.count(b"HTTP/1.1 200 ") == 2, two
+
+
+def test_a_service_names_itself_to_the_door_so_what_the_door_answers_is_counted_under_its_labels() -> None:
+    from harness.serving.http_guard import admit_header
+
+    admission = Admission()
+    told = admit_header("/load-a", 2, 0, 1.0, "load a", "edge")  # names are quoted: one field each
+    assert told.split()[4:] == ["load%20a", "edge"]
+    admission.learn(b"/load-a 2 0 1 load-a edge")
+    door = admission.door("/load-a/v1/score")
+    assert door.metrics.app == {"application": "load-a", "target": "edge"}
+    kept = door.metrics
+    admission.learn(b"/load-a 2 0 1 load-a edge")  # told again with every answer: the same object
+    assert door.metrics is kept
+    admission.learn(b"/load-a 2 0 1 load-a")  # half a name is malformed: nothing changes
+    assert door.metrics is kept and admission.door("/old/v1/score") is None
+    admission.learn(b"/old 2 0 1")  # a service that does not name itself still gets a door, uncounted
+    assert admission.door("/old/v1/score").metrics is None

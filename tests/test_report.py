@@ -78,7 +78,7 @@ def test_deltas_speedups_and_gate_per_int8_row() -> None:
     assert df.loc["ae.ov-int8", "speedup_vs_backend_fp32"] == pytest.approx(2.5)  # vs ae.ov-fp32
     assert df.loc["ae.ov-fp32", "speedup_vs_backend_fp32"] == 1
     assert math.isnan(df.loc["ae.ort-int8", "speedup_vs_backend_fp32"])  # no onnxruntime fp32 row
-    assert list(df.reset_index().columns) == [c.name for c in COLUMNS if not (c.target or c.anomaly_kinds)]  # every described column, in order (no targets or kinds here)
+    assert list(df.reset_index().columns) == [c.name for c in COLUMNS if not (c.target or c.anomaly_kinds or c.sla)]  # every described column, in order (no targets, kinds or SLA here)
 
 
 def test_gate_vs_backend_measures_what_the_precision_itself_buys() -> None:

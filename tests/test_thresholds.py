@@ -3,6 +3,8 @@ the streaming path decides exactly as the whole-stream path, and each flags what
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -136,6 +138,11 @@ def test_a_scoring_task_reports_the_honest_number_and_every_policy(synthetic_roo
     assert list(table["policy"]) == ["optimized", "fixed", "spot"]
     assert table.loc[1, "oracle_params"] in ("Fixed(value=0.5)", "Fixed(value=0.9)")
     assert all(0 <= f <= 1 for f in table["f1"])
+    scored = sum(f.n_rows - int(0.15 * f.n_rows) for f in corpus.files)  # probation: min(15%, 750) rows of 4032
+    for policy, rate in zip(score.policies, table["alerts_per_1k"][1:]):  # the alert rate an operator receives
+        assert policy.scored_rows == scored and 0 <= policy.alert_rows <= scored
+        assert rate == pytest.approx(1000.0 * policy.alert_rows / scored)
+    assert math.isnan(table.loc[0, "alerts_per_1k"])  # NAB's optimised threshold: not a policy the run applied
     for policy, shown in zip(score.policies, table["folds"][1:]):  # only the categories that ran another candidate
         differ = [f"{k}: {v}" for k, v in policy.folds.items() if v != policy.oracle_params]
         assert shown == ("; ".join(differ) or "same")

@@ -12,6 +12,9 @@ and knows nothing of what they compute.
   their units (a scoring task: one per file), so a long cell shows movement.
 - User detector packages (`py_modules`) and `HARNESS_CACHE` travel in the runtime environment the driver joins
   with, merged with a submitted job's own, so they reach the workers under `ray job submit` too.
+- Joining a cluster whose token this client does not have is one line (exit 2) before anything is written. While
+  a joined cluster runs tasks, its head is watched (`HeadWatch`): when it stops answering, the caller ends the
+  run cleanly instead of Ray's driver hanging 60 s in its GCS calls, deaf to signals, then killing the process.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import json
 import logging
 import os
 import signal
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -28,6 +33,7 @@ from harness.results.schema import NodeFacts, Status, TaskRecord
 from harness.tasks import RunContext, Task, execute, failed
 
 POLL_S = 0.5  # how often progress is read while tasks run
+HEAD_GRACE_S = 5.0  # a joined cluster's head that refuses connections this long is gone (HARNESS_HEAD_GRACE_S)
 
 
 def ray_environment(private: bool) -> str | None:
@@ -88,6 +94,101 @@ def check_address(address: str | None) -> None:
         raise InputError(f"expected host:port or auto, got {address!r}", field="--address") from None
     except OSError as exc:
         raise InputError(f"no Ray cluster answers at {address} ({exc.strerror or exc})", field="--address") from None
+
+
+def check_token(address: str, timeout_s: float = 5.0) -> None:
+    """Ask the cluster's GCS at `address` (host:port) once whether it accepts this process's token: a refusal is
+    one InputError line at once, where `ray.init` retries for 20 s and ends in two tracebacks. A GCS answers in
+    milliseconds; anything else (no answer within `timeout_s`, e.g. a port that is not Ray's, whose client
+    would wait 40 s; no such Ray API) is left to `ray.init`."""
+    from harness.errors import InputError
+
+    try:
+        import ray.exceptions
+        from ray._raylet import GcsClient  # what `ray start` itself probes the GCS with
+    except ImportError:
+        return
+    answer: list[BaseException | None] = []
+
+    def probe() -> None:
+        try:
+            GcsClient(address=address)
+            answer.append(None)
+        except BaseException as exc:  # noqa: BLE001 - judged below
+            answer.append(exc)
+
+    with _quiet_stderr():  # Ray's C++ client logs the refusal too: the line below says it once
+        asking = threading.Thread(target=probe, name="harness-token-probe", daemon=True)
+        asking.start()
+        asking.join(timeout_s)
+    if answer and isinstance(answer[0], ray.exceptions.AuthenticationError):
+        raise InputError(_refused(address), field="--address") from None
+
+
+def _refused(address: str) -> str:
+    return (f"the Ray cluster at {address} refused this client's token: set RAY_AUTH_MODE=token and the cluster's "
+            "token in RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH (a `harness cluster` topology: `harness cluster exec NAME "
+            "-- ...`; a launcher cluster: ~/.ray/harness_token; KubeRay: the harness-ray-token secret)")
+
+
+class _quiet_stderr:
+    """File descriptor 2 sent to /dev/null for a moment (C++ logging writes there, past Python's sys.stderr)."""
+
+    def __enter__(self) -> None:
+        import sys
+
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+
+    def __exit__(self, *exc: Any) -> None:
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+
+
+class HeadWatch:
+    """Watches a joined cluster's head (its GCS port) from a thread. When the head dies, Ray's driver blocks in its
+    GCS calls (signals unanswered) for `gcs_rpc_server_reconnect_timeout_s` (60 s), then Ray ends the process
+    itself, so the run's manifest would stay `running` and nothing would say what to do. After `grace_s` of
+    refused (or unanswered) connections, `on_lost(why)` is called in this thread: the caller records what it has
+    and exits. A head back within the grace (GCS fault tolerance) leaves the run alone."""
+
+    def __init__(self, address: str, on_lost: Callable[[str], None], grace_s: float | None = None):
+        host, _, port = address.rpartition(":")
+        self.where = (host.strip("[]"), int(port))
+        self.address, self.on_lost = address, on_lost
+        self.grace_s = grace_s if grace_s is not None else float(os.environ.get("HARNESS_HEAD_GRACE_S") or HEAD_GRACE_S)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="harness-head-watch", daemon=True)
+
+    def start(self) -> "HeadWatch":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def answers(self) -> bool:
+        import socket
+
+        try:
+            socket.create_connection(self.where, timeout=1.0).close()
+            return True
+        except OSError:
+            return False
+
+    def _watch(self) -> None:
+        since: float | None = None
+        while not self._stop.wait(0.5):
+            if self.answers():
+                since = None
+                continue
+            since = since if since is not None else time.monotonic()
+            if time.monotonic() - since >= self.grace_s and not self._stop.is_set():
+                self.on_lost(f"the Ray head at {self.address} is gone (its GCS refused connections for {self.grace_s:g} s)")
+                return
 
 
 def inside_ray_job() -> bool:
@@ -179,6 +280,8 @@ class RayRunner:
         self.metrics = metrics
         self._ray: Any = None
         self._token_folder: str | None = None
+        self._watch: HeadWatch | None = None
+        self._discovery: Any = None
 
     def __enter__(self) -> "RayRunner":
         self._token_folder = ray_environment(private=self.private)
@@ -192,18 +295,48 @@ class RayRunner:
         handler = signal.getsignal(signal.SIGTERM)
         try:
             if self.private:
-                ray.init(address="local", include_dashboard=False, **kwargs)
+                started = ray.init(address="local", include_dashboard=False, **kwargs)
+                from harness.execution.discovery import start_for_private_ray
+
+                # Prometheus finds the node's metrics agent as it does on a cluster (what Ray's dashboard writes)
+                self._discovery = start_for_private_ray(started.address_info["session_dir"])
             else:
                 if os.environ.get("HARNESS_NODE_IP"):  # several nodes share this host (harness cluster exec): Ray
                     kwargs["_node_ip_address"] = os.environ["HARNESS_NODE_IP"]  # would join the head's, not this
-                ray.init(address=self.address, **kwargs)
+                if self.address and "://" not in self.address and ":" in self.address:
+                    check_token(self.address)
+                self._join(kwargs)
         except BaseException:
             self._remove_token()
             raise
         signal.signal(signal.SIGTERM, handler)  # Ray's core installs a handler that dumps a stack and aborts
         return self
 
+    def _join(self, kwargs: dict[str, Any]) -> None:
+        """`ray.init` of the cluster at self.address; a refused token is one line (if the probe could not tell)."""
+        try:
+            self._ray.init(address=self.address, **kwargs)
+        except ConnectionError as exc:
+            if "InvalidAuthToken" in str(exc.__cause__ or ""):
+                from harness.errors import InputError
+
+                raise InputError(_refused(self.address or "auto"), field="--address") from None
+            raise
+
+    def watch_head(self, on_lost: Callable[[str], None]) -> HeadWatch | None:
+        """Call `on_lost(why)` (from a thread) if the joined cluster's head goes away while this runner is open,
+        until the watch returned is stopped; nothing (None) for a private Ray, which ends with this process."""
+        if self.private or self._ray is None:
+            return None
+        address = self._ray.get_runtime_context().gcs_address
+        self._watch = HeadWatch(address, on_lost).start()
+        return self._watch
+
     def __exit__(self, *exc) -> None:
+        if self._watch is not None:
+            self._watch.stop()
+        if self._discovery is not None:
+            self._discovery.stop()
         if self._ray is not None:
             self._ray.shutdown()
         self._remove_token()

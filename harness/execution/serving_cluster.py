@@ -171,7 +171,8 @@ class RayServing:
             killed = ray.remote(num_cpus=0, max_retries=0)(_kill_later).options(
                 scheduling_strategy=on(replica["node_id"])).remote(replica["pid"], start_at - time.time() + after_s)
         try:
-            states = self._wait(runs, gens, start_at + settings.warmup_s, service.config.variant.id, path)
+            states = self._wait(runs, gens, start_at + settings.warmup_s, service.config.variant.id, path,
+                                service.config.target)
         finally:
             for g in gens:
                 ray.kill(g)
@@ -182,7 +183,7 @@ class RayServing:
         killed_at = ray.get(killed) if killed is not None else None
         return outcome, svgs, killed_at
 
-    def _wait(self, runs: list, gens: list, window_at: float, cell: str, path: str) -> list[dict]:
+    def _wait(self, runs: list, gens: list, window_at: float, cell: str, path: str, target: str) -> list[dict]:
         """The generators' results; meanwhile, with metrics, each finished second of the measured window
         (starting at epoch `window_at`), merged over the generators."""
         import math
@@ -202,4 +203,5 @@ class RayServing:
                 reported = last
                 states = [s for s in ray.get([g.second.remote(last) for g in gens]) if s is not None]
                 if states:
-                    self.metrics.load_second(cell, path, *merged_second(states, QUANTILES))
+                    requests, events, errors, latency, shed = merged_second(states, QUANTILES)
+                    self.metrics.load_second(cell, path, requests, events, errors, latency, shed=shed, target=target)

@@ -59,9 +59,11 @@ class Comparison:
 
 
 def compare(folder_a: str | Path, folder_b: str | Path, threshold: float = 0.10, history: Path | None = None,
-            skip: tuple[str, ...] = ()) -> Comparison:
+            skip: tuple[str, ...] = (), match: dict[str, str] | None = None) -> Comparison:
     """`history`: the store whose earlier runs of the same scenario give each figure's run-to-run noise; `skip`:
-    glob patterns of figures left out (`seconds`, `p99_ms[*]`), for a sweep that should not alert on them."""
+    glob patterns of figures left out (`seconds`, `p99_ms[*]`), for a sweep that should not alert on them;
+    `match`: A's cell -> B's cell, for a build whose id changed (re-quantized, pruned): judged as one cell under
+    B's id, where by id alone it would be `missing` and `new`, and its loss never seen."""
     from harness.history.store import run_id, spread_between_runs
 
     manifest_a, results_a = RunFolder(folder_a).read_run()
@@ -72,10 +74,20 @@ def compare(folder_a: str | Path, folder_b: str | Path, threshold: float = 0.10,
     scenario = manifest_b.scenario.get("resolved", {}).get("name")
     between = spread_between_runs(history, scenario, {run_id(folder_b)})
     kept = lambda f: f.judged and not any(fnmatchcase(f.metric, p) for p in skip)  # noqa: E731
-    fa = {(f.cell, f.metric): f for f in figures(results_a) if kept(f)}
+    renamed = match or {}
+    for cells, side, run in ((renamed, "A", results_a), (renamed.values(), "B", results_b)):
+        ids = {r.cell.id for r in run}
+        missing = [c for c in cells if c not in ids]
+        if missing:
+            from harness.errors import InputError
+
+            raise InputError(f"run {side} has no cell {missing[0]!r}", folder_a if side == "A" else folder_b, "--match")
+    fa = {(renamed.get(f.cell, f.cell), f.metric): f for f in figures(results_a) if kept(f)}
     fb = {(f.cell, f.metric): f for f in figures(results_b) if kept(f)}
     for key in sorted(set(fa) | set(fb)):
-        out.verdicts.append(judge(fa.get(key), fb.get(key), threshold, same, between.get(key), out.same_code))
+        verdict = judge(fa.get(key), fb.get(key), threshold, same, between.get(key), out.same_code)
+        verdict.cell = key[0]  # B's id for a matched pair
+        out.verdicts.append(verdict)
     return out
 
 

@@ -53,7 +53,7 @@ def run_id(folder: str | Path) -> str:
 # SQLite's primary result codes for a file that is not (or no longer) a database: e.g. random bytes, or a store
 # truncated half-way. Other codes (busy, locked, disk full) are not the file's fault and stay exceptions.
 _UNREADABLE = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
-_AFTERWARDS = "move it aside, then index runs again with `harness history index RUN_DIR`"
+_AFTERWARDS = "rebuild it from the run folders with `harness history rebuild RESULTS_ROOT` (it keeps this file aside)"
 
 
 def exists(path: Path) -> bool:
@@ -167,3 +167,44 @@ def folder_of(path: Path, ref: str) -> Path:
         if row is not None:
             return Path(row["path"])
     raise InputError(f"neither a run folder nor a run id in {path}", field=ref)
+
+
+def rebuild(path: Path, root: str | Path) -> tuple[Path | None, list[str], list[str]]:
+    """A fresh store from every run folder under `root` (a folder holding a manifest.json), for a store that is
+    corrupt or lost: the run folders are the truth, the store only indexes them. The old file, and SQLite's
+    journal beside it (left there, it would be replayed into the new store), are kept aside as
+    `<name>.corrupt-<time>` (unreadable) or `<name>.old-<time>`. Returns (where the old store went, the run ids
+    indexed, the folders that could not be read, each with why)."""
+    from datetime import datetime, timezone
+
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError("not a folder: expected the folder your runs are written under, e.g. results", root)
+    folders = sorted({m.parent for m in root.rglob("manifest.json") if not any(p.startswith(".") for p in m.parts)})
+    aside = None
+    if exists(path):
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = path.with_name(f"{path.name}.{'old' if readable(path) else 'corrupt'}-{stamp}")
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            if Path(f"{path}{suffix}").exists():
+                os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+    indexed, skipped = [], []
+    for folder in folders:
+        try:
+            indexed.append(index_run(folder, path))
+        except InputError as exc:
+            skipped.append(str(exc))
+    return aside, indexed, skipped
+
+
+def readable(path: Path) -> bool:
+    """Whether SQLite finds `path`'s pages sound, opened as immutable: nothing is written to it, and a journal
+    beside it is neither replayed nor deleted (it is evidence, moved aside with it)."""
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True)
+        try:
+            return db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+        finally:
+            db.close()
+    except sqlite3.DatabaseError:
+        return False

@@ -232,13 +232,14 @@ class Recorder:
         }
 
 
-def merged_second(states: list[dict[str, Any]], quantiles: tuple[float, ...]) -> tuple[int, int, int, dict[float, float | None]]:
-    """Several generators' states of one second, merged: requests, events, errors, latency ms at each quantile."""
+def merged_second(states: list[dict[str, Any]], quantiles: tuple[float, ...]) -> tuple[int, int, int, dict[float, float | None], int]:
+    """Several generators' states of one second, merged: requests scored, events, errors, latency ms at each
+    quantile, requests shed."""
     total = Second()
     for state in states:
         total.add(Second.from_state(state))
     latency = {q: (_ms(total.latency, 100 * q) if total.requests else None) for q in quantiles}
-    return total.requests, total.events, total.errors, latency
+    return total.requests, total.events, total.errors, latency, total.shed
 
 
 def _percentiles(h: HdrHistogram) -> LatencyMs:

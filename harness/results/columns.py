@@ -16,6 +16,7 @@ from harness.scoring.profiles import REFERENCE_PROFILE
 
 Better = Literal["higher", "lower"] | None
 DETERMINISTIC = "none: deterministic (seeded; a rerun gives the same value)"
+VERDICT = "a verdict: any move is judged (PASS to FAIL regresses)"
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Column:
     target: bool = False  # shown only when the run has cells on targets
     anomaly_kinds: bool = False  # shown only when the corpus names its windows' anomaly kinds
     exact: bool = False  # printed with every digit (thresholds: 0.99999999999955 must not read as 1)
+    sla: bool = False  # shown only when the scenario has an `sla:` section (harness.sla)
 
 
 def _nab(profile: str) -> Callable[[CellResult], Any]:
@@ -115,6 +117,20 @@ COLUMNS: tuple[Column, ...] = (
     Column("gate", "int8/bf16/fp16 rows against the torch fp32 row: `PASS`, `FAIL: <why>`, or `n/a: <why>` (see below)", backend=True),
     Column("gate_vs_backend", "the same verdict with the speed measured against the fp32 row of the same runtime: what the "
            "precision itself buys", backend=True),
+    Column("sla", "the cell against the scenario's `sla:` objectives (docs/architecture.md#deployment-slas): `PASS`, "
+           "`FAIL: <objective> <measured> > <target>`, or `NOT MEASURED: <objective> (<why>)`", sla=True),
+    Column("sla_met", "the verdict as a figure the history judges: 1 PASS, 0 FAIL, empty NOT MEASURED", "", "higher", VERDICT, sla=True),
+    Column("sla_p95_ms", "p95 of the worst fixed-rate load run on the client's path (http, else handle), the replica-kill run "
+           "left out: judged by `p95_ms`", "ms", "lower", "load runs' per-second spread", sla=True),
+    Column("sla_events_per_s", "the highest goodput of a load run (fixed-rate or the peak's) that kept `p95_ms` and "
+           "`max_error_rate`: judged by `min_events_per_s`", "events/s", "higher", "load runs' per-second spread", sla=True),
+    Column("sla_error_rate", "(errors + shed + dropped) / requests due, worst fixed-rate run: judged by `max_error_rate`",
+           "", "lower", "load runs", sla=True),
+    Column("sla_recovery_s", "seconds from the replica kill to the end of the last second with errors or a p95 over "
+           "`load.slo_p95_ms`: judged by `max_recovery_s`", "s", "lower", "machine load", sla=True),
+    Column("sla_nab_standard_cv", "nab_standard_cv, judged by `min_nab_standard_cv`", "points", "higher", DETERMINISTIC, sla=True),
+    Column("sla_quantized_loss_pct", "-nab_standard_delta_pct: the NAB standard a build loses vs its model's torch fp32 "
+           "row, judged by `max_quantized_loss_pct`", "%", "lower", DETERMINISTIC, sla=True),
     Column("scoring_eps", "records the scoring task got through per second on its node: corpus rows / detection time "
            "(training, likelihood and inference included; no backend needed)", "events/s", "higher", "machine load",
            lambda r: r.score.rows / r.score.detect_s if r.score and r.score.detect_s else None),
@@ -127,9 +143,10 @@ COLUMNS: tuple[Column, ...] = (
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 
 
-def columns(with_backends: bool, with_targets: bool = False, with_anomaly_kinds: bool = False) -> list[Column]:
+def columns(with_backends: bool, with_targets: bool = False, with_anomaly_kinds: bool = False,
+            with_sla: bool = False) -> list[Column]:
     return [c for c in COLUMNS if (with_backends or not c.backend) and (with_targets or not c.target)
-            and (with_anomaly_kinds or not c.anomaly_kinds)]
+            and (with_anomaly_kinds or not c.anomaly_kinds) and (with_sla or not c.sla)]
 
 
 # --- the serving table (serving.csv): one row per load run of a served variant ---------------------------------
@@ -221,6 +238,9 @@ POLICY_COLUMNS: tuple[Column, ...] = (
     Column("latency_mean_s", "mean seconds from a window's first row to its first alert", "s", "lower", DETERMINISTIC,
            lambda x: x[1]["latency_mean_s"]),
     Column("fp_events", "false-positive alert events", "events", "lower", DETERMINISTIC, lambda x: x[1]["fp_events"]),
+    Column("alerts_per_1k", "records the oracle candidate alerts on, per 1,000 scored records: the alert rate an operator "
+           "receives (an alert storm: docs/playbooks/runs.md)", "per 1k events", "lower", DETERMINISTIC,
+           lambda x: 1000.0 * x[1]["alert_rows"] / x[1]["scored_rows"] if x[1].get("alert_rows") is not None and x[1].get("scored_rows") else None),
     Column("folds", "the categories whose candidate (chosen on the other categories) differs from the oracle's; `same` "
            "when none does", value=lambda x: "; ".join(f"{k}: {v}" for k, v in x[1]["folds"].items() if v != x[1]["oracle_params"]) or "same"),
 )

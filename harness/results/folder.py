@@ -282,6 +282,13 @@ class RunFolder:
         write_text(self.root / "review" / "feedback.md", markdown)
         return self.root / "review" / "feedback.md"
 
+    def read_feedback(self) -> list[dict[str, str]] | None:
+        """`harness feedback evaluate`'s last table, as CSV rows (None: it has not been run)."""
+        import csv
+
+        path = self.root / "review" / "feedback.csv"
+        return list(csv.DictReader(path.read_text().splitlines())) if path.is_file() else None
+
     def write_labelstudio(self, tasks: list, config: str) -> tuple[Path, Path]:
         paths = self.root / "review" / "labelstudio-tasks.json", self.root / "review" / "labelstudio-config.xml"
         write_json(paths[0], tasks)

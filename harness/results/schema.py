@@ -73,6 +73,13 @@ class PolicyFigures(_Record):
     latency_mean_s: float
     fp_events: int
     seconds: float  # applying and scoring every candidate
+    alert_rows: int | None = None  # scored records the oracle candidate alerted on (None: a result from before it was kept)
+    scored_rows: int | None = None  # records after each file's probation: what alert_rows is out of
+
+    @property
+    def alerts_per_1k(self) -> float | None:
+        """Alerts per 1,000 scored events: what an operator receives, whatever NAB makes of them (an alert storm)."""
+        return 1000.0 * self.alert_rows / self.scored_rows if self.alert_rows is not None and self.scored_rows else None
 
 
 class ScoreResult(_Record):

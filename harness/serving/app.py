@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -29,8 +30,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from harness.serving.api import JSON, Answer, EventBatch, RequestError, check_size, decode, encode_answer
-from harness.serving.http_guard import ADMIT_HEADER, ClientGone, declared_length, error_body, read_body
+from harness.serving.http_guard import ADMIT_HEADER, ClientGone, admit_header, declared_length, error_body, read_body
 from harness.serving.config import ServiceConfig, shard_of
+from harness.serving.metrics import HANDLE_ROUTE, ServiceMetrics, for_replica, route_of
 from harness.serving.streams import Scored
 from harness.tokens import bearer_matches
 
@@ -42,9 +44,9 @@ def _error(status: int, message: str) -> tuple[int, bytes, str]:
 class Streams:
     """The state of the streams of one shard, and their scoring, `max_batch_size` requests at a time."""
 
-    def __init__(self, cfg: ServiceConfig, shard: int):
+    def __init__(self, cfg: ServiceConfig, shard: int, metrics: ServiceMetrics | None = None):
         s = cfg.serve
-        self.shard = shard
+        self.shard, self.metrics = shard, metrics
         self.training = ThreadPoolExecutor(1, thread_name_prefix=f"training-{shard}")
         self.table = cfg.stream_table(self.training)
         self._batched.set_max_batch_size(s.max_batch_size)
@@ -77,6 +79,8 @@ class Streams:
             together = self.table.score(EventBatch.concat([batches[i] for i in accepted]))
             for i, part in zip(accepted, _split(together, [batches[i] for i in accepted])):
                 results[i] = part
+        if self.metrics is not None:
+            self.metrics.streams(self.shard, self.table)  # per batch, at most every few seconds
         return results
 
     def status(self) -> dict:
@@ -120,7 +124,8 @@ class StreamShard(Streams):
     """One shard of a sharded service: the streams that hash to it."""
 
     def __init__(self, config: dict[str, Any], shard: int):
-        super().__init__(ServiceConfig.model_validate(config), shard)
+        cfg = ServiceConfig.model_validate(config)
+        super().__init__(cfg, shard, _started(cfg))
 
 
 @serve.deployment
@@ -134,20 +139,28 @@ class ScoreIngress:
         self.token = self.config.api_token
         self.admission: dict[str, str] = {}  # what the HTTP front is told to admit (harness.serving.http_guard)
         self.shards = shards
-        self.local = None if shards else Streams(self.config, 0)
+        self.metrics = _started(self.config)
+        self.local = None if shards else Streams(self.config, 0, self.metrics)
 
     async def __call__(self, request: Request) -> Response:
+        started = time.perf_counter()
+        response, events = await self._respond(request)
+        self.metrics.answered(route_of(request.url.path), response.status_code, started, events)
+        return response
+
+    async def _respond(self, request: Request) -> tuple[Response, int]:
+        """The answer to an HTTP request, and the events it scored."""
         if not self.admission:  # the route is known once a request has come (Serve mounts the app there)
-            s = self.config.serve
-            self.admission = {ADMIT_HEADER: f"{request.scope.get('root_path') or '/'} {s.admitted} "
-                                            f"{s.max_queued_requests} {s.retry_after_s:g}"}
+            s, m = self.config.serve, self.metrics.app
+            self.admission = {ADMIT_HEADER: admit_header(request.scope.get('root_path') or '/', s.admitted,
+                                                         s.max_queued_requests, s.retry_after_s, m["application"], m["target"])}
         if self.token is not None and not bearer_matches(request.headers.get("authorization"), self.token):
             return Response(error_body("missing or wrong API token: send the header Authorization: Bearer <token>"),
-                            status_code=401, media_type=JSON, headers={"WWW-Authenticate": "Bearer", **self.admission})
+                            status_code=401, media_type=JSON, headers={"WWW-Authenticate": "Bearer", **self.admission}), 0
         path = request.url.path.rstrip("/")
         if path.endswith("/v1/status") and request.method == "GET":
-            return Response(json.dumps(await self.status()), media_type=JSON, headers=self.admission)
-        headers = None
+            return Response(json.dumps(await self.status()), media_type=JSON, headers=self.admission), 0
+        headers, events = None, 0
         if not path.endswith("/v1/score"):
             status, body, kind = _error(404, f"no route {request.method} {request.url.path} (POST /v1/score, GET /v1/status)")
         elif request.method != "POST":
@@ -159,26 +172,34 @@ class ScoreIngress:
                 status, body, kind = _error(exc.status, exc.message)
                 headers = {"Connection": "close"}  # the rest of the body is left unread
             except ClientGone:
-                return Response(status_code=499)
+                return Response(status_code=499), 0
             else:
-                status, body, kind = await self.handle_body(raw, request.headers.get("content-type"))
-        return Response(body, status_code=status, media_type=kind, headers={**self.admission, **(headers or {})})
+                status, body, kind, events = await self._answer(raw, request.headers.get("content-type"))
+        return Response(body, status_code=status, media_type=kind, headers={**self.admission, **(headers or {})}), events
 
     async def handle_body(self, body: bytes, content_type: str | None) -> tuple[int, bytes, str]:
-        """(status, body, content type) of the answer to one request body."""
+        """(status, body, content type) of the answer to one request body: for callers inside the cluster
+        (a DeploymentHandle), counted under route `handle`."""
+        started = time.perf_counter()
+        status, answer, kind, events = await self._answer(body, content_type)
+        self.metrics.answered(HANDLE_ROUTE, status, started, events)
+        return status, answer, kind
+
+    async def _answer(self, body: bytes, content_type: str | None) -> tuple[int, bytes, str, int]:
+        """(status, body, content type, events scored) of the answer to one request body."""
         s = self.config.serve
         try:
             batch = decode(body, content_type)
             check_size(batch, s.max_events_per_request, s.max_streams_per_request)
             answer = await self._score(batch)
         except RequestError as exc:
-            return _error(exc.status, exc.message)
+            return (*_error(exc.status, exc.message), 0)
         except Exception as exc:  # noqa: BLE001 - a shard that died or failed: the whole request fails, loudly
             first = str(exc).splitlines()[0] if str(exc) else ""
-            return _error(503, f"scoring failed ({type(exc).__name__}: {first}); no scores are returned, though with "
-                               "several shards those that answered have scored their events")
+            return (*_error(503, f"scoring failed ({type(exc).__name__}: {first}); no scores are returned, though with "
+                                 "several shards those that answered have scored their events"), 0)
         kind = (content_type or JSON).split(";")[0].strip().lower()
-        return 200, encode_answer(answer, kind), kind
+        return 200, encode_answer(answer, kind), kind, len(batch)
 
     async def _score(self, batch: EventBatch) -> Answer:
         if self.local is not None:
@@ -203,6 +224,13 @@ class ScoreIngress:
             return {"variant": self.config.variant.id, "shards": [self.local.status()]}
         shards = await asyncio.gather(*(s.status.remote() for s in self.shards))
         return {"variant": self.config.variant.id, "shards": list(shards)}
+
+
+def _started(cfg: ServiceConfig) -> ServiceMetrics:
+    """This replica's metrics, its start counted (a restarted replica counts again)."""
+    metrics = for_replica(cfg.target)
+    metrics.replica_started(serve.get_replica_context().deployment)
+    return metrics
 
 
 def _raise_refused(answer: Answer | RequestError) -> Answer:

@@ -117,6 +117,8 @@ class ServiceConfig(BaseModel):
     probation_percent: float = Field(0.15, ge=0.0, lt=1.0)
     labels: dict[str, str] = Field(default_factory=dict, description="node labels every replica's node has (its "
                                    "target's); none: wherever Ray puts them")
+    target: str = Field("local", description="the scenario target the service runs on (`local`: none), the `target` "
+                        "label of its metrics (harness.serving.metrics)")
     api_token: str | None = Field(None, repr=False, description="the token of serve.token_file (read by the "
                                   "driver, so the replicas need not see the file)")
 

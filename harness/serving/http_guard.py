@@ -3,7 +3,7 @@
 - bodies are read whole, bounded in size (chunked ones too) and in time, before any replica is involved;
 - requests are admitted as the service says (`Admission`): the rest wait their turn here, or are shed at once
   with 503 + Retry-After, instead of queueing in Serve's router;
-- request heads are bounded (431) and every error is JSON, uvicorn's own parse errors included.
+- request heads are bounded in size (431) and in time (408), and every error is JSON, uvicorn's own parse errors included.
 
 Why in front. Ray Serve hands a request to a replica as soon as its headers arrive, and the replica then pulls
 the body; a client that sends a large Content-Length and then a byte a second holds one of the replica's
@@ -30,6 +30,7 @@ from collections import deque
 from typing import Any, Awaitable, Callable
 
 from harness.serving.api import BODY_TIMEOUT_S, JSON, MAX_BODY_BYTES, RequestError
+from harness.serving.metrics import ServiceMetrics, route_of
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -37,7 +38,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 IMPORT_PATH = "harness.serving.http_guard:middlewares"
-ADMIT_HEADER = "x-harness-admit"  # "<route> <slots> <queue> <retry-after s>": what a service tells the guard
+ADMIT_HEADER = "x-harness-admit"  # "<route> <slots> <queue> <retry-after s> [<application> <target>]": what a
+# service tells the guard (admit_header); application and target (URL-quoted) label what the guard counts
 MAX_ROUTES = 1024  # services (route prefixes) whose admission a guard remembers
 
 
@@ -132,14 +134,20 @@ class BodyGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        path = scope.get("path", "")
         try:
             body = await read_body(receive, declared_length(scope), self.max_bytes, self.timeout_s)
         except RequestError as exc:
+            door = self.admission.door(path)
+            if door is not None and door.metrics is not None:
+                door.metrics.answered(route_of(path), exc.status)
             return await send_error(send, exc.status, exc.message, receive)
         except ClientGone:
             return None
-        door = self.admission.door(scope.get("path", ""))
+        door = self.admission.door(path)
         if door is not None and not await door.enter():
+            if door.metrics is not None:
+                door.metrics.shed(route_of(path))
             return await send_error(send, 503, "the service is at capacity: retry after the Retry-After seconds",
                                     headers=[(b"retry-after", door.retry_after.encode())])
         try:
@@ -163,10 +171,12 @@ class BodyGuard:
 
 class Door:
     """One service's admission at this proxy: `slots` requests pass at once; up to `queue` more wait here, in
-    order, for one of them (a wait that costs nothing: no retries); any more are shed with `retry_after`."""
+    order, for one of them (a wait that costs nothing: no retries); any more are shed with `retry_after`.
+    `metrics`: where what the door answers itself is counted (None: the service did not say who it is)."""
 
-    def __init__(self, slots: int, queue: int, retry_after: str):
-        self.slots, self.queue, self.retry_after = slots, queue, retry_after
+    def __init__(self, slots: int, queue: int, retry_after: str, metrics: ServiceMetrics | None = None):
+        self.slots, self.queue, self.retry_after, self.metrics = slots, queue, retry_after, metrics
+        self.who: tuple[str, ...] = ()  # the application and target the metrics are labelled with, as told
         self.busy = 0
         self.waiting: deque[asyncio.Future] = deque()
 
@@ -231,17 +241,32 @@ class Admission:
         return wrapped
 
     def learn(self, told: bytes) -> None:
-        """From "<route> <slots> <queue> <retry-after s>"; a malformed announcement changes nothing."""
+        """From ADMIT_HEADER's value (admit_header); a malformed announcement changes nothing."""
+        from urllib.parse import unquote
+
         try:
-            route, slots, queue, retry_after = told.decode().split()
+            route, slots, queue, retry_after, *who = told.decode().split()
             settings = (int(slots), int(queue), str(max(1, math.ceil(float(retry_after)))))  # whole seconds
+            if len(who) not in (0, 2):
+                raise ValueError(who)
         except ValueError:
             return
         known = self.doors.get(route)
         if known is not None:
             known.slots, known.queue, known.retry_after = settings
         elif len(self.doors) < MAX_ROUTES:
-            self.doors[route] = Door(*settings)
+            self.doors[route] = known = Door(*settings)
+        else:
+            return
+        if who and tuple(who) != known.who:  # told on every answer: compared as told, made once
+            known.who, known.metrics = tuple(who), ServiceMetrics(unquote(who[0]), unquote(who[1]))
+
+
+def admit_header(route: str, slots: int, queue: int, retry_after_s: float, application: str, target: str) -> str:
+    """ADMIT_HEADER's value: what the guard is to admit for the service at `route`, and who the service is."""
+    from urllib.parse import quote
+
+    return f"{route} {slots} {queue} {retry_after_s:g} {quote(application, safe='')} {quote(target, safe='')}"
 
 
 def as_json_errors(send: Send) -> Send:
@@ -291,12 +316,15 @@ def json_parse_errors() -> None:
 
 
 MAX_HEAD_BYTES = 64 * 1024  # a request line and headers longer than this are refused (431)
+HEAD_TIMEOUT_S = 10.0  # ...and a request line and headers not whole this long after their first byte (408)
 
 
 def bounded_request_heads(max_bytes: int = MAX_HEAD_BYTES) -> None:
-    """Make uvicorn's httptools protocol refuse a request whose line and headers exceed `max_bytes` (431, JSON):
-    the parser keeps an unfinished header or URL in memory whole, so one connection sending an endless header
-    grew the proxy by 270 MB for 200 MB sent. Counted per request, from its first byte to its headers' end."""
+    """Make uvicorn's httptools protocol refuse a request whose line and headers exceed `max_bytes` (431, JSON), or
+    are not whole within HEAD_TIMEOUT_S of their first byte (408, JSON): the parser keeps an unfinished header or
+    URL in memory whole, so one connection sending an endless header grew the proxy by 270 MB for 200 MB sent,
+    and uvicorn has no deadline for a head (a client sending it a byte a second held its connection for as long
+    as it liked: tests/chaos/test_serving_chaos.py). Counted per request, from its first byte to its headers' end."""
     from uvicorn.protocols.http import httptools_impl
 
     protocol = httptools_impl.HttpToolsProtocol
@@ -307,6 +335,9 @@ def bounded_request_heads(max_bytes: int = MAX_HEAD_BYTES) -> None:
 
     def on_headers_complete(self) -> None:
         self._harness_in_body = True
+        timer = getattr(self, "_harness_timer", None)
+        if timer is not None:
+            timer.cancel()
         headers_complete(self)
 
     def on_message_complete(self) -> None:
@@ -317,24 +348,41 @@ def bounded_request_heads(max_bytes: int = MAX_HEAD_BYTES) -> None:
         if getattr(self, "_harness_refused", False):
             return  # answered already: what the client still sends is dropped until the connection closes
         if not getattr(self, "_harness_in_body", False):
+            if not getattr(self, "_harness_head", 0) and data:  # a request's first byte: its head's clock starts
+                self._harness_timer = asyncio.get_running_loop().call_later(HEAD_TIMEOUT_S, _head_late, self)
             self._harness_head = getattr(self, "_harness_head", 0) + len(data)
         data_received(self, data)
         if (not getattr(self, "_harness_in_body", False) and self._harness_head > max_bytes
                 and not self.transport.is_closing()):
-            body = error_body(f"the request line and headers exceed {max_bytes} bytes")
-            self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: " + JSON.encode()
-                                 + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
-                                 + body)
-            # closing now, with the client's data unread, would reset the connection and lose the answer: end the
-            # sending side, drop what still arrives, and close after LINGER_S
-            self._harness_refused = True
-            if self.transport.can_write_eof():
-                self.transport.write_eof()
-            asyncio.get_running_loop().call_later(LINGER_S, self.transport.close)
+            _refuse_head(self, "431 Request Header Fields Too Large", f"the request line and headers exceed {max_bytes} bytes")
 
     protocol.data_received, protocol.on_headers_complete, protocol.on_message_complete = (
         bounded, on_headers_complete, on_message_complete)
     protocol._harness_bounded = True
+
+
+def _head_late(proto: Any) -> None:
+    """The head's deadline passed: refuse it, unless its headers arrived (or the connection went) meanwhile."""
+    if not getattr(proto, "_harness_in_body", False) and not getattr(proto, "_harness_refused", False) \
+            and not proto.transport.is_closing():
+        _refuse_head(proto, "408 Request Timeout",
+                     f"the request line and headers did not arrive whole within {HEAD_TIMEOUT_S:g} s")
+
+
+def _refuse_head(proto: Any, status: str, message: str) -> None:
+    """Answer a request whose head is refused (JSON) and close: closing now, with the client's data unread, would
+    reset the connection and lose the answer, so end the sending side, drop what still arrives, close after
+    LINGER_S."""
+    timer = getattr(proto, "_harness_timer", None)
+    if timer is not None:
+        timer.cancel()
+    body = error_body(message)
+    proto.transport.write(f"HTTP/1.1 {status}\r\ncontent-type: {JSON}\r\ncontent-length: {len(body)}\r\n"
+                          "connection: close\r\n\r\n".encode() + body)
+    proto._harness_refused = True
+    if proto.transport.can_write_eof():
+        proto.transport.write_eof()
+    asyncio.get_running_loop().call_later(LINGER_S, proto.transport.close)
 
 
 def middlewares() -> list:

@@ -101,8 +101,11 @@ def policy_figures(spec: PolicySpec, ctx: RunContext, scores: list[np.ndarray]) 
     reference = next(p for p in ctx.profiles if p.name == REFERENCE_PROFILE)
     cv = cross_validate_policy(ctx.corpus.files, scores, candidates, reference, ctx.corpus.label_windows, ctx.probation_percent)
     best = next(c for c in candidates if repr(c) == cv.oracle_policy)
-    at = score_alerts(ctx.corpus.files, alerts(best, ctx.corpus.files, scores), ctx.profiles, ctx.corpus.label_windows,
-                      ctx.probation_percent).detection[REFERENCE_PROFILE]
+    alerted = alerts(best, ctx.corpus.files, scores)
+    at = score_alerts(ctx.corpus.files, alerted, ctx.profiles, ctx.corpus.label_windows, ctx.probation_percent).detection[REFERENCE_PROFILE]
+    first = [probation_rows(f.n_rows, ctx.probation_percent) for f in ctx.corpus.files]
     return PolicyFigures(policy=spec.type, oracle_params=cv.oracle_policy, nab_standard=cv.oracle, nab_standard_cv=cv.cross_validated,
                          folds=cv.folds, f1=at.f1, precision=at.precision, recall=at.recall, latency_mean_s=at.latency_mean_s,
-                         fp_events=at.fp_events, seconds=time.perf_counter() - started)
+                         fp_events=at.fp_events, seconds=time.perf_counter() - started,
+                         alert_rows=int(sum(a[p:].sum() for a, p in zip(alerted, first))),
+                         scored_rows=int(sum(f.n_rows - p for f, p in zip(ctx.corpus.files, first))))

@@ -15,6 +15,7 @@ from harness.topology import cgroups
 from harness.topology.state import NodeState, TopologyState
 
 GCS_PORT = 6379
+METRICS_EXPORT_PORT = 8080  # every node's metrics agent (Ray's, Serve's and the service's metrics), on its own address
 JOIN_TIMEOUT_S = 90
 STARTED = "Ray runtime started"  # `ray start` prints it once the node is registered with the GCS: it has joined
 
@@ -34,11 +35,12 @@ def start_ray(state: TopologyState, node: NodeState) -> subprocess.Popen:
     of the node inherits them). Returns at once: `wait_started` waits for it."""
     labels = ",".join(f"{k}={v}" for k, v in node.labels.items())
     args = ["ray", "start", "--block", "--disable-usage-stats", f"--node-ip-address={node.ip}", f"--num-cpus={node.cpus:g}",
-            f"--temp-dir={state.temp_root}/{node.name}"]
+            f"--temp-dir={state.temp_root}/{node.name}", f"--metrics-export-port={METRICS_EXPORT_PORT}"]
     args += [f"--labels={labels}"] if labels else []
     args += [f"--memory={node.memory_bytes}"] if node.memory_bytes else []
-    if node.head:  # the dashboard's API server still runs (jobs, state API), on the head namespace's loopback only
-        args += ["--head", f"--port={GCS_PORT}", "--include-dashboard=false", "--dashboard-host=127.0.0.1"]
+    if node.head:  # the dashboard, on the head namespace's loopback only: its reporter module writes Prometheus'
+        # service-discovery file (<temp dir>/prom_metrics_service_discovery.json, every node's metrics agent)
+        args += ["--head", f"--port={GCS_PORT}", "--include-dashboard=true", "--dashboard-host=127.0.0.1"]
     else:
         args += [f"--address={state.head_address}"]
     prefix, extra = cgroups.wrapper(node.cgroup, node.controllers)

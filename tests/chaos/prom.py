@@ -84,9 +84,11 @@ class Prometheus:
                 "rule_files": [str(rules / "*.yml")], "scrape_configs": jobs}
 
     def __enter__(self) -> "Prometheus":
+        from tests.conftest import REQUIREMENTS, require
+
+        met, reason = REQUIREMENTS["needs_prometheus"]
+        require(met(), reason)  # skipped without it, failed under CI=true
         prometheus = shutil.which("prometheus")
-        if prometheus is None:
-            raise RuntimeError("prometheus not on PATH (apt-get install prometheus)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(self.config(), sort_keys=False))
         log = open(self.workdir / "prometheus.log", "w")

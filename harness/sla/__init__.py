@@ -1,0 +1,1 @@
+"""Deployment SLAs as data: `spec` (what a scenario promises) and `verdict` (each cell judged against it)."""
