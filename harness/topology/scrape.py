@@ -1,9 +1,9 @@
-"""Where Prometheus scrapes a local topology's Ray metrics: each node's metrics export port (Ray picks a free one at
-every start, and writes it under the node's temp dir), labelled with the node's name and its Ray labels (`tier`),
-so alert rules can say "the edge" (clusters/monitoring/alerts/edge.yml). Ray's own service-discovery file has the
-addresses but no labels, and only a head with the dashboard writes it.
+"""Where Prometheus scrapes a local topology's Ray metrics: each node's metrics export port (as Ray wrote it under
+the node's temp dir at its start), labelled with the node's name and its Ray labels (`tier`), so alert rules can
+say "the edge" (clusters/monitoring/alerts/edge.yml). Ray's own service-discovery file has the addresses but no
+labels.
 
-    harness cluster targets local-cloud-edge --out /tmp/harness-nodes.json   # a file_sd_configs file
+    harness cluster targets local-cloud-edge --out /tmp/harness-nodes.json   # job ray-nodes' file_sd_configs
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from harness.topology.state import NodeState, TopologyState
 
 def metrics_port(state: TopologyState, node: NodeState) -> int | None:
     """The node's current metrics export port: the newest `metrics_export_port_<node id>` of its session (a
-    restarted node is a new Ray node with a new file); None before Ray wrote it."""
+    restarted node is a new Ray node, with a file of its own); None before Ray wrote it."""
     files = sorted(Path(state.temp_root, node.name, "session_latest").glob("metrics_export_port_*"),
                    key=lambda p: p.stat().st_mtime)
     for path in reversed(files):
