@@ -98,8 +98,8 @@ class Edge:
             time.sleep(1.0)
 
     def seconds(self, since: float, until: float | None = None) -> dict[float, bool]:
-        """Each second's scrape from `since` (to `until`, else now): whether >= 90% of the rate was answered with
-        p95 within the SLO."""
+        """Each second's scrape from `since` (to `until`, else now): whether >= 80% of the rate was answered with
+        p95 within the SLO (a whole second of a steady load counts one request more or less at its edges)."""
         def series(expr: str) -> dict[float, float]:
             got = json.loads(self.prom.get("/api/v1/query_range", query=expr, start=f"{since:.3f}",
                                            end=f"{until or time.time():.3f}", step="1"))["data"]["result"]
@@ -107,13 +107,13 @@ class Edge:
 
         p95 = series(f'harness_load_latency_ms{{cell="{CELL}",quantile="0.95"}}')
         rps = series(f'harness_load_achieved_rps{{cell="{CELL}"}}')
-        return {t: rps[t] >= 0.9 * RATE and p95.get(t, 1e9) <= SLO_MS for t in sorted(rps)}
+        return {t: rps[t] >= 0.8 * RATE and p95.get(t, 1e9) <= SLO_MS for t in sorted(rps)}
 
     def first_good_second(self, since: float) -> float | None:
         """The first scrape after `since` whose second was within the SLO."""
         return next((t for t, ok in self.seconds(since).items() if ok and t > since), None)
 
-    def steady(self, *quiet: str, timeout_s: float = 60) -> None:
+    def steady(self, *quiet: str, timeout_s: float = 90) -> None:
         """Before a fault: the client's last 3 seconds within the SLO and none of the `quiet` alerts firing (on a
         machine shared with other work, the edge's one core can miss its SLO with no fault of ours: then the test
         cannot tell its fault's signal from that, and fails saying so)."""
