@@ -162,8 +162,12 @@ def test_a_failed_warm_up_fails_the_task_before_any_load() -> None:
     assert len(cluster.posted) == 1  # the first answer ends it
 
 
-@pytest.mark.parametrize("seconds,expected", [([(1, 0, 10.0), (2, 0, 900.0), (3, 2, 10.0), (4, 0, 10.0)], 2.0), ([(1, 0, 10.0)], 0.0)])
-def test_fault_recovery_runs_to_the_last_bad_second(seconds, expected) -> None:
+@pytest.mark.parametrize("seconds,expected,recovered", [
+    ([(1, 0, 10.0), (2, 0, 900.0), (3, 2, 10.0), (4, 0, 10.0)], 2.0, True),
+    ([(1, 0, 10.0)], 0.0, True),
+    ([(1, 0, 10.0), (2, 0, 900.0), (3, 2, 10.0)], 2.0, False),  # still failing in the run's last second: a lower bound
+])
+def test_fault_recovery_runs_to_the_last_bad_second(seconds, expected, recovered) -> None:
     from harness.load import LoadSummary, SecondStats
     from harness.load.summary import LatencyMs
 
@@ -172,6 +176,7 @@ def test_fault_recovery_runs_to_the_last_bad_second(seconds, expected) -> None:
                     per_second=[SecondStats(t=t, rps=1, eps=1, errors=e, p95_ms=p) for t, e, p in seconds])
     fault = _fault(s, {"deployment": "StreamShard-0"}, 2.0, 123.0, slo_p95_ms=100)
     assert fault.recovery_s == expected and fault.killed and fault.replica == "StreamShard-0"
+    assert fault.recovered is recovered
 
 
 def test_fault_recovery_counts_seconds_that_shed() -> None:

@@ -73,7 +73,7 @@ ALL_LOAD = {"p95_ms": 100, "min_events_per_s": 19000, "max_error_rate": 0.01, "m
 
 def test_the_replica_kill_run_is_judged_by_recovery_not_by_p95_or_errors() -> None:
     r = _served([_summary(900.0, 18000, errors=3), _summary(40.0, 20000)], peak=_summary(95.0, 48000), fault=KILL, sla=ALL_LOAD)
-    j = judge(r, r.cell.sla, None)
+    j = judge(r, r.cell.sla)
     assert j.verdict == "PASS", j
     assert j.figures == {"sla_p95_ms": 40.0, "sla_events_per_s": 48000.0, "sla_error_rate": 0.0, "sla_recovery_s": 4.0}
     assert j.held == dict.fromkeys(["p95_ms", "min_events_per_s", "max_error_rate", "max_recovery_s"], True)
@@ -82,19 +82,27 @@ def test_the_replica_kill_run_is_judged_by_recovery_not_by_p95_or_errors() -> No
 def test_every_missed_objective_is_named_with_measured_vs_target() -> None:
     slow = _served([_summary(40.0, 20000), _summary(180.0, 20000, errors=10)], peak=None,
                    fault=KILL.model_copy(update={"recovery_s": 30.0}), sla=ALL_LOAD)
-    j = judge(slow, slow.cell.sla, None)
+    j = judge(slow, slow.cell.sla)
     assert j.verdict == "FAIL: p95_ms 180 ms > 100; min_events_per_s 0 events/s < 19,000; max_error_rate 0.05 > 0.01; max_recovery_s 30 s > 10", j.verdict
     assert j.held["max_recovery_s"] is False and j.figures["sla_events_per_s"] == 0.0  # no run kept both objectives
 
 
+def test_a_recovery_still_going_when_the_run_ended_cannot_pass() -> None:
+    unfinished = _served([_summary(40.0, 20000), _summary(40.0, 20000)], fault=KILL.model_copy(update={"recovered": False}),
+                         sla={"max_recovery_s": 30})
+    j = judge(unfinished, unfinished.cell.sla)
+    assert j.verdict == "FAIL: max_recovery_s >= 4 s (still failing when the run ended; target 30)", j.verdict
+    assert j.held == {"max_recovery_s": False} and j.figures == {"sla_recovery_s": 4.0}
+
+
 def test_what_was_not_measured_says_why() -> None:
     no_kill = _served([_summary(40.0, 20000)], sla={"p95_ms": 100, "max_recovery_s": 10, "min_nab_standard_cv": 0})
-    j = judge(no_kill, no_kill.cell.sla, None)
+    j = judge(no_kill, no_kill.cell.sla)
     assert j.verdict == ("NOT MEASURED: max_recovery_s (no replica kill (set load.kill_replica_at_s)); "
                          "min_nab_standard_cv (the scoring task did not finish)"), j.verdict
     assert j.held == {"p95_ms": True, "max_recovery_s": None, "min_nab_standard_cv": None}
     only_kill = _served([_summary(40.0, 20000)], fault=KILL, sla={"p95_ms": 100})
-    assert judge(only_kill, only_kill.cell.sla, None).verdict.startswith("NOT MEASURED: p95_ms (no fixed-rate load run besides")
+    assert judge(only_kill, only_kill.cell.sla).verdict.startswith("NOT MEASURED: p95_ms (no fixed-rate load run besides")
 
 
 def test_quantized_loss_applies_to_builds_not_to_their_reference() -> None:
@@ -107,6 +115,9 @@ def test_quantized_loss_applies_to_builds_not_to_their_reference() -> None:
     assert math.isnan(df["sla_met"][0]) and list(df["sla_met"][1:]) == [0.0, 1.0]
     assert df["sla_quantized_loss_pct"][2] == 0.0 and not math.copysign(1, df["sla_quantized_loss_pct"][2]) < 0  # 0, not -0
     assert failed(df) == ["ae.onnxruntime-int8"]
+    # without a torch fp32 row, a build is judged against its own runtime's fp32 row, which is then the reference
+    ort = build_table(rows[1:])
+    assert list(ort["sla"]) == ["FAIL: max_quantized_loss_pct 8 % > 5", ""] and ort["sla_quantized_loss_pct"][0] == pytest.approx(8.0)
 
 
 @needs_netns

@@ -199,7 +199,7 @@ def test_up_builds_the_topology_and_down_removes_all_of_it(topology) -> None:
     assert seen["rtt"]["edge"] >= 0.035 and seen["rtt"]["cloud"] < 0.02, seen["rtt"]  # 40 +- 5 ms away, and near
     # the edge node's limits, and its raylet inside them
     limits = cgroups.limits(edge.cgroup)
-    assert limits.cpuset == "1" and limits.memory_bytes == 3 * 2**30, limits
+    assert limits.cpuset == "1" and limits.memory_bytes == 2**30, limits
     raylets = [p for p in psutil.process_iter(["cmdline"]) if "raylet" in " ".join(p.info["cmdline"] or []) and state.temp_root in " ".join(p.info["cmdline"] or [])]
     for controller in ("cpuset", "memory"):
         members = set(cgroups.pids(edge.cgroup, controller))

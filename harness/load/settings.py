@@ -88,6 +88,10 @@ class LoadSpec(RunShape):
             raise ValueError("closed loop needs 'concurrency'")
         if self.find_peak and self.mode != "open":
             raise ValueError("find_peak searches rates: it needs mode 'open'")
+        probe_s = self.peak_duration_s or self.duration_s
+        if self.find_peak and probe_s < self.rules.min_duration_s:
+            raise ValueError(f"every peak probe would be INVALID: its {probe_s:g} s window is under "
+                             f"rules.min_duration_s ({self.rules.min_duration_s:g} s); lower the rule or lengthen the probe")
         return self
 
     def points(self) -> list[float]:

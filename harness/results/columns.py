@@ -129,8 +129,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("sla_recovery_s", "seconds from the replica kill to the end of the last second with errors or a p95 over "
            "`load.slo_p95_ms`: judged by `max_recovery_s`", "s", "lower", "machine load", sla=True),
     Column("sla_nab_standard_cv", "nab_standard_cv, judged by `min_nab_standard_cv`", "points", "higher", DETERMINISTIC, sla=True),
-    Column("sla_quantized_loss_pct", "-nab_standard_delta_pct: the NAB standard a build loses vs its model's torch fp32 "
-           "row, judged by `max_quantized_loss_pct`", "%", "lower", DETERMINISTIC, sla=True),
+    Column("sla_quantized_loss_pct", "the NAB standard a build loses vs its model's fp32 reference (the torch "
+           "fp32 row, else its own runtime's fp32 row), judged by `max_quantized_loss_pct`", "%", "lower", DETERMINISTIC, sla=True),
     Column("scoring_eps", "records the scoring task got through per second on its node: corpus rows / detection time "
            "(training, likelihood and inference included; no backend needed)", "events/s", "higher", "machine load",
            lambda r: r.score.rows / r.score.detect_s if r.score and r.score.detect_s else None),

@@ -169,6 +169,7 @@ class FaultFigures(_Record):
     killed: bool
     errors: int
     recovery_s: float  # from the kill to the end of the last second with errors or a p95 over the SLO
+    recovered: bool | None = None  # False: the run's last second was still bad, so recovery_s is only a lower bound
 
 
 class NetworkFigures(_Record):

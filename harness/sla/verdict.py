@@ -9,8 +9,9 @@ An objective is judged from figures the run already records, never from a run of
 - `max_recovery_s`: the replica kill's recovery (`load.kill_replica_at_s`: seconds from the kill to the end of the
   last second with errors, shed requests or a p95 over `load.slo_p95_ms`);
 - `min_nab_standard_cv`: NAB standard with thresholds chosen on other categories (`nab_standard_cv`);
-- `max_quantized_loss_pct`: the NAB standard a reduced build loses against its model's torch fp32 row; it applies to
-  every row with a backend but that reference.
+- `max_quantized_loss_pct`: the NAB standard a build loses against its model's fp32 reference: the unpruned torch
+  fp32 row, or, when the scenario has none, the unpruned fp32 row of the build's own runtime; it applies to every
+  row with a backend but that reference.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ PASS = "PASS"
 class Measured:
     value: float | None  # None: not measured (see `why`)
     why: str = ""
+    at_least: bool = False  # the value is a lower bound (a recovery still going when the run ended): it cannot pass a max
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class Objective:
     column: str  # the table column holding what was measured
     unit: str
     limit: Literal["max", "min"]
-    measure: Callable[["CellResult", Objectives, float | None], Measured | None]  # None: does not apply to this cell
+    measure: Callable[["CellResult", Objectives, "Build"], Measured | None]  # None: does not apply to this cell
 
 
 def _client_runs(r: "CellResult") -> tuple[list[Any], str]:
@@ -58,18 +60,18 @@ def _client_runs(r: "CellResult") -> tuple[list[Any], str]:
     return runs, "" if runs else "no fixed-rate load run besides the one with the replica kill"
 
 
-def _p95(r: "CellResult", o: Objectives, loss: float | None) -> Measured:
+def _p95(r: "CellResult", o: Objectives, build: "Build") -> Measured:
     runs, why = _client_runs(r)
     values = [s.latency_ms.p95 for s in runs if s.latency_ms.p95 is not None]
     return Measured(max(values)) if values else Measured(None, why or "no request was scored")
 
 
-def _error_rate(r: "CellResult", o: Objectives, loss: float | None) -> Measured:
+def _error_rate(r: "CellResult", o: Objectives, build: "Build") -> Measured:
     runs, why = _client_runs(r)
     return Measured(max(s.error_rate for s in runs)) if runs else Measured(None, why)
 
 
-def _events_per_s(r: "CellResult", o: Objectives, loss: float | None) -> Measured:
+def _events_per_s(r: "CellResult", o: Objectives, build: "Build") -> Measured:
     runs, why = _client_runs(r)
     if r.load is not None:
         path = "http" if any(p.path == "http" for p in r.load.points) else "handle"
@@ -82,7 +84,7 @@ def _events_per_s(r: "CellResult", o: Objectives, loss: float | None) -> Measure
     return Measured(max(kept, default=0.0))
 
 
-def _recovery(r: "CellResult", o: Objectives, loss: float | None) -> Measured:
+def _recovery(r: "CellResult", o: Objectives, build: "Build") -> Measured:
     if r.load is None:
         return Measured(None, _client_runs(r)[1])
     fault = r.load.fault
@@ -90,10 +92,10 @@ def _recovery(r: "CellResult", o: Objectives, loss: float | None) -> Measured:
         return Measured(None, "no replica kill (set load.kill_replica_at_s)")
     if not fault.killed:
         return Measured(None, "the replica kill did not happen")
-    return Measured(fault.recovery_s)
+    return Measured(fault.recovery_s, at_least=fault.recovered is False)
 
 
-def _nab_cv(r: "CellResult", o: Objectives, loss: float | None) -> Measured:
+def _nab_cv(r: "CellResult", o: Objectives, build: "Build") -> Measured:
     from harness.scoring.profiles import REFERENCE_PROFILE
 
     if r.score is None:
@@ -102,10 +104,42 @@ def _nab_cv(r: "CellResult", o: Objectives, loss: float | None) -> Measured:
     return Measured(cv) if cv is not None else Measured(None, "no cross-validated score (one category only)")
 
 
-def _quantized_loss(r: "CellResult", o: Objectives, loss: float | None) -> Measured | None:
-    if r.cell.backend is None or (r.cell.backend.backend == "torch" and r.cell.backend.precision == "fp32" and r.cell.pruning is None):
+def _quantized_loss(r: "CellResult", o: Objectives, build: "Build") -> Measured | None:
+    if r.cell.backend is None or build.reference:
         return None  # no build, or the reference itself
-    return Measured(loss + 0.0) if loss is not None else Measured(None, "no torch fp32 row of this model to compare with")
+    if build.loss_pct is None:
+        return Measured(None, "no fp32 row of this model (torch, or its own runtime) to compare with")
+    return Measured(build.loss_pct + 0.0)
+
+
+@dataclass(frozen=True)
+class Build:
+    """Where a row stands among its model's builds: its NAB loss against the fp32 reference, or the reference."""
+
+    loss_pct: float | None = None
+    reference: bool = False
+
+
+def builds(df: "pd.DataFrame") -> list[Build]:
+    """Per table row: the reference is the model's (detector, parameters, target) unpruned torch fp32 row that
+    finished, else its unpruned fp32 row on the row's own runtime."""
+    if "backend" not in df:
+        return [Build() for _ in range(len(df))]
+    model = df["detector"].astype(str) + "\0" + df["params"].astype(str) + "\0" + (df["target"].astype(str) if "target" in df else "")
+    fp32 = (df["precision"] == "fp32") & (df["pruning"] == "") & (df["status"] == "ok")
+    out = []
+    for i in range(len(df)):
+        same = fp32 & (model == model.iloc[i])
+        refs = df[same & (df["backend"] == "torch")]
+        refs = refs if len(refs) else df[same & (df["backend"] == df["backend"].iloc[i])]
+        if _missing(df["backend"].iloc[i]) or not len(refs):
+            out.append(Build())
+            continue
+        ref = refs.index[0]
+        base, mine = float(df.at[ref, "nab_standard"]), float(df["nab_standard"].iloc[i])
+        loss = None if base == 0 or _missing(mine) else -100.0 * (mine - base) / abs(base)
+        out.append(Build(loss, reference=ref == df.index[i]))
+    return out
 
 
 OBJECTIVES: tuple[Objective, ...] = (
@@ -127,7 +161,7 @@ class Judged:
     held: dict[str, bool | None]  # objective -> True / False / None (not measured); objectives that do not apply are absent
 
 
-def judge(r: "CellResult", objectives: Objectives, quantized_loss_pct: float | None) -> Judged:
+def judge(r: "CellResult", objectives: Objectives, build: Build | None = None) -> Judged:
     """The verdict of one cell: FAIL (every objective missed, measured vs target) before NOT MEASURED (why)
     before PASS."""
     limits = objectives.given()
@@ -139,7 +173,7 @@ def judge(r: "CellResult", objectives: Objectives, quantized_loss_pct: float | N
             held[o.name] = None
             unmeasured.append(f"{o.name} (the cell {r.status.value})")
             continue
-        m = o.measure(r, objectives, quantized_loss_pct)
+        m = o.measure(r, objectives, build or Build())
         if m is None:
             continue
         figures[o.column] = m.value
@@ -148,9 +182,11 @@ def judge(r: "CellResult", objectives: Objectives, quantized_loss_pct: float | N
             unmeasured.append(f"{o.name} ({m.why})")
             continue
         target = limits[o.name]
-        ok = m.value <= target if o.limit == "max" else m.value >= target
+        ok = (m.value <= target and not m.at_least) if o.limit == "max" else m.value >= target
         held[o.name] = ok
-        if not ok:
+        if m.at_least:
+            fails.append(f"{o.name} >= {_fmt(m.value)}{o.unit and ' ' + o.unit} (still failing when the run ended; target {_fmt(target)})")
+        elif not ok:
             fails.append(f"{o.name} {_fmt(m.value)}{o.unit and ' ' + o.unit} {'>' if o.limit == 'max' else '<'} {_fmt(target)}")
     if fails:
         verdict = "FAIL: " + "; ".join(fails)
@@ -170,14 +206,12 @@ def add_columns(df: "pd.DataFrame", results: list["CellResult"]) -> None:
     objective's measured column, for the cells whose scenario has objectives for them (`Cell.sla`)."""
     if not any(r.cell.sla for r in results):
         return
-    loss = -df["nab_standard_delta_pct"] if "nab_standard_delta_pct" in df else None
     rows: list[dict[str, Any]] = []
-    for i, r in enumerate(results):
+    for r, build in zip(results, builds(df)):
         if r.cell.sla is None:
             rows.append({})
             continue
-        q = None if loss is None or _missing(loss.iloc[i]) else float(loss.iloc[i])
-        j = judge(r, r.cell.sla, q)
+        j = judge(r, r.cell.sla, build)
         met = 1.0 if j.verdict == PASS else 0.0 if j.verdict.startswith("FAIL") else math.nan
         rows.append({"sla": j.verdict, "sla_met": met, **j.figures})
     for name in ["sla", "sla_met", *(o.column for o in OBJECTIVES)]:
@@ -186,13 +220,7 @@ def add_columns(df: "pd.DataFrame", results: list["CellResult"]) -> None:
 
 def verdicts(results: list["CellResult"], df: "pd.DataFrame") -> dict[str, dict[str, bool | None]]:
     """cell id -> objective -> held, for the run's exporter (`harness_sla_ok`)."""
-    loss = -df["nab_standard_delta_pct"] if "nab_standard_delta_pct" in df else None
-    out = {}
-    for i, r in enumerate(results):
-        if r.cell.sla is not None:
-            q = None if loss is None or _missing(loss.iloc[i]) else float(loss.iloc[i])
-            out[r.cell.id] = judge(r, r.cell.sla, q).held
-    return out
+    return {r.cell.id: judge(r, r.cell.sla, build).held for r, build in zip(results, builds(df)) if r.cell.sla is not None}
 
 
 def failed(df: "pd.DataFrame") -> list[str]:

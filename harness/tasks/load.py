@@ -198,5 +198,6 @@ def _fault(summary, replica: dict, at_s: float, killed_at: float | None, slo_p95
     not errors)."""
     bad = [s.t for s in summary.per_second
            if s.t >= int(at_s) and (s.errors or s.shed or (s.p95_ms is not None and s.p95_ms > slo_p95_ms))]
+    last = max((s.t for s in summary.per_second), default=None)
     return FaultFigures(replica=replica["deployment"], at_s=at_s, killed=killed_at is not None, errors=summary.errors,
-                        recovery_s=(max(bad) + 1 - at_s) if bad else 0.0)
+                        recovery_s=(max(bad) + 1 - at_s) if bad else 0.0, recovered=not bad or max(bad) != last)
