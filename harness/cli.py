@@ -126,7 +126,7 @@ def _add_export(sub: "argparse._SubParsersAction") -> None:
 
 
 def _add_cluster(sub: "argparse._SubParsersAction") -> None:
-    """`harness cluster up|down|status|exec`: the local topology of network namespaces."""
+    """`harness cluster up|down|status|exec|restart|limit|targets`: the local topology of network namespaces."""
     cl = sub.add_parser("cluster", help="a local Ray cluster of network namespaces: cloud and edge nodes on this machine "
                         "(docs/topology.md)").add_subparsers(dest="cluster_cmd", required=True, parser_class=_Parser)
     cu = cl.add_parser("up", help="start the topology of FILE: namespaces, shaped links, limited `ray start` nodes")
@@ -138,6 +138,16 @@ def _add_cluster(sub: "argparse._SubParsersAction") -> None:
     ce = cl.add_parser("exec", help="run a command in the topology's client namespace, joined to the cluster")
     ce.add_argument("name", help="its name, or its file")
     ce.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND...")
+    cr = cl.add_parser("restart", help="start a worker node's Ray again (after its processes died), and wait until it joins")
+    cr.add_argument("name", help="its name, or its file")
+    cr.add_argument("node", help="the node, e.g. edge")
+    cli = cl.add_parser("limit", help="change a node's CPU quota live (the kernel's share; what Ray offers stays)")
+    cli.add_argument("name", help="its name, or its file")
+    cli.add_argument("node", help="the node, e.g. edge")
+    cli.add_argument("--cpus", required=True, type=_cores, help="cores the node may use, e.g. 0.1; 'max' lifts the quota")
+    ct = cl.add_parser("targets", help="each node's Ray metrics address with its labels, as a Prometheus file_sd file")
+    ct.add_argument("name", help="its name, or its file")
+    ct.add_argument("--out", help="write the file here (atomically; Prometheus re-reads it); default: print it")
 
 
 def _add_feedback(sub: "argparse._SubParsersAction") -> None:
@@ -243,6 +253,19 @@ def _fraction(text: str) -> float:
         value = -1.0
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return value
+
+
+def _cores(text: str) -> float | None:
+    """`harness cluster limit --cpus`: a positive number of cores, or `max` (no quota)."""
+    if text == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of cores such as 0.5, or max, got {text!r}")
     return value
 
 
@@ -470,6 +493,40 @@ def cmd_cluster_exec(args) -> int:
     return exec_in(args.name, cmd)
 
 
+def cmd_cluster_restart(args) -> int:
+    import time
+
+    from harness.topology import restart
+
+    started = time.perf_counter()
+    node = restart(args.name, args.node)
+    print(f"{node.name}: ray started again at {node.ip} and joined in {time.perf_counter() - started:.1f} s "
+          "(a new Ray node: what ran there is placed on it again by its owner, Serve included)")
+    return 0
+
+
+def cmd_cluster_limit(args) -> int:
+    from harness.topology import set_cpus
+
+    node = set_cpus(args.name, args.node, args.cpus)
+    print(f"{node.name}: CPU quota {'lifted' if args.cpus is None else f'{args.cpus:g} core(s)'} (Ray still offers {node.cpus:g} CPU)")
+    return 0
+
+
+def cmd_cluster_targets(args) -> int:
+    from harness.topology import resolve
+    from harness.topology.scrape import prometheus_targets, write_targets
+
+    state = resolve(args.name)
+    if state is None:
+        raise InputError(f"no topology {args.name!r} is up", field="NAME")
+    if args.out:
+        print(f"{len(write_targets(state, args.out))} node(s) written to {args.out}")
+    else:
+        print(json.dumps(prometheus_targets(state), indent=1))
+    return 0
+
+
 def cmd_feedback_simulate(args) -> int:
     from harness.feedback.review import open_run, read_log, simulate
 
@@ -630,6 +687,9 @@ COMMANDS = {
     ("cluster", "down"): cmd_cluster_down,
     ("cluster", "status"): cmd_cluster_status,
     ("cluster", "exec"): cmd_cluster_exec,
+    ("cluster", "restart"): cmd_cluster_restart,
+    ("cluster", "limit"): cmd_cluster_limit,
+    ("cluster", "targets"): cmd_cluster_targets,
     ("feedback", "simulate"): cmd_feedback_simulate,
     ("feedback", "export"): cmd_feedback_export,
     ("feedback", "import"): cmd_feedback_import,

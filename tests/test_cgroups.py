@@ -105,6 +105,38 @@ def test_v1_writes_each_controllers_group(tmp_path: Path) -> None:
     assert V1(root).existing(GROUP) == [f"{c}/{GROUP}" for c in ("cpuset", "cpu", "memory")]
 
 
+def test_v1_a_quota_set_live_moves_a_pinned_node_into_a_cpu_group_and_lifts_again(tmp_path: Path) -> None:
+    """`harness cluster limit`: a node made with whole cores (cpuset only) gets a cpu group and its processes."""
+    root = v1_root(tmp_path)
+    v1 = V1(root)
+    assert v1.create(GROUP, 1, "1", 2**30) == ["cpuset", "memory"]
+    for c in ("cpuset", "memory"):
+        (root / c / GROUP / "cgroup.procs").write_text("12\n34\n")
+    assert v1.set_cpu_quota(GROUP, 0.1, ["cpuset", "memory"]) == ["cpuset", "memory", "cpu"]
+    assert files(root / "cpu" / GROUP) == {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "10000",
+                                           "cgroup.procs": "34"}  # each pid written in turn (the kernel appends)
+    assert v1.limits(GROUP).cpu_quota == 0.1
+    assert v1.set_cpu_quota(GROUP, None, ["cpuset", "memory", "cpu"]) == ["cpuset", "memory", "cpu"]
+    assert (root / "cpu" / GROUP / "cpu.cfs_quota_us").read_text() == "-1" and v1.limits(GROUP).cpu_quota is None
+
+
+def test_v2_a_quota_set_live_enables_the_cpu_controller(tmp_path: Path) -> None:
+    root = v2_root(tmp_path)
+    v2 = V2(root)
+    assert v2.create(GROUP, 1, "1", 2**30) == ["cpuset", "memory"]
+    assert v2.set_cpu_quota(GROUP, 0.25, ["cpuset", "memory"]) == ["cpuset", "memory", "cpu"]
+    assert files(root)["cgroup.subtree_control"] == "+cpu"
+    assert files(root / GROUP)["cpu.max"] == "25000 100000" and v2.limits(GROUP).cpu_quota == 0.25
+    v2.set_cpu_quota(GROUP, None, ["cpuset", "memory", "cpu"])
+    assert files(root / GROUP)["cpu.max"] == "max 100000" and v2.limits(GROUP).cpu_quota is None
+
+
+def test_a_quota_needs_the_cpu_controller(tmp_path: Path) -> None:
+    root = v2_root(tmp_path, "cpuset memory")
+    with pytest.raises(OSError, match="no cpu controller"):
+        V2(root).set_cpu_quota(GROUP, 0.5, ["cpuset"])
+
+
 def test_last_cores() -> None:
     n = os.cpu_count() or 1
     assert cgroups.last_cores(1) == str(n - 1)

@@ -77,6 +77,41 @@ def test_the_relay_delays_each_direction_and_keeps_the_bytes_in_order() -> None:
     assert len(got) == len(sent) and got == sent
 
 
+@pytest.mark.parametrize("args, expect", [
+    (("cluster", "restart", "nosuch", "edge"), "no topology 'nosuch' is up"),
+    (("cluster", "limit", "nosuch", "edge", "--cpus", "0.5"), "no topology 'nosuch' is up"),
+    (("cluster", "limit", "nosuch", "edge", "--cpus", "-1"), "expected a number of cores"),
+    (("cluster", "targets", "nosuch"), "no topology 'nosuch' is up"),
+])
+def test_restart_limit_and_targets_refuse_bad_input_in_one_line(args: tuple, expect: str, tmp_path: Path, cli_env) -> None:
+    line = one_error_line(harness({**cli_env, "HARNESS_STATE_DIR": str(tmp_path)}, *args))
+    assert expect in line, line
+
+
+def test_restart_and_limit_name_a_node_of_the_topology_and_never_the_head(tmp_path: Path, cli_env) -> None:
+    """Against a state file (nothing runs): an unknown node is named with the topology's nodes; the head is refused."""
+    from harness.topology import Link, NodeState, TopologyState
+
+    state = TopologyState(name="t", file="t.yaml", method="relay", hub="t-hub", head_address="10.9.0.2:6379",
+                          auth="token", temp_root=str(tmp_path / "rt"), service_ports=[8000],
+                          nodes=[NodeState(name="cloud", namespace="t-cloud", ip="10.9.0.2", labels={"tier": "cloud"}, cpus=2, head=True),
+                                 NodeState(name="edge", namespace="t-edge", ip="10.9.0.3", labels={"tier": "edge"}, cpus=1,
+                                           link=Link(delay_ms=40))])
+    (tmp_path / "t.json").write_text(state.model_dump_json())
+    env = {**cli_env, "HARNESS_STATE_DIR": str(tmp_path)}
+    assert "has no node 'moon' (its nodes: cloud, edge)" in one_error_line(harness(env, "cluster", "restart", "t", "moon"))
+    assert "cloud is the head" in one_error_line(harness(env, "cluster", "restart", "t", "cloud"))
+    # the metrics targets: each node's newest port file, labelled; a node with none yet is left out
+    session = tmp_path / "rt" / "edge" / "session_latest"
+    session.mkdir(parents=True)
+    (session / "metrics_export_port_old").write_text("40001")
+    os.utime(session / "metrics_export_port_old", (1, 1))
+    (session / "metrics_export_port_new").write_text("40777")
+    shown = harness(env, "cluster", "targets", "t")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == [{"targets": ["10.9.0.3:40777"], "labels": {"topology": "t", "node": "edge", "tier": "edge"}}]
+
+
 @needs_netns
 def test_a_failed_up_removes_what_it_made_and_says_why_in_one_line(tmp_path: Path) -> None:
     name = f"f{uuid.uuid4().hex[:6]}"

@@ -145,6 +145,27 @@ class V1:
     def pids(self, group: str, controller: str) -> list[int]:
         return _read_ints(self.root / controller / group / "tasks")
 
+    def set_cpu_quota(self, group: str, cores: float | None, controllers: list[str]) -> list[str]:
+        """Change the node's CPU quota live (None: no quota). A node made without one (whole cores, pinned) gets
+        its group in the `cpu` hierarchy now, and every process of its other groups is moved into it (twice: a
+        process forked during the first pass); their children inherit it. Returns the controllers it is
+        limited in."""
+        if "cpu" not in self.available():
+            raise OSError(f"no cpu controller under {self.root}")
+        path = self._mkdir("cpu", group)
+        (path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+        (path / "cpu.cfs_quota_us").write_text(str(int(cores * PERIOD_US)) if cores else "-1")
+        if "cpu" in controllers:
+            return list(controllers)
+        for _ in range(2):
+            for c in controllers:
+                for pid in _read_ints(self.root / c / group / "cgroup.procs"):
+                    try:
+                        (path / "cgroup.procs").write_text(str(pid))
+                    except OSError:  # gone meanwhile
+                        pass
+        return [*controllers, "cpu"]
+
 
 class V2:
     """cgroup v2: one unified hierarchy at ROOT; the node's group is ROOT/<group>, its controllers enabled in the
@@ -205,6 +226,16 @@ class V2:
         """Every process of the group (one group for all controllers)."""
         return _read_ints(self.root / group / "cgroup.procs")
 
+    def set_cpu_quota(self, group: str, cores: float | None, controllers: list[str]) -> list[str]:
+        """Change the node's CPU quota live (None: no quota), enabling the `cpu` controller for it if it was made
+        without one (its processes are in the group already). Returns the controllers it is limited in."""
+        if "cpu" not in self.available():
+            raise OSError(f"no cpu controller under {self.root}")
+        if "cpu" not in controllers:
+            (self.root / "cgroup.subtree_control").write_text("+cpu")
+        (self.root / group / "cpu.max").write_text(f"{int(cores * PERIOD_US)} {PERIOD_US}" if cores else f"max {PERIOD_US}")
+        return list(controllers) if "cpu" in controllers else [*controllers, "cpu"]
+
 
 def detect(root: Path = ROOT) -> V1 | V2:
     """The hierarchy mounted at `root`: v2 (unified) has cgroup.controllers there; else v1 (or hybrid, whose
@@ -244,3 +275,7 @@ def existing(group: str) -> list[str]:
 
 def limits(group: str) -> Limits:
     return hierarchy().limits(group)
+
+
+def set_cpu_quota(group: str, cores: float | None, controllers: list[str]) -> list[str]:
+    return hierarchy().set_cpu_quota(group, cores, controllers)

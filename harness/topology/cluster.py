@@ -171,6 +171,55 @@ def down(name_or_file: str) -> bool:
     return True
 
 
+def _node(name: str, node_name: str) -> tuple[TopologyState, NodeState]:
+    """The topology that is up and its node `node_name`; one InputError line otherwise."""
+    state = resolve(name)
+    if state is None:
+        raise InputError(f"no topology {name!r} is up (harness cluster up FILE)", field="NAME")
+    node = next((n for n in state.nodes if n.name == node_name), None)
+    if node is None:
+        raise InputError(f"topology {state.name} has no node {node_name!r} (its nodes: "
+                         f"{', '.join(n.name for n in state.nodes)})", field="NODE")
+    return state, node
+
+
+def restart(name: str, node_name: str) -> NodeState:
+    """Bring a worker node's Ray back, as a host that rebooted would: stop what is left of its `ray start` process
+    group and of its cgroups (a node lost to SIGKILL or the OOM killer may leave workers behind), then start it
+    again in the same namespace and groups, with the same address and labels, and wait until it has joined. Its
+    relays and links are kept. Ray sees a new node (a new node id): what ran there (Serve's replicas) is placed
+    on it again by its owner. The head cannot be restarted so (its GCS holds the cluster's state): `down`, `up`."""
+    state, node = _node(name, node_name)
+    if node.head:
+        raise InputError(f"{node.name} is the head: its GCS holds the cluster, restarting it loses every node's "
+                         f"registration (harness cluster down {state.name}; harness cluster up FILE)", field="NODE")
+    nodes.stop(node.pids[:1], grace_s=5.0)  # pids[0]: its `ray start`; the relays (the rest) stay
+    for c in node.controllers:
+        for pid in cgroups.pids(node.cgroup, c):
+            nodes.kill(pid)
+    proc = nodes.start_ray(state, node)
+    node.pids[:1] = [proc.pid]
+    save_state(state)
+    nodes.wait_started(state, [(node, proc)])
+    return node
+
+
+def set_cpus(name: str, node_name: str, cores: float | None) -> NodeState:
+    """Change a node's CPU quota live (None: lift it): the kernel's share, not what Ray offers (`--num-cpus` stays),
+    as a noisy neighbour or a tightened container limit would. Recorded so `down` removes a group made for it."""
+    state, node = _node(name, node_name)
+    if cores is not None and not 0.01 <= cores <= (os.cpu_count() or 1):
+        raise InputError(f"expected 0.01 to {os.cpu_count()} cores, got {cores:g}", field="--cpus")
+    if "cpu" not in cgroups.available():
+        raise InputError("this machine has no cpu cgroup controller: the quota cannot be set", field="--cpus")
+    before = list(node.controllers)
+    if "cpu" not in before:  # recorded before the group is made, as `up` does: `down` removes it whatever happens
+        node.controllers = [*before, "cpu"]
+        save_state(state)
+    cgroups.set_cpu_quota(node.cgroup, cores, before)
+    return node
+
+
 def exec_in(name: str, cmd: list[str]) -> int:
     """Run `cmd` in the client node's namespace, joined to the cluster; its exit status."""
     state = resolve(name)
@@ -196,7 +245,9 @@ def describe(state: TopologyState) -> list[str]:
         if n.link is not None:
             rate = f", {n.link.rate_mbit:g} Mbit/s" if n.link.rate_mbit else ""
             link = f"{n.link.delay_ms:g} ms ± {n.link.jitter_ms:g} ms{rate} ({state.method})"
+        quota = cgroups.limits(n.cgroup).cpu_quota if "cpu" in n.controllers and n.cgroup else None
+        quota_text = f", quota {quota:g} CPU" if quota is not None and quota < n.cpus else ""
         labels = ",".join(f"{k}={v}" for k, v in n.labels.items()) or "-"
         lines.append(f"{n.name:<8} {role:<6} {n.namespace:<{width}} {n.ip:<14} {labels:<12} {n.cpus:g} CPU "
-                     f"(cores {(n.cpuset or cgroups.last_cores(n.cpus)) if 'cpuset' in n.controllers else 'any'}), {mem}, {link}")
+                     f"(cores {(n.cpuset or cgroups.last_cores(n.cpus)) if 'cpuset' in n.controllers else 'any'}{quota_text}), {mem}, {link}")
     return lines
