@@ -1,6 +1,6 @@
 """How many replicas a 1 GiB / 1 CPU edge node holds, per reference variant, before Ray's memory monitor (or the
 kernel's OOM killer) kills one or the service breaks its SLA (p95 > the SLO): the number behind the edge playbook's
-advice, "limit model parallelism on edge devices" (docs/playbooks/edge.md). Prints a table; asserts nothing.
+advice, "limit model parallelism on edge devices" (docs/playbooks.md). Prints a table; asserts nothing.
 
 It brings up tests/chaos/edge-topology.yaml under a name of its own (an edge of 1 CPU and 1 GiB, 40 ms away), and for
 each variant and each replica count k (1, 2, 3, 4, 6, ...; stopping at the first k that fails) serves the variant on

@@ -168,7 +168,7 @@ def _add_feedback(sub: "argparse._SubParsersAction") -> None:
     fi.add_argument("--delay", type=_delay, default="0", help="event time after its alert from which a verdict may be used (default 0)")
     fi.add_argument("--reviewer", default="label-studio", help="recorded in the log's reviewer column")
     fst = fb.add_parser("status", help="how far behind the reviewers are: entries without an arrived verdict, the oldest's "
-                        "age, and the delay beyond which feedback stopped helping (docs/playbooks/runs.md)")
+                        "age, and the delay beyond which feedback stopped helping (docs/playbooks.md)")
     fst.add_argument("run_dir")
     fst.add_argument("--now", help="measure ages at this time (e.g. '2026-01-31 12:00:00'; a live service's wall clock); "
                      "default: each stream's newest record")

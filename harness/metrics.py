@@ -9,7 +9,7 @@ A run's verdicts (a cell failed, a quantized build lost NAB score, a threshold p
 run that must outlive it: an exporter that goes when the run ends takes them with it before a production scrape
 (every 15-60 s, alert rules with `for:`) has judged them. `--metrics-file PATH` also writes the registry in
 Prometheus' text format to PATH, atomically, after every change: node_exporter's textfile collector serves the
-last run's figures until the next run of the scenario replaces them (docs/playbooks/runs.md).
+last run's figures until the next run of the scenario replaces them (docs/playbooks.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 the age of the oldest of them, and the reviewer delay beyond which feedback stopped helping (from the last
 `harness feedback evaluate`). A feedback policy is only as good as its verdicts are early (docs/thresholds.md:
 the benefit shrinks with the delay), so the age of the backlog is what an operations team watches
-(`harness feedback status RUN --metrics-file`, alert HarnessFeedbackLate, docs/playbooks/runs.md).
+(`harness feedback status RUN --metrics-file`, alert HarnessFeedbackLate, docs/playbooks.md).
 
 Ages are in event time: each stream's clock is its newest record (a replayed corpus, a live stream alike), or
 `now` when given (a live service, whose streams are at the wall clock).

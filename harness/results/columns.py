@@ -239,7 +239,7 @@ POLICY_COLUMNS: tuple[Column, ...] = (
            lambda x: x[1]["latency_mean_s"]),
     Column("fp_events", "false-positive alert events", "events", "lower", DETERMINISTIC, lambda x: x[1]["fp_events"]),
     Column("alerts_per_1k", "records the oracle candidate alerts on, per 1,000 scored records: the alert rate an operator "
-           "receives (an alert storm: docs/playbooks/runs.md)", "per 1k events", "lower", DETERMINISTIC,
+           "receives (an alert storm: docs/playbooks.md)", "per 1k events", "lower", DETERMINISTIC,
            lambda x: 1000.0 * x[1]["alert_rows"] / x[1]["scored_rows"] if x[1].get("alert_rows") is not None and x[1].get("scored_rows") else None),
     Column("folds", "the categories whose candidate (chosen on the other categories) differs from the oracle's; `same` "
            "when none does", value=lambda x: "; ".join(f"{k}: {v}" for k, v in x[1]["folds"].items() if v != x[1]["oracle_params"]) or "same"),

@@ -1,4 +1,4 @@
-"""The cluster playbooks (docs/playbooks/cluster.md), each failure made to happen on a private token-authenticated
+"""The cluster playbooks (docs/playbooks.md), each failure made to happen on a private token-authenticated
 Ray cluster, its alert checked by a real Prometheus against the real series, its documented fix run, and the
 recovery timed with nothing lost or run twice.
 

@@ -1,4 +1,4 @@
-"""The edge playbooks (docs/playbooks/edge.md), each proven on the local topology: ONE `harness cluster up` of
+"""The edge playbooks (docs/playbooks.md), each proven on the local topology: ONE `harness cluster up` of
 tests/chaos/edge-topology.yaml for the file (an edge of 1 CPU and 1 GiB, 40 ms away), a `harness run` on the client
 node serving windowedGaussian on the edge under a steady open-loop load (its exporter gives the client's view), and
 a real Prometheus in the client namespace scraping the run's exporter and every node's Ray metrics (job `ray-nodes`:
@@ -229,7 +229,7 @@ def test_edge_link_degraded(edge: Edge) -> None:
         assert fired["labels"]["playbook"] == "edge-link-degraded"
         assert edge.prom.firing("HarnessEdgeCpuStarved") == []  # the edge itself is fine
     finally:
-        _tc_rate(edge, f"{edge.node('edge').link.rate_mbit:g}mbit")  # the fix (docs/playbooks/edge.md)
+        _tc_rate(edge, f"{edge.node('edge').link.rate_mbit:g}mbit")  # the fix (docs/playbooks.md)
     fixed = time.time()
     seconds = edge.wait_healthy(fixed, timeout_s=40)
     print(f"RECOVERY edge-link-degraded {seconds:.1f} s after the fix ({fixed - cut + seconds:.1f} s from the cut; "
@@ -339,7 +339,7 @@ def test_edge_node_lost(edge: Edge) -> None:
     lost = time.time()
     fired = edge.prom.wait_firing("HarnessEdgeNodeLost", timeout_s=30, tier="edge")
     assert fired["labels"]["playbook"] == "edge-node-lost"
-    edge.cli("cluster", "restart", edge.name, "edge", timeout=150)  # the fix (docs/playbooks/edge.md)
+    edge.cli("cluster", "restart", edge.name, "edge", timeout=150)  # the fix (docs/playbooks.md)
     restarted = time.time()  # the node's Ray was dead until now: no second before it can be back
     assert any(d["labels"]["node"] == "edge" for d in edge.write_targets())
     seconds = restarted - lost + edge.wait_healthy(restarted, timeout_s=120)

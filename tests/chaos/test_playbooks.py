@@ -24,7 +24,7 @@ def sections() -> dict[str, str]:
     return {m.group(1): text[m.start(): found[i + 1].start() if i + 1 < len(found) else len(text)] for i, m in enumerate(found)}
 
 
-def tests_in(path: Path) -> set[str]:
+def _test_names(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     return {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name.startswith("test_")}
 
@@ -44,7 +44,7 @@ def test_every_named_test_and_alert_exists() -> None:
         ids = re.findall(r"(tests/[\w/]+\.py)::(\w+)", proven)
         assert ids, f"playbook {anchor}: Proven by names no test (tests/...py::test_name)"
         for path, name in ids:
-            assert (REPO / path).is_file() and name in tests_in(REPO / path), f"playbook {anchor}: {path}::{name} does not exist"
+            assert (REPO / path).is_file() and name in _test_names(REPO / path), f"playbook {anchor}: {path}::{name} does not exist"
         for alert in set(re.findall(r"\bHarness[A-Z]\w+", text)):
             assert alert in rules, f"playbook {anchor} names alert {alert}, which no rule in clusters/monitoring/alerts defines"
 

@@ -1,5 +1,5 @@
 """The failures that live in runs and their data, each made to happen on a real Ray cluster and judged by a real
-Prometheus evaluating clusters/monitoring/alerts/runs.yml (docs/playbooks/runs.md):
+Prometheus evaluating clusters/monitoring/alerts/runs.yml (docs/playbooks.md):
 
 - a release re-quantizes its build with 75% structured pruning: NAB standard falls 18% against torch fp32
   (HarnessQuantizedAccuracyRegression), `harness compare --match` exits 1;

@@ -1,4 +1,4 @@
-"""The serving playbooks (docs/playbooks/serving.md), each proven on the tests' private Ray cluster and one plain
+"""The serving playbooks (docs/playbooks.md), each proven on the tests' private Ray cluster and one plain
 `harness serve`, under load from inside the cluster's namespace (tests/chaos/serving_load.py: harness.load's open
 loop), with a real Prometheus scraping Ray's metrics agent and evaluating clusters/monitoring/alerts/serving.yml:
 
