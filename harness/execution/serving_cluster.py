@@ -127,11 +127,21 @@ class RayServing:
 
     def beside(self, config: ServiceConfig, fn: Any, *args: Any) -> Any:
         """`fn(*args)` as a Ray task on a node the service's replicas may use (its target's). It reserves no CPU:
-        the deployment holds some of a small node's already, and a load test runs alone."""
+        the deployment holds some of a small node's already, and a load test runs alone. The load task calls it
+        once the service is deleted, whose replicas take a few seconds to end: on a small node (a 1 GiB edge) a
+        task that Ray's memory monitor kills meanwhile is tried again, up to 3 times, 5 s apart."""
+        import time
+
         import ray
 
         options = {"num_cpus": 0, "max_retries": 0, **({"label_selector": dict(config.labels)} if config.labels else {})}
-        return ray.get(ray.remote(fn).options(**options).remote(*args))
+        for attempt in range(3):
+            try:
+                return ray.get(ray.remote(fn).options(**options).remote(*args))
+            except ray.exceptions.OutOfMemoryError:
+                if attempt == 2:
+                    raise
+                time.sleep(5.0)
 
     def serve_environment(self) -> dict[str, str]:
         import os
