@@ -152,9 +152,15 @@ def load_rows(results: list[CellResult]) -> list[LoadRow]:
             if "load" in r.tasks:
                 rows.append(LoadRow(r, "", "failed", None))
             continue
-        for point in r.load.points:
+        seen: dict[tuple[str, str], int] = {}
+        for i, point in enumerate(r.load.points):
             s = point.summary
             run = f"rate {s.offered_rps:g}" if s.mode == "open" else f"clients {s.concurrency}"
+            seen[(point.path, run)] = seen.get((point.path, run), 0) + 1
+            if seen[(point.path, run)] > 1:  # the same rate again (sla.yaml: after the run that lost its replica)
+                run += f" #{seen[(point.path, run)]}"
+            if i == 0 and r.load.fault is not None:
+                run += " (replica killed)"
             rows.append(LoadRow(r, point.path, run, s))
         for peak in r.load.peaks:
             rows.append(LoadRow(r, peak.path, "peak", peak.summary))

@@ -154,7 +154,7 @@ load:
         assert svg.is_file() and svg.read_bytes().lstrip().startswith(b"<?xml"), who
     table = pd.read_csv(out / "serving.csv")
     assert list(table["path"]) == ["http", "handle", "http", "handle"]
-    assert list(table["run"]) == ["rate 20", "rate 20", "peak", "peak"]
+    assert list(table["run"]) == ["rate 20 (replica killed)", "rate 20", "peak", "peak"]
     from harness.results.columns import LOAD_COLUMNS
 
     assert list(table.columns) == [c.name for c in LOAD_COLUMNS if not c.target]  # no targets here

@@ -183,7 +183,9 @@ LOAD_COLUMNS: tuple[Column, ...] = (
     Column("cell", "the served variant's cell id", value=lambda r: r.result.cell.id),
     Column("target", "the target (node group) its replicas ran on", value=lambda r: r.result.cell.target, target=True),
     Column("path", "`http`: through Serve's HTTP proxy; `handle`: a DeploymentHandle inside the cluster (no proxy)", value=lambda r: r.path),
-    Column("run", "`rate R` (open loop, R requests/s offered), `clients C` (closed loop) or `peak` (the run at the peak rate)", value=lambda r: r.run),
+    Column("run", "`rate R` (open loop, R requests/s offered), `clients C` (closed loop) or `peak` (the run at the peak "
+           "rate); ` (replica killed)` marks the run that lost its replica (`kill_replica_at_s`), ` #2` a rate run again",
+           value=lambda r: r.run),
     Column("offered_rps", "requests per second offered (open loop)", "requests/s", value=_run("offered_rps")),
     Column("achieved_rps", "requests per second scored (answered 200 with one finite score per event) in the measured window", "requests/s", "higher", LOAD_NOISE, _run("achieved_rps")),
     Column("offered_eps", "events per second offered: offered_rps x events per request", "events/s",
