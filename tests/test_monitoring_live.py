@@ -21,10 +21,13 @@ from pathlib import Path
 
 from conftest import REPO, RayCluster, needs_netns, ray_env
 from chaos.prom import Prometheus
+from test_serve import PORT as SERVE_PORT
 
 pytestmark = needs_netns
 
-SERVE_PORT, METRICS_PORT, PROM_PORT = 8102, 9465, 9091
+# Serve keeps one proxy port per cluster: the session cluster's services all use test_serve's (a test file given to
+# the same xdist worker after another would otherwise be refused "Serve already runs ... on 127.0.0.1:8100")
+SERVE_PORT, METRICS_PORT, PROM_PORT = SERVE_PORT, 9465, 9091
 SCENARIO = f"""
 name: live-monitoring
 corpus: {{synthetic: {{seed: 7, rows: 600}}}}
