@@ -66,6 +66,8 @@ def pytest_configure(config) -> None:
     os.environ.setdefault("HARNESS_HISTORY", str(Path(tempfile.mkdtemp(prefix="harness-history-")) / "history.sqlite"))
     for name, (_, reason) in REQUIREMENTS.items():
         config.addinivalue_line("markers", f"{name}: {reason}")
+    config.addinivalue_line("markers", "quiet: needs the machine to itself (the edge topology's one core must meet its "
+                            "SLO before a fault is made): the README's test command runs these after the rest, alone")
 
 
 def pytest_runtest_setup(item) -> None:

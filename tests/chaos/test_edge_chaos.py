@@ -30,7 +30,7 @@ import yaml
 from tests.chaos.prom import Prometheus
 from tests.conftest import REPO, REQUIREMENTS, can_isolate, needs_netns, needs_prometheus, require, stop_group
 
-pytestmark = [pytest.mark.timeout(400), needs_netns, needs_prometheus]
+pytestmark = [pytest.mark.timeout(400), pytest.mark.quiet, needs_netns, needs_prometheus]
 
 HERE = Path(__file__).resolve().parent
 TOPOLOGY = HERE / "edge-topology.yaml"

@@ -43,8 +43,8 @@ URL = f"http://127.0.0.1:{PORT}/v1/score"
 APP = "scoring"  # harness serve's Serve application
 SLO_MS = 300.0  # this service's p95 objective: an admitted request waits for at most 4 in service and 2 queued
 EVENTS = 5  # per request: 20 ms of the service's time; 4 slots batched together: about 50 requests/s
-CRASH_RUN_S = 16  # the measured window of the crash test's load: the kill at KILL_AT_S, then up to 12 s to recover (6-7 s
-# on a quiet machine, 11 s at a load average of 20) and 3 s back within the SLO
+CRASH_RUN_S = 24  # the measured window of the crash test's load: the kill at KILL_AT_S, then up to 20 s to recover (6-7 s
+# on a quiet machine, 11 s at a load average of 20, 13 s in a full CI=true suite) and 3 s back within the SLO
 KILL_AT_S = 1
 PROM_PORT = 9092  # its own: tests/test_monitoring_live.py's Prometheus (9091) runs in the same session cluster's namespace
 ENV = {"PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
