@@ -472,11 +472,9 @@ def cmd_cluster_down(args) -> int:
 
 
 def cmd_cluster_status(args) -> int:
-    from harness.topology import describe, resolve
+    from harness.topology import describe, up_state
 
-    state = resolve(args.name)
-    if state is None:
-        raise InputError(f"no topology {args.name!r} is up", field="NAME")
+    state = up_state(args.name)
     print(f"topology {state.name}: head {state.head_address}, {state.method} shapes delay and jitter, auth {state.auth}")
     print("\n".join("  " + line for line in describe(state)))
     if state.delays:
@@ -514,12 +512,10 @@ def cmd_cluster_limit(args) -> int:
 
 
 def cmd_cluster_targets(args) -> int:
-    from harness.topology import resolve
+    from harness.topology import up_state
     from harness.topology.scrape import prometheus_targets, write_targets
 
-    state = resolve(args.name)
-    if state is None:
-        raise InputError(f"no topology {args.name!r} is up", field="NAME")
+    state = up_state(args.name)
     if args.out:
         print(f"{len(write_targets(state, args.out))} node(s) written to {args.out}")
     else:

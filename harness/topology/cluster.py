@@ -171,11 +171,17 @@ def down(name_or_file: str) -> bool:
     return True
 
 
-def _node(name: str, node_name: str) -> tuple[TopologyState, NodeState]:
-    """The topology that is up and its node `node_name`; one InputError line otherwise."""
+def up_state(name: str) -> TopologyState:
+    """The state of topology `name` (or of its file), which must be up; one InputError line otherwise."""
     state = resolve(name)
     if state is None:
         raise InputError(f"no topology {name!r} is up (harness cluster up FILE)", field="NAME")
+    return state
+
+
+def _node(name: str, node_name: str) -> tuple[TopologyState, NodeState]:
+    """The topology that is up and its node `node_name`; one InputError line otherwise."""
+    state = up_state(name)
     node = next((n for n in state.nodes if n.name == node_name), None)
     if node is None:
         raise InputError(f"topology {state.name} has no node {node_name!r} (its nodes: "
@@ -222,9 +228,7 @@ def set_cpus(name: str, node_name: str, cores: float | None) -> NodeState:
 
 def exec_in(name: str, cmd: list[str]) -> int:
     """Run `cmd` in the client node's namespace, joined to the cluster; its exit status."""
-    state = resolve(name)
-    if state is None:
-        raise InputError(f"no topology {name!r} is up (harness cluster up FILE)", field="NAME")
+    state = up_state(name)
     # HARNESS_NODE_IP: the node a driver started here must join (Ray would pick the head's raylet: every node's
     # processes are visible on this one host); `ray.init(_node_ip_address=...)` does the same for other drivers
     env = {**os.environ, **state.environment(), "HARNESS_TOPOLOGY": str(state_path(state.name)),
