@@ -595,13 +595,13 @@ def _age(seconds: float) -> str:
 def cmd_feedback_evaluate(args) -> int:
     import pandas as pd
 
-    from harness import report
+    from harness.report import tables
     from harness.feedback.review import evaluate, open_run, read_log
 
     run = open_run(args.run_dir)
     policy = {"band": args.band, "forget_s": args.forget, "lower_on_miss": args.lower_on_miss}
     table = pd.DataFrame(evaluate(run, policy, args.delays, args.error_rate, args.seed, read_log(run)))
-    md = report.markdown(table)
+    md = tables.markdown(table)
     path = run.folder.write_feedback(table.to_csv(index=False), md)
     print(md, end="")
     print(f"\nfeedback: {path}")

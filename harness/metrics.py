@@ -164,13 +164,13 @@ class RunMetrics:
         """What the finished cells say about the builds and policies: each reduced-precision or pruned cell's NAB
         change against its torch fp32 row (once both are done, as the table computes it), and each threshold
         policy's alert rate. Called when a cell finishes."""
-        from harness import report
+        from harness.report import tables
         from harness.results.schema import Status
 
         ok = [r for r in done if r.status == Status.OK]
         target = {r.cell.id: r.cell.target or LOCAL for r in ok}
         if any(r.cell.backend is not None for r in ok):
-            table = report.build_table(ok)
+            table = tables.build_table(ok)
             reduced = (~table["precision"].isin(["fp32", ""]) & table["precision"].notna()) | (table["pruning"] != "")
             for cell, delta in zip(table["cell"][reduced], table["nab_standard_delta_pct"][reduced]):
                 if not math.isnan(delta):  # NaN: its torch fp32 row is not done (or failed)

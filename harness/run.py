@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from harness import report
+from harness.report import leaderboard, plots, tables
 from harness.sla import verdict as sla
 from harness.environment import environment, now
 from harness.errors import InputError, RunStopped
@@ -158,7 +158,7 @@ def execute(
         folder.write_manifest(manifest)
         _run_and_record(p, folder, manifest, results, todo, handed, runner, served)
         ordered = [results[c.id] for c in p.cells]
-        table = report.build_table(ordered)
+        table = tables.build_table(ordered)
         if served is not None:
             for cell, held in sla.verdicts(ordered, table).items():
                 served.sla(cell, results[cell].cell.target, held)
@@ -303,21 +303,21 @@ def render(folder: RunFolder, p: Plan, results: dict[str, CellResult]) -> None:
     """(Re)write everything derived from the cells: the table, the ok cells' NAB-layout scores, the
     leaderboard and the precision-recall plot."""
     ordered = [results[c.id] for c in p.cells]
-    table = report.build_table(ordered)
-    folder.write_table(table.to_csv(index=False), report.markdown(table))
+    table = tables.build_table(ordered)
+    folder.write_table(table.to_csv(index=False), tables.markdown(table))
     ok = [r.cell.id for r in ordered if r.status == Status.OK]
     for r in ordered:
         folder.export_nab(r.cell.id, p.corpus if r.status == Status.OK else None)
-    csv, md = report.leaderboard(table, p)
+    csv, md = leaderboard.leaderboard(table, p)
     folder.write_leaderboard(csv, md)
-    folder.write_plot(report.pr_plot({cid: folder.curve(cid) for cid in ok}))
-    folder.write_plot(report.crossover_plot(ordered), "crossover.png")
-    policies = report.build_thresholds_table(ordered)
-    folder.write_thresholds(None if policies is None else (policies.to_csv(index=False), report.markdown(policies)))
+    folder.write_plot(plots.pr_plot({cid: folder.curve(cid) for cid in ok}))
+    folder.write_plot(plots.crossover_plot(ordered), "crossover.png")
+    policies = tables.build_thresholds_table(ordered)
+    folder.write_thresholds(None if policies is None else (policies.to_csv(index=False), tables.markdown(policies)))
     write_review_log(folder, p, ordered)
-    serving = report.build_serving_table(ordered)
-    folder.write_serving(None if serving is None else (serving.to_csv(index=False), report.markdown(serving)),
-                         report.latency_plot(ordered))
+    serving = tables.build_serving_table(ordered)
+    folder.write_serving(None if serving is None else (serving.to_csv(index=False), tables.markdown(serving)),
+                         plots.latency_plot(ordered))
 
 
 def write_review_log(folder: RunFolder, p: Plan, results: list[CellResult]) -> None:

@@ -15,7 +15,8 @@ import pytest
 
 from harness.timing import TimingSpec
 from harness.plan import plan
-from harness.report import build_table, leaderboard
+from harness.report.leaderboard import leaderboard
+from harness.report.tables import build_table
 from harness.results.schema import CellResult
 from harness.scoring.nab import score_detector
 from harness.scoring.results_layout import read_results_dir

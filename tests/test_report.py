@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from harness.report import build_table, markdown
+from harness.report.tables import build_table, markdown
 from harness.results.columns import COLUMNS
 from harness.results.schema import (
     CellResult, LatencyFigures, NabResult, ScoreResult, Status, TaskRecord, TimingResult,
@@ -125,7 +125,7 @@ def test_pruned_rows_are_compared_with_the_unpruned_model() -> None:
 
 
 def test_crossover_points_are_speedups_over_the_same_runtime_and_model_at_every_timed_batch() -> None:
-    from harness.report import crossover_plot, crossover_points
+    from harness.report.plots import crossover_plot, crossover_points
 
     def cell(cid, backend, precision, eps, b1, sweep, params):
         r = result(f"{cid}.{backend}-{precision}", backend, precision, 50.0, eps, b1_eps=b1, sweep=sweep, params=params)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from harness.load.summary import LatencyMs, LoadSummary
-from harness.report import build_table
+from harness.report.tables import build_table
 from harness.results.schema import (
     CellResult, FaultFigures, LoadPoint, LoadResult, PeakFigures, Status, TaskRecord, WarmupFigures,
 )

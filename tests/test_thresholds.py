@@ -113,7 +113,7 @@ def test_a_scoring_task_reports_the_honest_number_and_every_policy(synthetic_roo
     """The scenario's policies run in the cell's scoring task; thresholds.csv gets the optimised threshold's row
     and one per policy, each with its cross-validated number."""
     from harness.corpus.layout import load_corpus
-    from harness.report import build_table, build_thresholds_table
+    from harness.report.tables import build_table, build_thresholds_table
     from harness.results.schema import CellResult
     from harness.scenario import Cell
     from harness.thresholds.spec import PolicySpec

@@ -36,7 +36,7 @@ class Measurement:
 def figures(results: list[CellResult]) -> list[Measurement]:
     """Every numeric figure of the run's table and serving table, for its ok cells: with a better direction or
     not (a setting such as the batch, the NAB threshold), and the columns that are other columns' noise."""
-    from harness import report
+    from harness.report import tables
 
     out: list[Measurement] = []
     ok = [r for r in results if r.status.value == "ok"]
@@ -44,7 +44,7 @@ def figures(results: list[CellResult]) -> list[Measurement]:
         return out
     target = {r.cell.id: r.cell.target for r in ok}
     by_id = {r.cell.id: r for r in ok}
-    table = report.build_table(ok)
+    table = tables.build_table(ok)
     for _, row in table.iterrows():
         for name, value in row.items():
             col = BY_NAME.get(str(name))
@@ -54,9 +54,9 @@ def figures(results: list[CellResult]) -> list[Measurement]:
             deterministic = col.noise == DETERMINISTIC or col.exact  # exact: the NAB threshold, found by deterministic code
             out.append(Measurement(row["cell"], target[row["cell"]], col.name, float(value), col.better, deterministic,
                               float(spread) if _number(spread) else None, col.unit))
-    serving = report.build_serving_table(ok)
+    serving = tables.build_serving_table(ok)
     if serving is not None:
-        rows = report.load_rows(ok)
+        rows = tables.load_rows(ok)
         for (_, row), load_row in zip(serving.iterrows(), rows):
             spread = _load_spread(load_row.summary)
             for name, value in row.items():
