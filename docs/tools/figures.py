@@ -2,6 +2,8 @@
 
     python docs/tools/figures.py           # rewrite every marked table and figure from its snapshot
     python docs/tools/figures.py --check   # change nothing; exit 1 naming each place that disagrees
+    python docs/tools/figures.py --example # rerun the site's example (scenarios/quickstart.yaml): its snapshot
+                                           # docs/figures/example.csv and report docs/example/report.html
 
 Why: figures typed by hand drift from the runs they came from and from each other. Each snapshot is a small CSV
 (docs/figures/NAME.csv) that docs/figures/sources.yaml describes: the command that measured it, the machine, where
@@ -33,7 +35,7 @@ Row = dict[str, str]
 
 def documents() -> list[Path]:
     """The Markdown that may quote figures: the README, docs/ and the READMEs the site shows."""
-    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted(REPO.glob("*/README.md")),
+    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "docs" / "example" / "index.md", *sorted(REPO.glob("*/README.md")),
             *sorted(REPO.glob("clusters/*/README.md"))]
 
 
@@ -183,10 +185,58 @@ def stale(text: str, rendered: str, path: Path) -> list[str]:
             for o, n in zip(old, new) if o != n]
 
 
+EXAMPLE_COLUMNS = ("cell", "nab_standard", "nab_reward_low_FP_rate", "nab_reward_low_FN_rate", "nab_standard_cv", "f1",
+                   "alert_precision", "recall", "fp_events", "recall_by_kind")
+
+
+def example() -> None:
+    """Run the quickstart into a temporary folder; keep its table's headline columns as the example snapshot and its
+    report as docs/example/report.html (`harness report`; a plain rendering of table.md where this build lacks it)."""
+    import subprocess
+    import tempfile
+
+    sys.path.insert(0, str(REPO))
+    from harness.atomic import write_text
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "quickstart"
+        env = {**__import__("os").environ, "HARNESS_HISTORY": "off"}
+        harness = [sys.executable, "-m", "harness"]
+        subprocess.run([*harness, "run", "scenarios/quickstart.yaml", "--out", str(run)], cwd=REPO, env=env, check=True)
+        with (run / "table.csv").open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        lines = [",".join(EXAMPLE_COLUMNS)] + [",".join(_csv_cell(r.get(c, "")) for c in EXAMPLE_COLUMNS) for r in rows]
+        write_text(FIGURES / "example.csv", "\n".join(lines) + "\n")
+        out = REPO / "docs" / "example" / "report.html"
+        has_report = subprocess.run([*harness, "report", "--help"], capture_output=True, env=env).returncode == 0
+        if has_report:
+            subprocess.run([*harness, "report", str(run), "--out", str(out)], cwd=REPO, env=env, check=True)
+        else:
+            import markdown
+
+            body = markdown.markdown((run / "table.md").read_text() + "\n\n" + (run / "leaderboard.md").read_text(),
+                                     extensions=["tables"])
+            write_text(out, "<!doctype html><meta charset=utf-8><title>quickstart</title>"
+                       "<p>An interim page: this build has no <code>harness report</code>; the run's tables follow.</p>"
+                       + body + "\n")
+
+
+def _csv_cell(value: str) -> str:
+    try:
+        value = f"{float(value):.4g}" if value not in ("", "nan") else ""
+    except ValueError:
+        pass
+    return f'"{value}"' if "," in value else value
+
+
 def main(argv: list[str]) -> int:
+    sys.path.insert(0, str(REPO))
     check = argv == ["--check"]
+    if argv == ["--example"]:
+        example()
+        argv = []
     if argv and not check:
-        print("usage: python docs/tools/figures.py [--check]", file=sys.stderr)
+        print("usage: python docs/tools/figures.py [--check | --example]", file=sys.stderr)
         return 2
     problems = []
     for path in documents():
@@ -195,7 +245,9 @@ def main(argv: list[str]) -> int:
         if rendered != text:
             problems += stale(text, rendered, path)
             if not check:
-                path.write_text(rendered)
+                from harness.atomic import write_text
+
+                write_text(path, rendered)
     for line in problems:
         print(line if check else "rewrote " + line.split(": ", 1)[0], file=sys.stderr if check else sys.stdout)
     return 1 if check and problems else 0
