@@ -168,7 +168,7 @@ def test_a_cell_missing_an_objective_fails_naming_the_cell_and_the_objective() -
     assert (c.number, c.verdict, c.section) == (3, Verdict.FAIL, "serving")
     assert c.reason == "1 of 2 cells miss an objective: slow"
     assert c.evidence[0] == Evidence("slow: FAIL: p95_ms 180 ms > 100", "sla")
-    assert c.evidence[1].text == "fast: PASS (p95 40 ms, 20,000 events/s)"
+    assert c.evidence[1].text == "fast: PASS (p95 40.0 ms, 20,000 events/s)"
 
 
 def test_every_judged_cell_passing_passes_and_lists_the_unmeasured() -> None:
