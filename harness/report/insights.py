@@ -89,9 +89,17 @@ def ship(run: LoadedRun) -> list[Insight]:
 
 
 # --- int8 ----------------------------------------------------------------------------------------------------------
+def _from(points: list[tuple[int, float]], at_least: float) -> int | None:
+    """The smallest batch from which the speedup stays at `at_least` or more at every larger batch measured."""
+    first = None
+    for batch, speedup in points:
+        first = (first or batch) if speedup >= at_least else None
+    return first
+
+
 def int8(run: LoadedRun) -> list[Insight]:
-    """Per INT8 build: with a batch sweep, the smallest batch where each model's speedup over the same runtime's fp32
-    reaches 1x and 2x; without one, the speedup at batch 1 and at the timed batch."""
+    """Per INT8 build: with a batch sweep, the smallest batch from which each model's speedup over the same runtime's
+    fp32 stays at 1x and at 2x; without one, the speedup at batch 1 and at the timed batch."""
     from harness.report.plots import crossover_points
 
     swept = any(r.timing is not None and r.timing.sweep for r in run.results)
@@ -103,11 +111,10 @@ def int8(run: LoadedRun) -> list[Insight]:
         parts, firsts = [], []
         for model, points in models.items():
             if swept:
-                pays = next((b for b, s in points if s >= 1.0), None)
-                doubles = next((b for b, s in points if s >= 2.0), None)
+                pays, doubles = _from(points, 1.0), _from(points, 2.0)
                 top_b, top = max(points, key=lambda p: p[1])
                 if pays is None:
-                    parts.append(f"{model} never pays up to batch {points[-1][0]} (best {top:.2f}x at {top_b})")
+                    parts.append(f"{model} does not pay at batch {points[-1][0]} ({points[-1][1]:.2f}x; best {top:.2f}x at {top_b})")
                 else:
                     firsts.append(pays)
                     parts.append(f"{model} pays from batch {pays}" + (f" and doubles from {doubles}" if doubles else
@@ -257,9 +264,12 @@ def previous_run(run: LoadedRun, history: Path) -> "dict | None":
     return earlier[0] if earlier else None  # runs() lists the newest first
 
 
+HEADLINE = ("nab_standard", "nab_standard_cv", "f1", "sla_met", "throughput_eps", "peak_eps_at_slo", "p95_ms", "achieved_eps")
+
+
 def regressions(run: LoadedRun, history: Path | None) -> list[Insight]:
     """What `harness compare` finds regressed since the previous run of the same scenario, judged with the history's
-    run-to-run noise; nothing without a store or a previous run."""
+    run-to-run noise, the headline figures (HEADLINE) first; nothing without a store or a previous run."""
     from harness.history.compare import compare
 
     if history is None or not Path(history).is_file():
@@ -270,12 +280,13 @@ def regressions(run: LoadedRun, history: Path | None) -> list[Insight]:
     c = compare(prev["path"], run.root, history=Path(history))
     since = f"since {Path(prev['path']).name} ({str(prev['started_at'])[:16].replace('T', ' ')})"
     if c.regressions:
-        worst = sorted(c.regressions, key=lambda v: -abs(v.delta_pct or 0.0))
+        headline = {m: i for i, m in enumerate(HEADLINE)}
+        worst = sorted(c.regressions, key=lambda v: (headline.get(v.metric.partition("[")[0], len(headline)), -abs(v.delta_pct or 0.0)))
         shown = "; ".join(f"{v.cell} {v.metric} {num(v.a)} -> {num(v.b)}"
                           + ("" if v.delta_pct is None else f" ({v.delta_pct:+.1f}%" + (f", noise {v.noise_pct:.0f}%)" if v.noise_pct else ")"))
                           for v in worst[:3])
         more = f"; {len(worst) - 3} more" if len(worst) > 3 else ""
-        text = f"{len(worst)} figures regressed in {run.name} {since}: {shown}{more}."
+        text = f"{len(worst)} figure{'s' * (len(worst) != 1)} regressed in {run.name} {since}: {shown}{more}."
         return [Insight("regressions", text, f"{len(worst)} regressed", run.name, "history")]
     counts: dict[str, int] = {}
     for v in c.verdicts:
