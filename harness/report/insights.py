@@ -8,7 +8,6 @@ labels (`thresholds`), what feedback delay still helps (`feedback`), what regres
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -280,7 +279,7 @@ HEADLINE = ("nab_standard", "nab_standard_cv", "f1", "sla_met", "throughput_eps"
 def regressions(run: LoadedRun, history: Path | None) -> list[Insight]:
     """What `harness compare` finds regressed since the previous run of the same scenario, judged with the history's
     run-to-run noise, the headline figures (HEADLINE) first; nothing without a store or a previous run."""
-    from harness.history.compare import compare
+    from harness.history.compare import Verdict, compare
 
     if history is None or not Path(history).is_file():
         return []
@@ -292,9 +291,11 @@ def regressions(run: LoadedRun, history: Path | None) -> list[Insight]:
     if c.regressions:
         headline = {m: i for i, m in enumerate(HEADLINE)}
         worst = sorted(c.regressions, key=lambda v: (headline.get(v.metric.partition("[")[0], len(headline)), -abs(v.delta_pct or 0.0)))
-        shown = "; ".join(f"{v.cell} {v.metric} {num(v.a)} -> {num(v.b)}"
-                          + ("" if v.delta_pct is None else f" ({v.delta_pct:+.1f}%" + (f", noise {v.noise_pct:.0f}%)" if v.noise_pct else ")"))
-                          for v in worst[:3])
+        def change(v: "Verdict") -> str:
+            noise = f", noise {v.noise_pct:.0f}%" if v.noise_pct else ""
+            return "" if v.delta_pct is None else f" ({v.delta_pct:+.1f}%{noise})"
+
+        shown = "; ".join(f"{v.cell} {v.metric} {num(v.a)} -> {num(v.b)}{change(v)}" for v in worst[:3])
         more = f"; {len(worst) - 3} more" if len(worst) > 3 else ""
         text = f"{len(worst)} figure{'s' * (len(worst) != 1)} regressed in {run.name} {since}: {shown}{more}."
         return [Insight("regressions", text, f"{len(worst)} regressed", run.name, "history")]

@@ -119,7 +119,7 @@ def num(v: Any) -> str:
     v = float(v)
     if abs(v) >= 1000:
         return f"{v:,.0f}"
-    return f"{v:.{max(0, 2 - int(math.floor(math.log10(abs(v)))))}f}" if v else "0"
+    return f"{v:.{max(0, 2 - math.floor(math.log10(abs(v))))}f}" if v else "0"
 
 
 def pts(v: Any) -> str:
@@ -231,7 +231,7 @@ def reduced_precision(runs: list[LoadedRun]) -> Criterion:
                          "scenarios/quantization.yaml (or pruning.yaml) --corpus data/nab", [], section)
     gated = [(r, row) for r, rows in per_run for _, row in rows.iterrows() if row["gate"] != ""]
     if not gated:
-        r, rows = per_run[0]
+        rows = per_run[0][1]
         return Criterion(2, title, Verdict.NOT_MEASURED, f"no quantized or pruned cell finished ({rows.iloc[0]['cell']}: "
                          f"{rows.iloc[0]['error'] or rows.iloc[0]['status']})", [], section)
     nab = [(r, row) for r, row in gated if corpus_kind(r).nab]
