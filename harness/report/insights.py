@@ -53,9 +53,9 @@ def _build(row: "pd.Series") -> str:
 
 
 def _on(run: LoadedRun) -> str:
-    """A note for figures that only mean something on NAB."""
+    """Where a NAB figure was measured, when that is not NAB (the figure means less there)."""
     kind = corpus_kind(run)
-    return "" if kind.nab else f" (NAB standard on {kind.text})"
+    return "" if kind.nab else f" on {kind.text}"
 
 
 # --- ship ----------------------------------------------------------------------------------------------------------
@@ -86,12 +86,14 @@ def ship(run: LoadedRun) -> list[Insight]:
         best, fastest = kept.loc[kept["throughput_eps"].idxmax()], rows.loc[rows["throughput_eps"].idxmax()]
         against = f"{ref['backend']} fp32"
         why = (f"{num(best['throughput_eps'])} events/s, {speed[best.name]:.2f}x {against}, NAB standard "
-               f"{-loss[best.name]:+.1f}% (within the {GATE_MAX_LOSS_PCT:g}% limit){_on(run)}")
+               f"{-loss[best.name]:+.1f}%{_on(run)} (within the {GATE_MAX_LOSS_PCT:g}% limit)")
         if fastest.name != best.name:
             why += f"; {_build(fastest)} is faster ({speed[fastest.name]:.2f}x) but loses {loss[fastest.name]:.1f}%"
         spread = best.get("throughput_spread_pct")
         if not missing(spread) and spread > 0:
-            why += f"; timing spread {spread:.0f}%"
+            close = kept[(kept.index != best.name) & (kept["throughput_eps"] >= best["throughput_eps"] * (1 - spread / 100))]
+            why += f"; timing spread {spread:.0f}%" + (", within which " + ", ".join(
+                f"{_build(r)} ({speed[i]:.2f}x)" for i, r in close.iterrows()) + " is as fast" if len(close) else "")
         out.append(Insight("ship", f"Ship {_model(best, t)} on {_build(best)}: {why}.", f"{speed[best.name]:.2f}x",
                            run.name, "quantization"))
     return out
@@ -137,7 +139,9 @@ def int8(run: LoadedRun) -> list[Insight]:
             text = f"{build} against {runtime} fp32: " + "; ".join(parts) + "."
         else:
             figure = f"{max(firsts):.2f}x"
-            text = f"{build} against {runtime} fp32 (no batch sweep: timing.sweep draws the crossover): " + "; ".join(parts) + "."
+            paying = sum(s >= 1.0 for s in firsts)
+            text = (f"{build} pays (>= 1x {runtime} fp32) for {paying} of {len(firsts)} models at the timed batch "
+                    f"(no batch sweep: timing.sweep draws the crossover): " + "; ".join(parts) + ".")
         out.append(Insight("int8", text, figure, run.name, "quantization"))
     return out
 
@@ -229,7 +233,8 @@ def thresholds(run: LoadedRun) -> list[Insight]:
         top = str(by["cv"].idxmax())
         if top != least:
             text += f"; the best cross-validated is {top} ({pts(by.loc[top, 'cv'])})"
-    return [Insight("thresholds", text + _on(run) + ".", f"{row['gap']:.2f} points", run.name, "thresholds")]
+    on = f" (scored{_on(run)})" if _on(run) else ""
+    return [Insight("thresholds", text + on + ".", f"{row['gap']:.2f} points", run.name, "thresholds")]
 
 
 # --- feedback ------------------------------------------------------------------------------------------------------
