@@ -254,7 +254,7 @@ def test_edge_costs_p95_peak_and_scoring_throughput_against_cloud() -> None:
     ae = result("ae.onnxruntime-fp32", "onnxruntime", "fp32", 50.0, 1000.0)
     run = loaded("cloud-vs-edge", [at("cloud", ae, 0.01, [300.0, 12.0], 52_000.0), at("edge", ae, 0.04, [400.0, 60.0], 13_000.0)])
     [i] = topic(insights([run]), "edge")
-    assert i.text == ("ae.onnxruntime-fp32 on edge: p95 60.0 ms vs 12.0 ms on cloud at rate 20 #2 (+48 ms); peak at the SLO "
+    assert i.text == ("ae.onnxruntime-fp32 on edge: p95 60.0 ms vs 12.0 ms on cloud at rate 20 #2 over http (+48 ms); peak at the SLO "
                       "13,000 vs 52,000 events/s (0.25x); scoring 2,500 vs 10,000 events/s on its node (0.25x).")
     assert (i.figure, i.run, i.section) == ("+48 ms p95", "cloud-vs-edge", "cloud-vs-edge")
     assert not topic(insights([quantization()]), "edge")  # no targets: nothing to say

@@ -159,13 +159,13 @@ def _targets(run: LoadedRun) -> tuple[str, list[str]] | None:
     return base, [n for n in names if n != base]
 
 
-def _clean_p95(serving: "pd.DataFrame | None", cell: str) -> "tuple[str, float] | None":
-    """The last fixed-rate run of a cell without a replica kill: its run label and p95."""
+def _clean_p95(serving: "pd.DataFrame | None", cell: str) -> dict[str, float]:
+    """A cell's fixed-rate runs without a replica kill: `path run` label -> p95, in the order they ran."""
     if serving is None:
-        return None
+        return {}
     rows = serving[(serving["cell"] == cell) & (serving["run"] != "peak") & ~serving["run"].str.contains("killed")
                    & serving["p95_ms"].notna()]
-    return None if rows.empty else (str(rows.iloc[-1]["run"]), float(rows.iloc[-1]["p95_ms"]))
+    return {f"{r['run']} over {r['path']}": float(r["p95_ms"]) for _, r in rows.iterrows()}
 
 
 def _peak(serving: "pd.DataFrame | None", cell: str) -> float | None:
@@ -193,9 +193,11 @@ def edge(run: LoadedRun) -> list[Insight]:
                 continue
             parts, figure = [], ""
             a, b = _clean_p95(run.serving, theirs), _clean_p95(run.serving, mine)
-            if a and b:
-                figure = f"{b[1] - a[1]:+.0f} ms p95"
-                parts.append(f"p95 {num(b[1])} ms vs {num(a[1])} ms on {base} at {b[0]} ({figure.removesuffix(' p95')})")
+            both = [k for k in b if k in a]
+            if both:  # the last run both targets had at the same rate and path
+                at, pa95, pb95 = both[-1], a[both[-1]], b[both[-1]]
+                figure = f"{pb95 - pa95:+.0f} ms p95"
+                parts.append(f"p95 {num(pb95)} ms vs {num(pa95)} ms on {base} at {at} ({pb95 - pa95:+.0f} ms)")
             pa, pb = _peak(run.serving, theirs), _peak(run.serving, mine)
             if pa and pb is not None:
                 parts.append(f"peak at the SLO {num(pb)} vs {num(pa)} events/s ({pb / pa:.2f}x)")
