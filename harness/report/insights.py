@@ -87,7 +87,12 @@ def ship(run: LoadedRun) -> list[Insight]:
         against = f"{ref['backend']} fp32"
         why = (f"{num(best['throughput_eps'])} events/s, {speed[best.name]:.2f}x {against}, NAB standard "
                f"{-loss[best.name]:+.1f}%{_on(run)} (within the {GATE_MAX_LOSS_PCT:g}% limit)")
-        if fastest.name != best.name:
+        if best.name == ref.name:
+            other = rows.drop(index=ref.name)
+            runner = other.loc[other["throughput_eps"].idxmax()]
+            why = (f"{num(best['throughput_eps'])} events/s; no other build is faster within the {GATE_MAX_LOSS_PCT:g}% loss "
+                   f"limit (the fastest other, {_build(runner)}: {speed[runner.name]:.2f}x, NAB standard {-loss[runner.name]:+.1f}%{_on(run)})")
+        elif fastest.name != best.name:
             why += f"; {_build(fastest)} is faster ({speed[fastest.name]:.2f}x) but loses {loss[fastest.name]:.1f}%"
         spread = best.get("throughput_spread_pct")
         if not missing(spread) and spread > 0:

@@ -269,13 +269,14 @@ def reduced_precision(runs: list[LoadedRun]) -> Criterion:
 
 # --- (3) deployment SLAs -----------------------------------------------------------------------------------------
 SLA_FIGURES = (("sla_p95_ms", "p95 {} ms"), ("sla_events_per_s", "{} events/s"), ("sla_error_rate", "error rate {}"),
-               ("sla_recovery_s", "recovery {} s"), ("sla_nab_standard_cv", "NAB standard cv {}"),
+               ("sla_recovery_s", "recovery {} s"), ("sla_nab_standard_cv", "cross-validated NAB standard {}"),
                ("sla_quantized_loss_pct", "NAB loss {}%"))
 
 
 def sla_figures(row: "pd.Series") -> str:
-    """What a cell measured against its objectives, in a few words."""
-    return ", ".join(text.format(num(row[col])) for col, text in SLA_FIGURES if col in row and not missing(row[col]))
+    """What a cell measured against its objectives, in a few words (NAB figures, deterministic, to two decimals)."""
+    fmt = {"sla_nab_standard_cv": pts, "sla_quantized_loss_pct": lambda v: f"{v:.1f}"}
+    return ", ".join(text.format(fmt.get(col, num)(row[col])) for col, text in SLA_FIGURES if col in row and not missing(row[col]))
 
 
 def _unfinished(row: "pd.Series") -> str:
