@@ -286,6 +286,9 @@ ae,simulated (error rate 0),6h,51.0,8,5,6,0.35,0.8,1.0,-20.0
 ae,simulated (error rate 0),1d,49.0,9,5,6,0.32,0.8,-1.0,-10.0
 wg,none,,40.0,10,5,6,0.3,0.8,0.0,0.0
 wg,simulated (error rate 0),0,39.0,10,5,6,0.3,0.8,-1.0,0.0
+lstm,none,,40.0,10,5,6,0.3,0.8,0.0,0.0
+lstm,simulated (error rate 0),0,38.0,6,5,6,0.3,0.8,-2.0,-40.0
+lstm,simulated (error rate 0),1d,39.0,8,5,6,0.3,0.8,-1.0,-20.0
 """
 
 
@@ -293,11 +296,14 @@ def test_feedback_says_the_longest_delay_that_still_helps_and_where_it_never_doe
     import io
 
     run = loaded("feedback", [result("ae", None, "fp32", 50.0, 0.0)], feedback=pd.read_csv(io.StringIO(FEEDBACK)))
-    helps, never = topic(insights([run]), "feedback")
+    helps, never, costs = topic(insights([run]), "feedback")
     assert helps.text == ("Reviewer feedback still helps ae 6h late: false-positive events -20%, NAB standard +1.00 "
                           "(simulated (error rate 0); delays tried: 0, 6h, 1d).")
     assert (helps.figure, helps.section) == ("6h", "feedback")
-    assert never.text == "Reviewer feedback did not help wg at any delay tried (0)." and never.figure == "none"
+    assert never.text == ("Reviewer feedback did not help wg at any delay tried (0): false-positive events +0% to +0%, "
+                          "NAB standard -1.00 to -1.00.") and never.figure == "none"
+    assert costs.text == ("Reviewer feedback cuts lstm's false alarms but costs NAB standard at every delay tried (0, 1d): "
+                          "false-positive events -40% to -20%, NAB standard -2.00 to -1.00.")
 
 
 def test_regressions_since_the_previous_run_of_the_scenario_in_the_history(tmp_path: Path) -> None:

@@ -268,7 +268,11 @@ def feedback(run: LoadedRun) -> list[Insight]:
                     f"({at['feedback']}; delays tried: {', '.join(r['delay'] for r in tried)})")
             figure = delay_text(useful[cell])
         else:
-            text = f"Reviewer feedback did not help {cell} at any delay tried ({', '.join(r['delay'] for r in tried)})"
+            fp, nab = ([float(r[k]) for r in tried] for k in ("fp_events_change_pct", "nab_delta"))
+            ranges = f"false-positive events {min(fp):+.0f}% to {max(fp):+.0f}%, NAB standard {min(nab):+.2f} to {max(nab):+.2f}"
+            delays = ", ".join(r["delay"] for r in tried)
+            text = (f"Reviewer feedback cuts {cell}'s false alarms but costs NAB standard at every delay tried ({delays}): {ranges}"
+                    if max(fp) < 0 else f"Reviewer feedback did not help {cell} at any delay tried ({delays}): {ranges}")
             figure = "none"
         out.append(Insight("feedback", text + ".", figure, run.name, "feedback"))
     return out
