@@ -181,11 +181,13 @@ def test_a_cell_missing_an_objective_fails_naming_the_cell_and_the_objective() -
 
 def test_every_judged_cell_passing_passes_and_lists_the_unmeasured() -> None:
     pending = served("pending", [], sla=SLA).model_copy(update={"tasks": {}})
-    run = loaded("sla", [served("fast", [40.0], sla=SLA), served("nokill", [40.0], sla={"max_recovery_s": 10}), pending], SYNTHETIC)
+    failed = served("failed", [], sla=SLA).model_copy(update={"tasks": {"load": TaskRecord(kind="load", status=Status.FAILED, error="OOM")}})
+    run = loaded("sla", [served("fast", [40.0], sla=SLA), served("nokill", [40.0], sla={"max_recovery_s": 10}), pending, failed], SYNTHETIC)
     c = criteria([run])[2]
-    assert c.verdict == Verdict.PASS and c.reason == "every judged cell keeps its objectives (1 of 3); 2 not measured"
+    assert c.verdict == Verdict.PASS and c.reason == "every judged cell keeps its objectives (1 of 4); 3 not measured"
     assert "nokill: NOT MEASURED: max_recovery_s (no replica kill" in c.evidence[0].text
     assert c.evidence[1].text == "pending: NOT MEASURED: the cell is pending"  # not once per objective
+    assert c.evidence[2].text == "failed: NOT MEASURED: the cell failed (load: OOM)"
 
 
 def test_without_an_sla_section_or_a_measurable_cell_it_is_not_measured() -> None:

@@ -281,7 +281,9 @@ def sla_figures(row: "pd.Series") -> str:
 
 def _unfinished(row: "pd.Series") -> str:
     """`NOT MEASURED: the cell is pending` for a cell that did not finish, in place of the same reason per objective."""
-    return f"NOT MEASURED: the cell is {row['status']}" if row["status"] != "ok" and str(row["sla"]).startswith("NOT") else ""
+    if row["status"] == "ok" or not str(row["sla"]).startswith("NOT"):
+        return ""
+    return f"NOT MEASURED: the cell failed ({row['error']})" if row["status"] == "failed" else f"NOT MEASURED: the cell is {row['status']}"
 
 
 def slas(runs: list[LoadedRun]) -> Criterion:
