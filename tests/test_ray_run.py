@@ -14,7 +14,7 @@ import pytest
 
 from harness.results.schema import SCHEMA_VERSION
 
-from conftest import REPO, harness_cmd, needs_netns, private_net, ray_env
+from conftest import REPO, harness_cmd, needs_netns
 
 pytestmark = needs_netns
 
@@ -27,18 +27,6 @@ METRIC_COLUMNS = [
 
 def read_table(out: Path) -> pd.DataFrame:
     return pd.read_csv(out / "table.csv", keep_default_na=False, na_values=[""])
-
-
-@pytest.fixture(scope="module")
-def quickstart_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
-    """The README's quickstart on a private local Ray (no --address)."""
-    out = tmp_path_factory.mktemp("quickstart") / "run"
-    proc = subprocess.run(
-        private_net(harness_cmd("run", "scenarios/quickstart.yaml", "--out", str(out))),
-        cwd=REPO, env=ray_env(), capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc, out
 
 
 def test_quickstart_writes_table_manifest_and_prints_table(quickstart_run):

@@ -81,6 +81,8 @@ def fmt(value: Any, column: str = "") -> Cell:
         col = BY_NAME.get(column)
         if col is not None and col.exact:
             text = repr(v)
+        elif abs(v) < 1e-9:  # a float's rounding error (1.75e-14), not a figure
+            text = "0"
         elif v.is_integer() or abs(v) >= 1000:
             text = f"{v:,.0f}"
         else:
@@ -88,8 +90,9 @@ def fmt(value: Any, column: str = "") -> Cell:
         return Cell(text, repr(v), "num")
     text = str(value)
     head = text.split(":", 1)[0].strip().upper()
-    css = {"PASS": "pass", "FAIL": "fail", "VALID": "pass", "INVALID": "fail", "N/A": "na"}.get(head, "")
-    return Cell(text, "", css)
+    css = {"PASS": "pass", "FAIL": "fail", "VALID": "pass", "INVALID": "fail", "N/A": "na", "FAILED": "fail",
+           "NOT MEASURED": "na"}.get(head, "")
+    return Cell(text, "", (css + " long").strip() if len(text) > 40 else css)
 
 
 DOCS = {  # the columns a report derives, beside those harness.results.columns describes

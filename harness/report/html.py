@@ -78,10 +78,18 @@ def write_report(runs: list[LoadedRun], out: str | Path, title: str | None = Non
 
 
 def check_out(out: Path, suffix: str = ".html") -> None:
-    """Refuse an output that is a folder or has another suffix before any work is done."""
+    """Refuse, before any work is done, an output that is a folder, has another suffix, or lies where nothing can
+    be written (the nearest folder that exists is not writable): nothing is created to find out."""
+    import os
+
     from harness.errors import InputError
 
     if out.is_dir():
         raise InputError(f"is a folder: expected a file name such as report{suffix}", out)
     if out.suffix.lower() not in ({".html", ".htm"} if suffix == ".html" else {suffix}):
         raise InputError(f"expected a {suffix} file", out)
+    parent = out.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise InputError(f"cannot write the report here ({parent} is not a writable folder)", out)

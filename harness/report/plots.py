@@ -51,7 +51,7 @@ def latency_plot(results: list[CellResult], fmt: str = "png") -> bytes | None:
     ax.set(xlabel="achieved events/s", ylabel="latency (ms, from intended send time)", yscale="log")
     ax.set_title("Latency against throughput (p50 dotted, p95 solid, p99 dashed)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize="x-small", loc="best")
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plot: the lines stay visible
     return _png(fig, fmt)
 
 
