@@ -12,9 +12,10 @@ import pytest
 from harness.report import tables
 from harness.report.runs import LoadedRun
 from harness.load.summary import LatencyMs, LoadSummary
+from harness.report.insights import Insight, insights
 from harness.report.verdicts import Evidence, Verdict, corpus_kind, criteria
 from harness.results.schema import (
-    CellResult, LoadPoint, LoadResult, Manifest, PeakFigures, Status, TaskRecord, WarmupFigures,
+    CellResult, LoadPoint, LoadResult, Manifest, PeakFigures, PolicyFigures, Status, TaskRecord, WarmupFigures,
 )
 from harness.scenario import Cell
 from harness.sla.spec import Objectives
@@ -174,7 +175,7 @@ def test_a_cell_missing_an_objective_fails_naming_the_cell_and_the_objective() -
 def test_every_judged_cell_passing_passes_and_lists_the_unmeasured() -> None:
     run = loaded("sla", [served("fast", [40.0], sla=SLA), served("nokill", [40.0], sla={"max_recovery_s": 10})], SYNTHETIC)
     c = criteria([run])[2]
-    assert c.verdict == Verdict.PASS and c.reason == "every judged cell keeps its objectives (1 cells); 1 not measured"
+    assert c.verdict == Verdict.PASS and c.reason == "every judged cell keeps its objectives (1 of 2); 1 not measured"
     assert "nokill: NOT MEASURED: max_recovery_s (no replica kill" in c.evidence[0].text
 
 
@@ -183,3 +184,122 @@ def test_without_an_sla_section_or_a_measurable_cell_it_is_not_measured() -> Non
     assert c.verdict == Verdict.NOT_MEASURED and c.reason.startswith("no scenario had an `sla:` section")
     c = criteria([loaded("sla", [served("nokill", [40.0], sla={"max_recovery_s": 10})], SYNTHETIC)])[2]
     assert c.verdict == Verdict.NOT_MEASURED and c.reason.startswith("no cell could be judged: NOT MEASURED: max_recovery_s")
+
+
+# --- insights --------------------------------------------------------------------------------------------------------
+def topic(run_insights: list[Insight], name: str) -> list[Insight]:
+    return [i for i in run_insights if i.topic == name]
+
+
+def test_ship_names_the_fastest_build_within_the_loss_limit_per_model() -> None:
+    [i] = topic(insights([quantization()]), "ship")
+    assert i.text == ("Ship ae on onnxruntime int8: 2,500 events/s, 2.50x torch fp32, NAB standard -2.0% (within the 5% limit); "
+                      "openvino int8 is faster (4.00x) but loses 10.0%.")
+    assert (i.figure, i.run, i.section) == ("2.50x", "quantization", "quantization")
+    [synthetic] = topic(insights([quantization(SYNTHETIC)]), "ship")
+    assert "(NAB standard on the synthetic corpus (seed 7, 4032 rows))" in synthetic.text
+
+
+def crossover(sweep: bool) -> LoadedRun:
+    """ae's and lstm's onnxruntime fp32 and int8 (dynamic) builds, timed at batch 1 (100 vs 80 events/s for ae) and
+    256 (1,000 vs 2,100; lstm 900), and over a sweep of 16 and 64 when asked."""
+    fp32, int8 = ({16: 500.0, 64: 800.0}, {16: 450.0, 64: 1000.0}) if sweep else (None, None)
+    return loaded("crossover", [
+        result("ae.onnxruntime-fp32", "onnxruntime", "fp32", 50.0, 1000.0, sweep=fp32),
+        result("ae.onnxruntime-int8-dynamic", "onnxruntime", "int8", 50.0, 2100.0, b1_eps=80.0, sweep=int8),
+        result("lstm.onnxruntime-fp32", "onnxruntime", "fp32", 50.0, 1000.0, detector="lstm", sweep=fp32),
+        result("lstm.onnxruntime-int8-dynamic", "onnxruntime", "int8", 50.0, 900.0, detector="lstm", sweep=int8),
+    ])
+
+
+def test_int8_pays_from_the_smallest_batch_of_the_sweep_or_at_the_timed_batch() -> None:
+    [i] = topic(insights([crossover(sweep=True)]), "int8")
+    assert i.text == ("onnxruntime-int8-dynamic against onnxruntime fp32: ae pays from batch 64 and doubles from 256; "
+                      "lstm does not pay at batch 256 (0.90x; best 1.25x at 64).")  # 1x at batch 1, 0.9x at 16: paying stays
+    assert (i.figure, i.run, i.section) == ("batch 64", "crossover", "quantization")
+    [unswept] = topic(insights([crossover(sweep=False)]), "int8")
+    assert unswept.text == ("onnxruntime-int8-dynamic against onnxruntime fp32 (no batch sweep: timing.sweep draws the "
+                            "crossover): ae 2.10x at batch 256 (0.80x at batch 1); lstm 0.90x at batch 256 (1.00x at batch 1).")
+    assert unswept.figure == "2.10x"
+    assert not topic(insights([nab_best({"ensemble": (71.84, 0.52, 66.1)})]), "int8")
+
+
+def at(target: str, r: CellResult, detect_s: float, p95s: list[float] | None = None, peak_eps: float | None = None) -> CellResult:
+    """`r` on a target, its scoring taking `detect_s` over its 100 rows, load-tested when `p95s` is given."""
+    score = r.tasks["score"].model_copy(update={"result": r.score.model_copy(update={"detect_s": detect_s})})
+    tasks, kinds = {**r.tasks, "score": score}, list(r.kinds)
+    if p95s is not None:
+        tasks["load"], kinds = served(r.cell.id, p95s, peak_eps=peak_eps).tasks["load"], kinds + ["load"]
+    return r.model_copy(update={"cell": r.cell.model_copy(update={"id": f"{r.cell.id}@{target}", "target": target}),
+                                "kinds": kinds, "tasks": tasks})
+
+
+def test_edge_costs_p95_peak_and_scoring_throughput_against_cloud() -> None:
+    ae = result("ae.onnxruntime-fp32", "onnxruntime", "fp32", 50.0, 1000.0)
+    run = loaded("cloud-vs-edge", [at("cloud", ae, 0.01, [300.0, 12.0], 52_000.0), at("edge", ae, 0.04, [400.0, 60.0], 13_000.0)])
+    [i] = topic(insights([run]), "edge")
+    assert i.text == ("ae.onnxruntime-fp32 on edge: p95 60.0 ms vs 12.0 ms on cloud at rate 20 #2 (+48 ms); peak at the SLO "
+                      "13,000 vs 52,000 events/s (0.25x); scoring 2,500 vs 10,000 events/s on its node (0.25x).")
+    assert (i.figure, i.run, i.section) == ("+48 ms p95", "cloud-vs-edge", "cloud-vs-edge")
+    assert not topic(insights([quantization()]), "edge")  # no targets: nothing to say
+
+
+def with_policies(r: CellResult, oracle_cv: dict[str, tuple[float, float]]) -> CellResult:
+    """`r` cross-validated (NAB optimised: its score -> 40) and with a policy per (oracle, cv) given."""
+    policies = [PolicyFigures(policy=k, oracle_params="q 0.99", nab_standard=o, nab_standard_cv=cv, folds={}, f1=0.5, precision=0.5,
+                              recall=0.5, latency_mean_s=1.0, fp_events=3, seconds=0.1) for k, (o, cv) in oracle_cv.items()]
+    score = r.score.model_copy(update={"cross_validated": {"standard": 40.0}, "policies": policies})
+    return r.model_copy(update={"tasks": {**r.tasks, "score": r.tasks["score"].model_copy(update={"result": score})}})
+
+
+def test_thresholds_names_the_policy_that_loses_least_without_the_labels() -> None:
+    cells = [with_policies(result("ae", None, "fp32", 50.0, 0.0), {"rolling_quantile": (48.0, 46.0), "spot": (52.0, 45.0)}),
+             with_policies(result("wg", None, "fp32", 60.0, 0.0, detector="wg"), {"rolling_quantile": (40.0, 39.0), "spot": (45.0, 43.0)})]
+    [i] = topic(insights([loaded("thresholds", cells)]), "thresholds")
+    assert i.text == ("rolling_quantile loses least when not fitted to the labels: 1.50 points of NAB standard (mean over 2 cells: "
+                      "44.00 oracle, 42.50 cross-validated); the others lose optimized 15.00, spot 4.50; the best cross-validated "
+                      "is spot (44.00).")
+    assert (i.figure, i.section) == ("1.50 points", "thresholds")
+
+
+FEEDBACK = """cell,feedback,delay,nab_standard,fp_events,detected_windows,windows,precision,recall,nab_delta,fp_events_change_pct
+ae,none,,50.0,10,5,6,0.3,0.8,0.0,0.0
+ae,simulated (error rate 0),0,53.0,6,5,6,0.4,0.8,3.0,-40.0
+ae,simulated (error rate 0),6h,51.0,8,5,6,0.35,0.8,1.0,-20.0
+ae,simulated (error rate 0),1d,49.0,9,5,6,0.32,0.8,-1.0,-10.0
+wg,none,,40.0,10,5,6,0.3,0.8,0.0,0.0
+wg,simulated (error rate 0),0,39.0,10,5,6,0.3,0.8,-1.0,0.0
+"""
+
+
+def test_feedback_says_the_longest_delay_that_still_helps_and_where_it_never_does() -> None:
+    import io
+
+    run = loaded("feedback", [result("ae", None, "fp32", 50.0, 0.0)], feedback=pd.read_csv(io.StringIO(FEEDBACK)))
+    helps, never = topic(insights([run]), "feedback")
+    assert helps.text == ("Reviewer feedback still helps ae 6h late: false-positive events -20%, NAB standard +1.00 "
+                          "(simulated (error rate 0); delays tried: 0, 6h, 1d).")
+    assert (helps.figure, helps.section) == ("6h", "feedback")
+    assert never.text == "Reviewer feedback did not help wg at any delay tried (0)." and never.figure == "none"
+
+
+def test_regressions_since_the_previous_run_of_the_scenario_in_the_history(tmp_path: Path) -> None:
+    from harness.history.store import index_run
+    from harness.report.runs import load_run
+    from test_history import write_run
+
+    store = tmp_path / "history.sqlite"
+    first = write_run(tmp_path / "first", eps=1000.0, started="2026-11-01T00:00:00+00:00")
+    assert not insights([load_run(first)], store)  # no store yet
+    index_run(first, store)
+    assert not topic(insights([load_run(first)], store), "regressions")  # no earlier run
+    slow = write_run(tmp_path / "slow", eps=700.0, started="2026-11-02T00:00:00+00:00")
+    index_run(slow, store)
+    [i] = topic(insights([load_run(slow)], store), "regressions")
+    assert i.text.startswith("4 figures regressed in slow since first (2026-11-01 00:00): ae.ort-fp32 throughput_eps 1,000 -> 700 "
+                             "(-30.0%); ae.ort-fp32 latency_bN_p50_ms 256 -> 366 (+42.9%)")  # the headline figure first
+    assert (i.figure, i.run, i.section) == ("4 regressed", "slow", "history")
+    same = write_run(tmp_path / "same", eps=700.0, started="2026-11-03T00:00:00+00:00")
+    index_run(same, store)
+    [ok] = topic(insights([load_run(same)], store), "regressions")
+    assert ok.text.startswith("Nothing regressed in same since slow (2026-11-02 00:00):") and ok.figure == "0 regressed"

@@ -296,5 +296,5 @@ def slas(runs: list[LoadedRun]) -> Criterion:
         return Criterion(3, title, Verdict.NOT_MEASURED, f"no cell could be judged: {by['NOT MEASURED'][0][1]['sla']}",
                          evidence, section)
     unjudged = f"; {len(by['NOT MEASURED'])} not measured" if by["NOT MEASURED"] else ""
-    return Criterion(3, title, Verdict.PASS, f"every judged cell keeps its objectives ({len(by['PASS'])} cells){unjudged}",
+    return Criterion(3, title, Verdict.PASS, f"every judged cell keeps its objectives ({len(by['PASS'])} of {len(judged)}){unjudged}",
                      evidence, section)
