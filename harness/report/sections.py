@@ -181,6 +181,7 @@ def _peaks(run: LoadedRun) -> dict[str, dict[str, Any]]:
 def history_trend(runs: list[LoadedRun], path: Path | None) -> Section | None:
     """Each run's headline figures over its scenario's runs in the history, regressions marked as `harness
     compare` judges them (noise-aware, against the run before)."""
+    from harness.errors import InputError
     from harness.history import store
 
     if path is None or not path.is_file():
@@ -191,7 +192,10 @@ def history_trend(runs: list[LoadedRun], path: Path | None) -> Section | None:
         if run.scenario in done:
             return []
         done.add(run.scenario)
-        rows = [r for r in store.series(path, run.scenario, HEADLINES, HEADLINE_PATTERNS) if r["cell"] in set(run.manifest.cells)]
+        try:
+            rows = [r for r in store.series(path, run.scenario, HEADLINES, HEADLINE_PATTERNS) if r["cell"] in set(run.manifest.cells)]
+        except InputError as exc:  # a corrupt store: the report goes on without the trend, and says why
+            return [Text(f"The history could not be read: {exc}")]
         if len({r["run_id"] for r in rows}) < 2:
             return []
         return _trendpresent(rows, store.run_id(run.root))
