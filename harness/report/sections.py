@@ -66,16 +66,19 @@ def _pr(run: LoadedRun) -> bytes | None:
 
 
 def thresholds(runs: list[LoadedRun]) -> Section | None:
-    """Threshold policies against NAB's label-fitted threshold, for runs that compared more than that one."""
+    """Threshold policies against NAB's label-fitted threshold: the runs that compared more than that one, else
+    the runs on NAB itself (where the label-fitted threshold's cross-validated loss is the figure to quote)."""
+    scored = [r for r in runs if r.policies is not None]
+    compared = [r for r in scored if r.policies["policy"].nunique() > 1]
+    chosen = compared or [r for r in scored if not (r.manifest.scenario.get("resolved", {}).get("corpus") or {}).get("synthetic")]
+
     def make(run: LoadedRun) -> list[Any]:
         df = run.policies
-        if df is None or df["policy"].nunique() < 2:
-            return []
         return present(table(df, POLICIES, caption="nab_standard: the best candidate chosen on the labels it is judged on "
                              "(an oracle); nab_standard_cv: each category at the candidate best on the others"))
 
     return Section("thresholds", "Threshold policies", "What each threshold policy scores when it is not fitted to the "
-                   "labels it is judged on (cross-validated by category), beside the label-fitted oracle.", per_run(runs, make))
+                   "labels it is judged on (cross-validated by category), beside the label-fitted oracle.", per_run(chosen, make))
 
 
 def feedback(runs: list[LoadedRun]) -> Section | None:
