@@ -102,6 +102,7 @@ def test_report_in_a_browser_offline(with_history, report_env, tmp_path):
             ids = page.evaluate("[...document.querySelectorAll('section')].map(s => s.id)")
             assert [i for i in ORDER if i in ids] == ids and set(SECTIONS) <= set(ids), ids
             check_sorting(page)
+            check_print_fits(page)
         finally:
             browser.close()
 
@@ -119,6 +120,16 @@ def check_sorting(page) -> None:
     assert values() == sorted(values())
     board.locator("th").nth(column).click()
     assert values() == sorted(values(), reverse=True)
+
+
+def check_print_fits(page) -> None:
+    """Printed on landscape A4 (about 1047 CSS pixels inside its margins), no table, figure or block runs past the
+    page's edge, where print would cut it."""
+    page.set_viewport_size({"width": 1047, "height": 750})
+    page.emulate_media(media="print")
+    wider = page.evaluate("[...document.querySelectorAll('table, figure, img, pre')].filter(e => "
+                          "e.getBoundingClientRect().right > document.documentElement.clientWidth + 1).map(e => e.outerHTML.slice(0, 80))")
+    assert wider == []
 
 
 def test_pdf_prints_through_chromium(quickstart_run, report_env, tmp_path):
