@@ -137,6 +137,13 @@ def test_on_the_synthetic_corpus_the_loss_is_not_measured_but_the_gates_are_show
     assert c.evidence[0].text.endswith(": PASS (on the synthetic corpus (seed 7, 4032 rows): the gate's verdict, not a NAB loss)")
 
 
+def test_a_variant_without_its_runtimes_fp32_row_is_not_measured_on_nab() -> None:
+    run = loaded("q", [result("ae.torch-fp32", "torch", "fp32", 50.0, 1000.0), result("ae.ort-int8", "onnxruntime", "int8", 49.0, 2500.0)])
+    c = criteria([run])[1]
+    assert c.verdict == Verdict.NOT_MEASURED
+    assert c.reason.endswith("ae.ort-int8: n/a: no onnxruntime fp32 row to compare with")
+
+
 def test_no_reduced_precision_rows_is_not_measured() -> None:
     c = criteria([nab_best({"ensemble": (71.84, 0.52, 66.1)})])[1]
     assert c.verdict == Verdict.NOT_MEASURED and c.reason.startswith("no quantized or pruned variant") and not c.evidence
@@ -198,6 +205,9 @@ def test_ship_names_the_fastest_build_within_the_loss_limit_per_model() -> None:
     assert (i.figure, i.run, i.section) == ("2.50x", "quantization", "quantization")
     [synthetic] = topic(insights([quantization(SYNTHETIC)]), "ship")
     assert "(NAB standard on the synthetic corpus (seed 7, 4032 rows))" in synthetic.text
+    ae, lstm = topic(insights([crossover(sweep=False)]), "ship")  # no torch row: against the runtime's own fp32
+    assert ae.text.startswith("Ship ae on onnxruntime int8: 2,100 events/s, 2.10x onnxruntime fp32, NAB standard +0.0%")
+    assert lstm.text.startswith("Ship lstm on onnxruntime fp32: 1,000 events/s, 1.00x onnxruntime fp32")
 
 
 def crossover(sweep: bool) -> LoadedRun:

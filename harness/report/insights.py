@@ -8,7 +8,6 @@ labels (`thresholds`), what feedback delay still helps (`feedback`), what regres
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,31 +59,41 @@ def _on(run: LoadedRun) -> str:
 
 
 # --- ship ----------------------------------------------------------------------------------------------------------
+def _reference(rows: "pd.DataFrame") -> "pd.Series | None":
+    """A model's reference build: its unpruned torch fp32 row, else its first unpruned fp32 row (a scenario without
+    torch, like sla.yaml: the loss and speedup are then against that runtime's fp32)."""
+    fp32 = rows[(rows["precision"] == "fp32") & (rows["pruning"].fillna("") == "") & rows["nab_standard"].notna()]
+    torch = fp32[fp32["backend"] == "torch"]
+    return torch.iloc[0] if len(torch) else fp32.iloc[0] if len(fp32) else None
+
+
 def ship(run: LoadedRun) -> list[Insight]:
     """Per model with more than one build: the fastest finished build that keeps within the gate's loss (5% of the
-    torch fp32 row's NAB standard), with its throughput, speedup and loss."""
+    reference's NAB standard: torch fp32, else the model's fp32 build), with its throughput, speedup and loss."""
     t = run.table
-    if "backend" not in t or "speedup_vs_fp32" not in t:
+    if "backend" not in t:
         return []
     ok = t[(t["status"] == "ok") & t["throughput_eps"].notna()]
     key = ok["detector"].astype(str) + "\0" + ok["params"].astype(str) + ("\0" + ok["target"].astype(str) if "target" in ok else "")
     out = []
     for _, rows in ok.groupby(key, sort=False):
-        kept = rows[rows["nab_standard_delta_pct"] > -GATE_MAX_LOSS_PCT]
-        if len(rows) < 2 or kept.empty:
+        ref = _reference(rows)
+        if len(rows) < 2 or ref is None or not ref["nab_standard"] or not ref["throughput_eps"]:
             continue
-        best = kept.loc[kept["throughput_eps"].idxmax()]
-        fastest = rows.loc[rows["throughput_eps"].idxmax()]
-        model, speedup = _model(best, t), f"{best['speedup_vs_fp32']:.2f}x"
-        why = (f"{num(best['throughput_eps'])} events/s, {speedup} torch fp32, NAB standard "
-               f"{best['nab_standard_delta_pct']:+.1f}% (within the {GATE_MAX_LOSS_PCT:g}% limit){_on(run)}")
+        loss = -100.0 * (rows["nab_standard"] - ref["nab_standard"]) / abs(ref["nab_standard"])
+        speed = rows["throughput_eps"] / ref["throughput_eps"]
+        kept = rows[loss < GATE_MAX_LOSS_PCT]
+        best, fastest = kept.loc[kept["throughput_eps"].idxmax()], rows.loc[rows["throughput_eps"].idxmax()]
+        against = f"{ref['backend']} fp32"
+        why = (f"{num(best['throughput_eps'])} events/s, {speed[best.name]:.2f}x {against}, NAB standard "
+               f"{-loss[best.name]:+.1f}% (within the {GATE_MAX_LOSS_PCT:g}% limit){_on(run)}")
         if fastest.name != best.name:
-            why += (f"; {_build(fastest)} is faster ({fastest['speedup_vs_fp32']:.2f}x) but loses "
-                    f"{-fastest['nab_standard_delta_pct']:.1f}%")
+            why += f"; {_build(fastest)} is faster ({speed[fastest.name]:.2f}x) but loses {loss[fastest.name]:.1f}%"
         spread = best.get("throughput_spread_pct")
         if not missing(spread) and spread > 0:
             why += f"; timing spread {spread:.0f}%"
-        out.append(Insight("ship", f"Ship {model} on {_build(best)}: {why}.", speedup, run.name, "quantization"))
+        out.append(Insight("ship", f"Ship {_model(best, t)} on {_build(best)}: {why}.", f"{speed[best.name]:.2f}x",
+                           run.name, "quantization"))
     return out
 
 
@@ -270,7 +279,7 @@ HEADLINE = ("nab_standard", "nab_standard_cv", "f1", "sla_met", "throughput_eps"
 def regressions(run: LoadedRun, history: Path | None) -> list[Insight]:
     """What `harness compare` finds regressed since the previous run of the same scenario, judged with the history's
     run-to-run noise, the headline figures (HEADLINE) first; nothing without a store or a previous run."""
-    from harness.history.compare import compare
+    from harness.history.compare import Verdict, compare
 
     if history is None or not Path(history).is_file():
         return []
@@ -282,9 +291,11 @@ def regressions(run: LoadedRun, history: Path | None) -> list[Insight]:
     if c.regressions:
         headline = {m: i for i, m in enumerate(HEADLINE)}
         worst = sorted(c.regressions, key=lambda v: (headline.get(v.metric.partition("[")[0], len(headline)), -abs(v.delta_pct or 0.0)))
-        shown = "; ".join(f"{v.cell} {v.metric} {num(v.a)} -> {num(v.b)}"
-                          + ("" if v.delta_pct is None else f" ({v.delta_pct:+.1f}%" + (f", noise {v.noise_pct:.0f}%)" if v.noise_pct else ")"))
-                          for v in worst[:3])
+        def change(v: "Verdict") -> str:
+            noise = f", noise {v.noise_pct:.0f}%" if v.noise_pct else ""
+            return "" if v.delta_pct is None else f" ({v.delta_pct:+.1f}%{noise})"
+
+        shown = "; ".join(f"{v.cell} {v.metric} {num(v.a)} -> {num(v.b)}{change(v)}" for v in worst[:3])
         more = f"; {len(worst) - 3} more" if len(worst) > 3 else ""
         text = f"{len(worst)} figure{'s' * (len(worst) != 1)} regressed in {run.name} {since}: {shown}{more}."
         return [Insight("regressions", text, f"{len(worst)} regressed", run.name, "history")]

@@ -94,7 +94,8 @@ def published_rows(board: "pd.DataFrame | None") -> dict[str, "pd.Series"]:
     for name in PUBLISHED:
         rows = board[(board["detector"] == name) & (board["source"] != THIS_RUN)]
         if len(rows):
-            out[name] = rows.assign(_f1=rows["f1"].notna()).sort_values("_f1", ascending=False, kind="stable").iloc[0]
+            rescored = rows["f1"].notna() if "f1" in rows else False
+            out[name] = rows.assign(_f1=rescored).sort_values("_f1", ascending=False, kind="stable").iloc[0]
     return out
 
 
@@ -118,7 +119,7 @@ def num(v: Any) -> str:
     v = float(v)
     if abs(v) >= 1000:
         return f"{v:,.0f}"
-    return f"{v:.{max(0, 2 - int(math.floor(math.log10(abs(v)))))}f}" if v else "0"
+    return f"{v:.{max(0, 2 - math.floor(math.log10(abs(v))))}f}" if v else "0"
 
 
 def pts(v: Any) -> str:
@@ -230,7 +231,7 @@ def reduced_precision(runs: list[LoadedRun]) -> Criterion:
                          "scenarios/quantization.yaml (or pruning.yaml) --corpus data/nab", [], section)
     gated = [(r, row) for r, rows in per_run for _, row in rows.iterrows() if row["gate"] != ""]
     if not gated:
-        r, rows = per_run[0]
+        rows = per_run[0][1]
         return Criterion(2, title, Verdict.NOT_MEASURED, f"no quantized or pruned cell finished ({rows.iloc[0]['cell']}: "
                          f"{rows.iloc[0]['error'] or rows.iloc[0]['status']})", [], section)
     nab = [(r, row) for r, row in gated if corpus_kind(r).nab]
@@ -259,7 +260,8 @@ def reduced_precision(runs: list[LoadedRun]) -> Criterion:
                          f"and against {row['backend']} fp32 ({row['speedup_vs_backend_fp32']:.2f}x), NAB standard "
                          f"{row['nab_standard_delta_pct']:+.1f}%{others}", evidence, section)
     if not any(str(row[g]).startswith("FAIL") for _, row in nab for g, _, _ in COMPARISONS):
-        return Criterion(2, title, Verdict.NOT_MEASURED, f"no comparison possible: {nab[0][1]['cell']}: {nab[0][1]['gate']}",
+        cell, why = next((row["cell"], row[g]) for _, row in nab for g, _, _ in COMPARISONS if str(row[g]).startswith("n/a"))
+        return Criterion(2, title, Verdict.NOT_MEASURED, f"no variant passes both and some cannot be compared: {cell}: {why}",
                          evidence, section)
     return Criterion(2, title, Verdict.FAIL, "no variant loses < 5% NAB standard at >= 2x both against torch fp32 and "
                      "against its own runtime's fp32", evidence, section)
