@@ -175,6 +175,9 @@ def test_failed_cell_is_recorded_and_resume_finishes_the_run(ray_cluster, tmp_pa
     failed = json.loads((out / "cells" / "Exploding" / "result.json").read_text())
     assert failed["status"] == "failed" and "Traceback" in failed["tasks"]["score"]["traceback"]
     assert not (out / "nab" / "Exploding").exists()
+    report = out / "report.html"  # a run with a failed cell still ends with its report
+    assert 'id="verdicts"' in report.read_text()
+    report.unlink()
 
     # An interruption loses a cell: --resume reruns it (and the failed one) and leaves finished cells alone.
     (out / "cells" / "LastValueJump" / "result.json").unlink()
@@ -187,6 +190,7 @@ def test_failed_cell_is_recorded_and_resume_finishes_the_run(ray_cluster, tmp_pa
     assert table.loc["LastValueJump", "status"] == "ok"
     assert table.loc["LastValueJump", "nab_standard"] == pytest.approx(before, abs=1e-12)
     assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+    assert 'id="verdicts"' in report.read_text()  # --resume writes the report again
 
 
 def ray_cluster_run(cluster, cmd, env):
