@@ -41,9 +41,10 @@ def report_env(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def with_history(quickstart_run, tmp_path_factory) -> tuple[Path, Path]:
-    """The quickstart run and a copy of it started a day earlier, both indexed in a fresh history: the report of
-    the run then has a trend to draw. Returns (the run folder, the store)."""
+def with_history(quickstart_run, tmp_path_factory) -> tuple[Path, Path, str]:
+    """The quickstart run and a copy of it started a year earlier in which its last cell scored 5 NAB points more,
+    both indexed in a fresh history: the report of the run then has a trend to draw and a regression to mark.
+    Returns (the run folder, the store, the regressed cell)."""
     from harness.history.store import index_run
 
     root = tmp_path_factory.mktemp("history")
@@ -53,10 +54,15 @@ def with_history(quickstart_run, tmp_path_factory) -> tuple[Path, Path]:
     manifest = json.loads((earlier / "manifest.json").read_text())
     manifest["started_at"] = manifest["started_at"].replace(manifest["started_at"][:4], str(int(manifest["started_at"][:4]) - 1), 1)
     (earlier / "manifest.json").write_text(json.dumps(manifest))
+    regressed = manifest["cells"][-1]
+    cell = earlier / "cells" / regressed / "result.json"
+    result = json.loads(cell.read_text())
+    result["tasks"]["score"]["result"]["nab"]["profiles"]["standard"]["score"] += 5.0
+    cell.write_text(json.dumps(result))
     store = root / "history.sqlite"
     index_run(earlier, store)
     index_run(run, store)
-    return run, store
+    return run, store, regressed
 
 
 def test_run_writes_its_report(quickstart_run):
@@ -74,7 +80,7 @@ def test_report_in_a_browser_offline(with_history, report_env, tmp_path):
     need_browser()
     from playwright.sync_api import sync_playwright
 
-    run, store = with_history
+    run, store, regressed_cell = with_history
     out = tmp_path / "r.html"
     title = '<script>alert("x")</script> & co'
     proc = harness(report_env, "report", run, "--out", out, "--title", title, "--history", store, timeout=120)
@@ -101,6 +107,8 @@ def test_report_in_a_browser_offline(with_history, report_env, tmp_path):
             assert set(verdicts) <= {"PASS", "FAIL", "NOT MEASURED"} and len(verdicts) == 3
             ids = page.evaluate("[...document.querySelectorAll('section')].map(s => s.id)")
             assert [i for i in ORDER if i in ids] == ids and set(SECTIONS) <= set(ids), ids
+            regressed = page.locator("#history tr", has_text="regressed")
+            assert regressed.count() == 1 and regressed_cell in regressed.inner_text() and "nab_standard" in regressed.inner_text()
             check_sorting(page)
             check_print_fits(page)
         finally:
