@@ -183,3 +183,10 @@ def test_a_report_failure_is_a_warning(tmp_path, capsys):
     assert write_run_report(tmp_path) is None
     err = capsys.readouterr().err
     assert err.startswith("harness: warning:") and "harness report" in err and len(err.splitlines()) == 1
+
+
+def test_pareto_front_keeps_the_variants_nothing_beats():
+    from harness.report.plots import pareto_front
+
+    points = [(1.0, 5.0), (2.0, 4.0), (3.0, 4.0), (0.5, 6.0), (2.0, 1.0), (0.4, 6.0)]
+    assert pareto_front(points) == [3, 0, 2]  # slowest first; (2, 4) ties (3, 4) on accuracy and is slower
