@@ -109,6 +109,8 @@ def test_report_in_a_browser_offline(with_history, report_env, tmp_path):
             assert [i for i in ORDER if i in ids] == ids and set(SECTIONS) <= set(ids), ids
             regressed = page.locator("#history tr", has_text="regressed")
             assert regressed.count() == 1 and regressed_cell in regressed.inner_text() and "nab_standard" in regressed.inner_text()
+            board = page.locator("#leaderboard table").first.inner_text()
+            assert all(cell in board for cell in json.loads((run / "manifest.json").read_text())["cells"])  # "null" too
             check_sorting(page)
             check_print_fits(page)
         finally:
