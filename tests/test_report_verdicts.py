@@ -180,10 +180,12 @@ def test_a_cell_missing_an_objective_fails_naming_the_cell_and_the_objective() -
 
 
 def test_every_judged_cell_passing_passes_and_lists_the_unmeasured() -> None:
-    run = loaded("sla", [served("fast", [40.0], sla=SLA), served("nokill", [40.0], sla={"max_recovery_s": 10})], SYNTHETIC)
+    pending = served("pending", [], sla=SLA).model_copy(update={"tasks": {}})
+    run = loaded("sla", [served("fast", [40.0], sla=SLA), served("nokill", [40.0], sla={"max_recovery_s": 10}), pending], SYNTHETIC)
     c = criteria([run])[2]
-    assert c.verdict == Verdict.PASS and c.reason == "every judged cell keeps its objectives (1 of 2); 1 not measured"
+    assert c.verdict == Verdict.PASS and c.reason == "every judged cell keeps its objectives (1 of 3); 2 not measured"
     assert "nokill: NOT MEASURED: max_recovery_s (no replica kill" in c.evidence[0].text
+    assert c.evidence[1].text == "pending: NOT MEASURED: the cell is pending"  # not once per objective
 
 
 def test_without_an_sla_section_or_a_measurable_cell_it_is_not_measured() -> None:
@@ -204,7 +206,11 @@ def test_ship_names_the_fastest_build_within_the_loss_limit_per_model() -> None:
                       "openvino int8 is faster (4.00x) but loses 10.0%.")
     assert (i.figure, i.run, i.section) == ("2.50x", "quantization", "quantization")
     [synthetic] = topic(insights([quantization(SYNTHETIC)]), "ship")
-    assert "(NAB standard on the synthetic corpus (seed 7, 4032 rows))" in synthetic.text
+    assert "NAB standard -2.0% on the synthetic corpus (seed 7, 4032 rows) (within the 5% limit)" in synthetic.text
+    ort, ov = result("ae.ort-int8", "onnxruntime", "int8", 49.0, 2500.0), result("ae.ov-int8", "openvino", "int8", 50.0, 2450.0)
+    ort.tasks["timing"].result.batchN.spread_pct = 5.0
+    [close] = topic(insights([loaded("q", [result("ae.torch-fp32", "torch", "fp32", 50.0, 1000.0), ort, ov])]), "ship")
+    assert close.text.endswith("; timing spread 5%, within which openvino int8 (2.45x) is as fast.")
     ae, lstm = topic(insights([crossover(sweep=False)]), "ship")  # no torch row: against the runtime's own fp32
     assert ae.text.startswith("Ship ae on onnxruntime int8: 2,100 events/s, 2.10x onnxruntime fp32, NAB standard +0.0%")
     assert lstm.text.startswith("Ship lstm on onnxruntime fp32: 1,000 events/s, 1.00x onnxruntime fp32")
@@ -228,8 +234,8 @@ def test_int8_pays_from_the_smallest_batch_of_the_sweep_or_at_the_timed_batch() 
                       "lstm does not pay at batch 256 (0.90x; best 1.25x at 64).")  # 1x at batch 1, 0.9x at 16: paying stays
     assert (i.figure, i.run, i.section) == ("batch 64", "crossover", "quantization")
     [unswept] = topic(insights([crossover(sweep=False)]), "int8")
-    assert unswept.text == ("onnxruntime-int8-dynamic against onnxruntime fp32 (no batch sweep: timing.sweep draws the "
-                            "crossover): ae 2.10x at batch 256 (0.80x at batch 1); lstm 0.90x at batch 256 (1.00x at batch 1).")
+    assert unswept.text == ("onnxruntime-int8-dynamic pays (>= 1x onnxruntime fp32) for 1 of 2 models at the timed batch "
+                            "(no batch sweep: timing.sweep draws the crossover): ae 2.10x at batch 256 (0.80x at batch 1); lstm 0.90x at batch 256 (1.00x at batch 1).")
     assert unswept.figure == "2.10x"
     assert not topic(insights([nab_best({"ensemble": (71.84, 0.52, 66.1)})]), "int8")
 
@@ -248,7 +254,7 @@ def test_edge_costs_p95_peak_and_scoring_throughput_against_cloud() -> None:
     ae = result("ae.onnxruntime-fp32", "onnxruntime", "fp32", 50.0, 1000.0)
     run = loaded("cloud-vs-edge", [at("cloud", ae, 0.01, [300.0, 12.0], 52_000.0), at("edge", ae, 0.04, [400.0, 60.0], 13_000.0)])
     [i] = topic(insights([run]), "edge")
-    assert i.text == ("ae.onnxruntime-fp32 on edge: p95 60.0 ms vs 12.0 ms on cloud at rate 20 #2 (+48 ms); peak at the SLO "
+    assert i.text == ("ae.onnxruntime-fp32 on edge: p95 60.0 ms vs 12.0 ms on cloud at rate 20 #2 over http (+48 ms); peak at the SLO "
                       "13,000 vs 52,000 events/s (0.25x); scoring 2,500 vs 10,000 events/s on its node (0.25x).")
     assert (i.figure, i.run, i.section) == ("+48 ms p95", "cloud-vs-edge", "cloud-vs-edge")
     assert not topic(insights([quantization()]), "edge")  # no targets: nothing to say

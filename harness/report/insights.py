@@ -53,9 +53,9 @@ def _build(row: "pd.Series") -> str:
 
 
 def _on(run: LoadedRun) -> str:
-    """A note for figures that only mean something on NAB."""
+    """Where a NAB figure was measured, when that is not NAB (the figure means less there)."""
     kind = corpus_kind(run)
-    return "" if kind.nab else f" (NAB standard on {kind.text})"
+    return "" if kind.nab else f" on {kind.text}"
 
 
 # --- ship ----------------------------------------------------------------------------------------------------------
@@ -86,12 +86,14 @@ def ship(run: LoadedRun) -> list[Insight]:
         best, fastest = kept.loc[kept["throughput_eps"].idxmax()], rows.loc[rows["throughput_eps"].idxmax()]
         against = f"{ref['backend']} fp32"
         why = (f"{num(best['throughput_eps'])} events/s, {speed[best.name]:.2f}x {against}, NAB standard "
-               f"{-loss[best.name]:+.1f}% (within the {GATE_MAX_LOSS_PCT:g}% limit){_on(run)}")
+               f"{-loss[best.name]:+.1f}%{_on(run)} (within the {GATE_MAX_LOSS_PCT:g}% limit)")
         if fastest.name != best.name:
             why += f"; {_build(fastest)} is faster ({speed[fastest.name]:.2f}x) but loses {loss[fastest.name]:.1f}%"
         spread = best.get("throughput_spread_pct")
         if not missing(spread) and spread > 0:
-            why += f"; timing spread {spread:.0f}%"
+            close = kept[(kept.index != best.name) & (kept["throughput_eps"] >= best["throughput_eps"] * (1 - spread / 100))]
+            why += f"; timing spread {spread:.0f}%" + (", within which " + ", ".join(
+                f"{_build(r)} ({speed[i]:.2f}x)" for i, r in close.iterrows()) + " is as fast" if len(close) else "")
         out.append(Insight("ship", f"Ship {_model(best, t)} on {_build(best)}: {why}.", f"{speed[best.name]:.2f}x",
                            run.name, "quantization"))
     return out
@@ -137,7 +139,9 @@ def int8(run: LoadedRun) -> list[Insight]:
             text = f"{build} against {runtime} fp32: " + "; ".join(parts) + "."
         else:
             figure = f"{max(firsts):.2f}x"
-            text = f"{build} against {runtime} fp32 (no batch sweep: timing.sweep draws the crossover): " + "; ".join(parts) + "."
+            paying = sum(s >= 1.0 for s in firsts)
+            text = (f"{build} pays (>= 1x {runtime} fp32) for {paying} of {len(firsts)} models at the timed batch "
+                    f"(no batch sweep: timing.sweep draws the crossover): " + "; ".join(parts) + ".")
         out.append(Insight("int8", text, figure, run.name, "quantization"))
     return out
 
@@ -155,13 +159,13 @@ def _targets(run: LoadedRun) -> tuple[str, list[str]] | None:
     return base, [n for n in names if n != base]
 
 
-def _clean_p95(serving: "pd.DataFrame | None", cell: str) -> "tuple[str, float] | None":
-    """The last fixed-rate run of a cell without a replica kill: its run label and p95."""
+def _clean_p95(serving: "pd.DataFrame | None", cell: str) -> dict[str, float]:
+    """A cell's fixed-rate runs without a replica kill: `path run` label -> p95, in the order they ran."""
     if serving is None:
-        return None
+        return {}
     rows = serving[(serving["cell"] == cell) & (serving["run"] != "peak") & ~serving["run"].str.contains("killed")
                    & serving["p95_ms"].notna()]
-    return None if rows.empty else (str(rows.iloc[-1]["run"]), float(rows.iloc[-1]["p95_ms"]))
+    return {f"{r['run']} over {r['path']}": float(r["p95_ms"]) for _, r in rows.iterrows()}
 
 
 def _peak(serving: "pd.DataFrame | None", cell: str) -> float | None:
@@ -189,9 +193,11 @@ def edge(run: LoadedRun) -> list[Insight]:
                 continue
             parts, figure = [], ""
             a, b = _clean_p95(run.serving, theirs), _clean_p95(run.serving, mine)
-            if a and b:
-                figure = f"{b[1] - a[1]:+.0f} ms p95"
-                parts.append(f"p95 {num(b[1])} ms vs {num(a[1])} ms on {base} at {b[0]} ({figure.removesuffix(' p95')})")
+            both = [k for k in b if k in a]
+            if both:  # the last run both targets had at the same rate and path
+                at, pa95, pb95 = both[-1], a[both[-1]], b[both[-1]]
+                figure = f"{pb95 - pa95:+.0f} ms p95"
+                parts.append(f"p95 {num(pb95)} ms vs {num(pa95)} ms on {base} at {at} ({pb95 - pa95:+.0f} ms)")
             pa, pb = _peak(run.serving, theirs), _peak(run.serving, mine)
             if pa and pb is not None:
                 parts.append(f"peak at the SLO {num(pb)} vs {num(pa)} events/s ({pb / pa:.2f}x)")
@@ -229,7 +235,8 @@ def thresholds(run: LoadedRun) -> list[Insight]:
         top = str(by["cv"].idxmax())
         if top != least:
             text += f"; the best cross-validated is {top} ({pts(by.loc[top, 'cv'])})"
-    return [Insight("thresholds", text + _on(run) + ".", f"{row['gap']:.2f} points", run.name, "thresholds")]
+    on = f" (scored{_on(run)})" if _on(run) else ""
+    return [Insight("thresholds", text + on + ".", f"{row['gap']:.2f} points", run.name, "thresholds")]
 
 
 # --- feedback ------------------------------------------------------------------------------------------------------

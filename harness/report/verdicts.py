@@ -278,6 +278,11 @@ def sla_figures(row: "pd.Series") -> str:
     return ", ".join(text.format(num(row[col])) for col, text in SLA_FIGURES if col in row and not missing(row[col]))
 
 
+def _unfinished(row: "pd.Series") -> str:
+    """`NOT MEASURED: the cell is pending` for a cell that did not finish, in place of the same reason per objective."""
+    return f"NOT MEASURED: the cell is {row['status']}" if row["status"] != "ok" and str(row["sla"]).startswith("NOT") else ""
+
+
 def slas(runs: list[LoadedRun]) -> Criterion:
     """FAIL when a judged cell missed an objective (each named with what it missed), PASS when every judged cell
     kept them all, NOT MEASURED when no scenario had an `sla:` section or no cell could be judged. Cells that could
@@ -288,7 +293,7 @@ def slas(runs: list[LoadedRun]) -> Criterion:
         return Criterion(3, title, Verdict.NOT_MEASURED, "no scenario had an `sla:` section (scenarios/sla.yaml has one)",
                          [], section)
     by = {v: [(r, row) for r, row in judged if str(row["sla"]).startswith(v)] for v in ("FAIL", "PASS", "NOT MEASURED")}
-    evidence = [Evidence(f"{row['cell']}: {row['sla']}" + (f" ({sla_figures(row)})" if v == "PASS" else ""), r.name)
+    evidence = [Evidence(f"{row['cell']}: {_unfinished(row) or row['sla']}" + (f" ({sla_figures(row)})" if v == "PASS" else ""), r.name)
                 for v in ("FAIL", "NOT MEASURED", "PASS") for r, row in by[v]]
     if by["FAIL"]:
         cells = ", ".join(str(row["cell"]) for _, row in by["FAIL"])
