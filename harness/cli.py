@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     """Every command's arguments: one small function per command (group) adds its subparser, in --help's order."""
     p = _Parser(prog="harness", description="Benchmark streaming anomaly detectors on NAB, on Ray.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_validate, _add_run, _add_serve, _add_load, _add_history, _add_compare, _add_export, _add_cluster,
+    for add in (_add_validate, _add_run, _add_report, _add_serve, _add_load, _add_history, _add_compare, _add_export, _add_cluster,
                 _add_feedback, _add_leaderboard, _add_corpus, _add_nab):
         add(sub)
     return p
@@ -56,6 +56,19 @@ def _add_run(sub: "argparse._SubParsersAction") -> None:
     r.add_argument("--metrics-host", default="127.0.0.1", help="address the metrics listen on (default 127.0.0.1)")
     r.add_argument("--metrics-file", metavar="PATH", help="also write the metrics to PATH in Prometheus' text format after "
                    "every change (node_exporter's textfile collector), so the run's verdicts outlive it")
+
+
+def _add_report(sub: "argparse._SubParsersAction") -> None:
+    """`harness report RUN_DIR [RUN_DIR ...]`: one self-contained HTML report (and PDF) from run folders."""
+    rp = sub.add_parser("report", help="one self-contained HTML report (verdicts, insights, tables, plots) from run "
+                        "folders (docs/reports.md)")
+    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders written by `harness run`; several make one report")
+    rp.add_argument("--out", metavar="FILE.html", help="where to write it (default: report.html in the run folder; "
+                    "required with several folders)")
+    rp.add_argument("--pdf", metavar="FILE.pdf", help="also print it to PDF through headless Chromium")
+    rp.add_argument("--title", help="the report's title (default: 'Benchmark report: ' and the scenarios' names)")
+    rp.add_argument("--history", metavar="PATH", help="the history store whose trend the report shows (default "
+                    "$HARNESS_HISTORY, else results/history.sqlite)")
 
 
 def _add_serve(sub: "argparse._SubParsersAction") -> None:
@@ -315,6 +328,36 @@ def cmd_run(args) -> int:
         print(f"harness: {len(outcome.sla_failed)} cell(s) failed their SLA: {', '.join(outcome.sla_failed)} "
               "(the sla column of table.md)", file=sys.stderr)
     return 1 if failed or (outcome.sla_failed and args.fail_on_sla) else 0
+
+
+def cmd_report(args) -> int:
+    """Everything is checked (the folders, --out, --pdf, the browser for it) before anything is written."""
+    from pathlib import Path
+
+    from harness.history.store import store_path
+    from harness.report.html import check_out, write_report
+    from harness.report.runs import load_run
+
+    if args.out is None and len(args.run_dirs) > 1:
+        raise InputError(f"{len(args.run_dirs)} run folders make one report: say where it goes with --out FILE.html", field="--out")
+    out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "report.html"
+    check_out(out)
+    if args.pdf:
+        from harness.report.pdf import browser
+
+        check_out(Path(args.pdf), ".pdf")
+        browser()
+    for d in args.run_dirs:
+        if not Path(d).is_dir():
+            raise InputError("not a folder: expected a run folder written by `harness run`", d)
+    runs = [load_run(d) for d in args.run_dirs]
+    write_report(runs, out, args.title, store_path(args.history))
+    print(f"report: {out}")
+    if args.pdf:
+        from harness.report.pdf import print_pdf
+
+        print(f"pdf: {print_pdf(out, Path(args.pdf))}")
+    return 0
 
 
 def cmd_serve(args) -> int:
@@ -670,6 +713,7 @@ def cmd_nab_score(args) -> int:
 COMMANDS = {
     ("validate",): cmd_validate,
     ("run",): cmd_run,
+    ("report",): cmd_report,
     ("serve",): cmd_serve,
     ("load",): cmd_load,
     ("leaderboard",): cmd_leaderboard,

@@ -163,7 +163,8 @@ def execute(
             for cell, held in sla.verdicts(ordered, table).items():
                 served.sla(cell, results[cell].cell.target, held)
     index_in_history(folder.root)
-    return Outcome(folder.root, [cid for cid, r in results.items() if r.status != Status.OK], sla.failed(table))
+    report = write_run_report(folder.root)  # after the indexing: the report's history trend includes this run
+    return Outcome(folder.root, [cid for cid, r in results.items() if r.status != Status.OK], sla.failed(table), report)
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,7 @@ class Outcome:
     root: Path
     not_ok: list[str]
     sla_failed: list[str]
+    report: Path | None = None  # the run's report.html; None when it could not be written (a warning said why)
 
 
 def _runner(address: str | None, todo: list[Task], metrics: RunMetrics | None) -> Any:
@@ -196,6 +198,22 @@ def index_in_history(root: Path) -> None:
         print(f"harness: warning: the run was not indexed in the history: {exc}", file=sys.stderr)
     except Exception as exc:  # noqa: BLE001 - the run's own results are safe in its folder whatever happens here
         print(f"harness: warning: the run was not indexed in {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def write_run_report(root: Path) -> Path | None:
+    """The run's report.html (harness.report.html); a failure is one warning, never the run's: the results are
+    whole in the folder, and `harness report` can write it again."""
+    from harness.history.store import store_path
+    from harness.report.html import write_report
+    from harness.report.runs import load_run
+
+    out = root / "report.html"
+    try:
+        return write_report([load_run(root)], out, history=store_path())
+    except Exception as exc:  # noqa: BLE001 - the run's own results are safe in its folder whatever happens here
+        print(f"harness: warning: {out} was not written ({type(exc).__name__}: {exc}); "
+              f"`harness report {root}` writes it", file=sys.stderr)
+        return None
 
 
 def _run_and_record(p: Plan, folder: RunFolder, manifest: Manifest, results: dict[str, CellResult], todo: list[Task],

@@ -271,6 +271,20 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes | None, int]]:
 
 
 @pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """The README's quickstart on a private local Ray (no --address), run once per test process: test_ray_run
+    checks its folder, test_report_html its report."""
+    require(can_isolate(), REQUIREMENTS["needs_netns"][1])
+    out = tmp_path_factory.mktemp("quickstart") / "run"
+    proc = subprocess.run(
+        private_net(harness_cmd("run", "scenarios/quickstart.yaml", "--out", str(out))),
+        cwd=REPO, env=ray_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, out
+
+
+@pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """The quickstart's synthetic corpus on disk (seed 7, 4032 rows), as `harness run` materialises it."""
     from harness.corpus.synthetic import write_corpus

@@ -131,6 +131,20 @@ def trend(path: Path, metric: str, cell: str | None = None) -> list[dict[str, An
         return [dict(row) for row in db.execute(q, (metric, cell) if cell else (metric,))]
 
 
+def series(path: Path, scenario: str, metrics: tuple[str, ...], patterns: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The scenario's runs' values of `metrics` (and of metrics matching the SQL LIKE `patterns`, e.g. serving
+    figures 'p95_ms[% peak]'), oldest run first, each with what judging a change needs (direction, noise,
+    determinism, the run's corpus and code): the report's trend of headline figures."""
+    if not exists(path):
+        return []
+    where = " OR ".join(["m.metric IN (%s)" % ",".join("?" * len(metrics))] + ["m.metric LIKE ?"] * len(patterns))
+    q = ("SELECT r.run_id, r.started_at, r.git_commit, r.corpus_fingerprint, m.cell, m.metric, m.value, m.better, "
+         "m.deterministic, m.noise_pct, m.unit FROM metrics m JOIN runs r USING (run_id) "
+         f"WHERE r.scenario = ? AND ({where}) ORDER BY r.started_at, r.run_id, m.cell, m.metric")
+    with connect(path) as db:
+        return [dict(row) for row in db.execute(q, (scenario, *metrics, *patterns))]
+
+
 def spread_between_runs(path: Path | None, scenario: str | None, exclude: set[str], minimum: int = 3) -> dict[tuple[str, str], float]:
     """Per (cell, measured metric): how much it varies from run to run in the history (same scenario; the runs in
     `exclude` left out), in percent: 2 x the robust standard deviation (1.4826 x MAD) over the median, from

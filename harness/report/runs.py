@@ -54,7 +54,8 @@ def load_run(root: str | Path) -> LoadedRun:
     results.sort(key=lambda r: order.get(r.cell.id, len(order)))
 
     def csv(path: Path) -> "pd.DataFrame | None":
-        return pd.read_csv(io.StringIO(path.read_text())) if path.is_file() else None
+        # only an empty field is missing: a detector named "null" (or "NA") is a name, not a missing value
+        return pd.read_csv(io.StringIO(path.read_text()), keep_default_na=False, na_values=[""]) if path.is_file() else None
 
     return LoadedRun(
         root=folder.root,
