@@ -276,10 +276,13 @@ def _flatten(only: list[list[str]] | None) -> list[str] | None:
 def cmd_validate(args) -> int:
     from harness.plan import plan
 
+    from harness.tasks import kinds_of
+
     p = plan(args.scenario, args.corpus, _flatten(args.only))
     print(f"{args.scenario}: ok, scenario {p.scenario.name!r}, corpus {p.describe_corpus()}, {len(p.cells)} cells:")
-    for c in p.cells:
-        print(f"  {c.id}")
+    load = p.scenario.load
+    for c in p.cells:  # with the tasks each runs: which cells are timed and load-tested is not in their ids
+        print(f"  {c.id}  ({', '.join(kinds_of(c, load is not None and load.load_tests(c.id)))})")
     return 0
 
 
