@@ -298,7 +298,6 @@ def _terminate(signum, frame) -> None:
 
 
 def cmd_run(args) -> int:
-    from harness.results.folder import RunFolder
     from harness.run import execute
 
     signal.signal(signal.SIGTERM, _terminate)
@@ -306,12 +305,10 @@ def cmd_run(args) -> int:
     outcome = execute(args.scenario, args.out, args.address, args.corpus, args.resume, _flatten(args.only), metrics,
                       args.metrics_file)
     out, failed = outcome.root, outcome.not_ok
-    folder = RunFolder(out)
-    print(folder.table_markdown(), end="")
-    serving = folder.serving_markdown()
-    if serving:
-        print("\nServing (serving.md, latency_vs_throughput.png):\n" + serving, end="")
-    print(f"\nresults: {out}")
+    from harness.report.summary import for_folder
+
+    print(for_folder(out), end="")  # the key columns in 120 columns; table.md has them all
+    print(f"results: {out}")
     if failed:
         print(f"harness: {len(failed)} cell(s) did not finish ok: {', '.join(failed)} (see table.md)", file=sys.stderr)
     if outcome.sla_failed and args.fail_on_sla:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness.report.summary import for_folder
 from harness.results.schema import SCHEMA_VERSION
 
 from conftest import REPO, harness_cmd, needs_netns, private_net, ray_env
@@ -49,7 +50,9 @@ def test_baselines_writes_table_manifest_and_prints_table(baselines_run):
     assert set(table["status"]) == {"ok"}
     assert table[METRIC_COLUMNS].notna().drop(columns="latency_mean_s").all().all()
     assert (table.loc[table["cell"] == "null", "nab_standard"] == 0).all()
-    assert (out / "table.md").read_text() in proc.stdout
+    printed = proc.stdout.split("results: ")[0]  # the terminal summary (harness.report.summary), then the folder
+    assert printed == for_folder(out) and f"table: {out / 'table.md'}" in printed
+    assert all(len(line) <= 120 for line in printed.splitlines()) and "0.99" not in printed  # no 16-digit thresholds
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete"

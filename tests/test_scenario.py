@@ -502,7 +502,7 @@ def good(tmp_path: Path) -> Path:
 def test_good_tiny_scenario_validates(good: Path, cli_env) -> None:
     proc = harness(cli_env, "validate", good)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[1:] == ["  random"]
+    assert proc.stdout.splitlines()[1:] == ["  random  (score)"]
 
 
 def test_run_refuses_a_non_empty_out_and_leaves_it_alone(good: Path, tmp_path: Path, cli_env) -> None:
