@@ -2,7 +2,7 @@
 finished run, with a simulated reviewer at one delay. This is the scan that chose the defaults (on NAB's own labels:
 optimistic, as NAB's optimised threshold is). Prints one line per setting; asserts nothing.
 
-    harness run scenarios/thresholds.yaml --corpus ../shared/nab --out results/thresholds
+    harness run scenarios/thresholds.yaml --corpus data/nab --out results/thresholds
     python benchmarks/bench_feedback.py results/thresholds --cell autoencoder
 """
 

@@ -55,7 +55,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("detector", help="registry name (lstm, autoencoder, ...)")
     ap.add_argument("--params", default="{}", help="JSON object of detector params")
-    ap.add_argument("--corpus", default=str(Path(__file__).resolve().parents[2] / "shared" / "nab"))
+    ap.add_argument("--corpus", default=os.environ.get("HARNESS_NAB") or str(Path(__file__).resolve().parents[1] / "data" / "nab"),
+                    help="NAB v1.1 (harness nab fetch data/nab); default $HARNESS_NAB, else data/nab")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--save", help="write per-file scores and raw errors to this .npz")
     ap.add_argument("--per-file", action="store_true", help="print each file's seconds")

@@ -101,7 +101,8 @@ def fits(setting: dict) -> dict[str, np.ndarray]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--corpus", default=str(Path(__file__).resolve().parents[2] / "shared" / "nab"))
+    ap.add_argument("--corpus", default=os.environ.get("HARNESS_NAB") or str(Path(__file__).resolve().parents[1] / "data" / "nab"),
+                    help="NAB v1.1 (harness nab fetch data/nab); default $HARNESS_NAB, else data/nab")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--seed", type=int, default=0, help="the members' training seed (the defaults were set at 0)")
     args = ap.parse_args()

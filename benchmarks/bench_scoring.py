@@ -1,4 +1,4 @@
-"""Scoring speed on NAB v1.1 (../shared/nab or --corpus): prints figures, asserts nothing.
+"""Scoring speed on NAB v1.1 (data/nab, $HARNESS_NAB or --corpus): prints figures, asserts nothing.
 
 1. `harness nab score <numenta> --optimize --json` as a whole process (median wall of --repeat runs), against the
    12.3 s median that NAB's own `run.py -d numenta --optimize --score --normalize` takes on a 2-core machine.
@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import argparse
 import json
 import statistics
@@ -21,7 +22,8 @@ NAB_OWN_SECONDS = 12.3  # NAB's run.py, median of 3 on a 2-core machine (shared/
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--corpus", default=str(Path(__file__).resolve().parents[2] / "shared" / "nab"))
+    ap.add_argument("--corpus", default=os.environ.get("HARNESS_NAB") or str(Path(__file__).resolve().parents[1] / "data" / "nab"),
+                    help="NAB v1.1 (harness nab fetch data/nab); default $HARNESS_NAB, else data/nab")
     ap.add_argument("--detector", default="numenta")
     ap.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args()

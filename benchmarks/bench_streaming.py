@@ -2,7 +2,7 @@
 first and the last 1,000 scored events, per detector and backend. A cost per event that does not grow with the
 stream shows as equal figures at both ends. Prints figures; asserts nothing.
 
-    python benchmarks/bench_streaming.py [--corpus ../shared/nab] [--events 1000]
+    python benchmarks/bench_streaming.py [--corpus data/nab] [--events 1000]
 
 Each measurement runs the whole stream once in this process, timing each record's score_one + learn_one;
 learned detectors use their NAB defaults and train when the first scored record arrives (that record's time is
@@ -11,6 +11,7 @@ the training, reported apart and left out of the first window).
 
 from __future__ import annotations
 
+import os
 import argparse
 import tempfile
 import time
@@ -29,7 +30,8 @@ CASES = [
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--corpus", default=str(Path(__file__).resolve().parents[2] / "shared" / "nab"))
+    ap.add_argument("--corpus", default=os.environ.get("HARNESS_NAB") or str(Path(__file__).resolve().parents[1] / "data" / "nab"),
+                    help="NAB v1.1 (harness nab fetch data/nab); default $HARNESS_NAB, else data/nab")
     ap.add_argument("--events", type=int, default=1000)
     args = ap.parse_args()
 

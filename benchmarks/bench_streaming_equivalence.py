@@ -1,7 +1,7 @@
 """Record by record (`start` / `score_one` / `learn_one`) against the vectorised `score_file`, on every NAB file,
 for every built-in detector: the full form of tests/test_streaming.py's sampled test, with its tolerances.
 
-    HARNESS_NAB=../shared/nab python benchmarks/bench_streaming_equivalence.py [--worst 5]
+    HARNESS_NAB=data/nab python benchmarks/bench_streaming_equivalence.py [--worst 5]
 
 Prints, per detector: rows compared, the largest difference off damping near-ties and its file, the near-tie rows
 (and their share against the limit), then each detector's `--worst` files (the candidates for the test's SAMPLE)

@@ -1,5 +1,5 @@
 """What a threshold policy costs: each policy applied to every file of NAB v1.1's corpus (365,558 rows), to the
-published numenta detector's raw scores (../shared/nab, or $HARNESS_NAB). Prints seconds; asserts nothing.
+published numenta detector's raw scores ($HARNESS_NAB, else data/nab). Prints seconds; asserts nothing.
 
     python benchmarks/bench_thresholds.py
 """
@@ -19,7 +19,7 @@ from harness.scoring.nab import alert_block_rows, probation_rows
 from harness.thresholds import Fixed, RollingQuantile, Spot
 
 REPO = Path(__file__).resolve().parents[1]
-NAB = Path(os.environ.get("HARNESS_NAB") or REPO.parent / "shared" / "nab")
+NAB = Path(os.environ.get("HARNESS_NAB") or REPO / "data" / "nab")
 
 
 def main() -> None:
