@@ -36,7 +36,7 @@ from harness.serving.api import EventBatch, encode  # noqa: E402
 import served  # noqa: E402  (benchmarks/served.py)
 
 TOKEN = "bench-abuse-token-" + "0123456789abcdef" * 2
-GAUSS = ("scenarios/quickstart.yaml", "windowedGaussian.window-288")
+GAUSS = ("scenarios/baselines.yaml", "windowedGaussian.window-288")
 LEARNED = ("scenarios/serving.yaml", "autoencoder.onnxruntime-fp32")
 
 

@@ -47,7 +47,7 @@ def harness(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
                           cwd=CODE, env=code_env())
 
 
-def serve(port: int, log: Path, scenario: str = "scenarios/quickstart.yaml", cell: str = CELL) -> subprocess.Popen:
+def serve(port: int, log: Path, scenario: str = "scenarios/baselines.yaml", cell: str = CELL) -> subprocess.Popen:
     return served.start([scenario, "--cell", cell, "--port", str(port)], log, CODE, code_env(), timeout_s=120)
 
 

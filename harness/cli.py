@@ -289,10 +289,13 @@ def _flatten(only: list[list[str]] | None) -> list[str] | None:
 def cmd_validate(args) -> int:
     from harness.plan import plan
 
+    from harness.tasks import kinds_of
+
     p = plan(args.scenario, args.corpus, _flatten(args.only))
     print(f"{args.scenario}: ok, scenario {p.scenario.name!r}, corpus {p.describe_corpus()}, {len(p.cells)} cells:")
-    for c in p.cells:
-        print(f"  {c.id}")
+    load = p.scenario.load
+    for c in p.cells:  # with the tasks each runs: which cells are timed and load-tested is not in their ids
+        print(f"  {c.id}  ({', '.join(kinds_of(c, load is not None and load.load_tests(c.id)))})")
     return 0
 
 
@@ -308,7 +311,6 @@ def _terminate(signum, frame) -> None:
 
 
 def cmd_run(args) -> int:
-    from harness.results.folder import RunFolder
     from harness.run import execute
 
     signal.signal(signal.SIGTERM, _terminate)
@@ -316,12 +318,10 @@ def cmd_run(args) -> int:
     outcome = execute(args.scenario, args.out, args.address, args.corpus, args.resume, _flatten(args.only), metrics,
                       args.metrics_file)
     out, failed = outcome.root, outcome.not_ok
-    folder = RunFolder(out)
-    print(folder.table_markdown(), end="")
-    serving = folder.serving_markdown()
-    if serving:
-        print("\nServing (serving.md, latency_vs_throughput.png):\n" + serving, end="")
-    print(f"\nresults: {out}")
+    from harness.report.summary import for_folder
+
+    print(for_folder(out), end="")  # the key columns in 120 columns; table.md has them all
+    print(f"results: {out}")
     if failed:
         print(f"harness: {len(failed)} cell(s) did not finish ok: {', '.join(failed)} (see table.md)", file=sys.stderr)
     if outcome.sla_failed and args.fail_on_sla:

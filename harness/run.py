@@ -135,9 +135,10 @@ def execute(
         manifest = previous.model_copy(update={"resumes": [*previous.resumes, resume_entry], "status": RunStatus.RUNNING, "finished_at": None})
     else:
         folder.check_new()
-    loads = p.scenario.load is not None
-    results = {c.id: folder.read_cell(c, kinds_of(c, loads)) for c in p.cells}
-    tasks = plan_tasks(p.cells, p.scenario.timing, len(p.corpus.files), loads, p.scenario.targets)
+    load = p.scenario.load
+    loaded = {c.id for c in p.cells if load is not None and load.load_tests(c.id)}
+    results = {c.id: folder.read_cell(c, kinds_of(c, c.id in loaded)) for c in p.cells}
+    tasks = plan_tasks(p.cells, p.scenario.timing, len(p.corpus.files), loaded, p.scenario.targets)
     todo = tasks_to_run(tasks, results)
     todo_ids = {t.id for t in todo}
     handed = {  # what finished tasks hand over to those about to run after them

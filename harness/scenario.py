@@ -263,6 +263,8 @@ def expand(scenario: Scenario) -> list[Cell]:
         cells = [on_target(c, name, t) for c in cells for name, t in scenario.targets.items()]
     if scenario.sla is not None:
         cells = [c.model_copy(update={"sla": scenario.sla.for_target(c.target)}) for c in cells]
+    if scenario.load is not None and scenario.load.cells:
+        cells = _load_tested(cells, scenario.load)
     if scenario.backends and not any(c.backend for c in cells):
         raise ScenarioFieldError(
             "backends", "no detector here runs a model (lstm, autoencoder, or a LearnedDetector subclass); remove 'backends'"
@@ -272,6 +274,18 @@ def expand(scenario: Scenario) -> list[Cell]:
     if dupes:
         raise ValueError(f"cells would share the id {dupes[0]!r}: give detectors distinct labels")
     return cells
+
+
+def _load_tested(cells: list[Cell], load: LoadSpec) -> list[Cell]:
+    """Check that each of `load.cells` names a cell; a cell left out is not held to the serving objectives (nothing
+    measures them for it)."""
+    from fnmatch import fnmatchcase
+
+    for i, pattern in enumerate(load.cells):
+        if not any(fnmatchcase(c.id, pattern) for c in cells):
+            raise ScenarioFieldError(f"load.cells[{i}]", f"{pattern!r} names no cell (cells: {', '.join(c.id for c in cells)})")
+    return [c if load.load_tests(c.id) or c.sla is None else c.model_copy(update={"sla": c.sla.without_serving()})
+            for c in cells]
 
 
 def on_target(cell: Cell, name: str, target: TargetSpec) -> Cell:

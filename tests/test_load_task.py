@@ -89,7 +89,7 @@ class FakeCluster:
 
 
 def context(load: dict) -> tuple:
-    p = plan(REPO / "scenarios" / "quickstart.yaml")
+    p = plan(REPO / "scenarios" / "baselines.yaml")
     cell = next(c for c in p.cells if c.id == "windowedGaussian.window-288")
     spec = LoadSpec.model_validate(load)
     ctx = RunContext(p.corpus, p.profiles, None, 0.15, serve=ServeSpec(shards=1), load=spec)

@@ -12,13 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness.report.summary import for_folder
 from harness.results.schema import SCHEMA_VERSION
 
-from conftest import REPO, harness_cmd, needs_netns
+from conftest import REPO, harness_cmd, needs_netns, private_net, ray_env
 
 pytestmark = needs_netns
 
-QUICKSTART_CELLS = ["null", "random", "windowedGaussian.window-288", "windowedGaussian.window-2016"]
+BASELINE_CELLS = ["null", "random", "windowedGaussian.window-288", "windowedGaussian.window-2016"]
 METRIC_COLUMNS = [
     "nab_standard", "nab_reward_low_FP_rate", "nab_reward_low_FN_rate",
     "f1", "alert_precision", "recall", "latency_mean_s", "fp_events",
@@ -29,22 +30,36 @@ def read_table(out: Path) -> pd.DataFrame:
     return pd.read_csv(out / "table.csv", keep_default_na=False, na_values=[""])
 
 
-def test_quickstart_writes_table_manifest_and_prints_table(quickstart_run):
-    proc, out = quickstart_run
+@pytest.fixture(scope="module")
+def baselines_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """The baseline scenario (scenarios/baselines.yaml) on a private local Ray (no --address)."""
+    out = tmp_path_factory.mktemp("baselines") / "run"
+    proc = subprocess.run(
+        private_net(harness_cmd("run", "scenarios/baselines.yaml", "--out", str(out))),
+        cwd=REPO, env=ray_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, out
+
+
+def test_baselines_writes_table_manifest_and_prints_table(baselines_run):
+    proc, out = baselines_run
     table = read_table(out)
-    assert table["cell"].tolist() == QUICKSTART_CELLS
+    assert table["cell"].tolist() == BASELINE_CELLS
     assert all(re.fullmatch(r"[A-Za-z0-9.-]+", c) for c in table["cell"])
     assert set(table["status"]) == {"ok"}
     assert table[METRIC_COLUMNS].notna().drop(columns="latency_mean_s").all().all()
     assert (table.loc[table["cell"] == "null", "nab_standard"] == 0).all()
-    assert (out / "table.md").read_text() in proc.stdout
+    printed = proc.stdout.split("results: ")[0]  # the terminal summary (harness.report.summary), then the folder
+    assert printed == for_folder(out) and f"table: {out / 'table.md'}" in printed
+    assert all(len(line) <= 120 for line in printed.splitlines()) and "0.99" not in printed  # no 16-digit thresholds
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete"
-    assert manifest["cells"] == QUICKSTART_CELLS
+    assert manifest["cells"] == BASELINE_CELLS
     assert manifest["ray"]["cluster_resources"]["CPU"] >= 1
     assert manifest["ray"]["address"] == "local"
-    assert "name: quickstart" in manifest["scenario"]["given"]
+    assert "name: baselines" in manifest["scenario"]["given"]
     assert manifest["scenario"]["resolved"]["detectors"][2]["grid"] == {"window": [288, 2016]}
     assert manifest["started_at"] and manifest["finished_at"] and manifest["resumes"] == []
     env = manifest["environment"]
@@ -58,12 +73,12 @@ def test_quickstart_writes_table_manifest_and_prints_table(quickstart_run):
     assert node["node_id"] and node["hostname"] and node["cores"] >= 1 and node["memory_bytes"] > 0 and node["arch"]
 
 
-def test_quickstart_outputs_rescore_to_the_table(quickstart_run, synthetic_root):
+def test_baselines_outputs_rescore_to_the_table(baselines_run, synthetic_root):
     """Every NAB number in the table is reproduced from <out>/nab/<cell>/ by the standalone scorer."""
-    _, out = quickstart_run
+    _, out = baselines_run
     table = read_table(out).set_index("cell")
     labelled = json.loads((synthetic_root / "labels" / "combined_windows.json").read_text())
-    for cell in QUICKSTART_CELLS:
+    for cell in BASELINE_CELLS:
         files = sorted(p.relative_to(out / "nab" / cell).as_posix() for p in (out / "nab" / cell).rglob("*.csv"))
         assert files == sorted(f"{n.split('/')[0]}/{cell}_{n.split('/')[1]}" for n in labelled)
         proc = subprocess.run(
@@ -77,29 +92,29 @@ def test_quickstart_outputs_rescore_to_the_table(quickstart_run, synthetic_root)
             assert scored["profiles"][profile]["score"] == pytest.approx(table.loc[cell, f"nab_{profile}"], abs=1e-9)
 
 
-def test_quickstart_leaderboard_and_plot(quickstart_run):
-    _, out = quickstart_run
+def test_baselines_leaderboard_and_plot(baselines_run):
+    _, out = baselines_run
     board = pd.read_csv(out / "leaderboard.csv", keep_default_na=False)
-    assert board["rank"].tolist() == list(range(1, len(QUICKSTART_CELLS) + 1))
+    assert board["rank"].tolist() == list(range(1, len(BASELINE_CELLS) + 1))
     assert board["nab_standard"].is_monotonic_decreasing
-    assert set(board["detector"]) == set(QUICKSTART_CELLS)
+    assert set(board["detector"]) == set(BASELINE_CELLS)
     assert (out / "pr_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     shown = subprocess.run(harness_cmd("leaderboard", str(out)), capture_output=True, text=True, cwd=REPO)
     assert shown.returncode == 0 and "| rank |" in shown.stdout
 
 
-def test_quickstart_recall_by_kind_adds_up_to_recall(quickstart_run):
+def test_baselines_recall_by_kind_adds_up_to_recall(baselines_run):
     """The embedded corpus names its windows' kinds: the table's recall per kind adds up to its recall."""
-    _, out = quickstart_run
+    _, out = baselines_run
     table = read_table(out).set_index("cell")
-    for cell in QUICKSTART_CELLS[1:]:
+    for cell in BASELINE_CELLS[1:]:
         parts = [re.fullmatch(r"(\w+) (\d+)/(\d+)", p.strip()).groups() for p in table.loc[cell, "recall_by_kind"].split(",")]
         assert {k for k, _, _ in parts} == {"spike", "level_shift", "drift", "flatline", "noise_burst", "frequency_change"}
         detected, windows = sum(int(d) for _, d, _ in parts), sum(int(n) for _, _, n in parts)
         assert windows == 16 and detected / windows == pytest.approx(table.loc[cell, "recall"])
 
 
-def test_quickstart_review_loop(quickstart_run, cli_env, tmp_path):
+def test_baselines_review_loop(baselines_run, cli_env, tmp_path):
     """The run's review log: each cell's alerts and missed windows; Label Studio out and back; simulated
     reviewers; a replayed log decides exactly as the simulated reviewer it recorded."""
     from harness.results.review_log import parse
@@ -107,11 +122,11 @@ def test_quickstart_review_loop(quickstart_run, cli_env, tmp_path):
     from conftest import harness, one_error_line
 
     run = tmp_path / "run"
-    shutil.copytree(quickstart_run[1], run)
+    shutil.copytree(baselines_run[1], run)
     log = run / "review" / "log.csv"
     entries = parse(log.read_text(), log)
-    assert {e.cell for e in entries} == set(QUICKSTART_CELLS) and not any(e.judged for e in entries)
-    for cell in QUICKSTART_CELLS:
+    assert {e.cell for e in entries} == set(BASELINE_CELLS) and not any(e.judged for e in entries)
+    for cell in BASELINE_CELLS:
         at = json.loads((run / "cells" / cell / "result.json").read_text())["tasks"]["score"]["result"]["nab"]["detection"]["standard"]
         assert sum(e.cell == cell and e.kind == "missed" for e in entries) == at["windows"] - at["detected_windows"]
 
@@ -142,7 +157,7 @@ def test_quickstart_review_loop(quickstart_run, cli_env, tmp_path):
     proc = harness(cli_env, "feedback", "evaluate", run, "--delays", "1d")
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(run / "review" / "feedback.csv", keep_default_na=False)
-    for cell in QUICKSTART_CELLS:
+    for cell in BASELINE_CELLS:
         rows = table[table["cell"] == cell]
         assert rows["feedback"].str.split(" ").str[0].tolist() == ["none", "review", "simulated"]
         replayed, live = rows.iloc[1], rows.iloc[2]
@@ -197,20 +212,20 @@ def ray_cluster_run(cluster, cmd, env):
     return cluster.run(cmd, timeout=300, env=env)
 
 
-def test_ray_job_submit_runs_the_quickstart(ray_cluster, tmp_path):
+def test_ray_job_submit_runs_the_baselines(ray_cluster, tmp_path):
     """Inside a submitted job, `harness run` joins the job's cluster without being told (--address)."""
     out = tmp_path / "job-out"
     proc = ray_cluster.run(
         [
             "ray", "job", "submit", "--address", ray_cluster.dashboard_url, "--working-dir", ".", "--",
-            "harness", "run", "scenarios/quickstart.yaml", "--out", str(out),
+            "harness", "run", "scenarios/baselines.yaml", "--out", str(out),
         ],
         timeout=400,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert "succeeded" in proc.stdout
     table = read_table(out)
-    assert table["cell"].tolist() == QUICKSTART_CELLS
+    assert table["cell"].tolist() == BASELINE_CELLS
     assert set(table["status"]) == {"ok"}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["ray"]["address"] == "auto"

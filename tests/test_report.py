@@ -214,3 +214,43 @@ def test_readme_documents_every_column() -> None:
         section = readme.split(f"### Columns of `{title}`", 1)[1].split("\n#", 1)[0]
         documented = re.findall(r"^\| `([A-Za-z0-9_]+)` \|", section, flags=re.M)
         assert documented == [c.name for c in described], f"README's {title} columns differ from the descriptors"
+
+
+def test_terminal_summary_fits_120_columns_with_figures_rounded_by_their_noise(tmp_path) -> None:
+    """A wide backend table (long ids on targets, gates, SLA verdicts, a served cell, a failed one) summarised for
+    a terminal: every line within 120 columns, though table.md's are far wider; NAB points at two decimals,
+    throughput at the significant figures its timing spread supports, no 16-digit threshold."""
+    import pandas as pd
+
+    from harness.report.summary import summary
+
+    def spread(r: CellResult, pct: float) -> CellResult:
+        timing = r.tasks["timing"].result
+        r.tasks["timing"] = r.tasks["timing"].model_copy(
+            update={"result": timing.model_copy(update={"batchN": timing.batchN.model_copy(update={"spread_pct": pct})})})
+        return r
+
+    long = "autoencoder-wide.w-256.depth-2.{}@edge-node-with-a-long-name"
+    rows = [spread(result(long.format("torch-fp32"), "torch", "fp32", 61.634567, 123456.7, threshold=0.99999999999955), 10.0),
+            spread(result(long.format("onnxruntime-int8-static.prune-structured.sparsity-0.5"), "onnxruntime", "int8",
+                          61.41, 371234.5), 0.5),
+            spread(result(long.format("onnxruntime-int8-dynamic.prune-structured.sparsity-0.5"), "onnxruntime", "int8",
+                          60.0, 290000.0), 0.5),
+            result(long.format("openvino-int8"), "openvino", "int8", 0.0, 0.0, status="failed")]
+    df = build_table(rows)
+    df["sla"] = ["", "PASS", "NOT MEASURED: p95_ms (no load run)", ""]
+    served = pd.DataFrame({"cell": [rows[1].cell.id] * 2, "path": ["http"] * 2, "run": ["rate 20", "peak"],
+                           "p95_ms": [44.0312, 80.2], "peak_eps_at_slo": [None, 61234.0]})
+    report = tmp_path / "report.html"
+    text = summary(df, served, [("table", tmp_path / "table.md"), ("report", report)])
+    lines = text.splitlines()
+    assert max(len(ln) for ln in markdown(df).splitlines()) > 300
+    assert all(len(ln) <= 120 for ln in lines), [ln for ln in lines if len(ln) > 120]
+    header, torch_row, static, dynamic, failed = lines[:5]
+    assert header.split()[:4] == ["cell", "status", "NAB", "std"]
+    assert " 61.63 " in torch_row and " 120,000" in torch_row  # 10% spread: two significant figures
+    assert " 371,000" in static and " 44 " in static and " 61,000" in static  # 0.5%: three; load figures: two
+    assert static.split()[0] != dynamic.split()[0] and "ort" in static.split()[0]  # shortened, still apart
+    assert "PASS" in static and "n/m" in dynamic and "failed" in failed
+    assert "0.99999999999955" not in text and "RuntimeError: boom" in text
+    assert lines[-1] == f"report: {report}" and lines[-2] == f"table: {tmp_path / 'table.md'}"

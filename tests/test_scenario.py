@@ -8,6 +8,7 @@ to import, and with HARNESS_CACHE in a temporary folder.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import subprocess
 import sys
@@ -24,8 +25,8 @@ from harness.scenario import Scenario, expand, load_scenario
 
 from conftest import REPO, harness, one_error_line, snapshot, write_nab
 
-QUICKSTART = REPO / "scenarios" / "quickstart.yaml"
-QUICKSTART_IDS = ["null", "random", "windowedGaussian.window-288", "windowedGaussian.window-2016"]
+BASELINES = REPO / "scenarios" / "baselines.yaml"
+BASELINE_IDS = ["null", "random", "windowedGaussian.window-288", "windowedGaussian.window-2016"]
 CELL_ID = re.compile(r"^[A-Za-z0-9.-]+$")
 
 
@@ -55,20 +56,23 @@ GOOD_DETECTORS = "detectors:\n  - type: random\n"
 # --------------------------------------------------------------------------------------------- good input
 
 
-def test_validate_quickstart_lists_its_cells(cli_env) -> None:
+def test_quickstart_cells_are_what_readme_says(cli_env) -> None:
+    """The README lists the quickstart's cells with their tasks; `harness validate` must list the same."""
+    readme = (REPO / "README.md").read_text()
+    listed = readme[readme.index("<!-- quickstart-cells"):].split("\n\n", 2)[1]
+    said = re.findall(r"^- `([^`]+)` \(([a-z, ]+)\)", listed, re.M)
     proc = harness(cli_env, "validate", "scenarios/quickstart.yaml")
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == ""
-    listed = [line.strip() for line in proc.stdout.splitlines()[1:]]
-    assert listed == QUICKSTART_IDS
-    assert "4 cells" in proc.stdout.splitlines()[0]
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    shown = [tuple(re.fullmatch(r"  (\S+)  \(([a-z, ]+)\)", line).groups()) for line in proc.stdout.splitlines()[1:]]
+    assert said and said == shown, (said, shown)
+    assert f"{len(shown)} cells" in proc.stdout.splitlines()[0]
 
 
-def test_quickstart_expands_in_process() -> None:
-    scenario, cells, text = load_scenario(QUICKSTART)
-    assert [c.id for c in cells] == QUICKSTART_IDS
-    assert text == QUICKSTART.read_text()
-    assert scenario.name == "quickstart"
+def test_baselines_expand_in_process() -> None:
+    scenario, cells, text = load_scenario(BASELINES)
+    assert [c.id for c in cells] == BASELINE_IDS
+    assert text == BASELINES.read_text()
+    assert scenario.name == "baselines"
     wg = [c for c in cells if c.type == "windowedGaussian"]
     assert [c.params for c in wg] == [{"min_samples": 10, "window": 288}, {"min_samples": 10, "window": 2016}]
     assert [c.axes for c in wg] == [{"window": 288}, {"window": 2016}]
@@ -498,7 +502,7 @@ def good(tmp_path: Path) -> Path:
 def test_good_tiny_scenario_validates(good: Path, cli_env) -> None:
     proc = harness(cli_env, "validate", good)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[1:] == ["  random"]
+    assert proc.stdout.splitlines()[1:] == ["  random  (score)"]
 
 
 def test_run_refuses_a_non_empty_out_and_leaves_it_alone(good: Path, tmp_path: Path, cli_env) -> None:
@@ -540,14 +544,14 @@ def test_resume_of_a_missing_folder_creates_nothing(good: Path, tmp_path: Path, 
 @pytest.mark.parametrize(
     "args",
     [("run",), ("bogus",), (), ("validate",), ("run", "scenarios/quickstart.yaml", "--no-such-flag"), ("corpus",),
-     ("serve", "scenarios/quickstart.yaml", "--cell", "nope"), ("serve", "scenarios/quickstart.yaml"),
+     ("serve", "scenarios/baselines.yaml", "--cell", "nope"), ("serve", "scenarios/baselines.yaml"),
      ("load", "ftp://x", "--events-per-request", "1", "--rate", "1", "--duration", "1"),
      ("load", "http://127.0.0.1:9", "--events-per-request", "1", "--rate", "1", "--duration", "1"),
      ("load", "http://127.0.0.1:9", "--events-per-request", "1", "--duration", "1"),
      ("load", "http://127.0.0.1:9", "--events-per-request", "1", "--rate", "-5", "--duration", "1"),
-     ("serve", "scenarios/quickstart.yaml", "--cell", "null", "--host", "0.0.0.0"),
-     ("serve", "scenarios/quickstart.yaml", "--cell", "null", "--token-file", "/nonexistent/token"),
-     ("serve", "scenarios/quickstart.yaml", "--cell", "null", "--port", "70000")],
+     ("serve", "scenarios/baselines.yaml", "--cell", "null", "--host", "0.0.0.0"),
+     ("serve", "scenarios/baselines.yaml", "--cell", "null", "--token-file", "/nonexistent/token"),
+     ("serve", "scenarios/baselines.yaml", "--cell", "null", "--port", "70000")],
     ids=["run without file", "unknown command", "no command", "validate without file", "unknown flag", "corpus without subcommand",
          "serve an unknown cell", "serve without --cell", "load a non-http URL", "load a port nothing answers on",
          "load without rate or concurrency", "load at a negative rate", "serve beyond loopback without a token",
@@ -603,3 +607,29 @@ def test_validate_importtime_has_no_heavy_modules() -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     for name in HEAVY:
         assert not any(m == name or m.startswith(name + ".") for m in imported), name
+
+
+# --------------------------------------------------------------------------------------------- load.cells
+
+def test_load_cells_picks_the_variants_load_tested(tmp_path: Path, cli_env) -> None:
+    """Only the cells `load.cells` names get a load task; the others are not held to the serving objectives
+    (nothing measures them); a pattern naming no cell is one line naming the entry."""
+    from harness.tasks import plan_tasks
+
+    base = {"name": "sel", "corpus": {"synthetic": {"seed": 1, "rows": 600}}, "detectors": [{"type": "autoencoder"}],
+            "backends": [{"backend": "torch", "precision": "fp32"}, {"backend": "onnxruntime", "precision": "int8"}],
+            "load": {"cells": ["*int8*"], "rates": [5]}, "sla": {"p95_ms": 100, "max_quantized_loss_pct": 5}}
+    path = tmp_path / "sel.yaml"
+    path.write_text(json.dumps(base))
+    scenario, cells, _ = load_scenario(path)
+    loaded = {c.id for c in cells if scenario.load.load_tests(c.id)}
+    kinds = {(t.cell.id, t.kind) for t in plan_tasks(cells, scenario.timing, 1, loaded)}
+    assert loaded == {"autoencoder.onnxruntime-int8-dynamic"}
+    assert {k for c, k in kinds if c == "autoencoder.torch-fp32"} == {"score", "timing"}
+    assert ("autoencoder.onnxruntime-int8-dynamic", "load") in kinds
+    objectives = {c.id: c.sla.given() for c in cells}
+    assert objectives == {"autoencoder.torch-fp32": {"max_quantized_loss_pct": 5},
+                          "autoencoder.onnxruntime-int8-dynamic": {"p95_ms": 100, "max_quantized_loss_pct": 5}}
+    path.write_text(json.dumps({**base, "load": {"cells": ["*int8*", "*int4*"], "rates": [5]}}))
+    line = one_error_line(harness(cli_env, "validate", path))
+    assert str(path) in line and "load.cells[1]" in line and "'*int4*' names no cell" in line, line

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from harness.atomic import public_mode
 from harness.backends.base import DEFAULT_ORT_QUANTIZATION, Compiled, StaticInt8, calibrated_settings, static_calibration
 from harness.backends.onnx_export import (
     OnnxModel,
@@ -107,6 +108,7 @@ def _write_converted(path: Path, build) -> None:
     try:
         with _quiet_quantizer():
             build(tmp)
+        os.chmod(tmp, public_mode())  # mkstemp's 0600: the cache is as readable as what open() writes
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

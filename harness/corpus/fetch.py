@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
+from harness.atomic import public_mode
 from harness.errors import InputError
 
 MANIFEST = Path(__file__).with_name("nab_files.json")
@@ -107,7 +108,7 @@ def fetch_nab(
                 if progress:
                     progress(finished, total)
         pool.shutdown(wait=True)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only
+        os.chmod(tmp, public_mode(folder=True))  # mkdtemp makes it owner-only; NAB is ordinary data
         try:
             if dest.exists():
                 dest.rmdir()  # empty (checked above); renaming onto a folder is not portable

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.atomic import write_bytes
+from harness.atomic import public_mode, write_bytes
 from harness.cache import cache_root
 from harness.corpus.layout import TYPES_FILE
 from harness.errors import InputError
@@ -142,7 +142,7 @@ def write_tree(dest: Path, files: dict[str, bytes]) -> Path:
     try:
         for rel, data in files.items():
             write_bytes(tmp / rel, data)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a corpus is ordinary data
+        os.chmod(tmp, public_mode(folder=True))  # mkdtemp makes it private; a corpus is ordinary data
         try:
             os.replace(tmp, dest)  # replaces dest only if it is (still) an empty folder
         except OSError:

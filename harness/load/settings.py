@@ -79,6 +79,15 @@ class LoadSpec(RunShape):
     profile: bool = Field(False, description="py-spy flame graphs of every replica and the proxy during the first run")
     kill_replica_at_s: float | None = Field(None, ge=0.0, description="fault: kill shard 0's replica this many "
                                             "seconds into the first run's measured window")
+    cells: list[str] = Field(default_factory=list, description="the cells load-tested, by id or shell pattern "
+                             "(`*int8*`); none: every cell. Each load test deploys, warms and loads its variant alone, "
+                             "so a scenario that scores many variants may serve only those it would ship")
+
+    def load_tests(self, cell_id: str) -> bool:
+        """Whether the cell `cell_id` is load-tested (`cells`)."""
+        from fnmatch import fnmatchcase
+
+        return not self.cells or any(fnmatchcase(cell_id, pattern) for pattern in self.cells)
 
     @model_validator(mode="after")
     def _something_to_run(self) -> "LoadSpec":

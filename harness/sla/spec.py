@@ -22,6 +22,15 @@ class Objectives(BaseModel):
     def given(self) -> dict[str, float]:
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
+    def without_serving(self) -> "Objectives | None":
+        """These objectives less those a load test measures: what a cell the scenario does not load-test
+        (`load.cells`) is held to. None when nothing is left."""
+        rest = self.model_copy(update=dict.fromkeys(SERVING_OBJECTIVES))
+        return rest if rest.given() else None
+
+
+SERVING_OBJECTIVES = ("p95_ms", "min_events_per_s", "max_error_rate", "max_recovery_s")  # measured by the load task
+
 
 class SlaSpec(BaseModel):
     """A scenario's `sla:`: one set of objectives for every cell, or one per target (`sla: {edge: {p95_ms: 150}}`).

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from harness.scenario import Cell
 from harness.targets import TargetSpec, labels_for
 from harness.tasks.base import Needs, RunContext, Task, task_id
@@ -21,12 +23,13 @@ def kinds_of(cell: Cell, load: bool = False) -> list[str]:
     return ["score"] + (["timing"] if cell.backend is not None else []) + (["load"] if load else [])
 
 
-def plan_tasks(cells: list[Cell], timing_spec: TimingSpec, files: int, load: bool = False,
+def plan_tasks(cells: list[Cell], timing_spec: TimingSpec, files: int, load: bool | Collection[str] = False,
                targets: dict[str, TargetSpec] | None = None) -> list[Task]:
     """Every cell's tasks: a scoring task reserving the backend's threads (1 CPU without a backend), and for a
-    backend cell a timing task after it, alone on its node when timing is exclusive; with `load`, a load task
-    after the scoring (run by the driver). A cell on a target (`targets`: the scenario's TargetSpecs by name)
-    asks for that target's node labels, and keeps to its CPU and memory limits."""
+    backend cell a timing task after it, alone on its node when timing is exclusive; with `load` (True: every
+    cell; else the ids of the cells load-tested), a load task after the scoring (run by the driver). A cell on a
+    target (`targets`: the scenario's TargetSpecs by name) asks for that target's node labels, and keeps to its
+    CPU and memory limits."""
     tasks = []
     for cell in cells:
         target = (targets or {}).get(cell.target) if cell.target else None
@@ -38,7 +41,7 @@ def plan_tasks(cells: list[Cell], timing_spec: TimingSpec, files: int, load: boo
         if "timing" in kinds_of(cell):
             needs = Needs(cpus=cpus, memory_bytes=memory, labels=labels, exclusive=timing_spec.exclusive)
             tasks.append(Task("timing", cell, needs, after=("score",)))
-        if load:
+        if load is True or (load and cell.id in load):
             tasks.append(Task("load", cell, Needs(cpus=0, labels=labels, exclusive=True), after=("score",)))
     return tasks
 

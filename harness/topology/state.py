@@ -74,8 +74,7 @@ def save_state(state: TopologyState) -> Path:
 
     path = state_path(state.name)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_text(path, state.model_dump_json(indent=2))
-    os.chmod(path, 0o600)
+    write_text(path, state.model_dump_json(indent=2), private=True)  # 0600 from its first byte
     return path
 
 
