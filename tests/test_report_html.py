@@ -158,6 +158,10 @@ def test_pdf_prints_through_chromium(quickstart_run, report_env, tmp_path):
     assert "Verdicts" in text and "NAB leaderboard" in text and "Provenance" in text
     assert any(word in text for word in ("PASS", "FAIL", "NOT MEASURED"))
     assert not list(tmp_path.glob(".*.tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    for published in (out, pdf):  # a report is published: it follows the umask (the subprocess inherits ours)
+        assert published.stat().st_mode & 0o777 == 0o666 & ~umask, published
 
 
 def test_bad_input_is_one_line(report_env, tmp_path):

@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from harness.atomic import public_mode
 from harness.errors import InputError, RunStopped
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -50,6 +51,7 @@ def print_pdf(html: Path, out: Path) -> Path:
         if proc.returncode != 0 or os.path.getsize(tmp) == 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise RunStopped(f"Chromium ({exe}) could not print {html} to PDF (exit {proc.returncode}): {last}")
+        os.chmod(tmp, public_mode())  # a report is published: it follows the umask, as the HTML does
         os.replace(tmp, out)
     except subprocess.TimeoutExpired:
         raise RunStopped(f"Chromium ({exe}) did not print {html} within {PRINT_TIMEOUT_S} s") from None
