@@ -61,9 +61,11 @@ def summary(table: "pd.DataFrame", serving: "pd.DataFrame | None" = None, paths:
     out = [ln[:width] for ln in lines]
     for _, row in table[table["status"] != "ok"].iterrows():
         out.append(_fit(f"{row['cell']} {row['status']}: {_text(row.get('error')) or 'see table.md'}", width))
-    legend = "gate: INT8/bf16/fp16 vs torch fp32 (vs rt: vs its runtime's fp32); n/m: not measured; reasons in table.md"
-    if any(s.header.startswith("gate") or s.header == "sla" for s in shown):
-        out.append(_fit(legend, width))
+    gates, sla = any(s.header.startswith("gate") for s in shown), any(s.header == "sla" for s in shown)
+    if gates or sla:  # say only what the columns shown need
+        legend = ["gate: INT8/bf16/fp16 vs torch fp32 (vs rt: vs its runtime's fp32)"] if gates else []
+        legend += ["n/m: not measured", "reasons in table.md"]
+        out.append(_fit("; ".join(legend), width))
     out += [f"{label}: {path}" for label, path in paths or []]
     return "\n".join(out) + "\n"
 
