@@ -133,8 +133,12 @@ load:
     assert any(v > 0 for v in scraped.seen("harness_load_achieved_rps", **load_test)), "no second of the load test reported while it ran"
     assert any(v > 0 for v in scraped.seen("harness_load_latency_ms", **load_test, quantile="0.95"))
     assert 1 in scraped.seen("harness_cells_finished_total", scenario="load-e2e", status="ok")
-    # the terminal summary: the peak; no p95, as the only fixed-rate run on http carried the replica kill
-    assert f"serving: {out / 'serving.md'}" in proc.stdout and " peak ev/s" in proc.stdout and " p95 ms" not in proc.stdout
+    # the terminal summary: no p95, as the only fixed-rate run on http carried the replica kill; the peak column
+    # exactly when the peak search found a peak at the SLO (two short probes on a busy machine may not)
+    serving = pd.read_csv(out / "serving.csv")
+    found_peak = serving["peak_eps_at_slo"].notna().any()
+    assert f"serving: {out / 'serving.md'}" in proc.stdout and " p95 ms" not in proc.stdout
+    assert (" peak ev/s" in proc.stdout) == found_peak, proc.stdout
     result = json.loads((out / "cells" / "windowedGaussian" / "result.json").read_text())
     assert result["status"] == "ok" and result["kinds"] == ["score", "load"]
     load = result["tasks"]["load"]["result"]

@@ -328,3 +328,6 @@ def test_regressions_since_the_previous_run_of_the_scenario_in_the_history(tmp_p
     index_run(same, store)
     [ok] = topic(insights([load_run(same)], store), "regressions")
     assert ok.text.startswith("Nothing regressed in same since slow (2026-11-02 00:00):") and ok.figure == "0 regressed"
+    size = store.stat().st_size  # a corrupt store: no regressions insight and no error (the history section says why)
+    store.write_bytes(b"\0" * (size // 2) + store.read_bytes()[size // 2:])
+    assert not topic(insights([load_run(same)], store), "regressions")

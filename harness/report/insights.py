@@ -296,9 +296,10 @@ def regressions(run: LoadedRun, history: Path | None) -> list[Insight]:
     """What `harness compare` finds regressed since the previous run of the same scenario, judged with the history's
     run-to-run noise, the headline figures (HEADLINE) first; nothing without a store or a previous run."""
     from harness.history.compare import Verdict, compare
+    from harness.history.store import readable
 
-    if history is None or not Path(history).is_file():
-        return []
+    if history is None or not Path(history).is_file() or not readable(Path(history)):
+        return []  # a corrupt store: the history section says so, and `harness history rebuild` mends it
     prev = previous_run(run, Path(history))
     if prev is None:
         return []
