@@ -270,18 +270,23 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes | None, int]]:
     return out
 
 
-@pytest.fixture(scope="session")
-def quickstart_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
-    """The README's quickstart on a private local Ray (no --address), run once per test process: test_ray_run
-    checks its folder, test_report_html its report."""
+def run_scenario(tmp_path_factory, name: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """`harness run scenarios/<name>.yaml` on a private local Ray (no --address): the process and its folder."""
     require(can_isolate(), REQUIREMENTS["needs_netns"][1])
-    out = tmp_path_factory.mktemp("quickstart") / "run"
+    out = tmp_path_factory.mktemp(name) / "run"
     proc = subprocess.run(
-        private_net(harness_cmd("run", "scenarios/quickstart.yaml", "--out", str(out))),
+        private_net(harness_cmd("run", f"scenarios/{name}.yaml", "--out", str(out))),
         cwd=REPO, env=ray_env(), capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, out
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """The README's quickstart (scoring, fp32 against INT8, the INT8 build served), run once per test process:
+    test_report_html checks its report."""
+    return run_scenario(tmp_path_factory, "quickstart")
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import pytest
 from harness.report.summary import for_folder
 from harness.results.schema import SCHEMA_VERSION
 
-from conftest import REPO, harness_cmd, needs_netns, private_net, ray_env
+from conftest import REPO, harness_cmd, needs_netns, run_scenario
 
 pytestmark = needs_netns
 
@@ -32,14 +32,8 @@ def read_table(out: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def baselines_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
-    """The baseline scenario (scenarios/baselines.yaml) on a private local Ray (no --address)."""
-    out = tmp_path_factory.mktemp("baselines") / "run"
-    proc = subprocess.run(
-        private_net(harness_cmd("run", "scenarios/baselines.yaml", "--out", str(out))),
-        cwd=REPO, env=ray_env(), capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc, out
+    """The baseline scenario (scenarios/baselines.yaml): three baselines, scored."""
+    return run_scenario(tmp_path_factory, "baselines")
 
 
 def test_baselines_writes_table_manifest_and_prints_table(baselines_run):
