@@ -227,6 +227,9 @@ def _add_nab(sub: "argparse._SubParsersAction") -> None:
     f = n.add_parser("fetch", help="download NAB v1.1 at its pinned commit and verify every file's SHA-256")
     f.add_argument("dest")
     f.add_argument("--base-url", help="mirror to download from (default: NAB's repository at the pinned commit)")
+    f.add_argument("--detectors", default="numenta,twitterADVec,windowedGaussian,null",
+                   help="published detectors whose raw outputs to fetch too, so the leaderboard re-scores them: "
+                        "all (about 305 MB), none, or names (default: %(default)s, about 73 MB)")
     sc = n.add_parser("score", help="score one detector's results folder (NAB's results layout)")
     sc.add_argument("results_dir", help="<detector>/<category>/<detector>_<file>.csv with an anomaly_score column")
     sc.add_argument("--corpus", required=True, help="NAB root (data/, labels/, config/)")
@@ -681,11 +684,13 @@ def cmd_corpus_inject(args) -> int:
 
 
 def cmd_nab_fetch(args) -> int:
-    from harness.corpus.fetch import fetch_nab, manifest
+    from harness.corpus.fetch import fetch_nab, files_for, parse_detectors
     from harness.progress import ProgressBar
 
-    with ProgressBar(len(manifest()[1]), "files", "fetched") as bar:
-        print(fetch_nab(args.dest, base_url=args.base_url, progress=lambda done, total: bar.update(done)))
+    detectors = parse_detectors(args.detectors)
+    with ProgressBar(len(files_for(detectors)), "files", "fetched") as bar:
+        print(fetch_nab(args.dest, base_url=args.base_url, progress=lambda done, total: bar.update(done),
+                        detectors=detectors))
     return 0
 
 

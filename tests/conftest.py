@@ -2,7 +2,9 @@
 fixed ports never collide with anything else on the machine; every Ray process a test starts is stopped by its
 process group (never `ray stop`, which would stop every Ray on the machine, a user's own included).
 
-Requirements: tests marked `needs_nab` read NAB (`$HARNESS_NAB`, else ../shared/nab); tests marked `needs_netns`
+Requirements: tests marked `needs_nab` read NAB's corpus (`$HARNESS_NAB`, else ../shared/nab); tests marked
+`needs_nab_results(detector, ...)` also read those published detectors' raw outputs under its results/ (what
+`harness nab fetch` fetches by default: numenta, twitterADVec, windowedGaussian, null); tests marked `needs_netns`
 (and the cluster fixtures) need root, `unshare` and `ip`; tests marked `needs_shellcheck` need `shellcheck` on PATH
 (`apt-get install shellcheck`); tests marked `needs_prometheus` (and tests/chaos/prom.py) need Debian's `prometheus`
 package (`prometheus`, `promtool`). Without them a test is skipped with the reason, except
@@ -31,6 +33,30 @@ NAB = Path(os.environ.get("HARNESS_NAB") or REPO.parent / "shared" / "nab")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 needs_nab = pytest.mark.needs_nab
+
+
+def needs_nab_results(*detectors: str) -> pytest.MarkDecorator:
+    """The test reads NAB's corpus and the raw outputs of these published detectors (NAB's results layout)."""
+    return pytest.mark.needs_nab_results(*detectors)
+
+
+def nab_missing(detectors: tuple[str, ...] = ()) -> str | None:
+    """What of NAB a test needs is missing under NAB, in words (None: all there). Only whether files exist:
+    `harness nab fetch` verified their hashes, and stat-ing ~300 files keeps this cheap for every test."""
+    from harness.corpus.fetch import files_for
+
+    if not (NAB / "labels" / "combined_windows.json").is_file():
+        return (f"NAB corpus not found at {NAB} (no labels/combined_windows.json; set HARNESS_NAB to a folder "
+                "fetched with `harness nab fetch`)")
+    files = files_for(tuple(detectors))
+    lacking = [d for d in dict.fromkeys(detectors)
+               if not all((NAB / rel).is_file() for rel in files if rel.startswith(f"results/{d}/"))]
+    if lacking:
+        return (f"NAB at {NAB} lacks the raw outputs of {', '.join(lacking)} under results/ (fetch a corpus "
+                f"with them: `harness nab fetch DEST --detectors {','.join(lacking)}`)")
+    return None
+
+
 needs_netns = pytest.mark.needs_netns
 needs_shellcheck = pytest.mark.needs_shellcheck
 needs_prometheus = pytest.mark.needs_prometheus
@@ -41,8 +67,6 @@ def can_isolate() -> bool:
 
 
 REQUIREMENTS = {
-    "needs_nab": (lambda: (NAB / "labels" / "combined_windows.json").is_file(),
-                  f"NAB corpus not found at {NAB} (set HARNESS_NAB to a folder fetched with `harness nab fetch`)"),
     "needs_netns": (can_isolate, "needs root, unshare and ip to keep Ray on a private loopback"),
     "needs_shellcheck": (lambda: shutil.which("shellcheck") is not None, "shellcheck not on PATH (apt-get install shellcheck)"),
     "needs_prometheus": (lambda: all(shutil.which(t) for t in ("prometheus", "promtool", "prometheus-node-exporter")),
@@ -66,6 +90,9 @@ def pytest_configure(config) -> None:
     os.environ.setdefault("HARNESS_HISTORY", str(Path(tempfile.mkdtemp(prefix="harness-history-")) / "history.sqlite"))
     for name, (_, reason) in REQUIREMENTS.items():
         config.addinivalue_line("markers", f"{name}: {reason}")
+    config.addinivalue_line("markers", f"needs_nab: NAB's corpus (data, labels, config) at {NAB}")
+    config.addinivalue_line("markers", "needs_nab_results(detector, ...): NAB's corpus and these published "
+                            "detectors' raw outputs under its results/")
     config.addinivalue_line("markers", "quiet: needs the machine to itself (the edge topology's one core must meet its "
                             "SLO before a fault is made): the README's test command runs these after the rest, alone")
 
@@ -74,6 +101,10 @@ def pytest_runtest_setup(item) -> None:
     for name, (met, reason) in REQUIREMENTS.items():
         if item.get_closest_marker(name) is not None:
             require(met(), reason)
+    marks = [*item.iter_markers("needs_nab"), *item.iter_markers("needs_nab_results")]
+    if marks:
+        missing = nab_missing(tuple(d for mark in marks for d in mark.args))
+        require(missing is None, missing or "")
 
 
 def ray_env(**extra: str) -> dict[str, str]:

@@ -22,10 +22,11 @@ from harness.scoring.results_layout import read_results_dir
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nab_reference as ref  # noqa: E402
 
-from conftest import NAB, needs_nab  # noqa: E402
+from conftest import NAB, needs_nab_results  # noqa: E402
 
 PROFILE_NAMES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 DETECTORS = ("numenta", "twitterADVec", "windowedGaussian", "null")
+PARAMS = [pytest.param(d, marks=needs_nab_results(d)) for d in DETECTORS]  # each needs only its own raw outputs
 TOL = 1e-9
 
 # --- random corpora ---------------------------------------------------------------------------------------
@@ -196,7 +197,7 @@ def test_reference_hand_computed() -> None:
     assert ref.probation(20) == 3 and ref.probation(10_000) == 750
 
 
-@needs_nab
+@needs_nab_results("numenta")
 def test_reference_reproduces_published_numenta_scores() -> None:
     """The oracle itself agrees with NAB's published scoreboard (so agreement with it means something)."""
     corpus = load_corpus(NAB, values=False)
@@ -229,8 +230,7 @@ def check_profiles_json(out: dict, detector: str) -> None:
         assert entry["tp"] + entry["fn"] == 116  # every NAB window has scored rows
 
 
-@needs_nab
-@pytest.mark.parametrize("detector", DETECTORS)
+@pytest.mark.parametrize("detector", PARAMS)
 def test_published_thresholds_reproduce_final_results(detector: str) -> None:
     p = nab_score(NAB / "results" / detector, "--thresholds", str(NAB / "config" / "thresholds.json"))
     assert p.returncode == 0, p.stderr
@@ -251,8 +251,7 @@ OPTIMIZED = {
 }
 
 
-@needs_nab
-@pytest.mark.parametrize("detector", DETECTORS)
+@pytest.mark.parametrize("detector", PARAMS)
 def test_optimized_scores_on_nab(detector: str) -> None:
     p = nab_score(NAB / "results" / detector, "--optimize")
     assert p.returncode == 0, p.stderr
@@ -269,7 +268,7 @@ def test_optimized_scores_on_nab(detector: str) -> None:
             assert (out["profiles"][name]["tp"], out["profiles"][name]["fp"]) == (0, 0)
 
 
-@needs_nab
+@needs_nab_results("numenta")
 def test_table_without_json() -> None:
     p = nab_score(NAB / "results" / "numenta", "--optimize", json_out=False)
     assert p.returncode == 0, p.stderr
@@ -313,14 +312,14 @@ def edit_score(path: Path, row: int, cell: str) -> None:
     path.write_text("".join(lines))
 
 
-@needs_nab
+@needs_nab_results("numenta")
 def test_error_missing_results_file(numenta_copy: Path) -> None:
     (numenta_copy / VICTIM).unlink()
     p = nab_score(numenta_copy, "--optimize")
     assert_one_line_error(p, str(numenta_copy / VICTIM))
 
 
-@needs_nab
+@needs_nab_results("numenta")
 def test_error_results_file_one_row_short(numenta_copy: Path) -> None:
     path = numenta_copy / VICTIM
     lines = path.read_text().splitlines(keepends=True)
@@ -329,7 +328,7 @@ def test_error_results_file_one_row_short(numenta_copy: Path) -> None:
     assert_one_line_error(p, str(path))
 
 
-@needs_nab
+@needs_nab_results("numenta")
 @pytest.mark.parametrize("cell", ["abc", "", "nan", "NaN", "inf"])
 def test_error_bad_score(numenta_copy: Path, cell: str) -> None:
     path = numenta_copy / VICTIM
@@ -338,7 +337,7 @@ def test_error_bad_score(numenta_copy: Path, cell: str) -> None:
     assert_one_line_error(p, str(path), "row 1234")
 
 
-@needs_nab
+@needs_nab_results("numenta")
 def test_error_detector_missing_from_thresholds(tmp_path: Path) -> None:
     thresholds = json.loads((NAB / "config" / "thresholds.json").read_text())
     del thresholds["numenta"]
@@ -348,7 +347,7 @@ def test_error_detector_missing_from_thresholds(tmp_path: Path) -> None:
     assert_one_line_error(p, str(path), "numenta")
 
 
-@needs_nab
+@needs_nab_results("numenta")
 @pytest.mark.parametrize("both", [True, False])
 def test_error_thresholds_xor_optimize(both: bool) -> None:
     how = ["--thresholds", str(NAB / "config" / "thresholds.json"), "--optimize"] if both else []
@@ -383,7 +382,7 @@ def test_flagging_everything_gets_a_low_f1_on_the_synthetic_corpus(synthetic_roo
     assert f1s["ones f1@all rows"] > 0  # it does detect every window; it is just not rewarded for it
 
 
-@needs_nab
+@needs_nab_results("numenta")
 def test_flagging_everything_gets_a_low_f1_on_nab() -> None:
     """Event-based precision used to count a run of detections as one alert, so flagging every row gave 0.5757,
     the best F1 of every detector on NAB (null included). Alert events are now cut at the file's window

@@ -19,7 +19,7 @@ from harness.plan import plan
 from harness.results.folder import RunFolder
 from harness.run import new_manifest
 
-from conftest import NAB, REPO, harness, needs_nab, needs_netns, one_error_line, snapshot, write_nab
+from conftest import NAB, REPO, harness, needs_nab, needs_nab_results, needs_netns, one_error_line, snapshot, write_nab
 
 SCENARIO = "name: resumable\ncorpus: {{path: nab}}\ndetectors:\n  - type: random\n    params: {{seed: {seed}}}\n"
 
@@ -168,7 +168,7 @@ def test_only_narrows_the_corpus_and_names_what_it_lacks(cli_env) -> None:
 # --- harness nab score ----------------------------------------------------------------------------------------
 
 
-@needs_nab
+@needs_nab_results("null")
 def test_nab_score_refuses_an_empty_profiles_file(tmp_path: Path, cli_env) -> None:
     corpus = tmp_path / "nab"
     corpus.mkdir()
@@ -180,7 +180,7 @@ def test_nab_score_refuses_an_empty_profiles_file(tmp_path: Path, cli_env) -> No
     assert str(corpus / "config" / "profiles.json") in line and "at least one profile" in line, line
 
 
-@needs_nab
+@needs_nab_results("numenta")
 def test_nab_score_json_keeps_its_contract_and_adds_detection(cli_env) -> None:
     proc = harness(cli_env, "nab", "score", NAB / "results" / "numenta", "--corpus", NAB, "--optimize", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -195,7 +195,7 @@ def test_nab_score_json_keeps_its_contract_and_adds_detection(cli_env) -> None:
     assert set(out["detection"]) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate", "best_f1"}
 
 
-@needs_nab
+@needs_nab_results("numenta")
 def test_nab_score_prints_thresholds_with_every_digit(cli_env) -> None:
     proc = harness(cli_env, "nab", "score", NAB / "results" / "numenta", "--corpus", NAB, "--optimize")
     assert proc.returncode == 0, proc.stderr
