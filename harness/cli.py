@@ -229,7 +229,7 @@ def _add_nab(sub: "argparse._SubParsersAction") -> None:
     f.add_argument("--base-url", help="mirror to download from (default: NAB's repository at the pinned commit)")
     f.add_argument("--detectors", default="numenta,twitterADVec,windowedGaussian,null",
                    help="published detectors whose raw outputs to fetch too, so the leaderboard re-scores them: "
-                        "all (about 305 MB), none, or names (default: %(default)s, about 73 MB)")
+                        "all (305 MB of them), none, or names (default: %(default)s, 73 MB; the corpus is 10 MB)")
     sc = n.add_parser("score", help="score one detector's results folder (NAB's results layout)")
     sc.add_argument("results_dir", help="<detector>/<category>/<detector>_<file>.csv with an anomaly_score column")
     sc.add_argument("--corpus", required=True, help="NAB root (data/, labels/, config/)")

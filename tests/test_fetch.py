@@ -298,6 +298,9 @@ def test_detector_names(cli_env: dict[str, str], tmp_path: Path) -> None:
     """`all`, `none`, NAB's names in any case; a bad name is one line, exit 2, before anything is downloaded."""
     assert parse_detectors("all") == tuple(results_manifest()) and parse_detectors(" None ") == ()
     assert parse_detectors("NUMENTA, twitteradvec,numenta") == ("numenta", "twitterADVec")
+    from harness.cli import _parser
+
+    assert parse_detectors(_parser().parse_args(["nab", "fetch", "d"]).detectors) == DEFAULT_DETECTORS
     with pytest.raises(InputError, match=r"^--detectors: unknown detector 'htm'; use all, none or some of ARTime,"):
         parse_detectors("numenta,htm")
     line = one_error_line(harness(cli_env, "nab", "fetch", tmp_path / "nab", "--detectors", "numenta,htm",
