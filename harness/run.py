@@ -121,7 +121,7 @@ def execute(
     """Run (or resume) a scenario; returns the run folder, the cells that did not finish ok and those that failed
     their SLA. `metrics`: (host, port) to serve the run's Prometheus metrics on while it runs (harness.metrics);
     `metrics_file`: where to also write them, in Prometheus' text format, so that they outlive the run; `serve`:
-    (host, token file) in place of the scenario's serve.host and serve.token_file (--serve-host, --serve-token-file)."""
+    (host, token file) for serve.host and serve.token_file (--serve-host, --serve-token-file)."""
     if resume and out is None:
         raise InputError("--resume needs --out: the folder of the run to finish")
     p = plan(scenario_path, corpus_override, only, *serve)
