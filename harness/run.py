@@ -115,8 +115,7 @@ def execute(
     resume: bool = False,
     only: list[str] | None = None,
     metrics: tuple[str, int] | None = None,
-    metrics_file: str | Path | None = None,
-    serve: tuple[str | None, str | None] = (None, None),
+    metrics_file: str | Path | None = None, serve: tuple[str | None, str | None] = (None, None),
 ) -> Outcome:
     """Run (or resume) a scenario; returns the run folder, the cells that did not finish ok and those that failed
     their SLA. `metrics`: (host, port) to serve the run's Prometheus metrics on while it runs (harness.metrics);
