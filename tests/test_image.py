@@ -55,7 +55,7 @@ def test_the_manifests_run_the_image_the_dockerfile_builds() -> None:
     assert tag.endswith(f":{version}")
     uid = re.search(r"useradd .*--uid (\d+)", DOCKERFILE.read_text())[1]
     for path in [p for p in (REPO / "clusters" / "kuberay").glob("*.yaml") if p.name != "results-pvc.yaml"]:
-        images = re.findall(r"image: (\S+)", path.read_text())
+        images = re.findall(r"^\s+image: (\S+)", path.read_text(), re.M)
         ray_images = [i for i in images if "kubectl" not in i]
         assert ray_images and set(ray_images) == {tag}, (path.name, images)
         for ctx in re.findall(r"securityContext: (\{[^}]*fsGroup[^}]*\})", path.read_text()):
