@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     """Every command's arguments: one small function per command (group) adds its subparser, in --help's order."""
     p = _Parser(prog="harness", description="Benchmark streaming anomaly detectors on NAB, on Ray.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_validate, _add_run, _add_report, _add_serve, _add_load, _add_history, _add_compare, _add_export, _add_cluster,
+    for add in (_add_validate, _add_run, _add_scenarios, _add_report, _add_serve, _add_load, _add_history, _add_compare, _add_export, _add_cluster,
                 _add_feedback, _add_leaderboard, _add_corpus, _add_nab):
         add(sub)
     return p
@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
 def _add_validate(sub: "argparse._SubParsersAction") -> None:
     """`harness validate SCENARIO`."""
     v = sub.add_parser("validate", help="check a scenario file (and its corpus) and list its cells")
-    v.add_argument("scenario", help="scenario YAML file")
+    v.add_argument("scenario", help="scenario YAML file, or a shipped scenario's name (`harness scenarios list`)")
     v.add_argument("--corpus", help="NAB-layout folder that replaces the scenario's corpus")
     v.add_argument("--only", action="append", type=_only, help="corpus categories or files (comma-separated; repeatable)")
 
@@ -38,7 +38,7 @@ def _add_validate(sub: "argparse._SubParsersAction") -> None:
 def _add_run(sub: "argparse._SubParsersAction") -> None:
     """`harness run SCENARIO`: the run, resume, and its live metrics."""
     r = sub.add_parser("run", help="run a scenario on Ray and write a results folder")
-    r.add_argument("scenario", help="scenario YAML file")
+    r.add_argument("scenario", help="scenario YAML file, or a shipped scenario's name (`harness scenarios list`)")
     r.add_argument("--out", help="results folder (default results/<timestamp>-<scenario name>)")
     r.add_argument(
         "--address",
@@ -56,6 +56,23 @@ def _add_run(sub: "argparse._SubParsersAction") -> None:
     r.add_argument("--metrics-host", default="127.0.0.1", help="address the metrics listen on (default 127.0.0.1)")
     r.add_argument("--metrics-file", metavar="PATH", help="also write the metrics to PATH in Prometheus' text format after "
                    "every change (node_exporter's textfile collector), so the run's verdicts outlive it")
+    r.add_argument("--serve-host", metavar="HOST", help="address the load cells' Serve proxies listen on, in place of "
+                   "the scenario's serve.host (0.0.0.0 on a multi-host cluster, so the driver reaches a target node's proxy; "
+                   "needs a token: --serve-token-file)")
+    r.add_argument("--serve-token-file", metavar="FILE", help="the API token the load cells' services require, in place of "
+                   "the scenario's serve.token_file (docs/serving.md)")
+
+
+def _add_scenarios(sub: "argparse._SubParsersAction") -> None:
+    """`harness scenarios list|show|copy`: the scenarios shipped with the package."""
+    sc = sub.add_parser("scenarios", help="the scenarios shipped with the package: `harness run NAME` runs one")
+    sc = sc.add_subparsers(dest="scenarios_cmd", required=True, parser_class=_Parser)
+    sc.add_parser("list", help="their names and descriptions")
+    ss = sc.add_parser("show", help="print one")
+    ss.add_argument("name")
+    scp = sc.add_parser("copy", help="write one to DEST (a file, or a folder), to edit it")
+    scp.add_argument("name")
+    scp.add_argument("dest")
 
 
 def _add_report(sub: "argparse._SubParsersAction") -> None:
@@ -319,7 +336,7 @@ def cmd_run(args) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     metrics = (args.metrics_host, args.metrics_port) if args.metrics_port is not None else None
     outcome = execute(args.scenario, args.out, args.address, args.corpus, args.resume, _flatten(args.only), metrics,
-                      args.metrics_file)
+                      args.metrics_file, (args.serve_host, args.serve_token_file))
     out, failed = outcome.root, outcome.not_ok
     from harness.report.summary import for_folder
 
@@ -331,6 +348,19 @@ def cmd_run(args) -> int:
         print(f"harness: {len(outcome.sla_failed)} cell(s) failed their SLA: {', '.join(outcome.sla_failed)} "
               "(the sla column of table.md)", file=sys.stderr)
     return 1 if failed or (outcome.sla_failed and args.fail_on_sla) else 0
+
+
+def cmd_scenarios(args) -> int:
+    from harness import shipped
+
+    if args.scenarios_cmd == "list":
+        for name in shipped.names():
+            print(f"{name:<18} {shipped.description(shipped.path_of(name))}")
+    elif args.scenarios_cmd == "show":
+        print(shipped.path_of(args.name).read_text(encoding="utf-8"), end="")
+    else:
+        print(f"wrote {shipped.copy(args.name, args.dest)}")
+    return 0
 
 
 def cmd_report(args) -> int:
@@ -718,6 +748,9 @@ def cmd_nab_score(args) -> int:
 COMMANDS = {
     ("validate",): cmd_validate,
     ("run",): cmd_run,
+    ("scenarios", "list"): cmd_scenarios,
+    ("scenarios", "show"): cmd_scenarios,
+    ("scenarios", "copy"): cmd_scenarios,
     ("report",): cmd_report,
     ("serve",): cmd_serve,
     ("load",): cmd_load,

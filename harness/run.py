@@ -115,14 +115,15 @@ def execute(
     resume: bool = False,
     only: list[str] | None = None,
     metrics: tuple[str, int] | None = None,
-    metrics_file: str | Path | None = None,
+    metrics_file: str | Path | None = None, serve: tuple[str | None, str | None] = (None, None),
 ) -> Outcome:
     """Run (or resume) a scenario; returns the run folder, the cells that did not finish ok and those that failed
     their SLA. `metrics`: (host, port) to serve the run's Prometheus metrics on while it runs (harness.metrics);
-    `metrics_file`: where to also write them, in Prometheus' text format, so that they outlive the run."""
+    `metrics_file`: where to also write them, in Prometheus' text format, so that they outlive the run; `serve`:
+    (host, token file) for serve.host and serve.token_file (--serve-host, --serve-token-file)."""
     if resume and out is None:
         raise InputError("--resume needs --out: the folder of the run to finish")
-    p = plan(scenario_path, corpus_override, only)
+    p = plan(scenario_path, corpus_override, only, *serve)
     from harness.execution.runner import check_address
 
     check_address(address)

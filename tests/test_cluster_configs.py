@@ -10,10 +10,12 @@ import json
 import platform
 import re
 import secrets
+import shlex
 import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -122,7 +124,7 @@ def test_launcher_start_commands_export_the_token_as_bash_runs_them(path: Path, 
     the file the launcher mounted, and the token is not on its command line."""
     token, home, bin_dir = stand_in_ray(tmp_path, '[ "$1" = start ] || exit 0\n'
                                         'printf "%s\\n" "MODE=$RAY_AUTH_MODE" "TOKEN=$RAY_AUTH_TOKEN" "STATS=$RAY_USAGE_STATS_ENABLED" '
-                                        '"GUARD=$RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH" "ARGS=$*"\n')
+                                        '"GUARD=$RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH" "INGRESS=$RAY_SERVE_ENABLE_DIRECT_INGRESS" "ARGS=$*"\n')
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(home), "RAY_HEAD_IP": "10.0.0.2"}
     for _, command in start_commands(yaml.safe_load(path.read_text())):
         out = subprocess.run(["bash", "-c", command], check=False, env=env, capture_output=True, text=True, timeout=30)
@@ -130,7 +132,67 @@ def test_launcher_start_commands_export_the_token_as_bash_runs_them(path: Path, 
         seen = dict(line.split("=", 1) for line in out.stdout.splitlines())
         assert seen["MODE"] == "token" and seen["TOKEN"] == token and seen["STATS"] == "0", seen
         assert seen["GUARD"] == GUARD, seen  # Serve's proxies read bodies whole, bounded (harness.serving.http_guard)
+        assert seen["INGRESS"] == "0", seen  # every target node's proxy serves HTTP (docs/targets.md)
         assert token not in seen["ARGS"]
+
+
+# --- serving across hosts: every config's entrypoint -----------------------------------------------------------------
+
+
+def check_serves_across_hosts(argv: list[str], token_path: str) -> None:
+    """`harness run` argv (after `harness`) as the entrypoint gives it: the shipped cloud-vs-edge, its load cells'
+    proxies on the nodes' addresses (not loopback, where the driver cannot reach another node's) and the token file
+    the config provides; the harness's own parser and plan accept it, with that file standing in for the real one."""
+    from harness.cli import _parser
+    from harness.plan import plan
+    from harness.serving.config import is_loopback
+
+    args = _parser().parse_args(argv)
+    assert (args.command, args.scenario) == ("run", "cloud-vs-edge"), argv
+    assert args.serve_host and not is_loopback(args.serve_host), argv
+    assert args.serve_token_file == token_path, (args.serve_token_file, token_path)
+    with tempfile.TemporaryDirectory() as d:  # the config's token file, here: 64 hex characters, as its header makes
+        token = Path(d) / "token"
+        token.write_text(secrets.token_hex(32) + "\n")
+        serve = plan(args.scenario, serve_host=args.serve_host, serve_token_file=str(token)).scenario.serve
+    assert serve.host == args.serve_host and serve.token_file == str(token.resolve())
+
+
+@pytest.mark.parametrize("path", LAUNCHER, ids=lambda p: p.name)
+def test_launcher_entrypoints_serve_across_hosts_with_the_mounted_token(path: Path) -> None:
+    """The `ray job submit` of the config's header, as bash on your machine splits it, as Ray joins it
+    (list2cmdline) and as the head's shell runs it (~ expanded there): the token file is the one file_mounts puts
+    on every node."""
+    header = " ".join(line.lstrip("# ").rstrip("\\").strip() for line in path.read_text().splitlines() if line.startswith("#"))
+    command = re.search(r"ray job submit --address \S+ -- (harness run .*?--out \S+)", header)[1]
+    entrypoint = subprocess.list2cmdline(shlex.split(command))  # ray job submit's own joining
+    head_home = "/home/ubuntu"
+    argv = as_shell_runs(entrypoint, head_home)
+    mounted = next(k for k in yaml.safe_load(path.read_text())["file_mounts"] if k.endswith("harness_token"))
+    check_serves_across_hosts(argv[1:], mounted.replace("~", head_home, 1))
+
+
+def as_shell_runs(entrypoint: str, home: str) -> list[str]:
+    """The argv a Ray job's entrypoint becomes: Ray's job supervisor runs it with a shell (shell=True)."""
+    return subprocess.run(["sh", "-c", f"printf '%s\\n' {entrypoint}"], env={"HOME": home, "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, check=True, timeout=30).stdout.splitlines()
+
+
+def token_file(spec: dict) -> str:
+    """Where the head container of a RayJob spec has the token Secret's auth_token mounted as a file."""
+    pod = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == SECRET["name"] and volume["secret"]["defaultMode"] == 0o440
+    (mount,) = [m for c in pod["containers"] for m in c.get("volumeMounts", []) if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True
+    assert pod["securityContext"]["fsGroup"] is not None  # the non-root user reads it through its group
+    return f"{mount['mountPath']}/{SECRET['key']}"
+
+
+def test_docs_say_throughput_optimized_needs_direct_ingress_off() -> None:
+    text = " ".join((REPO / "docs" / "targets.md").read_text().split())
+    assert "RAY_SERVE_THROUGHPUT_OPTIMIZED" in text and "RAY_SERVE_ENABLE_DIRECT_INGRESS=0" in text
+    assert "--serve-host" in text
 
 
 # --- KubeRay --------------------------------------------------------------------------------------------------------
@@ -146,8 +208,9 @@ def groups(cluster: dict) -> list[dict]:
 
 def check_ray_job_spec(spec: dict) -> None:
     entry = spec["entrypoint"].split()
-    assert entry[:3] == ["harness", "run", "scenarios/cloud-vs-edge.yaml"], spec["entrypoint"]
+    assert entry[:3] == ["harness", "run", "cloud-vs-edge"], spec["entrypoint"]  # shipped in the image
     assert entry[entry.index("--address") + 1] == "auto" and entry[entry.index("--out") + 1].startswith("/results/")
+    check_serves_across_hosts(as_shell_runs(spec["entrypoint"], "/home/harness")[1:], token_file(spec))
     assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] > 0
     cluster = spec["rayClusterSpec"]
     assert cluster["rayVersion"] == "2.60.0"
@@ -166,6 +229,7 @@ def check_ray_job_spec(spec: dict) -> None:
             assert env["RAY_AUTH_TOKEN"] == {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": SECRET}}, c["name"]
             assert env["RAY_USAGE_STATS_ENABLED"]["value"] == "0"
             assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"]["value"] == GUARD, c["name"]
+            assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"]["value"] == "0", c["name"]  # docs/targets.md
     # /results on the head is the PVC of results-pvc.yaml
     pod = head["template"]["spec"]
     (mount,) = [m for c in pod["containers"] for m in c.get("volumeMounts", []) if m["mountPath"] == "/results"]

@@ -170,7 +170,7 @@ def deploy(config: ServiceConfig, name: str, route_prefix: str | None = None, ex
     serve.run(build_app(config.model_dump(mode="json")), name=name, route_prefix=prefix)
     host = _proxy_host(config, nodes)
     if host != config.serve.host:
-        _wait_for_proxy(host, config.serve.port)
+        _wait_for_proxy(host, config.serve.port, config.serve.host)
     url = f"http://{host}:{config.serve.port}{prefix.rstrip('/')}/v1/score"
     return Service(name, url, config, time.perf_counter() - started, network=network_to(host))
 
@@ -187,10 +187,13 @@ def _proxy_host(config: ServiceConfig, nodes: list[dict[str, Any]]) -> str:
     return nodes[0]["NodeManagerAddress"]
 
 
-def _wait_for_proxy(host: str, port: int, timeout_s: float = 60.0) -> None:
+def _wait_for_proxy(host: str, port: int, host_of_proxies: str, timeout_s: float = 60.0) -> None:
     """A remote node's Serve proxy starts after the node's first replica does: wait until it answers, or say which
-    node has none (rather than fail the first request with a closed connection)."""
+    node has none (rather than fail the first request with a closed connection), and what to change when the
+    proxies listen on loopback (`host_of_proxies`, serve.host)."""
     import urllib.request
+
+    from harness.serving.config import is_loopback
 
     deadline = time.monotonic() + timeout_s
     while True:
@@ -201,8 +204,10 @@ def _wait_for_proxy(host: str, port: int, timeout_s: float = 60.0) -> None:
         except OSError:
             pass
         if time.monotonic() > deadline:
+            hint = ("it listens on that node's loopback only: on a multi-host cluster run with --serve-host 0.0.0.0 "
+                    "--serve-token-file FILE" if is_loopback(host_of_proxies) else "serve.host must be reachable from the driver")
             raise RuntimeError(f"no Serve proxy answers at {host}:{port} after {timeout_s:g} s, although the service's "
-                               "replicas run on that node (serve.host must be reachable from the driver: docs/targets.md)")
+                               f"replicas run on that node ({hint}: docs/targets.md)")
         time.sleep(1.0)
 
 
