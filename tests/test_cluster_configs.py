@@ -323,7 +323,8 @@ def test_the_edge_join_script_joins_with_the_token_and_labels(tmp_path: Path) ->
     """join.sh with a stand-in `ray` on PATH: the `ray start` it execs, and its environment."""
     token, home, bin_dir = stand_in_ray(tmp_path, 'printf "%s\\n" "MODE=$RAY_AUTH_MODE" "TOKEN=$RAY_AUTH_TOKEN" '
                                         '"MEMTHRESH=$RAY_memory_usage_threshold" "STATS=$RAY_USAGE_STATS_ENABLED" '
-                                        '"GUARD=$RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"\nprintf "ARG=%s\\n" "$@"\n')
+                                        '"GUARD=$RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH" "INGRESS=$RAY_SERVE_ENABLE_DIRECT_INGRESS"\n'
+                                        'printf "ARG=%s\\n" "$@"\n')
     env = {"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home), "HEAD": "10.8.0.1", "NODE_IP": "10.8.0.7"}
     script = str(CLUSTERS / "edge" / "join.sh")
     out = subprocess.run(["bash", script, "2", "1500000000"], check=False, env=env, capture_output=True, text=True, timeout=30)
@@ -331,7 +332,7 @@ def test_the_edge_join_script_joins_with_the_token_and_labels(tmp_path: Path) ->
     lines = out.stdout.splitlines()
     args = [line[4:] for line in lines if line.startswith("ARG=")]
     seen = dict(line.split("=", 1) for line in lines if not line.startswith("ARG="))
-    assert seen == {"MODE": "token", "TOKEN": token, "MEMTHRESH": "0.8", "STATS": "0", "GUARD": GUARD}
+    assert seen == {"MODE": "token", "TOKEN": token, "MEMTHRESH": "0.8", "STATS": "0", "GUARD": GUARD, "INGRESS": "0"}
     assert args[0] == "start" and "--block" in args
     assert {"--address=10.8.0.1:6379", "--node-ip-address=10.8.0.7", f"--labels=tier=edge,arch={platform.machine()}",
             "--num-cpus=2", "--memory=1500000000"} <= set(args), args

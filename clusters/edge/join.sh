@@ -23,6 +23,7 @@ MEMORY="${2:-$(( ram_kb * 1024 * 8 / 10 ))}"   # default: 80% of RAM, in bytes
 
 export RAY_AUTH_MODE=token RAY_AUTH_TOKEN RAY_USAGE_STATS_ENABLED=0
 export RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=harness.serving.http_guard:middlewares  # Serve's HTTP front reads bodies whole, bounded
+export RAY_SERVE_ENABLE_DIRECT_INGRESS=0  # a cluster with targets: requests go through each node's proxy (docs/targets.md)
 # small hosts: Ray's memory monitor kills a task at 80% of RAM, before the kernel's OOM killer takes the node
 export RAY_memory_usage_threshold="${RAY_memory_usage_threshold:-0.8}"
 
