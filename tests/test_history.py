@@ -16,12 +16,22 @@ from conftest import harness, one_error_line
 from test_report import result
 
 
+ROUNDS = (0.98, 0.99, 1.0, 1.01, 1.02)  # each timing round's median against the rounds' median
+
+
 def write_run(root: Path, nab: float = 50.0, eps: float = 1000.0, spread_pct: float = 0.0, started: str = "2026-11-01T00:00:00+00:00",
-              fingerprint: str = "corpus-1", tree: str = "f00", threshold: float = 0.9, cell: str = "ae.ort-fp32") -> Path:
-    cells = [result(cell, "onnxruntime", "fp32", nab, eps, threshold=threshold), result("wg", None, "fp32", 40.0, 0.0, detector="wg")]
-    timing = cells[0].tasks["timing"].result
+              fingerprint: str = "corpus-1", tree: str = "f00", threshold: float = 0.9, cell: str = "ae.ort-fp32",
+              rounds: tuple[float, ...] = ROUNDS, timed_s: float = 2.0, seconds: float = 1.0, scenario: str = "hist",
+              cells: bool = True) -> Path:
+    """A run of two cells: `cell`, timed (`rounds` and `timed_s` per batch size), and `wg`, scored in `seconds`."""
+    cells_ = [result(cell, "onnxruntime", "fp32", nab, eps, threshold=threshold), result("wg", None, "fp32", 40.0, 0.0, detector="wg")]
+    timing = cells_[0].tasks["timing"].result
     timing.batchN.spread_pct = spread_pct
-    manifest = Manifest(scenario={"resolved": {"name": "hist"}}, corpus={"fingerprint": fingerprint}, cells=[c.cell.id for c in cells],
+    for lat in (timing.batch1, timing.batchN):
+        lat.rounds_p50_ms, lat.duration_s = [lat.p50_ms * f for f in rounds], timed_s
+    cells_[1].tasks["score"].seconds = seconds
+    cells = cells_ if cells else []
+    manifest = Manifest(scenario={"resolved": {"name": scenario}}, corpus={"fingerprint": fingerprint}, cells=[c.cell.id for c in cells],
                         command=["harness", "run"], environment={"code": {"git_commit": "abc123", "tree_sha256": tree}},
                         started_at=started, status="complete")
     (root / "cells").mkdir(parents=True)
@@ -118,6 +128,66 @@ def test_a_drop_within_the_measured_spread_is_noise_and_other_inputs_are_not_jud
     assert code == 0 and verdict(report, "ae.ort-fp32", "nab_standard") == "changed inputs"
     code, report = compare(env, write_run(tmp_path / "e"), write_run(tmp_path / "f", eps=1300.0))
     assert code == 0 and verdict(report, "ae.ort-fp32", "throughput_eps") == "improved"
+
+
+def judged(a: Path, b: Path) -> dict[tuple[str, str], object]:
+    """`compare` in-process (no CLI start: these tests are about the verdicts): (cell, metric) -> Verdict."""
+    from harness.history.compare import compare as compare_runs
+
+    return {(v.cell, v.metric): v for v in compare_runs(a, b).verdicts}
+
+
+def test_a_figure_timed_too_briefly_is_too_noisy_to_judge_never_a_regression(tmp_path) -> None:
+    """0.4 s of timing, 2 rounds, a 0.1-second cell: whatever they did, `too noisy`, saying what would do."""
+    base = write_run(tmp_path / "a", timed_s=0.4, seconds=0.1)
+    v = judged(base, write_run(tmp_path / "b", eps=700.0, timed_s=0.4, seconds=0.15))  # 30% slower, 50% longer
+    for metric in ("throughput_eps", "latency_bN_p50_ms", "throughput_b1_eps"):
+        assert v[("ae.ort-fp32", metric)].verdict == "too noisy" and not v[("ae.ort-fp32", metric)].fails
+        assert v[("ae.ort-fp32", metric)].note == "measured 0.4 s; judgeable from 1 s at a 10% threshold"
+    assert v[("wg", "seconds")].verdict == "too noisy" and "measured 0.1 s; judgeable from 1 s" in v[("wg", "seconds")].note
+    v = judged(write_run(tmp_path / "c", rounds=(1.0, 1.0)), write_run(tmp_path / "d", eps=700.0, rounds=(1.0, 1.0)))
+    assert v[("ae.ort-fp32", "throughput_eps")].verdict == "too noisy"
+    assert v[("ae.ort-fp32", "throughput_eps")].note == "2 timing round(s); judgeable from 5 (timing.rounds)"
+    assert v[("ae.ort-fp32", "nab_standard")].verdict == "same"  # deterministic figures are judged whatever the timing
+
+
+def test_a_move_past_the_threshold_that_the_rounds_do_not_show_is_noise(tmp_path) -> None:
+    """15% slower on the medians, but the rounds interleave (a Mann-Whitney p far above 0.01): noise. The same
+    move with every round slower is a regression, with its p-value."""
+    wide = (0.7, 0.9, 1.0, 1.1, 1.3)
+    v = judged(write_run(tmp_path / "a", rounds=wide), write_run(tmp_path / "b", eps=870.0, rounds=wide[::-1]))
+    verdict_ = v[("ae.ort-fp32", "throughput_eps")]
+    assert verdict_.verdict == "noise" and verdict_.note.startswith("rounds not separated (Mann-Whitney p=") and not verdict_.fails
+    v = judged(write_run(tmp_path / "c"), write_run(tmp_path / "d", eps=870.0))
+    assert v[("ae.ort-fp32", "throughput_eps")].verdict == "regressed" and v[("ae.ort-fp32", "throughput_eps")].note == "Mann-Whitney p=0.00397"
+    assert v[("ae.ort-fp32", "latency_bN_p50_ms")].verdict == "regressed"
+
+
+def test_the_exact_mann_whitney_p_value_agrees_with_scipy() -> None:
+    import random
+
+    from scipy.stats import mannwhitneyu
+
+    from harness.history.compare import MIN_ROUNDS, mann_whitney_p
+
+    rng = random.Random(3)
+    for n, m in ((5, 5), (3, 7), (6, 4), (2, 2)):
+        a, b = [rng.random() for _ in range(n)], [rng.random() + 0.3 for _ in range(m)]
+        for larger in (True, False):
+            want = mannwhitneyu(b, a, alternative="greater" if larger else "less", method="exact").pvalue
+            assert mann_whitney_p(a, b, larger) == pytest.approx(want)
+    assert MIN_ROUNDS == 5  # the fewest rounds a side at which 0.01 can be reached: 1 / C(10, 5) = 0.004
+
+
+def test_an_empty_run_or_another_scenario_is_exit_2_unless_allowed(env, tmp_path) -> None:
+    base = write_run(tmp_path / "a")
+    empty = write_run(tmp_path / "empty", cells=False)
+    assert one_error_line(harness(env, "compare", base, empty)).endswith(f"{empty}: the run has no cells to compare (an empty or unfinished run)")
+    other = write_run(tmp_path / "other", scenario="baselines")
+    line = one_error_line(harness(env, "compare", base, other))
+    assert line.endswith("run A is of scenario 'hist', run B of 'baselines': not comparable (--allow-different to compare them anyway)")
+    code, report = compare(env, base, other, "--allow-different")
+    assert code == 0 and report["failures"] == 0
 
 
 @pytest.mark.parametrize("args, expect", [

@@ -14,14 +14,19 @@ A comparison fails (exit 1) on any `regressed`, and on any `changed` determinist
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from pathlib import Path
 
 from harness.history.rows import Measurement, figures
 from harness.results.folder import RunFolder
 
 EXACT = 1e-9  # relative: equal up to float formatting
+JITTER_S = 0.1  # what a wall time on a shared machine moves by whatever its length (min_duration_s)
+ALPHA = 0.01  # the Mann-Whitney test's level: 1 false alarm in 100 same-code figures at most, before the threshold
+MIN_ROUNDS = next(n for n in range(1, 21) if 1 / math.comb(2 * n, n) <= ALPHA)  # fewer can never reach ALPHA: 5
 
 
 @dataclass
@@ -32,8 +37,9 @@ class Verdict:
     b: float | None
     delta_pct: float | None
     noise_pct: float | None
-    verdict: str  # same, noise, improved, regressed, changed, changed inputs, new, missing
+    verdict: str  # same, noise, too noisy, improved, regressed, changed, changed inputs, new, missing
     fails: bool = False  # counts against the exit status
+    note: str = ""  # why: the test's p-value, or what would make a too-noisy figure judgeable
 
 
 @dataclass
@@ -59,15 +65,18 @@ class Comparison:
 
 
 def compare(folder_a: str | Path, folder_b: str | Path, threshold: float = 0.10, history: Path | None = None,
-            skip: tuple[str, ...] = (), match: dict[str, str] | None = None) -> Comparison:
+            skip: tuple[str, ...] = (), match: dict[str, str] | None = None, allow_different: bool = False) -> Comparison:
     """`history`: the store whose earlier runs of the same scenario give each figure's run-to-run noise; `skip`:
     glob patterns of figures left out (`seconds`, `p99_ms[*]`), for a sweep that should not alert on them;
     `match`: A's cell -> B's cell, for a build whose id changed (re-quantized, pruned): judged as one cell under
-    B's id, where by id alone it would be `missing` and `new`, and its loss never seen."""
+    B's id, where by id alone it would be `missing` and `new`, and its loss never seen. A run with no cells, or
+    runs of different scenarios (unless `allow_different`), are an InputError: a nightly job comparing against
+    the wrong baseline, or an empty one, must not pass."""
     from harness.history.store import run_id, spread_between_runs
 
     manifest_a, results_a = RunFolder(folder_a).read_run()
     manifest_b, results_b = RunFolder(folder_b).read_run()
+    _comparable((folder_a, manifest_a, results_a), (folder_b, manifest_b, results_b), allow_different=allow_different)
     same = manifest_a.corpus.get("fingerprint") == manifest_b.corpus.get("fingerprint")
     tree_a, tree_b = (m.environment.get("code", {}).get("tree_sha256") for m in (manifest_a, manifest_b))
     out = Comparison(str(folder_a), str(folder_b), same, 100.0 * threshold, same_code=bool(tree_a) and tree_a == tree_b)
@@ -89,6 +98,19 @@ def compare(folder_a: str | Path, folder_b: str | Path, threshold: float = 0.10,
         verdict.cell = key[0]  # B's id for a matched pair
         out.verdicts.append(verdict)
     return out
+
+
+def _comparable(*runs: tuple, allow_different: bool) -> None:
+    """Refuse (InputError) a run with no cell results, and runs of two scenarios unless `allow_different`."""
+    from harness.errors import InputError
+
+    for folder, _, results in runs:
+        if not results:
+            raise InputError("the run has no cells to compare (an empty or unfinished run)", folder)
+    names = [m.scenario.get("resolved", {}).get("name") for _, m, _ in runs]
+    if names[0] != names[1] and not allow_different:
+        raise InputError(f"run A is of scenario {names[0]!r}, run B of {names[1]!r}: not comparable "
+                         "(--allow-different to compare them anyway)", runs[1][0])
 
 
 def judge(a: Measurement | None, b: Measurement | None, threshold: float, same_inputs: bool, between_pct: float | None = None,
@@ -116,23 +138,77 @@ def judge(a: Measurement | None, b: Measurement | None, threshold: float, same_i
     if f.better is None:  # a setting: reported, not judged
         return Verdict(f.cell, f.metric, a.value, b.value, 100.0 * delta, None, "changed" if moved else "same")
     noise = max((x for x in (a.noise_pct, b.noise_pct, between_pct) if x is not None), default=None)
-    bar = max(threshold, (noise or 0.0) / 100.0)
+    out = Verdict(f.cell, f.metric, a.value, b.value, 100.0 * delta, noise, "same")
+    out.verdict, out.note = _measured_verdict(a, b, delta, worse, max(threshold, (noise or 0.0) / 100.0), threshold)
+    out.fails = out.verdict == "regressed"
+    return out
+
+
+def _measured_verdict(a: Measurement, b: Measurement, delta: float, worse: bool, bar: float, threshold: float) -> tuple[str, str]:
+    """A measured figure's verdict and why. Too briefly measured (or in too few rounds) to tell a move from the
+    machine's jitter: `too noisy`, whatever it did. Then it must move by more than `bar` (the threshold or its
+    noise), and, where both runs kept per-round samples, the rounds must differ by a one-sided Mann-Whitney U test
+    at ALPHA: a mean shift that the rounds themselves do not show is `noise`."""
+    durations = [d for d in (a.duration_s, b.duration_s) if d is not None]
+    needed = min_duration_s(threshold)
+    if durations and min(durations) < needed:
+        return "too noisy", f"measured {min(durations):.3g} s; judgeable from {needed:.3g} s at a {100 * threshold:g}% threshold"
+    if a.samples is not None and b.samples is not None and min(len(a.samples), len(b.samples)) < MIN_ROUNDS:
+        return "too noisy", f"{min(len(a.samples), len(b.samples))} timing round(s); judgeable from {MIN_ROUNDS} (timing.rounds)"
     if delta == 0:
-        verdict = "same"
-    elif abs(delta) <= bar * (1 + EXACT):
-        verdict = "noise"
-    else:
-        verdict = "regressed" if worse else "improved"
-    return Verdict(f.cell, f.metric, a.value, b.value, 100.0 * delta, noise, verdict, verdict == "regressed")
+        return "same", ""
+    if abs(delta) <= bar * (1 + EXACT):
+        return "noise", ""
+    if a.samples is not None and b.samples is not None:
+        p = mann_whitney_p(a.samples, b.samples, larger=delta > 0)
+        if p > ALPHA:
+            return "noise", f"rounds not separated (Mann-Whitney p={p:.3g} > {ALPHA:g})"
+        return ("regressed" if worse else "improved"), f"Mann-Whitney p={p:.3g}"
+    return ("regressed" if worse else "improved"), ""
+
+
+def min_duration_s(threshold: float) -> float:
+    """The shortest measurement a `threshold` change can be told apart in: JITTER_S is what a wall time on a shared
+    machine moves by whatever its length (a scheduler slice, a collection, a Ray hop), so it must be at most
+    `threshold` of the measurement."""
+    return JITTER_S / max(threshold, EXACT)
+
+
+def mann_whitney_p(a: tuple[float, ...] | list[float], b: tuple[float, ...] | list[float], larger: bool) -> float:
+    """One-sided exact Mann-Whitney U p-value that B's samples are larger (`larger`) or smaller than A's: the share
+    of the C(n+m, n) equally likely orderings under no difference whose U is at least the observed one (ties
+    count a half, rounded up: conservative). Exact because rounds are few (2-20), where the normal
+    approximation is poor; no scipy at run time."""
+    sign = 1.0 if larger else -1.0
+    u = sum(1.0 if sign * (y - x) > 0 else 0.5 if y == x else 0.0 for x in a for y in b)
+    n, m = len(a), len(b)
+    counts = _u_counts(n, m)
+    at_least = sum(counts[math.ceil(u - EXACT):])
+    return at_least / math.comb(n + m, n)
+
+
+@lru_cache(maxsize=64)
+def _u_counts(n: int, m: int) -> tuple[int, ...]:
+    """How many orderings of n and m samples give U = 0..n*m (U counts pairs with B's sample above A's)."""
+    if n == 0 or m == 0:
+        return (1,)
+    with_b_top = _u_counts(n, m - 1)  # B's largest sample on top: above all n of A's
+    with_a_top = _u_counts(n - 1, m)
+    out = [0] * (n * m + 1)
+    for u, c in enumerate(with_b_top):
+        out[u + n] += c
+    for u, c in enumerate(with_a_top):
+        out[u] += c
+    return tuple(out)
 
 
 def markdown(c: Comparison, only_changes: bool = True) -> str:
     """The side-by-side table (changes only, unless asked) and a summary line."""
     shown = [v for v in c.verdicts if not only_changes or v.verdict not in ("same",)]
     fmt = lambda x: "" if x is None else f"{x:.6g}"  # noqa: E731
-    lines = ["| cell | metric | A | B | delta % | noise % | verdict |", "|---|---|---|---|---|---|---|"]
+    lines = ["| cell | metric | A | B | delta % | noise % | verdict | why |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {v.cell} | {v.metric} | {fmt(v.a)} | {fmt(v.b)} | {'' if v.delta_pct is None else f'{v.delta_pct:+.2f}'} | "
-              f"{'' if v.noise_pct is None else f'{v.noise_pct:.2f}'} | {f'**{v.verdict}**' if v.fails else v.verdict} |"
+              f"{'' if v.noise_pct is None else f'{v.noise_pct:.2f}'} | {f'**{v.verdict}**' if v.fails else v.verdict} | {v.note} |"
               for v in shown]
     counts: dict[str, int] = {}
     for v in c.verdicts:

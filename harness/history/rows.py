@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import statistics
 from dataclasses import dataclass
 
 from harness.results.columns import B1_NOISE, BY_NAME, COLUMNS, DETERMINISTIC, LOAD_BY_NAME, TIMING_NOISE, Column
@@ -26,6 +27,8 @@ class Measurement:
     deterministic: bool  # identical inputs must give this exact value
     noise_pct: float | None  # the run's own measured spread of this figure, in percent
     unit: str
+    duration_s: float | None = None  # how long the measurement behind it lasted: too brief, and it cannot be judged
+    samples: tuple[float, ...] | None = None  # the figure per timing round: what a statistical test compares
 
     @property
     def judged(self) -> bool:
@@ -52,8 +55,9 @@ def figures(results: list[CellResult]) -> list[Measurement]:
                 continue
             spread = row.get(TIMING_NOISE) if col.noise == TIMING_NOISE else _b1_spread(by_id[row["cell"]]) if col.noise == B1_NOISE else None
             deterministic = col.noise == DETERMINISTIC or col.exact  # exact: the NAB threshold, found by deterministic code
+            duration, samples = _measured(by_id[row["cell"]], col, float(value))
             out.append(Measurement(row["cell"], target[row["cell"]], col.name, float(value), col.better, deterministic,
-                              float(spread) if _number(spread) else None, col.unit))
+                                   float(spread) if _number(spread) else None, col.unit, duration, samples))
     serving = tables.build_serving_table(ok)
     if serving is not None:
         rows = tables.load_rows(ok)
@@ -63,9 +67,31 @@ def figures(results: list[CellResult]) -> list[Measurement]:
                 col: Column | None = LOAD_BY_NAME.get(str(name))
                 if col is None or not _number(value):
                     continue
+                det = col.noise == DETERMINISTIC
                 out.append(Measurement(row["cell"], target[row["cell"]], f"{col.name}[{row['path']} {row['run']}]", float(value),
-                                  col.better, col.noise == DETERMINISTIC, None if col.noise == DETERMINISTIC else spread, col.unit))
+                                       col.better, det, None if det else spread, col.unit,
+                                       None if det or load_row.summary is None else load_row.summary.duration_s))
     return out
+
+
+def _measured(result: CellResult, col: Column, value: float) -> tuple[float | None, tuple[float, ...] | None]:
+    """How long a measured table figure was measured, and its value per timing round. A timing figure (batch 1 or
+    the large batch) has its timing's duration and one sample per round: the value scaled by that round's median
+    against the rounds' median (a latency grows with it, a rate or speedup shrinks). A wall time (`seconds`,
+    `scoring_eps`) is one sample of its own length."""
+    if col.noise in (TIMING_NOISE, B1_NOISE) and result.timing is not None:
+        lat = result.timing.batchN if col.noise == TIMING_NOISE else result.timing.batch1
+        rounds = [r for r in lat.rounds_p50_ms if r > 0]
+        if not rounds:
+            return lat.duration_s, None
+        mid = statistics.median(rounds)
+        power = 1 if col.better == "lower" else -1
+        return lat.duration_s, tuple(value * (r / mid) ** power for r in rounds)
+    if col.name == "seconds":
+        return value, None
+    if col.name == "scoring_eps" and result.score is not None:
+        return result.score.detect_s, None
+    return None, None
 
 
 def _b1_spread(result: CellResult) -> float | None:
