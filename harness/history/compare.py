@@ -3,18 +3,23 @@
 - A deterministic figure (NAB scores, F1... on the same corpus) must not move. Worse is `regressed`; better is
   `improved` when the code differs, but `changed` when the code is the same too (the same inputs gave another
   answer: something is not deterministic); a directionless one (the NAB threshold) that moves is `changed`.
-- A measured figure (throughput, latency) regresses only when it is worse by more than the relative threshold
-  AND by more than its noise: the larger of the two runs' own measured spreads and, when the history holds three
-  runs or more of the same scenario, how much the figure varies from run to run there; smaller moves are `noise`.
+- A measured figure (throughput, latency, served rates) is `too noisy` when measured too briefly (under
+  JITTER_S / threshold) or in fewer samples (timing rounds, seconds of load; a wall time is one) than the test
+  needs; otherwise it regresses only when it, and its samples' median, are worse by more than the relative
+  threshold AND by more than its noise (the larger of the two runs' own measured spreads and, when the history
+  holds three runs or more of the same scenario, how much the figure varies from run to run there), AND a
+  one-sided Mann-Whitney U test of the samples agrees (p <= ALPHA); otherwise it is `noise`.
 - A setting with no better direction (the batch, the offered rate) is `same` or `changed`, never a failure;
   columns that are other columns' noise (throughput_spread_pct) are not judged.
 
 A comparison fails (exit 1) on any `regressed`, and on any `changed` deterministic figure of identical inputs.
+A run with no cells, or runs of two scenarios (unless allowed), are refused: an InputError (exit 2).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
 from functools import lru_cache
@@ -24,7 +29,7 @@ from harness.history.rows import Measurement, figures
 from harness.results.folder import RunFolder
 
 EXACT = 1e-9  # relative: equal up to float formatting
-JITTER_S = 0.1  # what a wall time on a shared machine moves by whatever its length (min_duration_s)
+JITTER_S = 0.05  # what a wall time on a shared machine moves by whatever its length (min_duration_s)
 ALPHA = 0.01  # the Mann-Whitney test's level: 1 false alarm in 100 same-code figures at most, before the threshold
 MIN_ROUNDS = next(n for n in range(1, 21) if 1 / math.comb(2 * n, n) <= ALPHA)  # fewer can never reach ALPHA: 5
 
@@ -145,25 +150,33 @@ def judge(a: Measurement | None, b: Measurement | None, threshold: float, same_i
 
 
 def _measured_verdict(a: Measurement, b: Measurement, delta: float, worse: bool, bar: float, threshold: float) -> tuple[str, str]:
-    """A measured figure's verdict and why. Too briefly measured (or in too few rounds) to tell a move from the
-    machine's jitter: `too noisy`, whatever it did. Then it must move by more than `bar` (the threshold or its
-    noise), and, where both runs kept per-round samples, the rounds must differ by a one-sided Mann-Whitney U test
-    at ALPHA: a mean shift that the rounds themselves do not show is `noise`."""
+    """A measured figure's verdict and why. Too briefly measured, or in fewer samples than the test needs to ever
+    reach ALPHA (one wall time, 2 timing rounds, 2 seconds of load): `too noisy`, whatever it did. Then it must
+    move by more than `bar` (the threshold or its noise), and its samples (the rounds' medians, the seconds of
+    load) must have moved the same way, by more than `bar` too and by a one-sided Mann-Whitney U test at ALPHA:
+    a tail percentile that jumped while the rounds' medians stayed put is `noise` (on a shared machine the tail is
+    mostly the neighbours': a regression of the tail alone is not flagged)."""
+    if delta == 0:
+        return "same", ""
     durations = [d for d in (a.duration_s, b.duration_s) if d is not None]
     needed = min_duration_s(threshold)
     if durations and min(durations) < needed:
         return "too noisy", f"measured {min(durations):.3g} s; judgeable from {needed:.3g} s at a {100 * threshold:g}% threshold"
-    if a.samples is not None and b.samples is not None and min(len(a.samples), len(b.samples)) < MIN_ROUNDS:
-        return "too noisy", f"{min(len(a.samples), len(b.samples))} timing round(s); judgeable from {MIN_ROUNDS} (timing.rounds)"
-    if delta == 0:
-        return "same", ""
+    tested = a.samples is not None and b.samples is not None
+    if tested and min(len(a.samples), len(b.samples)) < MIN_ROUNDS:
+        n = min(len(a.samples), len(b.samples))
+        what = "one wall time" if n == 1 else f"{n} timing rounds or seconds of load"
+        return "too noisy", f"{what}; judgeable from {MIN_ROUNDS} (timing.rounds, load.duration_s)"
     if abs(delta) <= bar * (1 + EXACT):
         return "noise", ""
-    if a.samples is not None and b.samples is not None:
-        p = mann_whitney_p(a.samples, b.samples, larger=delta > 0)
+    if tested:
+        shift = statistics.median(b.samples) / statistics.median(a.samples) - 1.0
+        if shift * delta <= 0 or abs(shift) <= bar * (1 + EXACT):
+            return "noise", f"its samples' median moved {100 * shift:+.1f}%"
+        p = mann_whitney_p(a.samples, b.samples, larger=shift > 0)
         if p > ALPHA:
-            return "noise", f"rounds not separated (Mann-Whitney p={p:.3g} > {ALPHA:g})"
-        return ("regressed" if worse else "improved"), f"Mann-Whitney p={p:.3g}"
+            return "noise", f"samples not separated (Mann-Whitney p={p:.3g} > {ALPHA:g})"
+        return ("regressed" if worse else "improved"), f"samples' median {100 * shift:+.1f}%, Mann-Whitney p={p:.3g}"
     return ("regressed" if worse else "improved"), ""
 
 
