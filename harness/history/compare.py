@@ -165,8 +165,9 @@ def _measured_verdict(a: Measurement, b: Measurement, delta: float, worse: bool,
     tested = a.samples is not None and b.samples is not None
     if tested and min(len(a.samples), len(b.samples)) < MIN_ROUNDS:
         n = min(len(a.samples), len(b.samples))
-        what = "one wall time" if n == 1 else f"{n} timing rounds or seconds of load"
-        return "too noisy", f"{what}; judgeable from {MIN_ROUNDS} (timing.rounds, load.duration_s)"
+        if n == 1:
+            return "too noisy", "one wall time: not judged (a test needs repeated samples; the timing task's figures have them)"
+        return "too noisy", f"{n} timing rounds or seconds of load; judgeable from {MIN_ROUNDS} (timing.rounds, load.duration_s)"
     if abs(delta) <= bar * (1 + EXACT):
         return "noise", ""
     if tested:
