@@ -49,6 +49,16 @@ def env(cli_env, tmp_path) -> dict[str, str]:
     return {**cli_env, "HARNESS_HISTORY": str(tmp_path / "history.sqlite")}
 
 
+def past(store: Path, root: Path, runs: int = 3, **kw) -> Path:
+    """`runs` earlier runs of the scenario indexed into `store` (in-process): the run-to-run spread that measured
+    figures are judged by (none here: identical runs)."""
+    from harness.history.store import index_run
+
+    for k in range(runs):
+        index_run(write_run(root / f"past-{k}", started=f"2026-10-0{k + 1}T00:00:00+00:00", **kw), store)
+    return store
+
+
 def test_index_list_and_trend(env, tmp_path) -> None:
     a = write_run(tmp_path / "run-a", eps=1000.0, started="2026-11-01T00:00:00+00:00")
     b = write_run(tmp_path / "run-b", eps=1100.0, started="2026-11-02T00:00:00+00:00")
@@ -88,6 +98,7 @@ def test_identical_runs_compare_clean(env, tmp_path) -> None:
 
 
 def test_a_planted_throughput_drop_and_a_changed_nab_score_are_regressions(env, tmp_path) -> None:
+    past(Path(env["HARNESS_HISTORY"]), tmp_path)
     base = write_run(tmp_path / "a")
     code, report = compare(env, base, write_run(tmp_path / "slow", eps=800.0))  # 20% fewer events/s
     assert code == 1 and verdict(report, "ae.ort-fp32", "throughput_eps") == "regressed"
@@ -124,6 +135,7 @@ def test_a_deterministic_figure_that_moves_under_the_same_code_and_corpus_fails(
 
 
 def test_a_drop_within_the_measured_spread_is_noise_and_other_inputs_are_not_judged(env, tmp_path) -> None:
+    past(Path(env["HARNESS_HISTORY"]), tmp_path)
     code, report = compare(env, write_run(tmp_path / "a", spread_pct=30.0), write_run(tmp_path / "b", eps=800.0, spread_pct=30.0))
     assert code == 0 and verdict(report, "ae.ort-fp32", "throughput_eps") == "noise"
     code, report = compare(env, write_run(tmp_path / "c"), write_run(tmp_path / "d", nab=30.0, fingerprint="corpus-2"))
@@ -132,11 +144,11 @@ def test_a_drop_within_the_measured_spread_is_noise_and_other_inputs_are_not_jud
     assert code == 0 and verdict(report, "ae.ort-fp32", "throughput_eps") == "improved"
 
 
-def judged(a: Path, b: Path) -> dict[tuple[str, str], object]:
+def judged(a: Path, b: Path, history: Path | None = None) -> dict[tuple[str, str], object]:
     """`compare` in-process (no CLI start: these tests are about the verdicts): (cell, metric) -> Verdict."""
     from harness.history.compare import compare as compare_runs
 
-    return {(v.cell, v.metric): v for v in compare_runs(a, b).verdicts}
+    return {(v.cell, v.metric): v for v in compare_runs(a, b, history=history).verdicts}
 
 
 def test_a_figure_timed_too_briefly_is_too_noisy_to_judge_never_a_regression(tmp_path) -> None:
@@ -151,6 +163,9 @@ def test_a_figure_timed_too_briefly_is_too_noisy_to_judge_never_a_regression(tmp
     assert v[("ae.ort-fp32", "throughput_eps")].verdict == "too noisy"
     assert v[("ae.ort-fp32", "throughput_eps")].note == "2 timing rounds or seconds of load; judgeable from 5 (timing.rounds, load.duration_s)"
     assert v[("ae.ort-fp32", "nab_standard")].verdict == "same"  # deterministic figures are judged whatever the timing
+    v = judged(write_run(tmp_path / "g"), write_run(tmp_path / "h", eps=700.0))  # timed long enough, but no history
+    assert v[("ae.ort-fp32", "throughput_eps")].verdict == "too noisy"
+    assert v[("ae.ort-fp32", "throughput_eps")].note.startswith("no run-to-run spread to judge it by: judgeable once the history holds 3 runs")
     v = judged(write_run(tmp_path / "e", seconds=5.0), write_run(tmp_path / "f", seconds=9.0))  # long, but one wall time
     assert v[("wg", "seconds")].verdict == "too noisy" and v[("wg", "seconds")].note.startswith("one wall time: not judged")
 
@@ -160,13 +175,14 @@ def test_a_move_past_the_threshold_that_the_rounds_do_not_show_is_noise(tmp_path
     move with every round slower is a regression, with its p-value; a tail that tripled while the rounds'
     medians stayed put is noise (on a shared machine, the neighbours)."""
     wide = (0.7, 0.9, 1.0, 1.1, 1.3)
-    v = judged(write_run(tmp_path / "a", rounds=wide), write_run(tmp_path / "b", eps=870.0, rounds=wide[::-1]))
+    store = past(tmp_path / "history.sqlite", tmp_path)
+    v = judged(write_run(tmp_path / "a", rounds=wide), write_run(tmp_path / "b", eps=870.0, rounds=wide[::-1]), store)
     verdict_ = v[("ae.ort-fp32", "throughput_eps")]
     assert verdict_.verdict == "noise" and verdict_.note.startswith("samples not separated (Mann-Whitney p=") and not verdict_.fails
-    v = judged(write_run(tmp_path / "c"), write_run(tmp_path / "d", eps=870.0))
+    v = judged(write_run(tmp_path / "c"), write_run(tmp_path / "d", eps=870.0), store)
     assert v[("ae.ort-fp32", "throughput_eps")].verdict == "regressed" and v[("ae.ort-fp32", "throughput_eps")].note == "samples' median -13.0%, Mann-Whitney p=0.00397"
     assert v[("ae.ort-fp32", "latency_bN_p50_ms")].verdict == "regressed"
-    v = judged(write_run(tmp_path / "e"), write_run(tmp_path / "f", tail=3.0))  # the tail tripled, the rounds' medians did not move
+    v = judged(write_run(tmp_path / "e"), write_run(tmp_path / "f", tail=3.0), store)  # the tail tripled, the rounds' medians did not move
     assert v[("ae.ort-fp32", "latency_bN_p99_ms")].verdict == "noise" and v[("ae.ort-fp32", "latency_bN_p99_ms")].note == "its samples' median moved +0.0%"
 
 

@@ -4,10 +4,10 @@
   `improved` when the code differs, but `changed` when the code is the same too (the same inputs gave another
   answer: something is not deterministic); a directionless one (the NAB threshold) that moves is `changed`.
 - A measured figure (throughput, latency, served rates) is `too noisy` when measured too briefly (under
-  JITTER_S / threshold) or in fewer samples (timing rounds, seconds of load; a wall time is one) than the test
-  needs; otherwise it regresses only when it, and its samples' median, are worse by more than the relative
-  threshold AND by more than its noise (the larger of the two runs' own measured spreads and, when the history
-  holds three runs or more of the same scenario, how much the figure varies from run to run there), AND a
+  JITTER_S / threshold), in fewer samples (timing rounds, seconds of load; a wall time is one) than the test
+  needs, or before the history holds 3 runs of the scenario to show its run-to-run spread; otherwise it regresses only when it, and its samples' median, are worse by more than the relative
+  threshold AND by more than its noise (the larger of the two runs' own measured spreads and how much the
+  figure varies from run to run in the history), AND a
   one-sided Mann-Whitney U test of the samples agrees (p <= ALPHA); otherwise it is `noise`.
 - A setting with no better direction (the batch, the offered rate) is `same` or `changed`, never a failure;
   columns that are other columns' noise (throughput_spread_pct) are not judged.
@@ -144,14 +144,18 @@ def judge(a: Measurement | None, b: Measurement | None, threshold: float, same_i
         return Verdict(f.cell, f.metric, a.value, b.value, 100.0 * delta, None, "changed" if moved else "same")
     noise = max((x for x in (a.noise_pct, b.noise_pct, between_pct) if x is not None), default=None)
     out = Verdict(f.cell, f.metric, a.value, b.value, 100.0 * delta, noise, "same")
-    out.verdict, out.note = _measured_verdict(a, b, delta, worse, max(threshold, (noise or 0.0) / 100.0), threshold)
+    out.verdict, out.note = _measured_verdict(a, b, delta, worse, max(threshold, (noise or 0.0) / 100.0), threshold,
+                                              history=between_pct is not None)
     out.fails = out.verdict == "regressed"
     return out
 
 
-def _measured_verdict(a: Measurement, b: Measurement, delta: float, worse: bool, bar: float, threshold: float) -> tuple[str, str]:
+def _measured_verdict(a: Measurement, b: Measurement, delta: float, worse: bool, bar: float, threshold: float,
+                      history: bool) -> tuple[str, str]:
     """A measured figure's verdict and why. Too briefly measured, or in fewer samples than the test needs to ever
-    reach ALPHA (one wall time, 2 timing rounds, 2 seconds of load): `too noisy`, whatever it did. Then it must
+    reach ALPHA (one wall time, 2 timing rounds, 2 seconds of load), or with no `history` of its run-to-run
+    spread (a run's rounds are close together, but a shared machine moves them all between runs: 11-16% on
+    same-code pairs here, which no test on the pair can tell from a slowdown): `too noisy`. Then it must
     move by more than `bar` (the threshold or its noise), and its samples (the rounds' medians, the seconds of
     load) must have moved the same way, by more than `bar` too and by a one-sided Mann-Whitney U test at ALPHA:
     a tail percentile that jumped while the rounds' medians stayed put is `noise` (on a shared machine the tail is
@@ -168,6 +172,9 @@ def _measured_verdict(a: Measurement, b: Measurement, delta: float, worse: bool,
         if n == 1:
             return "too noisy", "one wall time: not judged (a test needs repeated samples; the timing task's figures have them)"
         return "too noisy", f"{n} timing rounds or seconds of load; judgeable from {MIN_ROUNDS} (timing.rounds, load.duration_s)"
+    if tested and not history:
+        return "too noisy", ("no run-to-run spread to judge it by: judgeable once the history holds 3 runs of the "
+                             "scenario (--history)")
     if abs(delta) <= bar * (1 + EXACT):
         return "noise", ""
     if tested:
