@@ -5,10 +5,10 @@
   answer: something is not deterministic); a directionless one (the NAB threshold) that moves is `changed`.
 - A measured figure (throughput, latency, served rates) is `too noisy` when measured too briefly (under
   JITTER_S / threshold), in fewer samples (timing rounds, seconds of load; a wall time is one) than the test
-  needs, or before the history holds 3 runs of the scenario to show its run-to-run spread; otherwise it regresses only when it, and its samples' median, are worse by more than the relative
-  threshold AND by more than its noise (the larger of the two runs' own measured spreads and how much the
-  figure varies from run to run in the history), AND a
-  one-sided Mann-Whitney U test of the samples agrees (p <= ALPHA); otherwise it is `noise`.
+  needs, or before the history holds 3 runs of the scenario to show its run-to-run spread. Otherwise it
+  regresses only when it, and its samples' median, are worse by more than the relative threshold AND by more
+  than its noise (the larger of the two runs' own measured spreads and how much the figure varies from run to
+  run in the history), AND a one-sided Mann-Whitney U test of the samples agrees (p <= ALPHA); else `noise`.
 - A setting with no better direction (the batch, the offered rate) is `same` or `changed`, never a failure;
   columns that are other columns' noise (throughput_spread_pct) are not judged.
 
