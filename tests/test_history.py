@@ -205,7 +205,11 @@ def test_the_exact_mann_whitney_p_value_agrees_with_scipy() -> None:
 def test_an_empty_run_or_another_scenario_is_exit_2_unless_allowed(env, tmp_path) -> None:
     base = write_run(tmp_path / "a")
     empty = write_run(tmp_path / "empty", cells=False)
-    assert one_error_line(harness(env, "compare", base, empty)).endswith(f"{empty}: the run has no cells to compare (an empty or unfinished run)")
+    assert one_error_line(harness(env, "compare", base, empty)).endswith(f"{empty}: the run has no finished cell to compare (an empty, failed or unfinished run)")
+    failed = write_run(tmp_path / "failed")
+    for path in (failed / "cells").glob("*/result.json"):  # every cell failed: all `missing`, which used to pass
+        path.write_text(result(path.parent.name, None, "fp32", 0.0, 0.0, status="failed").model_dump_json())
+    assert "the run has no finished cell to compare" in one_error_line(harness(env, "compare", base, failed))
     other = write_run(tmp_path / "other", scenario="baselines")
     line = one_error_line(harness(env, "compare", base, other))
     assert line.endswith("run A is of scenario 'hist', run B of 'baselines': not comparable (--allow-different to compare them anyway)")

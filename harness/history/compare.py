@@ -106,12 +106,13 @@ def compare(folder_a: str | Path, folder_b: str | Path, threshold: float = 0.10,
 
 
 def _comparable(*runs: tuple, allow_different: bool) -> None:
-    """Refuse (InputError) a run with no cell results, and runs of two scenarios unless `allow_different`."""
+    """Refuse (InputError) a run with no cell that finished ok (every figure would be `missing`, which passes), and
+    runs of two scenarios unless `allow_different`."""
     from harness.errors import InputError
 
     for folder, _, results in runs:
-        if not results:
-            raise InputError("the run has no cells to compare (an empty or unfinished run)", folder)
+        if not any(r.status.value == "ok" for r in results):
+            raise InputError("the run has no finished cell to compare (an empty, failed or unfinished run)", folder)
     names = [m.scenario.get("resolved", {}).get("name") for _, m, _ in runs]
     if names[0] != names[1] and not allow_different:
         raise InputError(f"run A is of scenario {names[0]!r}, run B of {names[1]!r}: not comparable "
