@@ -141,6 +141,8 @@ def _add_compare(sub: "argparse._SubParsersAction") -> None:
     cmp_.add_argument("--match", action="append", default=[], type=_pair, metavar="A_CELL=B_CELL",
                       help="judge run A's cell A_CELL against run B's B_CELL (repeatable): a rebuilt variant whose id "
                       "changed, e.g. a re-quantized or pruned build against the build it replaces")
+    cmp_.add_argument("--allow-different", action="store_true", help="compare runs of different scenarios (refused "
+                      "by default, exit 2: a baseline of another scenario is a mistake in a scheduled job)")
     cmp_.add_argument("--json", action="store_true")
     cmp_.add_argument("--history", metavar="PATH", help="where run ids are looked up, and earlier runs give each "
                       "figure's run-to-run noise")
@@ -507,7 +509,7 @@ def cmd_compare(args) -> int:
         raise InputError("expected a fraction such as 0.1", field="--threshold")
     path = store_path(args.history) or DEFAULT
     result = compare(folder_of(path, args.run_a), folder_of(path, args.run_b), args.threshold, history=path, skip=tuple(args.skip),
-                     match=dict(args.match))
+                     match=dict(args.match), allow_different=args.allow_different)
     print(json.dumps(result.to_dict()) if args.json else markdown(result, only_changes=not args.all), end="" if not args.json else "\n")
     return 1 if result.failures else 0
 

@@ -1,7 +1,8 @@
 """The history store and `harness compare`, on run folders built from typed results (no Ray): indexing is
 idempotent; identical runs compare clean (exit 0); a planted 20% throughput drop and a changed NAB score are
-regressions (exit 1); a drop inside the run's measured spread is noise; a trend is listed and plotted; each
-cell exports to MLflow as a run."""
+regressions (exit 1); a drop inside the run's measured spread is noise; a figure timed too briefly or in too
+few rounds is too noisy to judge; a move its rounds do not show (Mann-Whitney) is noise; an empty run or
+another scenario is exit 2; a trend is listed and plotted; each cell exports to MLflow as a run."""
 
 from __future__ import annotations
 
@@ -16,12 +17,23 @@ from conftest import harness, one_error_line
 from test_report import result
 
 
+ROUNDS = (0.98, 0.99, 1.0, 1.01, 1.02)  # each timing round's median against the rounds' median
+
+
 def write_run(root: Path, nab: float = 50.0, eps: float = 1000.0, spread_pct: float = 0.0, started: str = "2026-11-01T00:00:00+00:00",
-              fingerprint: str = "corpus-1", tree: str = "f00", threshold: float = 0.9, cell: str = "ae.ort-fp32") -> Path:
-    cells = [result(cell, "onnxruntime", "fp32", nab, eps, threshold=threshold), result("wg", None, "fp32", 40.0, 0.0, detector="wg")]
-    timing = cells[0].tasks["timing"].result
+              fingerprint: str = "corpus-1", tree: str = "f00", threshold: float = 0.9, cell: str = "ae.ort-fp32",
+              rounds: tuple[float, ...] = ROUNDS, timed_s: float = 2.0, seconds: float = 1.0, scenario: str = "hist",
+              cells: bool = True, tail: float = 1.0) -> Path:
+    """A run of two cells: `cell`, timed (`rounds` and `timed_s` per batch size), and `wg`, scored in `seconds`."""
+    cells_ = [result(cell, "onnxruntime", "fp32", nab, eps, threshold=threshold), result("wg", None, "fp32", 40.0, 0.0, detector="wg")]
+    timing = cells_[0].tasks["timing"].result
     timing.batchN.spread_pct = spread_pct
-    manifest = Manifest(scenario={"resolved": {"name": "hist"}}, corpus={"fingerprint": fingerprint}, cells=[c.cell.id for c in cells],
+    for lat in (timing.batch1, timing.batchN):
+        lat.rounds_p50_ms, lat.duration_s = [lat.p50_ms * f for f in rounds], timed_s
+        lat.p95_ms, lat.p99_ms = lat.p95_ms * tail, lat.p99_ms * tail
+    cells_[1].tasks["score"].seconds = seconds
+    cells = cells_ if cells else []
+    manifest = Manifest(scenario={"resolved": {"name": scenario}}, corpus={"fingerprint": fingerprint}, cells=[c.cell.id for c in cells],
                         command=["harness", "run"], environment={"code": {"git_commit": "abc123", "tree_sha256": tree}},
                         started_at=started, status="complete")
     (root / "cells").mkdir(parents=True)
@@ -35,6 +47,16 @@ def write_run(root: Path, nab: float = 50.0, eps: float = 1000.0, spread_pct: fl
 @pytest.fixture
 def env(cli_env, tmp_path) -> dict[str, str]:
     return {**cli_env, "HARNESS_HISTORY": str(tmp_path / "history.sqlite")}
+
+
+def past(store: Path, root: Path, runs: int = 3, **kw) -> Path:
+    """`runs` earlier runs of the scenario indexed into `store` (in-process): the run-to-run spread that measured
+    figures are judged by (none here: identical runs)."""
+    from harness.history.store import index_run
+
+    for k in range(runs):
+        index_run(write_run(root / f"past-{k}", started=f"2026-10-0{k + 1}T00:00:00+00:00", **kw), store)
+    return store
 
 
 def test_index_list_and_trend(env, tmp_path) -> None:
@@ -76,6 +98,7 @@ def test_identical_runs_compare_clean(env, tmp_path) -> None:
 
 
 def test_a_planted_throughput_drop_and_a_changed_nab_score_are_regressions(env, tmp_path) -> None:
+    past(Path(env["HARNESS_HISTORY"]), tmp_path)
     base = write_run(tmp_path / "a")
     code, report = compare(env, base, write_run(tmp_path / "slow", eps=800.0))  # 20% fewer events/s
     assert code == 1 and verdict(report, "ae.ort-fp32", "throughput_eps") == "regressed"
@@ -112,12 +135,86 @@ def test_a_deterministic_figure_that_moves_under_the_same_code_and_corpus_fails(
 
 
 def test_a_drop_within_the_measured_spread_is_noise_and_other_inputs_are_not_judged(env, tmp_path) -> None:
+    past(Path(env["HARNESS_HISTORY"]), tmp_path)
     code, report = compare(env, write_run(tmp_path / "a", spread_pct=30.0), write_run(tmp_path / "b", eps=800.0, spread_pct=30.0))
     assert code == 0 and verdict(report, "ae.ort-fp32", "throughput_eps") == "noise"
     code, report = compare(env, write_run(tmp_path / "c"), write_run(tmp_path / "d", nab=30.0, fingerprint="corpus-2"))
     assert code == 0 and verdict(report, "ae.ort-fp32", "nab_standard") == "changed inputs"
     code, report = compare(env, write_run(tmp_path / "e"), write_run(tmp_path / "f", eps=1300.0))
     assert code == 0 and verdict(report, "ae.ort-fp32", "throughput_eps") == "improved"
+
+
+def judged(a: Path, b: Path, history: Path | None = None) -> dict[tuple[str, str], object]:
+    """`compare` in-process (no CLI start: these tests are about the verdicts): (cell, metric) -> Verdict."""
+    from harness.history.compare import compare as compare_runs
+
+    return {(v.cell, v.metric): v for v in compare_runs(a, b, history=history).verdicts}
+
+
+def test_a_figure_timed_too_briefly_is_too_noisy_to_judge_never_a_regression(tmp_path) -> None:
+    """0.4 s of timing, 2 rounds, a 0.1-second cell: whatever they did, `too noisy`, saying what would do."""
+    base = write_run(tmp_path / "a", timed_s=0.4, seconds=0.1)
+    v = judged(base, write_run(tmp_path / "b", eps=700.0, timed_s=0.4, seconds=0.15))  # 30% slower, 50% longer
+    for metric in ("throughput_eps", "latency_bN_p50_ms", "latency_bN_p99_ms"):
+        assert v[("ae.ort-fp32", metric)].verdict == "too noisy" and not v[("ae.ort-fp32", metric)].fails
+        assert v[("ae.ort-fp32", metric)].note == "measured 0.4 s; judgeable from 0.5 s at a 10% threshold"
+    assert v[("wg", "seconds")].verdict == "too noisy" and v[("wg", "seconds")].note == "measured 0.1 s; judgeable from 0.5 s at a 10% threshold"
+    v = judged(write_run(tmp_path / "c", rounds=(1.0, 1.0)), write_run(tmp_path / "d", eps=700.0, rounds=(1.0, 1.0)))
+    assert v[("ae.ort-fp32", "throughput_eps")].verdict == "too noisy"
+    assert v[("ae.ort-fp32", "throughput_eps")].note == "2 timing rounds or seconds of load; judgeable from 5 (timing.rounds, load.duration_s)"
+    assert v[("ae.ort-fp32", "nab_standard")].verdict == "same"  # deterministic figures are judged whatever the timing
+    v = judged(write_run(tmp_path / "g"), write_run(tmp_path / "h", eps=700.0))  # timed long enough, but no history
+    assert v[("ae.ort-fp32", "throughput_eps")].verdict == "too noisy"
+    assert v[("ae.ort-fp32", "throughput_eps")].note.startswith("no run-to-run spread to judge it by: judgeable once the history holds 3 runs")
+    v = judged(write_run(tmp_path / "e", seconds=5.0), write_run(tmp_path / "f", seconds=9.0))  # long, but one wall time
+    assert v[("wg", "seconds")].verdict == "too noisy" and v[("wg", "seconds")].note.startswith("one wall time: not judged")
+
+
+def test_a_move_past_the_threshold_that_the_rounds_do_not_show_is_noise(tmp_path) -> None:
+    """15% slower on the medians, but the rounds interleave (a Mann-Whitney p far above 0.01): noise. The same
+    move with every round slower is a regression, with its p-value; a tail that tripled while the rounds'
+    medians stayed put is noise (on a shared machine, the neighbours)."""
+    wide = (0.7, 0.9, 1.0, 1.1, 1.3)
+    store = past(tmp_path / "history.sqlite", tmp_path)
+    v = judged(write_run(tmp_path / "a", rounds=wide), write_run(tmp_path / "b", eps=870.0, rounds=wide[::-1]), store)
+    verdict_ = v[("ae.ort-fp32", "throughput_eps")]
+    assert verdict_.verdict == "noise" and verdict_.note.startswith("samples not separated (Mann-Whitney p=") and not verdict_.fails
+    v = judged(write_run(tmp_path / "c"), write_run(tmp_path / "d", eps=870.0), store)
+    assert v[("ae.ort-fp32", "throughput_eps")].verdict == "regressed" and v[("ae.ort-fp32", "throughput_eps")].note == "samples' median -13.0%, Mann-Whitney p=0.00397"
+    assert v[("ae.ort-fp32", "latency_bN_p50_ms")].verdict == "regressed"
+    v = judged(write_run(tmp_path / "e"), write_run(tmp_path / "f", tail=3.0), store)  # the tail tripled, the rounds' medians did not move
+    assert v[("ae.ort-fp32", "latency_bN_p99_ms")].verdict == "noise" and v[("ae.ort-fp32", "latency_bN_p99_ms")].note == "its samples' median moved +0.0%"
+
+
+def test_the_exact_mann_whitney_p_value_agrees_with_scipy() -> None:
+    import random
+
+    from scipy.stats import mannwhitneyu
+
+    from harness.history.compare import MIN_ROUNDS, mann_whitney_p
+
+    rng = random.Random(3)
+    for n, m in ((5, 5), (3, 7), (6, 4), (2, 2)):
+        a, b = [rng.random() for _ in range(n)], [rng.random() + 0.3 for _ in range(m)]
+        for larger in (True, False):
+            want = mannwhitneyu(b, a, alternative="greater" if larger else "less", method="exact").pvalue
+            assert mann_whitney_p(a, b, larger) == pytest.approx(want)
+    assert MIN_ROUNDS == 5  # the fewest rounds a side at which 0.01 can be reached: 1 / C(10, 5) = 0.004
+
+
+def test_an_empty_run_or_another_scenario_is_exit_2_unless_allowed(env, tmp_path) -> None:
+    base = write_run(tmp_path / "a")
+    empty = write_run(tmp_path / "empty", cells=False)
+    assert one_error_line(harness(env, "compare", base, empty)).endswith(f"{empty}: the run has no finished cell to compare (an empty, failed or unfinished run)")
+    failed = write_run(tmp_path / "failed")
+    for path in (failed / "cells").glob("*/result.json"):  # every cell failed: all `missing`, which used to pass
+        path.write_text(result(path.parent.name, None, "fp32", 0.0, 0.0, status="failed").model_dump_json())
+    assert "the run has no finished cell to compare" in one_error_line(harness(env, "compare", base, failed))
+    other = write_run(tmp_path / "other", scenario="baselines")
+    line = one_error_line(harness(env, "compare", base, other))
+    assert line.endswith("run A is of scenario 'hist', run B of 'baselines': not comparable (--allow-different to compare them anyway)")
+    code, report = compare(env, base, other, "--allow-different")
+    assert code == 0 and report["failures"] == 0
 
 
 @pytest.mark.parametrize("args, expect", [

@@ -311,13 +311,14 @@ def test_feedback_says_the_longest_delay_that_still_helps_and_where_it_never_doe
 def test_regressions_since_the_previous_run_of_the_scenario_in_the_history(tmp_path: Path) -> None:
     from harness.history.store import index_run
     from harness.report.runs import load_run
-    from test_history import write_run
+    from test_history import past, write_run
 
     store = tmp_path / "history.sqlite"
     first = write_run(tmp_path / "first", eps=1000.0, started="2026-11-01T00:00:00+00:00")
     assert not insights([load_run(first)], store)  # no store yet
     index_run(first, store)
     assert not topic(insights([load_run(first)], store), "regressions")  # no earlier run
+    past(store, tmp_path)  # three runs before it: the run-to-run spread that timed figures wait for
     slow = write_run(tmp_path / "slow", eps=700.0, started="2026-11-02T00:00:00+00:00")
     index_run(slow, store)
     [i] = topic(insights([load_run(slow)], store), "regressions")

@@ -295,6 +295,7 @@ HEADLINE = ("nab_standard", "nab_standard_cv", "f1", "sla_met", "throughput_eps"
 def regressions(run: LoadedRun, history: Path | None) -> list[Insight]:
     """What `harness compare` finds regressed since the previous run of the same scenario, judged with the history's
     run-to-run noise, the headline figures (HEADLINE) first; nothing without a store or a previous run."""
+    from harness.errors import InputError
     from harness.history.compare import Verdict, compare
     from harness.history.store import readable
 
@@ -303,7 +304,10 @@ def regressions(run: LoadedRun, history: Path | None) -> list[Insight]:
     prev = previous_run(run, Path(history))
     if prev is None:
         return []
-    c = compare(prev["path"], run.root, history=Path(history))
+    try:
+        c = compare(prev["path"], run.root, history=Path(history))
+    except InputError:
+        return []  # the previous run has no cells (interrupted before any finished): nothing to judge against
     since = f"since {Path(prev['path']).name} ({str(prev['started_at'])[:16].replace('T', ' ')})"
     if c.regressions:
         headline = {m: i for i, m in enumerate(HEADLINE)}
