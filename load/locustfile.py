@@ -10,7 +10,9 @@ and sent round and round, so encoding costs the load nothing; its time then jump
 request starts its stream with `"order": "arrival"`, as `harness load`'s do. A user first warms its stream (requests named `warm-up`: sent in order until
 the answer no longer lists the stream in `warming`), then sends under the name `warm-up` too until
 `HARNESS_WARMUP_S` seconds (default 5) after the first stream warmed. Then the measured window opens: Locust's
-statistics are reset once, and requests are named `score`. So Locust's summary (its `score` row: requests/s,
+statistics are reset once, and requests are named `score`. With `HARNESS_DURATION_S`, the window closes that
+many seconds later (each user's request in flight is answered, then the run stops, as `harness load
+--duration`); without it, at Locust's `-t`. So Locust's summary (its `score` row: requests/s,
 percentiles) covers the measured window alone, as `harness load`'s does. (With Locust's workers, each worker
 resets its own statistics, but the master's requests/s still counts from the run's start: compare with one
 process.) Users wait for their answer before sending again (a closed loop, as `harness load --concurrency
@@ -70,7 +72,7 @@ def _number(name: str, default: str, kind: type, low: float, high: float = math.
         value = kind(raw)
     except ValueError:
         value = None
-    if value is None or not math.isfinite(value) or not low <= value <= high:
+    if value is None or math.isnan(value) or not low <= value <= high or (value == math.inf and high != math.inf):
         fail(name, f"expected {'an integer' if kind is int else 'a number'} in [{low:g}, {high:g}], got {raw!r}")
     return value
 
@@ -81,7 +83,8 @@ def settings_from_env() -> dict[str, Any]:
     if encoding not in CONTENT_TYPES:
         fail("HARNESS_ENCODING", f"expected json or msgpack, got {encoding!r}")
     return {"events": _number("HARNESS_EVENTS_PER_REQUEST", "1000", int, 1, MAX_EVENTS), "encoding": encoding,
-            "warmup_s": _number("HARNESS_WARMUP_S", "5", float, 0), "think_s": _number("HARNESS_THINK_TIME_S", "0", float, 0),
+            "warmup_s": _number("HARNESS_WARMUP_S", "5", float, 0),
+            "duration_s": _number("HARNESS_DURATION_S", "inf", float, 0.001, math.inf) if "HARNESS_DURATION_S" in os.environ else math.inf, "think_s": _number("HARNESS_THINK_TIME_S", "0", float, 0),
             "timeout_s": _number("HARNESS_TIMEOUT_S", "10", float, 0.001), "token": token_from_env()}
 
 
@@ -161,7 +164,7 @@ def check(status: int, body: bytes, retry_after: str | None, events: int, encodi
 
 
 SETTINGS = settings_from_env()
-WINDOW: dict[str, Any] = {"from": None, "open": False}  # this process's measured window
+WINDOW: dict[str, Any] = {"from": None, "open": False, "users": 0}  # this process's measured window; its users
 _users = count()
 _run = f"{os.getpid():x}{random.getrandbits(24):06x}"  # stream ids unique across Locust's worker processes
 
@@ -182,10 +185,11 @@ class ScoringUser(FastHttpUser):
         self.bodies = cycle(self.stream, self.next, SETTINGS["events"], self.values, SETTINGS["encoding"])
         if WINDOW["from"] is None:  # the first stream warmed: the measured window starts HARNESS_WARMUP_S later
             WINDOW["from"] = time.monotonic() + SETTINGS["warmup_s"]
+        WINDOW["users"] += 1
 
     def warm_up(self) -> None:
         """Send the stream's events in order until it is no longer warming; a shed request is sent again after
-        its Retry-After (for up to SHED_PATIENCE_S), any other failure stops this user (Locust then exits 1)."""
+        its Retry-After (for up to SHED_PATIENCE_S), any other failure stops this user, and Locust then exits 1."""
         patience = time.monotonic() + SHED_PATIENCE_S
         while True:
             why, warming, retry_after = self.post("warm-up")
@@ -194,15 +198,22 @@ class ScoringUser(FastHttpUser):
                 gevent.sleep(min(float(retry_after or 1), 10.0))
             elif why:
                 print(f"locustfile: warm-up of stream {self.stream} failed: {why}", file=sys.stderr)
+                self.environment.process_exit_code = 1  # even if the window's statistics reset forgets the failure
                 raise StopUser()
             elif self.stream not in warming:
                 return
 
     @task
     def score(self) -> None:
-        if not WINDOW["open"] and time.monotonic() >= WINDOW["from"]:
+        now = time.monotonic()
+        if not WINDOW["open"] and now >= WINDOW["from"]:
             WINDOW["open"] = True
             self.environment.stats.reset_all()  # Locust's rates and percentiles then cover the window alone
+        if now >= WINDOW["from"] + SETTINGS["duration_s"]:  # the window is over: no new request; the last user out
+            WINDOW["users"] -= 1                             # ends the run, as -t would
+            if WINDOW["users"] == 0:
+                gevent.spawn(self.environment.runner.quit)
+            raise StopUser()
         self.post("score" if WINDOW["open"] else "warm-up")
 
     def post(self, name: str) -> tuple[str | None, dict, str | None]:

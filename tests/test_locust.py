@@ -23,7 +23,6 @@ from test_serve import PORT, URL, Served
 LOCUSTFILE = REPO / "load" / "locustfile.py"
 K6 = REPO / "load" / "k6"
 CLIENTS, EVENTS, DURATION_S, WARMUP_S = 2, 1000, 8, 2
-LOCUST_SLACK_S = 1  # Locust's -t (whole seconds) counts its warm-up too
 
 
 def test_a_bad_variable_is_one_line_before_any_load() -> None:
@@ -56,7 +55,7 @@ for enc, ctype in L.CONTENT_TYPES.items():
     assert L.check(503, b"{}", "1", 5, enc)[0] == "shed" and L.check(503, b"{}", None, 5, enc)[0] == "HTTP 503"
     assert L.check(401, b"{}", None, 5, enc)[0] == "HTTP 401"
 import contextlib, io, os
-for name, value in [("HARNESS_EVENTS_PER_REQUEST", "0"), ("HARNESS_EVENTS_PER_REQUEST", "10001"), ("HARNESS_WARMUP_S", "-1"),
+for name, value in [("HARNESS_EVENTS_PER_REQUEST", "0"), ("HARNESS_EVENTS_PER_REQUEST", "10001"), ("HARNESS_WARMUP_S", "-1"), ("HARNESS_DURATION_S", "0"), ("HARNESS_EVENTS_PER_REQUEST", "inf"),
                     ("HARNESS_TOKEN", "short"), ("HARNESS_TOKEN_FILE", "/nonexistent/token")]:
     os.environ[name] = value
     err = io.StringIO()
@@ -152,10 +151,10 @@ def harness_load(cluster: RayCluster, token: Path) -> subprocess.Popen:
 def locust(cluster: RayCluster, token: Path, prefix: Path) -> subprocess.Popen:
     """Locust headless, as many users as `harness load` has clients, started (not awaited)."""
     env = {"HARNESS_EVENTS_PER_REQUEST": str(EVENTS), "HARNESS_ENCODING": "json", "HARNESS_WARMUP_S": str(WARMUP_S),
-           "HARNESS_TOKEN_FILE": str(token)}
+           "HARNESS_DURATION_S": str(DURATION_S), "HARNESS_TOKEN_FILE": str(token)}
     return subprocess.Popen(
         cluster.cmd([sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(CLIENTS),
-                     "-r", str(CLIENTS), "-t", f"{DURATION_S + WARMUP_S + LOCUST_SLACK_S}s", "--host",
+                     "-r", str(CLIENTS), "-t", f"{DURATION_S + WARMUP_S + 30}s", "--host",
                      f"http://127.0.0.1:{PORT}", "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING"]),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ray_env(**env), cwd=REPO)
 
@@ -192,6 +191,10 @@ def test_locust_agrees_with_harness_load(ray_cluster: RayCluster, tmp_path: Path
             r = len(rounds)
             procs = harness_load(ray_cluster, token), locust(ray_cluster, token, tmp_path / f"locust{r}")
             rounds.append((figures(procs[0]), figures(procs[1], tmp_path / f"locust{r}_stats.csv")))
+        wrong = subprocess.run(  # a wrong token: the warm-up's 401 stops the user, and Locust exits 1
+            ray_cluster.cmd([sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "1", "-t", "2s",
+                             "--host", f"http://127.0.0.1:{PORT}", "--only-summary"]),
+            capture_output=True, text=True, timeout=60, cwd=REPO, env=ray_env(HARNESS_TOKEN=secrets.token_hex(32)))
     finally:
         served.stop()
     print("\n".join(f"round {r}: harness load {h}, locust {lo}" for r, (h, lo) in enumerate(rounds)))
@@ -199,3 +202,4 @@ def test_locust_agrees_with_harness_load(ray_cluster: RayCluster, tmp_path: Path
         assert abs(lo["rps"] - h["rps"]) <= 0.10 * h["rps"], rounds
     p95 = mean_p95()
     assert abs(p95[1] - p95[0]) <= 0.10 * p95[0], (p95, rounds)
+    assert wrong.returncode == 1 and "warm-up of stream" in wrong.stderr and "failed: HTTP 401" in wrong.stderr, wrong.stderr[-2000:]
