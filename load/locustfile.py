@@ -5,18 +5,20 @@
 
 Each Locust user replays one stream of its own, its events in time order (a 5-minute step, a daily sine with
 noise, as `harness load`'s synthetic streams), `HARNESS_EVENTS_PER_REQUEST` events a request, JSON or msgpack
-(`HARNESS_ENCODING`). As `harness load`'s, its measured bodies are encoded once (one pass over its 4,032 values)
-and sent round and round, so encoding costs the load nothing; its time then jumps back once a round, so every
-request starts its stream with `"order": "arrival"`, as `harness load`'s do. A user first warms its stream (requests named `warm-up`: sent in order until
-the answer no longer lists the stream in `warming`), then sends under the name `warm-up` too until
-`HARNESS_WARMUP_S` seconds (default 5) after the first stream warmed. Then the measured window opens: Locust's
-statistics are reset once, and requests are named `score`. With `HARNESS_DURATION_S`, the window closes that
-many seconds later (each user's request in flight is answered, then the run stops, as `harness load
---duration`); without it, at Locust's `-t`. So Locust's summary (its `score` row: requests/s,
-percentiles) covers the measured window alone, as `harness load`'s does. (With Locust's workers, each worker
-resets its own statistics, but the master's requests/s still counts from the run's start: compare with one
-process.) Users wait for their answer before sending again (a closed loop, as `harness load --concurrency
-N` with N users), plus `HARNESS_THINK_TIME_S`.
+(`HARNESS_ENCODING`), and waits for each answer before sending again (a closed loop, as `harness load
+--concurrency N` with N users), plus `HARNESS_THINK_TIME_S`.
+
+A user first warms its stream (requests named `warm-up`, sent in order until the answer no longer lists the
+stream in `warming`), then goes on under the name `warm-up` until `HARNESS_WARMUP_S` seconds (default 5) after
+the first stream warmed. Then the measured window opens: Locust's statistics are reset once, and requests are
+named `score`, so Locust's summary (its `score` row) covers the window alone, as `harness load`'s does. With
+`HARNESS_DURATION_S` the window closes that many seconds later (no new request; the run then stops, as `harness
+load --duration`); without it, at Locust's `-t`. (With Locust's workers, each resets its own statistics, but the
+master's requests/s still counts from the run's start: compare with one process.)
+
+As `harness load`'s, a user's measured bodies are encoded once (one pass over its 4,032 values) and sent round
+and round, so encoding costs the load nothing; its time then jumps back once a round, so every request starts
+its stream with `"order": "arrival"`, as `harness load`'s do.
 
 Every answer is checked as `harness load` checks it: a 200 counts only with exactly one finite score per event
 sent; a 503 with Retry-After is a failure named `shed`; any other status is a failure named by it (401: no token
@@ -38,8 +40,8 @@ from array import array
 from itertools import count
 from typing import Any
 
-import msgpack
 import gevent
+import msgpack
 from locust import FastHttpUser, constant, task
 from locust.exception import StopUser
 
@@ -52,7 +54,7 @@ except ImportError:  # the standard library's: slower, the same bytes on the wir
 
 START_TIME = 1704067200.0  # 2024-01-01T00:00:00Z, as harness.load.payload
 STEP_S = 300.0
-LENGTH = 4032  # values per stream before they wrap (time keeps moving forward)
+LENGTH = 4032  # values per stream: one round of its bodies
 CONTENT_TYPES = {"json": "application/json", "msgpack": "application/msgpack"}
 MAX_EVENTS = 10_000  # the service's default serve.max_events_per_request
 MIN_TOKEN_CHARS = 16
@@ -72,7 +74,7 @@ def _number(name: str, default: str, kind: type, low: float, high: float = math.
         value = kind(raw)
     except ValueError:
         value = None
-    if value is None or math.isnan(value) or not low <= value <= high or (value == math.inf and high != math.inf):
+    if value is None or not math.isfinite(value) or not low <= value <= high:
         fail(name, f"expected {'an integer' if kind is int else 'a number'} in [{low:g}, {high:g}], got {raw!r}")
     return value
 
@@ -84,7 +86,7 @@ def settings_from_env() -> dict[str, Any]:
         fail("HARNESS_ENCODING", f"expected json or msgpack, got {encoding!r}")
     return {"events": _number("HARNESS_EVENTS_PER_REQUEST", "1000", int, 1, MAX_EVENTS), "encoding": encoding,
             "warmup_s": _number("HARNESS_WARMUP_S", "5", float, 0),
-            "duration_s": _number("HARNESS_DURATION_S", "inf", float, 0.001, math.inf) if "HARNESS_DURATION_S" in os.environ else math.inf, "think_s": _number("HARNESS_THINK_TIME_S", "0", float, 0),
+            "duration_s": _number("HARNESS_DURATION_S", "", float, 0.001) if "HARNESS_DURATION_S" in os.environ else math.inf, "think_s": _number("HARNESS_THINK_TIME_S", "0", float, 0),
             "timeout_s": _number("HARNESS_TIMEOUT_S", "10", float, 0.001), "token": token_from_env()}
 
 

@@ -41,7 +41,8 @@ function post(body, phase) {
   const res = http.post(SETTINGS.url, body, { headers, tags: { phase }, responseType: SETTINGS.encoding === "msgpack" ? "binary" : "text",
     timeout: "10s" });
   const got = check(res.status, res.body, res.headers["Retry-After"], SETTINGS.events, SETTINGS.encoding);
-  return { ...got, retryAfter: res.headers["Retry-After"] };
+  got.retryAfter = res.headers["Retry-After"];
+  return got;
 }
 
 function warmUp() {
