@@ -96,7 +96,8 @@ def token_from_env() -> str | None:
     name, token = "HARNESS_TOKEN_FILE", None
     if path:
         try:
-            token = open(path, encoding="utf-8").read().strip()
+            with open(path, encoding="utf-8") as f:
+                token = f.read().strip()
         except (OSError, UnicodeDecodeError) as exc:
             fail(name, f"cannot read {path} ({getattr(exc, 'strerror', None) or exc})")
     elif "HARNESS_TOKEN" in os.environ:

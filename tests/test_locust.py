@@ -167,7 +167,7 @@ def figures(proc: subprocess.Popen, locust_csv: Path | None = None) -> dict[str,
         got = json.loads(out)
         assert got["errors"] == 0 and got["shed"] == 0, got
         return {"rps": got["achieved_rps"], "p95": got["latency_ms"]["p95"], "p50": got["latency_ms"]["p50"]}
-    score = {r["Name"]: r for r in csv.DictReader(open(locust_csv))}["score"]
+    score = {r["Name"]: r for r in csv.DictReader(locust_csv.read_text().splitlines())}["score"]
     assert int(score["Failure Count"]) == 0 and int(score["Request Count"]) > 0, score
     return {"rps": float(score["Requests/s"]), "p95": float(score["95%"]), "p50": float(score["50%"])}
 
@@ -187,7 +187,7 @@ def test_locust_agrees_with_harness_load(ray_cluster: RayCluster, tmp_path: Path
     scen.write_text("name: locust\ndetectors: [{type: windowedGaussian}]\n")
     served = Served(ray_cluster, scen, "windowedGaussian", tmp_path / "serve.log", "--token-file", str(token))
     rounds: list[tuple[dict, dict]] = []
-    mean_p95 = lambda: [sum(got["p95"] for got in tool) / len(rounds) for tool in zip(*rounds)]  # noqa: E731
+    mean_p95 = lambda: [sum(got["p95"] for got in tool) / len(rounds) for tool in zip(*rounds)]
     try:  # the service's first seconds of load (its first connections, its streams' start) in no round
         warming = harness_load(ray_cluster, token, "--duration", "2", "--warmup", "0")
         _, err = warming.communicate(timeout=120)
