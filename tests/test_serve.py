@@ -50,13 +50,13 @@ serve: {{shards: {shards}, max_batch_size: 8, batch_wait_timeout_s: 0.002}}
 class Served:
     """`harness serve` running in the cluster's namespace until stopped."""
 
-    def __init__(self, cluster: RayCluster, scenario_file: Path, cell: str, log: Path):
+    def __init__(self, cluster: RayCluster, scenario_file: Path, cell: str, log: Path, *extra: str):
         self.cluster = cluster
         self.log = log
         with open(log, "w") as out:
             self.proc = subprocess.Popen(
                 cluster.cmd([sys.executable, "-m", "harness", "serve", str(scenario_file), "--cell", cell,
-                             "--address", cluster.gcs_address, "--port", str(PORT)]),
+                             "--address", cluster.gcs_address, "--port", str(PORT), *extra]),
                 stdout=out, stderr=subprocess.STDOUT, env=ray_env(), cwd=REPO, start_new_session=True,
             )
         deadline = time.monotonic() + 120
