@@ -131,7 +131,8 @@ def _add_history(sub: "argparse._SubParsersAction") -> None:
 def _add_compare(sub: "argparse._SubParsersAction") -> None:
     """`harness compare A B`: noise-aware verdicts between two runs."""
     cmp_ = sub.add_parser("compare", help="run A vs run B, metric by metric, with noise-aware verdicts; exit 1 on a regression")
-    cmp_.add_argument("run_a", help="a run folder, or a run id in the history")
+    cmp_.add_argument("run_a", help="a run folder, a run id in the history, or `previous`: the latest earlier run "
+                      "of run B's scenario in the history (none yet: nothing to compare, exit 0)")
     cmp_.add_argument("run_b")
     cmp_.add_argument("--threshold", type=float, default=0.10, help="relative change that a measured figure must "
                       "exceed (beside its measured noise) to count (default 0.10)")
@@ -508,10 +509,28 @@ def cmd_compare(args) -> int:
     if not 0 <= args.threshold < 10:
         raise InputError("expected a fraction such as 0.1", field="--threshold")
     path = store_path(args.history) or DEFAULT
-    result = compare(folder_of(path, args.run_a), folder_of(path, args.run_b), args.threshold, history=path, skip=tuple(args.skip),
+    run_b = folder_of(path, args.run_b)
+    run_a = _previous_of(path, run_b) if args.run_a == "previous" else folder_of(path, args.run_a)
+    if run_a is None:
+        print(f"no earlier run of {run_b}'s scenario in {path}: nothing to compare")
+        return 0
+    result = compare(run_a, run_b, args.threshold, history=path, skip=tuple(args.skip),
                      match=dict(args.match), allow_different=args.allow_different)
     print(json.dumps(result.to_dict()) if args.json else markdown(result, only_changes=not args.all), end="" if not args.json else "\n")
     return 1 if result.failures else 0
+
+
+def _previous_of(path: "Path", run: "Path") -> "Path | None":
+    """`harness compare previous RUN`: the run that a scheduled sweep's new run is judged against."""
+    from pathlib import Path
+
+    from harness.history.store import previous_run
+    from harness.results.folder import RunFolder
+
+    manifest, _ = RunFolder(run).read_run()
+    scenario = str(manifest.scenario.get("resolved", {}).get("name") or run.name)
+    found = previous_run(path, scenario, manifest.started_at, run)
+    return None if found is None else Path(found["path"])
 
 
 def cmd_export_mlflow(args) -> int:

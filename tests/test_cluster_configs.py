@@ -172,9 +172,10 @@ def test_launcher_entrypoints_serve_across_hosts_with_the_mounted_token(path: Pa
     check_serves_across_hosts(argv[1:], mounted.replace("~", head_home, 1))
 
 
-def as_shell_runs(entrypoint: str, home: str) -> list[str]:
-    """The argv a Ray job's entrypoint becomes: Ray's job supervisor runs it with a shell (shell=True)."""
-    return subprocess.run(["sh", "-c", f"printf '%s\\n' {entrypoint}"], env={"HOME": home, "PATH": "/usr/bin:/bin"},
+def as_shell_runs(entrypoint: str, home: str, before: str = ":") -> list[str]:
+    """The argv a Ray job's entrypoint (or one command of it) becomes: Ray's job supervisor runs it with a shell
+    (shell=True); `before` runs first in the same shell (the entrypoint's assignments)."""
+    return subprocess.run(["sh", "-c", f"{before} && printf '%s\\n' {entrypoint}"], env={"HOME": home, "PATH": "/usr/bin:/bin"},
                           capture_output=True, text=True, check=True, timeout=30).stdout.splitlines()
 
 
@@ -207,10 +208,23 @@ def groups(cluster: dict) -> list[dict]:
 
 
 def check_ray_job_spec(spec: dict) -> None:
-    entry = spec["entrypoint"].split()
-    assert entry[:3] == ["harness", "run", "cloud-vs-edge"], spec["entrypoint"]  # shipped in the image
-    assert entry[entry.index("--address") + 1] == "auto" and entry[entry.index("--out") + 1].startswith("/results/")
-    check_serves_across_hosts(as_shell_runs(spec["entrypoint"], "/home/harness")[1:], token_file(spec))
+    """The sweep, then `harness compare` against the scenario's previous run in the history on the volume (the pods
+    set HARNESS_HISTORY there): a regression exits 1 and fails the job, which the cluster's alerting sees."""
+    name, sweep, judge = spec["entrypoint"].split(" && ")
+    assert name.startswith("out=/results/cloud-vs-edge-$(date "), name  # a new folder per sweep, on the volume
+    argv = as_shell_runs(sweep, "/home/harness", name)
+    assert argv[:3] == ["harness", "run", "cloud-vs-edge"], sweep  # shipped in the image
+    assert argv[argv.index("--address") + 1] == "auto"
+    out = argv[argv.index("--out") + 1]
+    assert out.startswith("/results/cloud-vs-edge-2") and "$" not in out, out
+    check_serves_across_hosts(argv[1:], token_file(spec))
+    compare = as_shell_runs(judge, "/home/harness", name)
+    assert compare[:4] == ["harness", "compare", "previous", out], compare
+    from harness.cli import _parser
+
+    assert _parser().parse_args(compare[1:]).run_a == "previous"
+    pods = [c for g in groups(spec["rayClusterSpec"]) for c in g["template"]["spec"]["containers"]]
+    assert {e["value"] for c in pods for e in c["env"] if e["name"] == "HARNESS_HISTORY"} == {"/results/history.sqlite"}
     assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] > 0
     cluster = spec["rayClusterSpec"]
     assert cluster["rayVersion"] == "2.60.0"
@@ -423,3 +437,48 @@ def test_a_token_head_runs_jobs_with_the_token_and_refuses_them_without(tmp_path
         kill_stragglers(temp)
         subprocess.run(["ip", "netns", "del", ns], check=False)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_the_scheduled_sweep_runs_then_judges_and_fails_on_a_regression(tmp_path: Path) -> None:
+    """clusters/sweep.sh (the launcher clusters' nightly schedule) with a stand-in `harness` on PATH: the run on
+    the cluster with the token, then `harness compare previous` on its folder with the history beside the results;
+    a regression (compare's exit 1) fails the sweep, a failed run fails it without judging, no token is exit 2."""
+    home, bin_dir = tmp_path / "home", tmp_path / "bin"
+    (home / ".ray").mkdir(parents=True)
+    bin_dir.mkdir()
+    token = secrets.token_hex(16)
+    (home / ".ray" / "harness_token").write_text(token + "\n")
+    calls = tmp_path / "calls"
+    fake = bin_dir / "harness"
+    fake.write_text('#!/bin/sh\nprintf "%s|%s|%s|%s\\n" "$RAY_AUTH_MODE" "$RAY_AUTH_TOKEN" "$HARNESS_HISTORY" "$*" >> "$CALLS"\n'
+                    'case "$1" in run) exit "$RUN_RC";; compare) exit "$COMPARE_RC";; esac\n')
+    fake.chmod(0o755)
+    script = str(CLUSTERS / "sweep.sh")
+
+    def sweep(run_rc: int, compare_rc: int) -> tuple[int, list[list[str]]]:
+        calls.unlink(missing_ok=True)
+        env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(home), "CALLS": str(calls), "RUN_RC": str(run_rc),
+               "COMPARE_RC": str(compare_rc)}
+        out = subprocess.run(["bash", script, "cloud-vs-edge"], env=env, capture_output=True, text=True, timeout=30)
+        return out.returncode, [line.split("|") for line in calls.read_text().splitlines()] if calls.exists() else []
+
+    rc, calls_made = sweep(0, 1)
+    assert rc == 1 and len(calls_made) == 2
+    (mode, tok, history, run), (_, _, _, judge) = calls_made
+    assert (mode, tok, history) == ("token", token, f"{home}/results/history.sqlite")
+    argv = run.split()
+    out = argv[argv.index("--out") + 1]
+    assert argv[:2] == ["run", "cloud-vs-edge"] and argv[argv.index("--address") + 1] == "auto"
+    assert argv[argv.index("--serve-token-file") + 1] == f"{home}/.ray/harness_token" and out.startswith(f"{home}/results/cloud-vs-edge-")
+    assert judge.split() == ["compare", "previous", out, "--skip", "seconds"]
+    assert sweep(0, 0)[0] == 0
+    rc, calls_made = sweep(1, 0)
+    assert rc == 1 and [c[3].split()[0] for c in calls_made] == ["run"]  # a failed run is not judged
+    (home / ".ray" / "harness_token").unlink()
+    assert sweep(0, 0) == (2, [])
+
+
+@needs_shellcheck
+def test_the_sweep_script_passes_shellcheck() -> None:
+    out = subprocess.run(["shellcheck", str(CLUSTERS / "sweep.sh")], check=False, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout

@@ -323,3 +323,25 @@ def test_each_cell_exports_as_an_mlflow_run(env, tmp_path, monkeypatch) -> None:
     ae = by_cell["ae.ort-fp32"]
     assert ae.data.metrics["throughput_eps"] == 1000.0 and ae.data.params["backend"] == "onnxruntime"
     assert {a.path for a in client.list_artifacts(ae.info.run_id)} >= {"table.csv", "manifest.json", "cell"}
+
+
+def test_compare_previous_judges_a_run_against_the_scenarios_run_before_it(env, tmp_path: Path) -> None:
+    """`harness compare previous RUN`, what a scheduled sweep runs after each sweep: the first run has nothing to
+    compare with (exit 0, one line); later, the latest earlier run of the same scenario is the baseline (not a run
+    of another scenario, not a later run), and a NAB drop against it exits 1."""
+    from harness.history.store import index_run
+
+    store = Path(env["HARNESS_HISTORY"])
+    first = write_run(tmp_path / "first", nab=50.0, started="2026-11-01T00:00:00+00:00")
+    index_run(first, store)
+    alone = harness(env, "compare", "previous", first)
+    assert alone.returncode == 0 and alone.stdout.strip() == f"no earlier run of {first}'s scenario in {store}: nothing to compare"
+    other = write_run(tmp_path / "other", nab=10.0, started="2026-11-02T00:00:00+00:00", scenario="another")
+    later = write_run(tmp_path / "later", nab=10.0, started="2026-11-05T00:00:00+00:00")
+    dropped = write_run(tmp_path / "dropped", nab=49.5, started="2026-11-03T00:00:00+00:00")
+    for run in (other, later, dropped):
+        index_run(run, store)
+    proc = harness(env, "compare", "previous", dropped, "--json")
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert Path(report["a"]).name == "first" and verdict(report, "ae.ort-fp32", "nab_standard") == "regressed"

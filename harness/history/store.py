@@ -121,6 +121,15 @@ def runs(path: Path, scenario: str | None = None, limit: int = 20) -> list[dict[
         return [dict(row) for row in db.execute(q, (*args, limit))]
 
 
+def previous_run(path: Path, scenario: str, started_at: str, folder: str | Path) -> dict[str, Any] | None:
+    """The latest run of `scenario` in the store that started before `started_at`, other than `folder`, whose folder
+    is still there: what a scheduled sweep compares its new run with (`harness compare previous RUN`)."""
+    mine = run_id(folder)
+    earlier = [r for r in runs(path, scenario, limit=1000)
+               if r["run_id"] != mine and (r["started_at"] or "") < started_at and Path(r["path"] or "").is_dir()]
+    return earlier[0] if earlier else None  # runs() lists the newest first
+
+
 def trend(path: Path, metric: str, cell: str | None = None) -> list[dict[str, Any]]:
     """A metric's values over runs, oldest first: run, started_at, code, cell, value, noise."""
     if not exists(path):

@@ -280,13 +280,10 @@ def feedback(run: LoadedRun) -> list[Insight]:
 
 # --- regressions ---------------------------------------------------------------------------------------------------
 def previous_run(run: LoadedRun, history: Path) -> "dict | None":
-    """The latest run of the same scenario in the history that started before this one and whose folder is still there."""
-    from harness.history.store import run_id, runs
+    """The latest earlier run of the same scenario in the history whose folder is still there."""
+    from harness.history.store import previous_run as previous
 
-    mine = run_id(run.root)
-    earlier = [r for r in runs(history, run.scenario, limit=1000)
-               if r["run_id"] != mine and (r["started_at"] or "") < run.manifest.started_at and Path(r["path"] or "").is_dir()]
-    return earlier[0] if earlier else None  # runs() lists the newest first
+    return previous(history, run.scenario, run.manifest.started_at, run.root)
 
 
 HEADLINE = ("nab_standard", "nab_standard_cv", "f1", "sla_met", "throughput_eps", "peak_eps_at_slo", "p95_ms", "achieved_eps")
