@@ -5,7 +5,10 @@
 - `exclusive` reserves every CPU of the largest matching node: Ray then starts the task only when nothing
   else runs there, and runs nothing beside it.
 - A task no node can take (labels no node has, more CPUs than the largest matching node) is refused before it is
-  submitted, with the reason: it would otherwise wait forever.
+  submitted, with the reason: it would otherwise wait forever. Except on a cluster with an autoscaler
+  (autoscaler v2, `autoscaler_running`): there a task whose labels no node has *yet* is submitted all the same, since its
+  label selector and resources are the demand that makes the autoscaler start such a node (clusters/aws.yaml's
+  edge type has `min_workers: 0`); the runner bounds that wait (HARNESS_TARGET_WAIT_S).
 """
 
 from __future__ import annotations
@@ -27,23 +30,51 @@ def matching_nodes(needs: Needs, nodes: list[dict[str, Any]]) -> list[dict[str, 
     return [n for n in alive if all(n.get("Labels", {}).get(k) == v for k, v in needs.labels.items())]
 
 
-def ray_options(needs: Needs, nodes: list[dict[str, Any]]) -> dict[str, Any]:
-    """Ray task options for `needs` on a cluster of `nodes`; Unplaceable when none of them can take it."""
+def wanted(needs: Needs) -> str:
+    """The labels a task asks for, as `tier=edge, arch=aarch64`."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(needs.labels.items()))
+
+
+def ray_options(needs: Needs, nodes: list[dict[str, Any]], may_scale: bool = False) -> dict[str, Any]:
+    """Ray task options for `needs` on a cluster of `nodes`; Unplaceable when none of them can take it.
+    `may_scale`: the cluster's autoscaler may start a node with the labels no node has yet, so such a task gets its
+    options (its `exclusive` then reserves the CPUs it needs: the size of the node to come is not known)."""
     matching = matching_nodes(needs, nodes)
+    if not matching and may_scale and needs.labels:
+        return _options(needs, needs.cpus)
     if not matching:
-        wanted = ", ".join(f"{k}={v}" for k, v in sorted(needs.labels.items()))
-        raise Unplaceable(f"no node of the cluster has the labels {wanted}")
+        raise Unplaceable(f"no node of the cluster has the labels {wanted(needs)}")
     largest = max(n.get("Resources", {}).get("CPU", 0.0) for n in matching)
     cpus = largest if needs.exclusive else needs.cpus
     if needs.cpus > largest or cpus <= 0:
         where = " with those labels" if needs.labels else ""
         raise Unplaceable(f"needs {needs.cpus:g} CPUs on one node; the largest node{where} has {largest:g}")
+    return _options(needs, cpus)
+
+
+def _options(needs: Needs, cpus: float) -> dict[str, Any]:
     options: dict[str, Any] = {"num_cpus": cpus}
     if needs.memory_bytes:
         options["memory"] = needs.memory_bytes
     if needs.labels:
         options["label_selector"] = dict(needs.labels)
     return options
+
+
+def autoscaler_running(gcs_address: str) -> bool:
+    """Whether the cluster at `gcs_address` has an autoscaler that can act on a label selector: Ray's autoscaler
+    v2 (`RAY_enable_autoscaler_v2=1` on the head), which reports its state to the GCS. v1, which every `ray start
+    --head` runs (read-only without `--autoscaling-config`), sizes nodes by resources alone, so a task for a label no
+    node has would wait in vain there: such a cluster, like a private Ray, fails it at once."""
+    try:
+        from ray._raylet import GcsClient
+        from ray.core.generated.autoscaler_pb2 import GetClusterStatusReply
+
+        reply = GetClusterStatusReply()
+        reply.ParseFromString(GcsClient(gcs_address).get_cluster_status(timeout_s=10))
+        return reply.autoscaling_state.autoscaler_state_version > 0
+    except Exception:  # noqa: BLE001 - a GCS that cannot say has no autoscaler we can count on
+        return False
 
 
 def node_facts() -> dict[str, Any]:

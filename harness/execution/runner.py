@@ -5,7 +5,9 @@ and knows nothing of what they compute.
   started by `ray job submit`, the job's own cluster instead. `auto` or `host:port` joins that cluster.
 - Each task is one Ray task, with the options its needs give (harness.execution.placement); it starts once the
   tasks it depends on are done, and receives their artefacts. A task that no node can take, or whose
-  dependency failed, fails at once with the reason; a worker that dies fails its task, not the run.
+  dependency failed, fails at once with the reason; a worker that dies fails its task, not the run. On a cluster
+  with an autoscaler, a task whose target has no node yet is submitted all the same (its label selector is the
+  autoscaler's demand) and waits up to HARNESS_TARGET_WAIT_S (TargetWait) before it fails with the reason.
 - A kind marked ON_DRIVER (the load test, which deploys on Serve and starts its own actors) runs in the
   driver, when nothing else runs: its measurement must not share the machine with other cells.
 - The runner yields each task's (record, artefacts) as it finishes, and reports progress as the tasks count
@@ -28,12 +30,15 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from harness.execution.placement import Unplaceable, node_facts, ray_options
+from harness.execution.placement import Unplaceable, autoscaler_running, matching_nodes, node_facts, ray_options, wanted
 from harness.results.schema import NodeFacts, Status, TaskRecord
 from harness.tasks import RunContext, Task, execute, failed
 
 POLL_S = 0.5  # how often progress is read while tasks run
 HEAD_GRACE_S = 5.0  # a joined cluster's head that refuses connections this long is gone (HARNESS_HEAD_GRACE_S)
+TARGET_WAIT_S = 300.0  # how long a task waits for the autoscaler to start a node of its target (HARNESS_TARGET_WAIT_S)
+
+log = logging.getLogger(__name__)
 
 
 def ray_environment(private: bool) -> str | None:
@@ -282,6 +287,7 @@ class RayRunner:
         self._token_folder: str | None = None
         self._watch: HeadWatch | None = None
         self._discovery: Any = None
+        self._waits = TargetWait(0.0)
 
     def __enter__(self) -> "RayRunner":
         self._token_folder = ray_environment(private=self.private)
@@ -408,12 +414,13 @@ class RayRunner:
         context_ref = ray.put(context)
         book = _Book(list(tasks), {tid: ray.put(artefacts) for tid, artefacts in (finished or {}).items()}, on_progress)
         running: dict[Any, tuple[Task, Any]] = {}  # record ref -> (task, artefacts ref)
+        waits = self._waits = TargetWait(self.target_wait_limit(tasks))
 
         while book.waiting or running:
             for task in [t for t in book.waiting if book.ready(t) and not _on_driver(t)]:  # a driver's: below, alone
                 book.waiting.remove(task)
                 try:
-                    options = ray_options(task.needs, nodes)
+                    options = ray_options(task.needs, nodes, may_scale=waits.limit_s > 0)
                 except Unplaceable as exc:
                     yield book.finish(task, failed(task.kind, _unplaceable(task, exc)), {})
                     continue
@@ -421,6 +428,7 @@ class RayRunner:
                     task, context_ref, _Reporter(actor, task.id), *(book.outputs[d] for d in task.dependencies)
                 )
                 running[refs[0]] = (task, refs[1])
+                waits.check(refs[0], task, nodes)
             if not running:
                 done = self._next_on_driver(book, context)
                 if done is None:
@@ -430,8 +438,9 @@ class RayRunner:
             ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
             if not ready:
                 latest = ray.nodes()
-                if _lost_nodes(nodes, latest):
+                if _lost_nodes(nodes, latest) and not waits.limit_s:  # with an autoscaler: TargetWait's to judge
                     yield from self._cancel_stranded(book, running, latest)
+                yield from self._cancel_expired(book, running, latest)
                 nodes = latest
                 if on_progress is not None:
                     partial = ray.get(actor.snapshot.remote())
@@ -453,11 +462,52 @@ class RayRunner:
         task = ready_here[0]
         book.waiting.remove(task)
         try:
-            ray_options(task.needs, self._ray.nodes())  # its target must still have a node
+            ray_options(task.needs, self._await_target(task.needs))  # its target must have a node
             record, artefacts = self._run_on_driver(task, context, [book.outputs[d] for d in task.dependencies])
         except Unplaceable as exc:
             record, artefacts = failed(task.kind, _unplaceable(task, exc)), {}
         return book.finish(task, record, artefacts, self._ray.put(artefacts) if record.status == Status.OK else None)
+
+    def target_wait_limit(self, tasks: list[Task]) -> float:
+        """Seconds a task may wait for a node of its target to come up: 0 (fail at once) on a cluster without an
+        autoscaler, which never gets a node it has not got; else HARNESS_TARGET_WAIT_S (default TARGET_WAIT_S)."""
+        text = os.environ.get("HARNESS_TARGET_WAIT_S", "").strip()
+        try:
+            limit = float(text) if text else TARGET_WAIT_S
+        except ValueError:
+            limit = -1.0
+        if not limit >= 0:  # also NaN
+            from harness.errors import InputError
+
+            raise InputError(f"expected seconds (0 or more), got {text!r}", field="HARNESS_TARGET_WAIT_S")
+        if self.private or not limit or not any(t.needs.labels for t in tasks):
+            return 0.0
+        return limit if autoscaler_running(self._ray.get_runtime_context().gcs_address) else 0.0
+
+    def _await_target(self, needs: Any) -> list[dict[str, Any]]:
+        """The cluster's nodes, once one has the labels of `needs` (a task run in the driver, a load test, asks
+        for its target's node with a placeholder task: the demand the autoscaler acts on), or the wait is over."""
+        nodes = self._ray.nodes()
+        limit = self._waits.limit_s
+        if not limit or not needs.labels or matching_nodes(needs, nodes):
+            return nodes
+        ray, started = self._ray, time.monotonic()
+        probe = ray.remote(max_retries=0)(_here).options(**ray_options(needs, nodes, may_scale=True)).remote()
+        ready, _ = ray.wait([probe], timeout=limit)
+        if not ready:
+            ray.cancel(probe, force=True)
+            raise Unplaceable(self._waits.reason(needs))
+        log.warning("target %s: a node came up %.1f s after a task asked for one", wanted(needs), time.monotonic() - started)
+        return ray.nodes()
+
+    def _cancel_expired(self, book: _Book, running: dict[Any, tuple[Task, Any]],
+                        nodes: list[dict[str, Any]]) -> Iterator[Finished]:
+        """Tasks that waited their whole limit for a node of their target, in vain: cancelled, failed with why."""
+        for ref, (task, _) in list(running.items()):
+            if self._waits.check(ref, task, nodes):
+                self._ray.cancel(ref, force=True)
+                del running[ref]
+                yield book.finish(task, failed(task.kind, _unplaceable(task, Unplaceable(self._waits.reason(task.needs)))), {})
 
     def _cancel_stranded(self, book: _Book, running: dict[Any, tuple[Task, Any]],
                          nodes: list[dict[str, Any]]) -> Iterator[Finished]:
@@ -478,6 +528,40 @@ class RayRunner:
         inputs = dict(zip(task.after, self._ray.get(dependency_refs)))
         record, artefacts = execute(task, context, inputs, None, cluster=RayServing(self.metrics))
         return record.model_copy(update={"node": NodeFacts(**node_facts())}), artefacts
+
+
+class TargetWait:
+    """Tasks submitted for a target that has no node yet, while the autoscaler starts one: each may wait
+    `limit_s` from when it was seen waiting. Logs how long a target's first asking task waited for its node."""
+
+    def __init__(self, limit_s: float):
+        self.limit_s = limit_s
+        self._since: dict[Any, float] = {}  # record ref -> when it was first seen with no node for it
+        self._asked: dict[str, float] = {}  # the labels wanted -> when a task first asked for them in vain
+
+    def check(self, ref: Any, task: Task, nodes: list[dict[str, Any]]) -> bool:
+        """Note whether `task` (submitted as `ref`) has a node on `nodes`; True once it waited past the limit."""
+        if not self.limit_s or not task.needs.labels:
+            return False
+        key, now = wanted(task.needs), time.monotonic()
+        if matching_nodes(task.needs, nodes):
+            self._since.pop(ref, None)
+            if key in self._asked:
+                log.warning("target %s: a node came up %.1f s after a task asked for one", key, now - self._asked.pop(key))
+            return False
+        self._asked.setdefault(key, now)
+        return now - self._since.setdefault(ref, now) >= self.limit_s
+
+    def reason(self, needs: Any) -> str:
+        return (f"no node with the labels {wanted(needs)} came up within {self.limit_s:g} s (HARNESS_TARGET_WAIT_S): "
+                "the autoscaler was asked for one; does a node type have these labels and room under its max_workers?")
+
+
+def _here() -> str:
+    """A placeholder task: it runs once a node of its target is up."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
 
 
 def _unplaceable(task: Task, exc: Unplaceable) -> str:
