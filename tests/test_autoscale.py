@@ -16,7 +16,7 @@ import re
 import time
 from pathlib import Path
 
-from conftest import REPO, RayCluster, harness_cmd, kill_stragglers, needs_netns
+from conftest import RayCluster, harness_cmd, kill_stragglers, needs_netns
 
 FAKE_HEAD = "fffffffffffffffffffffffffffffffffffffffffffffffffff00000"  # the fake provider's head id
 
@@ -87,6 +87,6 @@ def test_an_edge_node_type_at_zero_nodes_is_scaled_up_and_a_target_without_one_f
         assert cell["tasks"]["score"]["node"]["labels"]["tier"] == target
     moon = cells["windowedGaussian@moon"]["tasks"]["score"]["error"]
     assert moon.startswith("target moon: no node with the labels tier=moon came up within 20 s"), moon
+    # the figure, when the run logged it (a node the autoscaler had already begun for an earlier request is not)
     up = re.search(r"target tier=edge: a node came up ([0-9.]+) s after", proc.stderr)
-    assert up, proc.stderr[-3000:]
-    print(f"edge node up {float(up.group(1)):.1f} s after the first @edge cell asked; whole run {took:.1f} s")
+    print(f"edge node up {float(up.group(1)):.1f} s after the first @edge cell asked; " if up else "", f"whole run {took:.1f} s")
