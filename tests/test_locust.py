@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO, RayCluster, one_error_line, ray_env, require
 from test_serve import PORT, URL, Served
 
@@ -172,6 +174,7 @@ def figures(proc: subprocess.Popen, locust_csv: Path | None = None) -> dict[str,
     return {"rps": float(score["Requests/s"]), "p95": float(score["95%"]), "p50": float(score["50%"])}
 
 
+@pytest.mark.quiet  # two load tools' p95s within 10%: not on cores two other test workers share (84 vs 76 ms there)
 def test_locust_agrees_with_harness_load(ray_cluster: RayCluster, tmp_path: Path) -> None:
     """Locust and `harness load` side by side, each with CLIENTS clients, against one service (token on): both
     see the same machine at the same moment, which one after the other on these shared cores they did not
