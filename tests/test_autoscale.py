@@ -4,8 +4,8 @@ node type can satisfy fails its cells with the reason once HARNESS_TARGET_WAIT_S
 
 The cluster is Ray's own fake multi-node autoscaler (ray.autoscaler._private.fake_multi_node, what
 `ray.cluster_utils.AutoscalingCluster` drives): its provider starts a real raylet for each node the autoscaler v2
-launches. AutoscalingCluster itself cannot be used as is: its `start` and `shutdown` run `ray stop --force`, which
-would stop every Ray on the machine, and the provider's example.yaml it reads is not in Ray's wheel; so the head is
+launches. AutoscalingCluster itself cannot be used as is: its `start` and `shutdown` stop Ray by name, every Ray on
+the machine, and the provider's example.yaml it reads is not in Ray's wheel; so the head is
 started here, the same way, with the config written out in full, inside a private network namespace, and stopped by
 process group."""
 
