@@ -8,8 +8,9 @@ load cell) with a `send` that also keeps a ledger of every answer, so the test c
 Each request carries `--events` events of one stream (round robin over `--streams`), every stream started with a
 probation longer than the run, so every 200 answer says how many events the stream has taken (`warming`): the
 ledger keeps, per answer, the stream, its status and that count (`seen`), and whether the answer started the
-stream. `--kill-at`: SIGKILL the replica that `GET /v1/status` names, that many seconds into the measured window
-(the load task's `kill_replica_at_s`, from inside the namespace). `slow`: besides the load, `--bodies` clients
+stream; a request with no answer is kept too, its status the kind of failure (`timeout`, `connection`).
+`--kill-at`: SIGKILL the replica that `GET /v1/status` names, that many seconds into the measured window (the load
+task's `kill_replica_at_s`, from inside the namespace). `slow`: besides the load, `--bodies` clients
 send a body a byte a second and `--heads` clients send their request head a byte a second, from `--start-at` (the
 bodies spread over `--spread` seconds); each records what ended it (the status the service answered, or the
 connection closing) and when.
@@ -47,6 +48,7 @@ async def run(url: str, rate: float, duration: float, warmup: float, streams: in
     """The open loop at `rate` (then each (rate, duration) of `later`, continuing the streams), its ledger, the
     kill, and `extra(loop, window_start)`'s result (an awaitable started with the load)."""
     from harness.load import LoadSettings, run_load
+    from harness.load.errors import SendError
     from harness.load.http_target import HttpTarget
     from harness.load.response import check_response
 
@@ -68,7 +70,11 @@ async def run(url: str, rate: float, duration: float, warmup: float, streams: in
 
             async def send(i: int, base: int = base, start: float = start) -> None:
                 j = base + i
-                answer = await target.exchange(*payload[j])
+                try:
+                    answer = await target.exchange(*payload[j])
+                except SendError as exc:  # no answer: its status is the kind (a timeout may have been scored)
+                    ledger.append([j, owner[j], exc.kind, None, False, round(loop.time() - start, 4), payload.events[j]])
+                    raise
                 row = [j, owner[j], answer.status, None, False, round(loop.time() - start, 4), payload.events[j]]
                 ledger.append(row)
                 scored = check_response(answer.status, answer.body, answer.content_type, payload.events[j], answer.retry_after)
