@@ -183,8 +183,15 @@ def _add_cluster(sub: "argparse._SubParsersAction") -> None:
     ct.add_argument("--out", help="write the file here (atomically; Prometheus re-reads it); default: print it")
 
 
+def _verdict_options(p: "argparse.ArgumentParser") -> None:
+    p.add_argument("--delay", type=_delay, default="0", help="event time after its alert from which a verdict may be used (default 0)")
+    p.add_argument("--reviewer", default="label-studio", help="recorded in the log's reviewer column")
+
+
 def _add_feedback(sub: "argparse._SubParsersAction") -> None:
-    """`harness feedback simulate|export|import|evaluate`: a run's review loop."""
+    """`harness feedback simulate|export|import|push|pull|status|evaluate`: a run's review loop."""
+    from harness.feedback.labelstudio import CONTEXT_ROWS
+
     fb = sub.add_parser("feedback", help="a run's review log: simulated or Label Studio verdicts, and what a feedback "
                         "policy makes of them (docs/thresholds.md)").add_subparsers(dest="feedback_cmd", required=True, parser_class=_Parser)
     fs = fb.add_parser("simulate", help="fill the review log's verdicts from the labels, standing in for reviewers")
@@ -195,11 +202,24 @@ def _add_feedback(sub: "argparse._SubParsersAction") -> None:
     fs.add_argument("--replace", action="store_true", help="also replace verdicts already in the log")
     fx = fb.add_parser("export", help="the unjudged entries as Label Studio tasks, with its labeling config")
     fx.add_argument("run_dir")
+    fx.add_argument("--context", type=_rows, default=CONTEXT_ROWS, help=f"records shown each side of an entry (default {CONTEXT_ROWS})")
     fi = fb.add_parser("import", help="verdicts from a Label Studio JSON export into the review log")
     fi.add_argument("run_dir")
     fi.add_argument("export_json", help="Label Studio's JSON export of the exported tasks")
-    fi.add_argument("--delay", type=_delay, default="0", help="event time after its alert from which a verdict may be used (default 0)")
-    fi.add_argument("--reviewer", default="label-studio", help="recorded in the log's reviewer column")
+    _verdict_options(fi)
+    key_help = ("a file holding the API key (a personal access token from Label Studio's Account & Settings); "
+                "default: the LABEL_STUDIO_API_KEY environment variable")
+    fpu = fb.add_parser("push", help="the unjudged entries as tasks of a Label Studio project, created on the first push")
+    fpu.add_argument("run_dir")
+    fpu.add_argument("--label-studio", required=True, metavar="URL", help="the Label Studio server, e.g. http://127.0.0.1:8080")
+    fpu.add_argument("--api-key-file", metavar="PATH", help=key_help)
+    fpu.add_argument("--title", help="the project's title when it is created (default: harness review: <run folder>)")
+    fpu.add_argument("--context", type=_rows, default=CONTEXT_ROWS, help=f"records shown each side of an entry (default {CONTEXT_ROWS})")
+    fpl = fb.add_parser("pull", help="the verdicts annotated in the run's Label Studio project into the review log")
+    fpl.add_argument("run_dir")
+    fpl.add_argument("--label-studio", required=True, metavar="URL", help="the Label Studio server the run was pushed to")
+    fpl.add_argument("--api-key-file", metavar="PATH", help=key_help)
+    _verdict_options(fpl)
     fst = fb.add_parser("status", help="how far behind the reviewers are: entries without an arrived verdict, the oldest's "
                         "age, and the delay beyond which feedback stopped helping (docs/playbooks.md)")
     fst.add_argument("run_dir")
@@ -290,6 +310,12 @@ def _fraction(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
     return value
+
+
+def _rows(text: str) -> int:
+    if not text.strip().isdigit() or not 0 <= int(text) <= 100_000:
+        raise argparse.ArgumentTypeError(f"expected a number of records from 0 to 100000, got {text!r}")
+    return int(text)
 
 
 def _cores(text: str) -> float | None:
@@ -632,30 +658,68 @@ def cmd_feedback_simulate(args) -> int:
 
 
 def cmd_feedback_export(args) -> int:
-    from harness.feedback.labelstudio import LABEL_CONFIG, tasks
-    from harness.feedback.review import open_run, read_log
+    from harness.feedback.labelstudio import LABEL_CONFIG
+    from harness.feedback.review import label_studio_tasks, open_run, read_log
 
     run = open_run(args.run_dir)
-    todo = tasks(read_log(run))
+    todo = label_studio_tasks(run, read_log(run), args.context)
     paths = run.folder.write_labelstudio(todo, LABEL_CONFIG)
     print(f"{len(todo)} task(s) for Label Studio: import {paths[0]} into a project labelled with {paths[1]}")
     return 0
 
 
-def cmd_feedback_import(args) -> int:
-    from harness.feedback.labelstudio import read_export
-    from harness.feedback.review import import_verdicts, open_run, read_log
+def _import_verdicts(run, entries, verdicts: dict[str, str], args, source: str) -> int:
+    """The verdicts into the review log (written once, whole), or one line if any names an entry it lacks."""
+    from harness.feedback.review import import_verdicts
 
-    run = open_run(args.run_dir)
-    entries = read_log(run)
-    verdicts = read_export(args.export_json)
     n, unknown = import_verdicts(entries, verdicts, args.delay, args.reviewer)
     if unknown:
         raise InputError(f"{len(unknown)} task(s) name entries this run's log does not have, e.g. {unknown[0]!r}: "
-                         "export from this run", args.export_json)
+                         "export from this run", source)
     run.folder.write_review(entries)
     print(f"{n} verdict(s) imported ({sum(e.judged for e in entries)} of {len(entries)} entries judged): {run.folder.review_log}")
     return 0
+
+
+def cmd_feedback_import(args) -> int:
+    from harness.feedback.labelstudio import read_export
+    from harness.feedback.review import open_run, read_log
+
+    run = open_run(args.run_dir)
+    return _import_verdicts(run, read_log(run), read_export(args.export_json), args, args.export_json)
+
+
+def cmd_feedback_push(args) -> int:
+    from harness.feedback.labelstudio import LABEL_CONFIG
+    from harness.feedback.labelstudio_api import Server, api_key
+    from harness.feedback.review import label_studio_tasks, open_run, read_log
+
+    run = open_run(args.run_dir)
+    todo = label_studio_tasks(run, read_log(run), args.context)
+    server = Server(args.label_studio, *api_key(args.api_key_file))
+    title = args.title or f"harness review: {run.folder.root.name}"
+    project, created = server.project(run.folder.labelstudio_project(server.url), title, LABEL_CONFIG)
+    if created:
+        run.folder.write_labelstudio_project(server.url, project)
+    added = server.add(project, todo)
+    print(f"{added} task(s) added to Label Studio project {project} ({'created' if created else 'existing'}; "
+          f"{len(todo) - added} already there): {server.url}/projects/{project}")
+    return 0
+
+
+def cmd_feedback_pull(args) -> int:
+    from harness.feedback.labelstudio import parse_export
+    from harness.feedback.labelstudio_api import Server, api_key
+    from harness.feedback.review import open_run, read_log
+
+    run = open_run(args.run_dir)
+    entries = read_log(run)
+    server = Server(args.label_studio, *api_key(args.api_key_file))
+    project = run.folder.labelstudio_project(server.url)
+    if project is None:
+        raise InputError(f"this run has no project on {server.url}: `harness feedback push` it there first", field="--label-studio")
+    source = f"{server.url}/projects/{project}"
+    return _import_verdicts(run, entries, parse_export(server.tasks(project), source), args, source)
 
 
 def cmd_feedback_status(args) -> int:
@@ -792,6 +856,8 @@ COMMANDS = {
     ("feedback", "simulate"): cmd_feedback_simulate,
     ("feedback", "export"): cmd_feedback_export,
     ("feedback", "import"): cmd_feedback_import,
+    ("feedback", "push"): cmd_feedback_push,
+    ("feedback", "pull"): cmd_feedback_pull,
     ("feedback", "evaluate"): cmd_feedback_evaluate,
     ("feedback", "status"): cmd_feedback_status,
     ("corpus", "synth"): cmd_corpus_synth,

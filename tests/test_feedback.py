@@ -161,9 +161,16 @@ def test_label_studio_round_trip(tmp_path) -> None:
     f, x = corpus_file()
     entries = build_entries("c", "det", "nab_standard", 0.99, [f], [x], 0.15)
     entries[0].verdict = "anomaly"
-    todo = tasks(entries)
+    todo = tasks(entries, [f], {"c": [x]}, context=10)
     assert len(todo) == len(entries) - 1 and todo[0]["data"]["review_id"] == entries[1].id
-    assert {"title", "summary", "stream", "score"} <= set(todo[0]["data"])
+    assert {"title", "summary", "stream", "score", "series"} <= set(todo[0]["data"])
+    # the stream around the entry, 10 records each side, clipped at the file's ends; missing scores are gaps
+    e, series = entries[1], todo[0]["data"]["series"]
+    lo = max(0, e.first_row - 10)
+    assert series["time"][0] == str(f.timestamps[lo]).replace("T", " ") and len(series["time"]) == min(f.n_rows, e.last_row + 11) - lo
+    assert series["score"] == list(x[lo : e.last_row + 11]) and sum(series["entry"]) == e.last_row - e.first_row + 1
+    x[lo] = np.nan
+    assert tasks(entries, [f], {"c": [x]}, context=10)[0]["data"]["series"]["score"][0] is None
     export = tmp_path / "export.json"
     export.write_text(json.dumps(label_studio_export(todo, "normal", cancelled_first=True)))
     assert read_export(export) == {e.id: "normal" for e in entries[1:]}  # a cancelled annotation counts for nothing
@@ -200,7 +207,9 @@ def reviewed_run(tmp_path) -> Path:
 
 
 def test_a_label_studio_export_imports_through_the_cli(cli_env, reviewed_run, tmp_path) -> None:
-    todo = tasks(parse((reviewed_run / "review" / "log.csv").read_text(), "log.csv"))
+    from harness.feedback.review import label_studio_tasks, open_run
+
+    todo = label_studio_tasks(open_run(reviewed_run), parse((reviewed_run / "review" / "log.csv").read_text(), "log.csv"), 10)
     assert len(todo) == 1
     export = tmp_path / "export.json"
     export.write_text(json.dumps(label_studio_export(todo, "normal")))

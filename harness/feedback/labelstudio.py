@@ -1,22 +1,38 @@
-"""Label Studio, for real reviewers: the review log's unjudged entries as Label Studio tasks (its JSON import
-format, with a labeling config of one choice: anomaly or normal), and verdicts read back from Label Studio's
-JSON export (each task's latest annotation that was not cancelled)."""
+"""Label Studio, for real reviewers: the review log's unjudged entries as Label Studio tasks, each showing the
+stream around its alert as a time series (the values, the detector's score and its threshold) with one choice,
+anomaly or normal; and verdicts read back from Label Studio's JSON export, or the same tasks read through its API
+(each task's latest annotation that was not cancelled). harness.feedback.labelstudio_api talks to a server."""
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from harness.corpus.layout import SeriesFile
 from harness.errors import InputError
 from harness.results.review_log import VERDICTS, Entry
 
 CONTROL = "verdict"  # the Choices tag's name: what an annotation's result says `from_name`
+VIEW = "stream"  # the TimeSeries tag's name: what the choice is about (`to_name`)
+CONTEXT_ROWS = 150  # records shown each side of an entry: a day and a half at NAB's usual 5 minutes
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # the review log's stamps (harness.results.review_log.stamp)
 
 LABEL_CONFIG = f"""<View>
   <Header value="$title"/>
   <Text name="summary" value="$summary"/>
-  <Choices name="{CONTROL}" toName="summary" choice="single" showInline="true" required="true">
+  <TimeSeries name="{VIEW}" valueType="json" value="$series" timeColumn="time" timeFormat="{TIME_FORMAT}"
+              timeDisplayFormat="%Y-%m-%d %H:%M" overviewChannels="value">
+    <Channel column="value" legend="value" strokeColor="#1f77b4"/>
+    <Channel column="score" legend="anomaly score" strokeColor="#d62728"/>
+    <Channel column="threshold" legend="threshold" strokeColor="#7f7f7f"/>
+    <Channel column="entry" legend="the alert (or the missed window)" strokeColor="#ff7f0e"/>
+  </TimeSeries>
+  <Choices name="{CONTROL}" toName="{VIEW}" choice="single" showInline="true" required="true">
     <Choice value="anomaly" hint="a real anomaly: the alert was right (or the window was missed)"/>
     <Choice value="normal" hint="normal behaviour: a false alarm (or a window that marks nothing)"/>
   </Choices>
@@ -24,19 +40,39 @@ LABEL_CONFIG = f"""<View>
 """
 
 
-def tasks(entries: list[Entry]) -> list[dict[str, Any]]:
-    """Label Studio import tasks for the unjudged entries; each carries its review id back."""
+def _numbers(values: np.ndarray) -> list[float | None]:
+    """JSON numbers; a missing value (NaN) is null, a gap in the plotted line."""
+    return [float(v) if math.isfinite(v) else None for v in np.asarray(values, np.float64)]
+
+
+def series(f: SeriesFile, scores: np.ndarray, e: Entry, context: int = CONTEXT_ROWS) -> dict[str, list]:
+    """The rows around an entry, as Label Studio's TimeSeries reads inline JSON: one list per column."""
+    lo, hi = max(0, e.first_row - context), min(f.n_rows, e.last_row + 1 + context)
+    times = np.datetime_as_string(np.asarray(f.timestamps[lo:hi], "datetime64[s]"), unit="s")
+    rows = np.arange(lo, hi)
+    return {"time": [t.replace("T", " ") for t in times], "value": _numbers(f.values[lo:hi]),
+            "score": _numbers(np.asarray(scores, np.float64)[lo:hi]), "threshold": [e.threshold] * (hi - lo),
+            "entry": ((rows >= e.first_row) & (rows <= e.last_row)).astype(float).tolist()}
+
+
+def tasks(entries: list[Entry], files: Sequence[SeriesFile], scores: Mapping[str, Sequence[np.ndarray]],
+          context: int = CONTEXT_ROWS) -> list[dict[str, Any]]:
+    """Label Studio import tasks for the unjudged entries; each carries its review id back, and the stream around
+    it (`scores`: each cell's scores, a file each, in the order of `files`)."""
+    at = {f.name: k for k, f in enumerate(files)}
     out = []
     for e in entries:
         if e.judged:
             continue
         what = "alert" if e.kind == "alert" else "window without an alert"
+        k = at[e.stream]
         out.append({"data": {
             "review_id": e.id,
             "title": f"{e.stream}: {what} at {e.time}",
             "summary": (f"detector {e.detector} ({e.cell}), {e.policy} threshold {e.threshold:.6g}: "
                         f"score {e.score:.6g} from {e.time} to {e.end_time}, rows {e.first_row}-{e.last_row}"),
             "stream": e.stream, "kind": e.kind, "time": e.time, "end_time": e.end_time, "score": e.score,
+            "series": series(files[k], scores[e.cell][k], e, context),
         }})
     return out
 
@@ -54,7 +90,7 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _expect(value: Any, kind: type, where: str, path: Path, optional: bool = False) -> Any:
+def _expect(value: Any, kind: type, where: str, path: str | Path, optional: bool = False) -> Any:
     """`value` if it is a `kind`; an `optional` one may be null or absent (Label Studio leaves out what is not
     there yet), and is then empty. Anything else is one InputError naming the place in the export."""
     if optional and (value is None or value is _ABSENT):
@@ -79,7 +115,7 @@ def _load(path: Path) -> Any:
         raise InputError(f"expected Label Studio's JSON export, could not parse it ({exc})", path) from None
 
 
-def _verdict(annotation: dict, where: str, path: Path) -> str | None:
+def _verdict(annotation: dict, where: str, path: str | Path) -> str | None:
     """The annotation's choice in our `verdict` control; None when it has none. Results of other controls, and
     relations (which have no `from_name`), are left alone, but each must still be an object."""
     for k, r in enumerate(_expect(annotation.get("result", _ABSENT), list, f"{where}.result", path, optional=True)):
@@ -97,11 +133,17 @@ def _verdict(annotation: dict, where: str, path: Path) -> str | None:
 
 
 def read_export(path: str | Path) -> dict[str, str]:
-    """{review id: verdict} from a Label Studio JSON export: per task, its latest annotation that was not
-    cancelled and has a verdict; tasks without one are left out. The whole export is checked before anything is
-    returned, so a malformed one changes nothing: one InputError names the place, e.g. tasks[3].annotations."""
+    """{review id: verdict} from a Label Studio JSON export file (parse_export)."""
     path = Path(path)
-    data = _load(path)
+    return parse_export(_load(path), path)
+
+
+def parse_export(data: Any, source: str | Path) -> dict[str, str]:
+    """{review id: verdict} from Label Studio's tasks (its JSON export, or the tasks its API lists): per task, its
+    latest annotation that was not cancelled and has a verdict; tasks without one are left out. All of it is
+    checked before anything is returned, so a malformed one changes nothing: one InputError names `source` and the
+    place, e.g. tasks[3].annotations."""
+    path = source
     if not isinstance(data, list):
         raise InputError(f"expected Label Studio's JSON export: a list of tasks, got {_shown(data)}", path)
     out = {}

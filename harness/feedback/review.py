@@ -102,6 +102,13 @@ def open_run(path: str | Path) -> ReviewRun:
     return ReviewRun(folder, corpus, cells)
 
 
+def label_studio_tasks(run: ReviewRun, entries: list[Entry], context: int) -> list[dict]:
+    """The unjudged entries as Label Studio tasks, each with the stream around it (harness.feedback.labelstudio)."""
+    from harness.feedback.labelstudio import tasks
+
+    return tasks(entries, run.corpus.files, {c.id: c.scores for c in run.cells}, context)
+
+
 def read_log(run: ReviewRun) -> list[Entry]:
     entries = run.folder.read_review()
     if entries is None:

@@ -27,9 +27,14 @@ def export_run(folder: str | Path, tracking_uri: str, experiment: str | None = N
     manifest, results = run_folder.read_run()
     if tracking_uri.startswith("file:") or "://" not in tracking_uri:
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # not two lines per cell: one summary
     mlflow.set_tracking_uri(tracking_uri)
     scenario = manifest.scenario.get("resolved", {}).get("name", "harness")
-    mlflow.set_experiment(experiment or scenario)
+    try:  # the first call that reaches the server: a wrong URI fails here (after MLflow's own retries)
+        mlflow.set_experiment(experiment or scenario)
+    except mlflow.exceptions.MlflowException as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"the tracking server refused or did not answer: {first[:300]}", field="--tracking-uri") from None
     by_cell: dict[str, dict[str, float]] = {}
     for f in figures(results):
         by_cell.setdefault(f.cell, {})[_metric_key(f.metric)] = f.value

@@ -12,6 +12,7 @@
                                             entries): rebuilt at render, verdicts kept
     <out>/review/feedback.csv, feedback.md  `harness feedback evaluate`'s table
     <out>/review/labelstudio-tasks.json, labelstudio-config.xml   `harness feedback export`
+    <out>/review/labelstudio-project.json  `harness feedback push`: the Label Studio project (its server and id)
 
 Every write is atomic (harness.atomic). A task's artefacts are written before its record, and the record is
 what `--resume` trusts: a task is done when its record says `ok`, so an interruption between the two costs
@@ -294,6 +295,26 @@ class RunFolder:
         write_json(paths[0], tasks)
         write_text(paths[1], config)
         return paths
+
+    @property
+    def labelstudio_project_file(self) -> Path:
+        return self.root / "review" / "labelstudio-project.json"
+
+    def labelstudio_project(self, url: str) -> int | None:
+        """The id of the project `harness feedback push` made for this run on the Label Studio at `url` (None:
+        none yet, or it was made on another server)."""
+        path = self.labelstudio_project_file
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+            return int(record["project"]) if record["url"] == url else None
+        except (ValueError, KeyError, TypeError):
+            raise InputError("expected {\"url\": ..., \"project\": id}, as `harness feedback push` writes it", path) from None
+
+    def write_labelstudio_project(self, url: str, project: int) -> Path:
+        write_json(self.labelstudio_project_file, {"url": url, "project": project})
+        return self.labelstudio_project_file
 
     def serving_markdown(self) -> str | None:
         path = self.root / "serving.md"
