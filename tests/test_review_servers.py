@@ -42,6 +42,7 @@ class Servers:
     label_studio: str
     mlflow: str
     key_file: Path
+    login: tuple[str, str]  # the reviewer's email and password
     procs: list[subprocess.Popen]
 
     def cmd(self, *args: str | Path) -> list[str]:
@@ -89,8 +90,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     label_studio, mlflow = server_bin("label-studio"), server_bin("mlflow")
     root = tmp_path_factory.mktemp("review-servers")
     with routable_namespace("harness-review") as ns:
-        s = Servers(ns, root, f"http://127.0.0.1:{LS_PORT}", f"http://127.0.0.1:{MLFLOW_PORT}", root / "ls.key", [])
         email, password = "reviewer@example.com", secrets.token_urlsafe(16)
+        s = Servers(ns, root, f"http://127.0.0.1:{LS_PORT}", f"http://127.0.0.1:{MLFLOW_PORT}", root / "ls.key", (email, password), [])
         env = {**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(root / "ls"), "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
                "PYTHONUNBUFFERED": "1"}
         logs = {"ls": root / "label-studio.log", "mlflow": root / "mlflow.log"}
@@ -201,6 +202,59 @@ print(json.dumps({"config": config, "tasks": [t.data for t in tasks]}))
     assert np.datetime64(after[210].verdict_at) - np.datetime64(after[210].time) == np.timedelta64(3600, "s")
     # the next push offers nothing judged: those two are in the project already, and the third too
     assert "0 task(s) added" in servers.harness("feedback", "push", reviewed_run, *key).stdout
+
+
+BROWSER = """
+import json, sys
+from playwright.sync_api import sync_playwright
+url, email, password, task, chromium, shot = sys.argv[1:]
+with sync_playwright() as p:
+    browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    # the page also asks analytics and error-reporting hosts; with no way out of the namespace they would hang
+    page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(url) else r.abort())
+    page.goto(url + "/user/login/")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_load_state("networkidle")
+    page.goto(f"{url}/projects/{task}")
+    page.wait_for_selector('path[stroke="#d62728"]', timeout=60_000)  # the score's line is drawn
+    seen = {c: page.locator(f'path[stroke="{c}"]').count() for c in ("#1f77b4", "#d62728", "#7f7f7f", "#ff7f0e")}
+    legends = [page.get_by_text(t, exact=True).count() for t in ("anomaly score", "threshold")]
+    page.screenshot(path=shot)
+    page.locator("label:has-text('anomaly')").first.click()
+    page.get_by_role("button", name="Submit").click()
+    page.wait_for_load_state("networkidle")
+    browser.close()
+print(json.dumps({"paths": seen, "legends": legends}))
+"""
+
+
+def test_a_reviewer_sees_the_stream_and_answers_in_the_browser(servers: Servers, reviewed_run: Path, tmp_path: Path) -> None:
+    """In Chromium, logged in as the reviewer: a pushed task shows the stream around its alert (the values, the
+    score with its threshold, the alert's marker: each a line drawn in its colour) and the two choices; the answer
+    clicked there is the verdict `pull` brings back."""
+    from test_report_html import CHROMIUM, need_browser
+
+    need_browser()
+    key = ["--label-studio", servers.label_studio, "--api-key-file", servers.key_file]
+    assert servers.harness("feedback", "push", reviewed_run, *key).returncode == 0
+    project = json.loads((reviewed_run / "review" / "labelstudio-project.json").read_text())["project"]
+    code = """
+import sys
+from label_studio_sdk import LabelStudio
+ls = LabelStudio(base_url=sys.argv[1], api_key=open(sys.argv[2]).read().strip())
+print(next(t.id for t in ls.tasks.list(project=int(sys.argv[3])) if t.data["review_id"].endswith("|210")))
+"""
+    task = servers.python(code, servers.label_studio, str(servers.key_file), str(project)).strip()
+    shot = tmp_path / "task.png"
+    seen = json.loads(servers.python(BROWSER, servers.label_studio, *servers.login, f"{project}/data?task={task}", CHROMIUM, str(shot)))
+    assert all(n >= 1 for n in seen["paths"].values()) and seen["legends"] == [1, 1], seen
+    assert shot.stat().st_size > 20_000  # a page with plots, kept beside the test's files
+    pulled = servers.harness("feedback", "pull", reviewed_run, *key)
+    assert pulled.returncode == 0 and "1 verdict(s) imported" in pulled.stdout, pulled.stdout + pulled.stderr
+    assert {e.first_row: e.verdict for e in _log(reviewed_run).values()} == {100: "", 210: "anomaly", 330: ""}
 
 
 def test_a_refused_key_an_absent_server_and_an_unpushed_run_are_one_line_each(servers: Servers, reviewed_run: Path, tmp_path: Path) -> None:

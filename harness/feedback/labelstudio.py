@@ -26,11 +26,13 @@ LABEL_CONFIG = f"""<View>
   <Header value="$title"/>
   <Text name="summary" value="$summary"/>
   <TimeSeries name="{VIEW}" valueType="json" value="$series" timeColumn="time" timeFormat="{TIME_FORMAT}"
-              timeDisplayFormat="%Y-%m-%d %H:%M" overviewChannels="value">
-    <Channel column="value" legend="value" strokeColor="#1f77b4"/>
-    <Channel column="score" legend="anomaly score" strokeColor="#d62728"/>
-    <Channel column="threshold" legend="threshold" strokeColor="#7f7f7f"/>
-    <Channel column="entry" legend="the alert (or the missed window)" strokeColor="#ff7f0e"/>
+              timeDisplayFormat="%Y-%m-%d %H:%M" overviewChannels="value" overviewWidth="100%">
+    <Channel column="value" legend="value" strokeColor="#1f77b4" displayFormat=",.4~g" height="180"/>
+    <MultiChannel height="180">
+      <Channel column="score" legend="anomaly score" strokeColor="#d62728" displayFormat=".4~g"/>
+      <Channel column="threshold" legend="threshold" strokeColor="#7f7f7f" displayFormat=".4~g"/>
+    </MultiChannel>
+    <Channel column="entry" legend="the alert (or the missed window)" strokeColor="#ff7f0e" displayFormat=".0f" height="50"/>
   </TimeSeries>
   <Choices name="{CONTROL}" toName="{VIEW}" choice="single" showInline="true" required="true">
     <Choice value="anomaly" hint="a real anomaly: the alert was right (or the window was missed)"/>
