@@ -185,25 +185,30 @@ def test_label_studio_round_trip(tmp_path) -> None:
         read_export(export)
 
 
-@pytest.fixture
-def reviewed_run(tmp_path) -> Path:
-    """A finished run folder as `harness run` leaves it, without Ray: a tiny corpus, one ok cell with its scores
-    (one alert, inside the labelled window), and its review log."""
+def write_reviewed_run(out: Path, nab: Path, scores: np.ndarray) -> Path:
+    """A finished run folder as `harness run` leaves it, without Ray: the corpus at `nab` (one file), one ok
+    cell (threshold 0.9) with these scores, and its review log."""
     from harness.corpus.layout import load_corpus
     from harness.feedback.review import build_log, reviewable
     from harness.results.folder import SCORES, RunFolder
     from harness.results.schema import Manifest
 
-    corpus = load_corpus(write_nab(tmp_path / "nab"))
+    corpus = load_corpus(nab)
     cell = result("ae.ort-fp32", "onnxruntime", "fp32", 50.0, 1000.0, threshold=0.9)
     manifest = Manifest(scenario={"resolved": {"name": "fb"}}, corpus={"root": str(corpus.root), "fingerprint": corpus.fingerprint},
                         cells=[cell.cell.id], command=["harness", "run"], environment={}, started_at="2026-11-01T00:00:00+00:00",
                         status="complete")
-    folder = RunFolder(tmp_path / "run")
+    folder = RunFolder(out)
     folder.write_manifest(manifest)
-    folder.record(cell, "score", cell.tasks["score"], {SCORES: [np.array([0.1, 0.2, 0.3, 1.0, 0.1])]})
+    folder.record(cell, "score", cell.tasks["score"], {SCORES: [scores]})
     folder.write_review(build_log(reviewable(folder, [cell]), corpus))
     return folder.root
+
+
+@pytest.fixture
+def reviewed_run(tmp_path) -> Path:
+    """A tiny corpus, one ok cell with one alert (inside the labelled window), and its review log."""
+    return write_reviewed_run(tmp_path / "run", write_nab(tmp_path / "nab"), np.array([0.1, 0.2, 0.3, 1.0, 0.1]))
 
 
 def test_a_label_studio_export_imports_through_the_cli(cli_env, reviewed_run, tmp_path) -> None:

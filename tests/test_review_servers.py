@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 
 from conftest import REPO, ROUTABLE_IP, harness_cmd, kill_stragglers, require, routable_namespace, stop_group
-from test_report import result
 
 SERVERS = Path(os.environ.get("HARNESS_TEST_SERVERS", REPO / ".servers"))
 LS_PORT, MLFLOW_PORT = 18080, 18081  # inside the module's own namespace: nothing else is there
@@ -118,12 +117,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
 
 @pytest.fixture
 def reviewed_run(tmp_path: Path) -> Path:
-    """A finished run folder as `harness run` leaves it, without Ray: a corpus of one 400-record file with a
-    labelled window, one ok cell whose scores cross its threshold (0.9) at ALERT_ROWS, and its review log."""
-    from harness.corpus.layout import load_corpus
-    from harness.feedback.review import build_log, reviewable
-    from harness.results.folder import SCORES, RunFolder
-    from harness.results.schema import Manifest
+    """A corpus of one 400-record file with a labelled window, one ok cell whose scores cross its threshold (0.9)
+    at ALERT_ROWS, and its review log."""
+    from test_feedback import write_reviewed_run
 
     nab = tmp_path / "nab"
     (nab / "data" / "cat").mkdir(parents=True)
@@ -133,18 +129,9 @@ def reviewed_run(tmp_path: Path) -> Path:
     (nab / "data" / "cat" / "f.csv").write_text("timestamp,value\n" + "".join(f"{t},{v:.6f}\n" for t, v in zip(stamps, values)))
     (nab / "labels").mkdir()
     (nab / "labels" / "combined_windows.json").write_text(json.dumps({"cat/f.csv": [[stamps[200] + ".000000", stamps[220] + ".000000"]]}))
-    corpus = load_corpus(nab)
     scores = np.full(400, 0.1)
     scores[list(ALERT_ROWS)] = 0.95
-    cell = result("ae.ort-fp32", "onnxruntime", "fp32", 50.0, 1000.0, threshold=0.9)
-    manifest = Manifest(scenario={"resolved": {"name": "fb"}}, corpus={"root": str(corpus.root), "fingerprint": corpus.fingerprint},
-                        cells=[cell.cell.id], command=["harness", "run"], environment={}, started_at="2026-11-01T00:00:00+00:00",
-                        status="complete")
-    folder = RunFolder(tmp_path / "run")
-    folder.write_manifest(manifest)
-    folder.record(cell, "score", cell.tasks["score"], {SCORES: [scores]})
-    folder.write_review(build_log(reviewable(folder, [cell]), corpus))
-    return folder.root
+    return write_reviewed_run(tmp_path / "run", nab, scores)
 
 
 def _log(run: Path) -> dict[str, object]:
