@@ -49,6 +49,9 @@ def ray_environment(private: bool) -> str | None:
     interface whatever the node's address, and that port unpickles what it is sent. Returns the token's folder
     (removed when the run ends) for a private Ray, else None."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # the runner fetches every task's outcome it owns (a failure is recorded in its cell); what it no longer
+    # fetches is what a stopping run abandons, whose "Unhandled error" lines would bury the run's one line
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     if not private:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         return None

@@ -15,11 +15,11 @@ import numpy as np
 
 from harness.corpus.layout import SeriesFile
 from harness.errors import InputError
+from harness.feedback import CONTEXT_ROWS
 from harness.results.review_log import VERDICTS, Entry
 
 CONTROL = "verdict"  # the Choices tag's name: what an annotation's result says `from_name`
 VIEW = "stream"  # the TimeSeries tag's name: what the choice is about (`to_name`)
-CONTEXT_ROWS = 150  # records shown each side of an entry: a day and a half at NAB's usual 5 minutes
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # the review log's stamps (harness.results.review_log.stamp)
 
 LABEL_CONFIG = f"""<View>
