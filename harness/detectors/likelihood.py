@@ -225,9 +225,16 @@ class StreamingLikelihood:
         self._short: deque[float] = deque(maxlen=p["short_window"])  # the last errors (NaN kept: a missing value)
         self._history: deque[float] = deque(maxlen=p["long_window"])  # the last averages m, NaN kept
         self._sorted: list[float] = []  # the finite values of _history, ascending
+        # what update_many leaves: the history as an array, the deque and sorted list stale until a record comes
+        # one at a time (a service's chunks never pay the O(long_window) rebuild; its records at most once)
+        self._tail: np.ndarray | None = None
         self._suppressor = StreamingSuppression(suppress, damping)
 
     def update(self, error: float) -> float:
+        if self._tail is not None:
+            tail, self._tail = self._tail, None
+            self._history = deque(tail.tolist(), maxlen=self._history.maxlen)
+            self._sorted = np.sort(tail[np.isfinite(tail)]).tolist()
         self._short.append(float(error))
         finite = [e for e in self._short if not math.isnan(e)]
         m = math.fsum(finite) / len(finite) if finite else math.nan
@@ -254,7 +261,7 @@ class StreamingLikelihood:
         s, L = self._short.maxlen, self._history.maxlen
         short = np.concatenate([np.asarray(self._short, dtype=np.float64), e])
         m = e.copy() if s == 1 else pd.Series(short).rolling(s, min_periods=1).mean().to_numpy()[len(self._short):]
-        known = np.asarray(self._history, dtype=np.float64)
+        known = self._tail if self._tail is not None else np.asarray(self._history, dtype=np.float64)
         hist = np.concatenate([known, m])
         window = pd.Series(hist).shift(1).rolling(L, min_periods=self.min_history)
         x = np.zeros(k)
@@ -269,10 +276,8 @@ class StreamingLikelihood:
         x = np.maximum(x, 0.0)
         x[: max(self.start - i0, 0)] = 0.0
         score = self._suppressor.update_many(x / (1.0 + x))
-        self._short.extend(e.tolist())
-        tail = hist[-L:]
-        self._history = deque(tail.tolist(), maxlen=L)
-        self._sorted = np.sort(tail[np.isfinite(tail)]).tolist()
+        self._short.extend(e[-s:].tolist())
+        self._tail = hist[-L:].copy()
         self.i = i0 + k
         return score
 
