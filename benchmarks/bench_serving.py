@@ -3,7 +3,8 @@
 1. The peak rate at p95 <= 100 ms, VALID, over HTTP: `harness serve` (one deployment, a private Ray on 127.0.0.1)
    loaded by `harness load --find-peak`: windowedGaussian with 1,000-event JSON and 10,000-event msgpack
    requests, and the autoencoder on ONNX Runtime fp32 with 10,000-event msgpack requests (its streams trained
-   first by a closed-loop run, so the search measures scoring, not training).
+   first by a closed-loop run, so the search measures scoring, not training); and the null detector, whose
+   peak is the request path's own ceiling (HTTP, Serve, decoding; no scoring).
 2. Fidelity: `harness load` and hey (if installed: apt install hey) on the same endpoint, closed loop, same
    concurrency and body size; achieved rate and p95 side by side. `--wrk-only`: only wrk's closed-loop figures
    (apt install wrk), the same client for any two versions (`--code`).
@@ -162,6 +163,13 @@ def main() -> None:
             fidelity(url, 8, 15)
         else:
             print("Fidelity: hey not installed (apt install hey); skipped")
+    finally:
+        stop(proc)
+    proc = serve(args.port, log, "scenarios/baselines.yaml", "null")
+    try:  # the request path's own ceiling: a detector that does nothing, so what is left is HTTP, Serve and decoding
+        print("Peak at p95 <= 100 ms over HTTP (null: Serve's request path, no scoring):")
+        peak(url, 1000, "msgpack", 150)
+        peak(url, 1000, "json", 150)
     finally:
         stop(proc)
     proc = serve(args.port, log, *LEARNED)

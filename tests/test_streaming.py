@@ -205,3 +205,30 @@ def test_a_stream_needs_no_file_and_no_length(kind: str) -> None:
         det.learn_one(t, v)
     np.testing.assert_allclose(live, resolve_detector(kind)(**LIVE[kind]).score_file(f, 750), rtol=0, atol=1e-5)
     assert int(np.argmax(live)) in (9000, 9001)
+
+
+def test_a_chunk_reads_a_high_quantile_from_the_windows_top_values_as_pandas_computes_it() -> None:
+    """harness.detectors.rolling_quantile against pandas' `shift(1).rolling(L).quantile(q)` over the chunk, on
+    random series with NaNs, zeros, ties, heavy tails and young streams (history shorter than the window): the
+    same numbers to the last bit where it applies, and it applies to most high quantiles (None: pandas' path)."""
+    import pandas as pd
+
+    from harness.detectors.rolling_quantile import chunk_quantiles, top_ranks
+
+    rng = np.random.default_rng(3)
+    applied = 0
+    for trial in range(800):
+        L, k, start = int(rng.integers(2, 500)), int(rng.integers(1, 1500)), int(rng.integers(0, 700))
+        q = float(rng.choice([0.9, 0.99, 0.995, 0.999, 1.0]))
+        min_periods = int(rng.integers(1, min(L, 50) + 1))
+        h = np.abs(rng.standard_t(2, start + k)) * rng.choice([1e-6, 1.0, 1e4])
+        h[rng.random(len(h)) < 0.2] = 0.0
+        h[rng.random(len(h)) < 0.05] = np.nan
+        if rng.random() < 0.2:
+            h = np.round(h, 1)
+        got = chunk_quantiles(h, start, L, q, min_periods, top_ranks(L, q))
+        want = pd.Series(h).shift(1).rolling(L, min_periods=min_periods).quantile(q).to_numpy()[start:]
+        if got is not None:
+            applied += 1
+            np.testing.assert_array_equal(got, want, err_msg=f"trial {trial}: L={L} k={k} start={start} q={q}")
+    assert applied > 400, applied

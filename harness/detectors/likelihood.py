@@ -57,10 +57,13 @@ from typing import Any
 
 import numpy as np
 
+from harness.detectors.rolling_quantile import chunk_quantiles, top_ranks
+
 _LOG10 = math.log(10.0)
 TAILS = ("gauss", "quantile")
 FIRE_MARGIN = 1e-9  # a record must exceed the recent maximum by this much (relative) to escape damping
 SMALL_CHUNK = 8  # chunks up to this long go record by record: cheaper than building pandas windows for them
+MAX_TOP_RANKS = 64  # a quantile reading at most this many of a window's largest values skips pandas in chunks
 
 
 def log10_gauss_tail(z: np.ndarray) -> np.ndarray:
@@ -228,6 +231,9 @@ class StreamingLikelihood:
         # what update_many leaves: the history as an array, the deque and sorted list stale until a record comes
         # one at a time (a service's chunks never pay the O(long_window) rebuild; its records at most once)
         self._tail: np.ndarray | None = None
+        # a high quantile's chunks read only the windows' top values (harness.detectors.rolling_quantile)
+        ranks = top_ranks(p["long_window"], self.quantile) if self.tail == "quantile" else None
+        self._ranks = ranks if ranks is not None and ranks <= MAX_TOP_RANKS else None
         self._suppressor = StreamingSuppression(suppress, damping)
 
     def update(self, error: float) -> float:
@@ -263,13 +269,16 @@ class StreamingLikelihood:
         m = e.copy() if s == 1 else pd.Series(short).rolling(s, min_periods=1).mean().to_numpy()[len(self._short):]
         known = self._tail if self._tail is not None else np.asarray(self._history, dtype=np.float64)
         hist = np.concatenate([known, m])
-        window = pd.Series(hist).shift(1).rolling(L, min_periods=self.min_history)
         x = np.zeros(k)
         if self.tail == "quantile":
-            q = window.quantile(self.quantile).to_numpy()[len(known):]
+            q = None if self._ranks is None else chunk_quantiles(hist, len(known), L, self.quantile, self.min_history, self._ranks)
+            if q is None:
+                window = pd.Series(hist).shift(1).rolling(L, min_periods=self.min_history)
+                q = window.quantile(self.quantile).to_numpy()[len(known):]
             ok = np.isfinite(m) & np.isfinite(q)
             x[ok] = _quantile_x(m[ok], q[ok], self.abs_floor)
         else:
+            window = pd.Series(hist).shift(1).rolling(L, min_periods=self.min_history)
             mu, sd = window.mean().to_numpy()[len(known):], window.std(ddof=0).to_numpy()[len(known):]
             ok = np.isfinite(m) & np.isfinite(mu) & np.isfinite(sd)
             x[ok] = _gauss_x(m[ok], mu[ok], sd[ok], self.rel_floor, self.abs_floor)
