@@ -47,9 +47,11 @@ class DenseAutoencoder(LearnedDetector):
         return x, x
 
     def errors(self, inputs: np.ndarray, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        d = np.abs(np.asarray(outputs, np.float64) - np.asarray(targets, np.float64))
+        # float64 differences of the float32 values (exact), cast as the ufunc goes: no float64 copies of both
         if self.params.error == "newest":
-            return d[:, -1]
+            return np.abs(np.subtract(np.asarray(outputs)[:, -1], np.asarray(targets)[:, -1], dtype=np.float64))
+        d = np.subtract(outputs, targets, dtype=np.float64)
+        np.abs(d, out=d)
         if self.params.error == "mean":
             return d.mean(axis=1)
         return d.max(axis=1)
