@@ -213,7 +213,7 @@ class StreamingSuppression:
         if np.isnan(r).any():  # pandas' max skips a NaN; the block maximum would spread it
             prev = pd.Series(placed).shift(1).rolling(K, min_periods=1).max().to_numpy()[K:]
         else:
-            prev = window_max(placed[:-1], K)  # the same maxima, 3-5x faster than pandas' rolling max
+            prev = window_max(placed[:-1], K)  # every window's maximum, 3-5x faster than pandas' rolling max
         score = np.where(r > prev * (1.0 + FIRE_MARGIN), r, self.damping * r)
         later = np.concatenate([np.maximum.accumulate(placed[::-1])[::-1][1:], [-np.inf]])
         keep = np.flatnonzero((placed > later) & (np.arange(K + k) >= k))  # rows >= i0 + k - K, strictly decreasing
