@@ -105,8 +105,8 @@ def service_config(scenario_path: str | Path, cell_id: str, port: int | None = N
 def serve_with(scenario: Scenario, scenario_path: Path, flag: str, port: int | None = None, host: str | None = None,
                token_file: str | None = None, no_auth: bool = False) -> ServeSpec:
     """The scenario's `serve:` with the command line's settings in place of its own, validated again (a host beyond
-    loopback still needs a token) and the token file read once; errors name the flag (`flag` + the field, e.g.
-    --serve-host). A token file path may start with ~ (a `ray job submit` entrypoint carries it unexpanded)."""
+    loopback still needs a token) and the token file checked readable here, so that its error names the flag
+    (`flag` + the field, e.g. --serve-token-file). A token file path may start with ~ (a `ray job submit` entrypoint carries it unexpanded)."""
     from harness.tokens import read_token
 
     if token_file is not None:

@@ -12,11 +12,14 @@ quantile too low, windows longer than the history, too many ties at the floor), 
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 MAX_CELLS = 2_000_000  # k x candidates beyond this: the pandas path is cheaper
 
 
+@lru_cache(maxsize=64)  # every stream a service starts asks, with its detector's one window and quantile
 def top_ranks(window: int, quantile: float) -> int:
     """D: how many of a window's largest values a `quantile` of it can read, over every count 1..`window`."""
     n = np.arange(1, window + 1)

@@ -140,12 +140,11 @@ def read_export(path: str | Path) -> dict[str, str]:
     return parse_export(_load(path), path)
 
 
-def parse_export(data: Any, source: str | Path) -> dict[str, str]:
+def parse_export(data: Any, path: str | Path) -> dict[str, str]:
     """{review id: verdict} from Label Studio's tasks (its JSON export, or the tasks its API lists): per task, its
     latest annotation that was not cancelled and has a verdict; tasks without one are left out. All of it is
-    checked before anything is returned, so a malformed one changes nothing: one InputError names `source` and the
-    place, e.g. tasks[3].annotations."""
-    path = source
+    checked before anything is returned, so a malformed one changes nothing: one InputError names `path` (a file,
+    or the project's URL) and the place, e.g. tasks[3].annotations."""
     if not isinstance(data, list):
         raise InputError(f"expected Label Studio's JSON export: a list of tasks, got {_shown(data)}", path)
     out = {}

@@ -279,13 +279,6 @@ def feedback(run: LoadedRun) -> list[Insight]:
 
 
 # --- regressions ---------------------------------------------------------------------------------------------------
-def previous_run(run: LoadedRun, history: Path) -> "dict | None":
-    """The latest earlier run of the same scenario in the history whose folder is still there."""
-    from harness.history.store import previous_run as previous
-
-    return previous(history, run.scenario, run.manifest.started_at, run.root)
-
-
 HEADLINE = ("nab_standard", "nab_standard_cv", "f1", "sla_met", "throughput_eps", "peak_eps_at_slo", "p95_ms", "achieved_eps")
 
 
@@ -294,11 +287,11 @@ def regressions(run: LoadedRun, history: Path | None) -> list[Insight]:
     run-to-run noise, the headline figures (HEADLINE) first; nothing without a store or a previous run."""
     from harness.errors import InputError
     from harness.history.compare import Verdict, compare
-    from harness.history.store import readable
+    from harness.history.store import previous_run, readable
 
     if history is None or not Path(history).is_file() or not readable(Path(history)):
         return []  # a corrupt store: the history section says so, and `harness history rebuild` mends it
-    prev = previous_run(run, Path(history))
+    prev = previous_run(Path(history), run.scenario, run.manifest.started_at, run.root)
     if prev is None:
         return []
     try:
